@@ -1,0 +1,353 @@
+//! Accounts and authentication: users with Argon2id password hashes,
+//! aliases, SASL PLAIN/LOGIN as a sans-IO exchange shared by SMTP, POP3,
+//! IMAP4 and NNTP, and the per-IP failure throttle. Passwords never leave
+//! this module except as hashes, and nothing here logs one.
+
+pub mod sasl;
+pub mod throttle;
+
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::Argon2;
+use serde::{Deserialize, Serialize};
+use std::sync::OnceLock;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error("user {0} already exists")]
+    UserExists(String),
+    #[error("no user {0}")]
+    NoSuchUser(String),
+    #[error("{0} is already a user; an alias cannot have the same address")]
+    AliasIsUser(String),
+    #[error("{0} is an alias; a user cannot have the same address")]
+    UserIsAlias(String),
+    #[error("no alias {0}")]
+    NoSuchAlias(String),
+    #[error("alias {0} does not point to {1}")]
+    NoSuchTarget(String, String),
+    #[error("the password is empty")]
+    EmptyPassword,
+    #[error("cannot hash the password: {0}")]
+    Hash(String),
+    #[error("account database: {0}")]
+    Db(#[from] sled::Error),
+    #[error("account record {0} is damaged: {1}")]
+    Corrupt(String, String),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct UserRecord {
+    /// PHC string, `$argon2id$v=19$...`.
+    hash: String,
+    created: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserInfo {
+    pub email: String,
+    pub created: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AliasInfo {
+    pub alias: String,
+    pub targets: Vec<String>,
+}
+
+/// What a local address is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LocalTarget {
+    User(String),
+    Alias(Vec<String>),
+}
+
+/// Users and aliases, keyed by lower-case `local@domain`.
+#[derive(Clone)]
+pub struct Accounts {
+    users: sled::Tree,
+    aliases: sled::Tree,
+}
+
+pub fn hash_password(password: &str) -> Result<String, AccountError> {
+    if password.is_empty() {
+        return Err(AccountError::EmptyPassword);
+    }
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| AccountError::Hash(e.to_string()))
+}
+
+fn verify_hash(password: &str, hash: &str) -> bool {
+    match PasswordHash::new(hash) {
+        Ok(parsed) => Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// A hash to verify against when the user does not exist, so that a wrong
+/// user name costs the same time as a wrong password.
+fn dummy_hash() -> &'static str {
+    static H: OnceLock<String> = OnceLock::new();
+    H.get_or_init(|| hash_password("postern-dummy-password").unwrap_or_default())
+}
+
+pub fn key(address: &str) -> String {
+    address.trim().to_lowercase()
+}
+
+impl Accounts {
+    pub fn open(db: &sled::Db) -> Result<Accounts, AccountError> {
+        Ok(Accounts {
+            users: db.open_tree("users")?,
+            aliases: db.open_tree("aliases")?,
+        })
+    }
+
+    pub fn add_user(&self, email: &str, password: &str) -> Result<(), AccountError> {
+        let k = key(email);
+        if self.aliases.contains_key(&k)? {
+            return Err(AccountError::UserIsAlias(k));
+        }
+        let rec = UserRecord {
+            hash: hash_password(password)?,
+            created: crate::util::now_secs(),
+        };
+        let v = serde_json::to_vec(&rec)
+            .map_err(|e| AccountError::Corrupt(k.clone(), e.to_string()))?;
+        match self
+            .users
+            .compare_and_swap(&k, None as Option<&[u8]>, Some(v))?
+        {
+            Ok(()) => Ok(()),
+            Err(_) => Err(AccountError::UserExists(k)),
+        }
+    }
+
+    pub fn set_password(&self, email: &str, password: &str) -> Result<(), AccountError> {
+        let k = key(email);
+        let mut rec = self
+            .user(&k)?
+            .ok_or_else(|| AccountError::NoSuchUser(k.clone()))?;
+        rec.hash = hash_password(password)?;
+        let v = serde_json::to_vec(&rec)
+            .map_err(|e| AccountError::Corrupt(k.clone(), e.to_string()))?;
+        self.users.insert(k, v)?;
+        Ok(())
+    }
+
+    pub fn delete_user(&self, email: &str) -> Result<(), AccountError> {
+        let k = key(email);
+        self.users
+            .remove(&k)?
+            .map(|_| ())
+            .ok_or(AccountError::NoSuchUser(k))
+    }
+
+    fn user(&self, k: &str) -> Result<Option<UserRecord>, AccountError> {
+        match self.users.get(k)? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| AccountError::Corrupt(k.into(), e.to_string())),
+        }
+    }
+
+    pub fn user_exists(&self, email: &str) -> bool {
+        self.users.contains_key(key(email)).unwrap_or(false)
+    }
+
+    pub fn users(&self) -> Result<Vec<UserInfo>, AccountError> {
+        let mut out = Vec::new();
+        for r in self.users.iter() {
+            let (k, v) = r?;
+            let email = String::from_utf8_lossy(&k).into_owned();
+            let rec: UserRecord = serde_json::from_slice(&v)
+                .map_err(|e| AccountError::Corrupt(email.clone(), e.to_string()))?;
+            out.push(UserInfo {
+                email,
+                created: rec.created,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Check a password. CPU-heavy (Argon2id): call it from a blocking
+    /// context. Returns the canonical user name on success.
+    pub fn verify(&self, email: &str, password: &str) -> Option<String> {
+        let k = key(email);
+        match self.user(&k) {
+            Ok(Some(rec)) => verify_hash(password, &rec.hash).then_some(k),
+            _ => {
+                verify_hash(password, dummy_hash());
+                None
+            }
+        }
+    }
+
+    pub fn add_alias(&self, alias: &str, target: &str) -> Result<(), AccountError> {
+        let k = key(alias);
+        if self.users.contains_key(&k)? {
+            return Err(AccountError::AliasIsUser(k));
+        }
+        let target = key(target);
+        let mut targets = self.alias_targets(&k)?.unwrap_or_default();
+        if !targets.contains(&target) {
+            targets.push(target);
+        }
+        self.aliases.insert(
+            k.as_bytes(),
+            serde_json::to_vec(&targets).unwrap_or_default(),
+        )?;
+        Ok(())
+    }
+
+    /// Remove one target, or the whole alias when `target` is `None`.
+    pub fn delete_alias(&self, alias: &str, target: Option<&str>) -> Result<(), AccountError> {
+        let k = key(alias);
+        let mut targets = self
+            .alias_targets(&k)?
+            .ok_or_else(|| AccountError::NoSuchAlias(k.clone()))?;
+        match target {
+            None => {
+                self.aliases.remove(&k)?;
+            }
+            Some(t) => {
+                let t = key(t);
+                let before = targets.len();
+                targets.retain(|x| *x != t);
+                if targets.len() == before {
+                    return Err(AccountError::NoSuchTarget(k, t));
+                }
+                if targets.is_empty() {
+                    self.aliases.remove(&k)?;
+                } else {
+                    self.aliases.insert(
+                        k.as_bytes(),
+                        serde_json::to_vec(&targets).unwrap_or_default(),
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn alias_targets(&self, alias: &str) -> Result<Option<Vec<String>>, AccountError> {
+        let k = key(alias);
+        match self.aliases.get(&k)? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| AccountError::Corrupt(k, e.to_string())),
+        }
+    }
+
+    pub fn aliases(&self) -> Result<Vec<AliasInfo>, AccountError> {
+        let mut out = Vec::new();
+        for r in self.aliases.iter() {
+            let (k, v) = r?;
+            let alias = String::from_utf8_lossy(&k).into_owned();
+            let targets = serde_json::from_slice(&v)
+                .map_err(|e| AccountError::Corrupt(alias.clone(), e.to_string()))?;
+            out.push(AliasInfo { alias, targets });
+        }
+        Ok(out)
+    }
+
+    /// A user or an alias at this exact address.
+    pub fn lookup(&self, address: &str) -> Option<LocalTarget> {
+        let k = key(address);
+        if self.users.contains_key(&k).unwrap_or(false) {
+            return Some(LocalTarget::User(k));
+        }
+        self.alias_targets(&k)
+            .ok()
+            .flatten()
+            .map(LocalTarget::Alias)
+    }
+
+    /// Whether `user` may use `address` as a sender: their own address, or
+    /// an alias that delivers to them.
+    pub fn owns_address(&self, user: &str, address: &str) -> bool {
+        let (u, a) = (key(user), key(address));
+        u == a
+            || self
+                .alias_targets(&a)
+                .ok()
+                .flatten()
+                .is_some_and(|t| t.contains(&u))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_aliases_and_passwords() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let a = Accounts::open(&db).unwrap();
+        a.add_user("Alice@Example.test", "s3cret").unwrap();
+        assert!(matches!(
+            a.add_user("alice@example.test", "x"),
+            Err(AccountError::UserExists(_))
+        ));
+        assert_eq!(
+            a.verify("ALICE@example.test", "s3cret").as_deref(),
+            Some("alice@example.test")
+        );
+        assert_eq!(a.verify("alice@example.test", "wrong"), None);
+        assert_eq!(a.verify("nobody@example.test", "s3cret"), None);
+        let stored = String::from_utf8(
+            db.open_tree("users")
+                .unwrap()
+                .get("alice@example.test")
+                .unwrap()
+                .unwrap()
+                .to_vec(),
+        )
+        .unwrap();
+        assert!(stored.contains("$argon2id$") && !stored.contains("s3cret"));
+        a.set_password("alice@example.test", "n3w").unwrap();
+        assert!(a.verify("alice@example.test", "n3w").is_some());
+        assert!(matches!(
+            a.set_password("bob@example.test", "x"),
+            Err(AccountError::NoSuchUser(_))
+        ));
+        assert!(matches!(
+            a.add_user("carol@example.test", ""),
+            Err(AccountError::EmptyPassword)
+        ));
+
+        a.add_alias("sales@example.test", "alice@example.test")
+            .unwrap();
+        a.add_alias("sales@example.test", "bob@remote.test")
+            .unwrap();
+        assert!(matches!(
+            a.add_alias("alice@example.test", "x@y.test"),
+            Err(AccountError::AliasIsUser(_))
+        ));
+        assert_eq!(
+            a.lookup("SALES@example.test"),
+            Some(LocalTarget::Alias(vec![
+                "alice@example.test".into(),
+                "bob@remote.test".into()
+            ]))
+        );
+        assert!(a.owns_address("alice@example.test", "sales@example.test"));
+        assert!(!a.owns_address("alice@example.test", "bob@example.test"));
+        a.delete_alias("sales@example.test", Some("bob@remote.test"))
+            .unwrap();
+        assert_eq!(
+            a.aliases().unwrap()[0].targets,
+            vec!["alice@example.test".to_string()]
+        );
+        a.delete_alias("sales@example.test", None).unwrap();
+        assert!(a.lookup("sales@example.test").is_none());
+        a.delete_user("alice@example.test").unwrap();
+        assert!(a.users().unwrap().is_empty());
+    }
+}

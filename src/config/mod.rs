@@ -1,0 +1,909 @@
+//! Typed configuration: the whole schema of SPEC §3, its defaults, and the
+//! validation that runs before anything starts.
+//!
+//! Every error names the file, the line and the key, in one sentence: serde
+//! errors carry a span from the TOML parser, and the checks that run after
+//! parsing (dangling references, ranges, duplicates) look the key up in a
+//! spanned parse of the same text ([`locate`]). This module never touches
+//! the network or the data directory; it only reads the one file.
+
+mod locate;
+pub mod values;
+
+pub use values::*;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The default location, relative to the working directory.
+pub const DEFAULT_PATH: &str = "config/postern.toml";
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerSection,
+    #[serde(default)]
+    pub tls: TlsSection,
+    #[serde(default, rename = "virtual_server")]
+    pub virtual_servers: Vec<VirtualServer>,
+    #[serde(default, rename = "connector")]
+    pub connectors: Vec<Connector>,
+    #[serde(default)]
+    pub queue: QueueSection,
+    #[serde(default)]
+    pub dns: DnsSection,
+    #[serde(default)]
+    pub control: ControlSection,
+    #[serde(default)]
+    pub log: LogSection,
+    #[serde(default)]
+    pub auth: AuthSection,
+    /// The file this was read from (for messages).
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    pub hostname: String,
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub local_domains: Vec<String>,
+    #[serde(default)]
+    pub relay_domains: Vec<String>,
+    /// Defaults to `postmaster@` the first local domain.
+    #[serde(default)]
+    pub postmaster: String,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("queue-data")
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    #[serde(default)]
+    pub certificates: BTreeMap<String, CertificateConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    #[serde(default)]
+    pub self_signed_if_missing: bool,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VirtualServer {
+    pub name: String,
+    pub protocol: Protocol,
+    pub listen: Vec<String>,
+    #[serde(default)]
+    pub tls: TlsMode,
+    #[serde(default)]
+    pub certificates: Vec<String>,
+    #[serde(default)]
+    pub require_tls: bool,
+    #[serde(default)]
+    pub min_tls_version: TlsVersion,
+    #[serde(default)]
+    pub auth: AuthMode,
+    #[serde(default)]
+    pub allow_plaintext_auth: bool,
+    #[serde(default)]
+    pub relay_networks: Vec<String>,
+    /// Defaults to true when `auth = "required"` (a submission server).
+    #[serde(default)]
+    pub sender_must_match_auth: Option<bool>,
+    #[serde(default = "default_max_message_size")]
+    pub max_message_size: Size,
+    #[serde(default = "default_max_recipients")]
+    pub max_recipients: usize,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: Dur,
+    /// NNTP only: whether POST works without AUTHINFO.
+    #[serde(default)]
+    pub allow_anonymous_posting: bool,
+
+    /// Parsed forms of `listen` and `relay_networks`, filled in by validation.
+    #[serde(skip)]
+    pub listen_addrs: Vec<SocketAddr>,
+    #[serde(skip)]
+    pub relay_nets: Vec<IpNet>,
+}
+
+impl VirtualServer {
+    pub fn sender_must_match_auth(&self) -> bool {
+        self.sender_must_match_auth
+            .unwrap_or(self.auth == AuthMode::Required)
+    }
+
+    /// A submission server takes mail from authenticated users' clients:
+    /// it fixes up missing Message-ID and Date headers (RFC 6409 §8).
+    pub fn is_submission(&self) -> bool {
+        self.protocol == Protocol::Smtp && self.auth == AuthMode::Required
+    }
+
+    pub fn in_relay_networks(&self, ip: IpAddr) -> bool {
+        let ip = canonical_ip(ip);
+        self.relay_nets.iter().any(|n| n.contains(&ip))
+    }
+}
+
+/// IPv4-mapped IPv6 addresses (`::ffff:10.0.0.1`) compare as IPv4.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+fn default_max_message_size() -> Size {
+    Size(25 << 20)
+}
+fn default_max_recipients() -> usize {
+    100
+}
+fn default_max_connections() -> usize {
+    500
+}
+fn default_max_connections_per_ip() -> usize {
+    20
+}
+fn default_idle_timeout() -> Dur {
+    Dur(Duration::from_secs(300))
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Connector {
+    pub name: String,
+    pub address_spaces: Vec<AddressSpace>,
+    #[serde(default = "default_cost")]
+    pub cost: u32,
+    #[serde(default)]
+    pub tls: OutboundTls,
+    #[serde(default)]
+    pub smarthost: Option<String>,
+    #[serde(default)]
+    pub smarthost_tls: SmarthostTls,
+    #[serde(default)]
+    pub auth_username: Option<String>,
+    #[serde(default)]
+    pub auth_password_file: Option<PathBuf>,
+    /// Virtual servers whose mail may use this connector; `None` means all.
+    #[serde(default)]
+    pub source_servers: Option<Vec<String>>,
+    #[serde(default)]
+    pub helo_name: Option<String>,
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+
+    /// Parsed `smarthost`, filled in by validation.
+    #[serde(skip)]
+    pub smarthost_addr: Option<HostPort>,
+}
+
+impl Connector {
+    pub fn serves(&self, source_server: &str) -> bool {
+        match &self.source_servers {
+            None => true,
+            Some(list) => list.iter().any(|s| s == source_server),
+        }
+    }
+
+    /// The smarthost port: explicit, else 465 for implicit TLS, else 25.
+    pub fn smarthost_port(&self) -> u16 {
+        let default = match self.smarthost_tls {
+            SmarthostTls::Implicit => 465,
+            SmarthostTls::Starttls => 25,
+        };
+        self.smarthost_addr
+            .as_ref()
+            .map(|h| h.port_or(default))
+            .unwrap_or(25)
+    }
+}
+
+fn default_cost() -> u32 {
+    10
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSection {
+    #[serde(default = "default_retry_schedule")]
+    pub retry_schedule: Vec<Dur>,
+    #[serde(default = "default_max_lifetime")]
+    pub max_lifetime: Dur,
+    #[serde(default = "default_delay_warning")]
+    pub delay_warning_after: Dur,
+    #[serde(default = "default_max_deliveries")]
+    pub max_deliveries: usize,
+    #[serde(default = "default_max_per_destination")]
+    pub max_per_destination: usize,
+}
+
+impl Default for QueueSection {
+    fn default() -> Self {
+        QueueSection {
+            retry_schedule: default_retry_schedule(),
+            max_lifetime: default_max_lifetime(),
+            delay_warning_after: default_delay_warning(),
+            max_deliveries: default_max_deliveries(),
+            max_per_destination: default_max_per_destination(),
+        }
+    }
+}
+
+impl QueueSection {
+    /// The delay before attempt number `attempts + 1`; the last step repeats.
+    pub fn retry_delay(&self, attempts: u32) -> Duration {
+        let i = (attempts.max(1) as usize - 1).min(self.retry_schedule.len().saturating_sub(1));
+        self.retry_schedule
+            .get(i)
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_secs(300))
+    }
+}
+
+fn default_retry_schedule() -> Vec<Dur> {
+    ["1m", "5m", "15m", "30m", "1h", "2h", "4h"]
+        .iter()
+        .map(|s| Dur::try_from(s.to_string()).unwrap_or(Dur(Duration::from_secs(60))))
+        .collect()
+}
+fn default_max_lifetime() -> Dur {
+    Dur(Duration::from_secs(2 * 86400))
+}
+fn default_delay_warning() -> Dur {
+    Dur(Duration::from_secs(4 * 3600))
+}
+fn default_max_deliveries() -> usize {
+    64
+}
+fn default_max_per_destination() -> usize {
+    8
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSection {
+    /// `"ip"` or `"ip:port"`; empty means the system resolver.
+    #[serde(default)]
+    pub nameservers: Vec<String>,
+    /// How long one query may take before it counts as a temporary failure.
+    #[serde(default = "default_dns_timeout")]
+    pub timeout: Dur,
+    #[serde(skip)]
+    pub nameserver_addrs: Vec<SocketAddr>,
+}
+
+impl Default for DnsSection {
+    fn default() -> Self {
+        DnsSection {
+            nameservers: Vec::new(),
+            timeout: default_dns_timeout(),
+            nameserver_addrs: Vec::new(),
+        }
+    }
+}
+
+fn default_dns_timeout() -> Dur {
+    Dur(Duration::from_secs(5))
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlSection {
+    /// Defaults to `control.sock` in the data directory.
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            level: default_log_level(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+
+/// Authentication failure throttling (SPEC §4: five failures from one IP in
+/// ten minutes); configurable so tests and small sites can tune it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    #[serde(default = "default_failure_limit")]
+    pub failure_limit: u32,
+    #[serde(default = "default_failure_window")]
+    pub failure_window: Dur,
+    #[serde(default = "default_failure_delay")]
+    pub failure_delay: Dur,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        AuthSection {
+            failure_limit: default_failure_limit(),
+            failure_window: default_failure_window(),
+            failure_delay: default_failure_delay(),
+        }
+    }
+}
+
+fn default_failure_limit() -> u32 {
+    5
+}
+fn default_failure_window() -> Dur {
+    Dur(Duration::from_secs(600))
+}
+fn default_failure_delay() -> Dur {
+    Dur(Duration::from_secs(1))
+}
+
+/// A configuration problem: one sentence naming the file, line and key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read the configuration: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {message}")]
+    At {
+        path: String,
+        line: usize,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    File { path: String, message: String },
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let shown = path.display().to_string();
+        let mut config: Config = toml::from_str(text).map_err(|e| {
+            let message = single_line(e.message());
+            match e.span() {
+                Some(span) => {
+                    let line = locate::line_of(text, span.start);
+                    let key = locate::key_on_line(text, line);
+                    let message = match key {
+                        // serde's "unknown field" already names the key
+                        Some(k) if !message.contains(&format!("`{k}`")) => {
+                            format!("{k}: {message}")
+                        }
+                        _ => message,
+                    };
+                    ConfigError::At {
+                        path: shown.clone(),
+                        line,
+                        message,
+                    }
+                }
+                None => ConfigError::File {
+                    path: shown.clone(),
+                    message,
+                },
+            }
+        })?;
+        config.path = path.to_path_buf();
+        if let Err(problem) = config.validate() {
+            let line = locate::line_of_path(text, &problem.key);
+            return Err(match line {
+                Some(line) => ConfigError::At {
+                    path: shown,
+                    line,
+                    message: problem.message,
+                },
+                None => ConfigError::File {
+                    path: shown,
+                    message: problem.message,
+                },
+            });
+        }
+        Ok(config)
+    }
+
+    pub fn virtual_server(&self, name: &str) -> Option<&VirtualServer> {
+        self.virtual_servers.iter().find(|v| v.name == name)
+    }
+
+    pub fn is_local_domain(&self, domain: &str) -> bool {
+        self.server
+            .local_domains
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(domain))
+    }
+
+    pub fn is_relay_domain(&self, domain: &str) -> bool {
+        self.server
+            .relay_domains
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(domain))
+    }
+
+    pub fn control_socket(&self) -> PathBuf {
+        self.control
+            .socket
+            .clone()
+            .unwrap_or_else(|| self.server.data_dir.join("control.sock"))
+    }
+
+    fn validate(&mut self) -> Result<(), Problem> {
+        use locate::Seg::{Idx, Key};
+        let s = &mut self.server;
+        if !is_domain_name(&s.hostname) {
+            return Err(Problem::new(
+                vec![Key("server"), Key("hostname")],
+                format!("server.hostname {:?} is not a valid host name", s.hostname),
+            ));
+        }
+        for (key, list) in [
+            ("local_domains", &mut s.local_domains),
+            ("relay_domains", &mut s.relay_domains),
+        ] {
+            for (i, d) in list.iter_mut().enumerate() {
+                if !is_domain_name(d) {
+                    return Err(Problem::new(
+                        vec![Key("server"), Key(key), Idx(i)],
+                        format!("server.{key}: {d:?} is not a valid domain name"),
+                    ));
+                }
+                *d = d.trim_end_matches('.').to_ascii_lowercase();
+            }
+        }
+        if let Some(d) = s.relay_domains.iter().find(|d| s.local_domains.contains(d)) {
+            return Err(Problem::new(
+                vec![Key("server"), Key("relay_domains")],
+                format!("server.relay_domains: {d:?} is also a local domain; a domain is one or the other"),
+            ));
+        }
+        if s.postmaster.is_empty() {
+            match s.local_domains.first() {
+                Some(d) => s.postmaster = format!("postmaster@{d}"),
+                None => {
+                    return Err(Problem::new(
+                        vec![Key("server")],
+                        "server.postmaster must be set when there are no local_domains".into(),
+                    ))
+                }
+            }
+        } else if !looks_like_address(&s.postmaster) {
+            return Err(Problem::new(
+                vec![Key("server"), Key("postmaster")],
+                format!(
+                    "server.postmaster {:?} is not an address (local@domain)",
+                    s.postmaster
+                ),
+            ));
+        }
+
+        for (name, c) in &self.tls.certificates {
+            if c.cert.as_os_str().is_empty() || c.key.as_os_str().is_empty() {
+                return Err(Problem::new(
+                    vec![
+                        Key("tls"),
+                        Key("certificates"),
+                        locate::Seg::Name(name.clone()),
+                    ],
+                    format!("tls.certificates.{name}: cert and key must both name files"),
+                ));
+            }
+        }
+
+        let mut names = HashSet::new();
+        for (i, v) in self.virtual_servers.iter_mut().enumerate() {
+            let at = |k: &'static str| vec![Key("virtual_server"), Idx(i), Key(k)];
+            let vs = format!("virtual server {:?}", v.name);
+            if v.name.is_empty()
+                || !v
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(Problem::new(
+                    at("name"),
+                    format!(
+                        "virtual_server name {:?} must be letters, digits, '-' or '_'",
+                        v.name
+                    ),
+                ));
+            }
+            if !names.insert(v.name.clone()) {
+                return Err(Problem::new(
+                    at("name"),
+                    format!("two virtual servers are named {:?}", v.name),
+                ));
+            }
+            if v.listen.is_empty() {
+                return Err(Problem::new(
+                    at("listen"),
+                    format!("{vs}: listen needs at least one address"),
+                ));
+            }
+            v.listen_addrs.clear();
+            for (j, l) in v.listen.iter().enumerate() {
+                match l.parse::<SocketAddr>() {
+                    Ok(a) => v.listen_addrs.push(a),
+                    Err(_) => {
+                        return Err(Problem::new(
+                            vec![Key("virtual_server"), Idx(i), Key("listen"), Idx(j)],
+                            format!("{vs}: listen address {l:?} is not ip:port (e.g. \"127.0.0.1:2525\" or \"[::1]:2525\")"),
+                        ))
+                    }
+                }
+            }
+            for (j, c) in v.certificates.iter().enumerate() {
+                if !self.tls.certificates.contains_key(c) {
+                    return Err(Problem::new(
+                        vec![Key("virtual_server"), Idx(i), Key("certificates"), Idx(j)],
+                        format!("{vs}: certificates names {c:?}, which is not defined as [tls.certificates.{c}]"),
+                    ));
+                }
+            }
+            if v.tls != TlsMode::None && v.certificates.is_empty() {
+                return Err(Problem::new(
+                    at("certificates"),
+                    format!("{vs}: TLS needs at least one entry in certificates"),
+                ));
+            }
+            if v.tls == TlsMode::None && v.require_tls {
+                return Err(Problem::new(
+                    at("require_tls"),
+                    format!("{vs}: require_tls = true cannot be met with tls = \"none\""),
+                ));
+            }
+            v.relay_nets.clear();
+            for (j, n) in v.relay_networks.iter().enumerate() {
+                match parse_network(n) {
+                    Some(net) => v.relay_nets.push(net),
+                    None => {
+                        return Err(Problem::new(
+                            vec![Key("virtual_server"), Idx(i), Key("relay_networks"), Idx(j)],
+                            format!("{vs}: relay_networks entry {n:?} is not a CIDR (e.g. \"10.0.0.0/8\") or an IP address"),
+                        ))
+                    }
+                }
+            }
+            for (k, n) in [
+                ("max_recipients", v.max_recipients),
+                ("max_connections", v.max_connections),
+                ("max_connections_per_ip", v.max_connections_per_ip),
+            ] {
+                if n == 0 {
+                    return Err(Problem::new(at(k), format!("{vs}: {k} must be at least 1")));
+                }
+            }
+            if v.max_message_size.0 == 0 {
+                return Err(Problem::new(
+                    at("max_message_size"),
+                    format!("{vs}: max_message_size must be more than 0"),
+                ));
+            }
+            if v.idle_timeout.0.is_zero() {
+                return Err(Problem::new(
+                    at("idle_timeout"),
+                    format!("{vs}: idle_timeout must be more than 0s"),
+                ));
+            }
+        }
+
+        let mut names = HashSet::new();
+        for (i, c) in self.connectors.iter_mut().enumerate() {
+            let at = |k: &'static str| vec![Key("connector"), Idx(i), Key(k)];
+            let cn = format!("connector {:?}", c.name);
+            if c.name.is_empty() || c.name.contains(['/', ' ']) {
+                return Err(Problem::new(
+                    at("name"),
+                    format!(
+                        "connector name {:?} must be non-empty, without '/' or spaces",
+                        c.name
+                    ),
+                ));
+            }
+            if c.name == "local" {
+                return Err(Problem::new(
+                    at("name"),
+                    "connector name \"local\" is reserved for local delivery".into(),
+                ));
+            }
+            if !names.insert(c.name.clone()) {
+                return Err(Problem::new(
+                    at("name"),
+                    format!("two connectors are named {:?}", c.name),
+                ));
+            }
+            if c.address_spaces.is_empty() {
+                return Err(Problem::new(
+                    at("address_spaces"),
+                    format!("{cn}: address_spaces needs at least one entry"),
+                ));
+            }
+            if !(1..=100).contains(&c.cost) {
+                return Err(Problem::new(
+                    at("cost"),
+                    format!("{cn}: cost {} is outside 1..100", c.cost),
+                ));
+            }
+            c.smarthost_addr = match &c.smarthost {
+                None => None,
+                Some(h) => Some(
+                    HostPort::parse(h)
+                        .map_err(|m| Problem::new(at("smarthost"), format!("{cn}: {m}")))?,
+                ),
+            };
+            if c.auth_username.is_some() != c.auth_password_file.is_some() {
+                return Err(Problem::new(
+                    at(if c.auth_username.is_some() {
+                        "auth_username"
+                    } else {
+                        "auth_password_file"
+                    }),
+                    format!("{cn}: auth_username and auth_password_file go together"),
+                ));
+            }
+            if c.auth_username.is_some() && c.smarthost.is_none() {
+                return Err(Problem::new(
+                    at("auth_username"),
+                    format!("{cn}: AUTH is only used towards a smarthost; set smarthost"),
+                ));
+            }
+            if c.auth_username.is_some()
+                && c.tls == OutboundTls::None
+                && c.smarthost_tls != SmarthostTls::Implicit
+            {
+                return Err(Problem::new(
+                    at("tls"),
+                    format!("{cn}: AUTH never goes over plaintext; tls = \"none\" would never send the credentials"),
+                ));
+            }
+            if let Some(h) = &c.helo_name {
+                if !is_domain_name(h) {
+                    return Err(Problem::new(
+                        at("helo_name"),
+                        format!("{cn}: helo_name {h:?} is not a host name"),
+                    ));
+                }
+            }
+            if let Some(list) = &c.source_servers {
+                for (j, s) in list.iter().enumerate() {
+                    match self.virtual_servers.iter().find(|v| &v.name == s) {
+                        Some(v) if v.protocol == Protocol::Smtp => {}
+                        Some(_) => {
+                            return Err(Problem::new(
+                                vec![Key("connector"), Idx(i), Key("source_servers"), Idx(j)],
+                                format!("{cn}: source_servers names {s:?}, which is not an SMTP virtual server"),
+                            ))
+                        }
+                        None => {
+                            return Err(Problem::new(
+                                vec![Key("connector"), Idx(i), Key("source_servers"), Idx(j)],
+                                format!("{cn}: source_servers names {s:?}, which is not a [[virtual_server]]"),
+                            ))
+                        }
+                    }
+                }
+            }
+        }
+
+        let q = &self.queue;
+        if q.retry_schedule.is_empty() || q.retry_schedule.iter().any(|d| d.0.is_zero()) {
+            return Err(Problem::new(
+                vec![Key("queue"), Key("retry_schedule")],
+                "queue.retry_schedule needs at least one duration, none of them 0s".into(),
+            ));
+        }
+        if q.max_deliveries == 0 || q.max_per_destination == 0 {
+            return Err(Problem::new(
+                vec![
+                    Key("queue"),
+                    Key(if q.max_deliveries == 0 {
+                        "max_deliveries"
+                    } else {
+                        "max_per_destination"
+                    }),
+                ],
+                "queue.max_deliveries and queue.max_per_destination must be at least 1".into(),
+            ));
+        }
+
+        self.dns.nameserver_addrs.clear();
+        for (i, n) in self.dns.nameservers.iter().enumerate() {
+            let addr = n
+                .parse::<SocketAddr>()
+                .ok()
+                .or_else(|| n.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)));
+            match addr {
+                Some(a) => self.dns.nameserver_addrs.push(a),
+                None => {
+                    return Err(Problem::new(
+                        vec![Key("dns"), Key("nameservers"), Idx(i)],
+                        format!("dns.nameservers entry {n:?} is not an IP address or ip:port"),
+                    ))
+                }
+            }
+        }
+
+        if !["error", "warn", "info", "debug", "trace"].contains(&self.log.level.as_str()) {
+            return Err(Problem::new(
+                vec![Key("log"), Key("level")],
+                format!(
+                    "log.level {:?} is not one of error, warn, info, debug, trace",
+                    self.log.level
+                ),
+            ));
+        }
+        if self.auth.failure_limit == 0 {
+            return Err(Problem::new(
+                vec![Key("auth"), Key("failure_limit")],
+                "auth.failure_limit must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A validation failure before it is placed on a line.
+struct Problem {
+    key: Vec<locate::Seg>,
+    message: String,
+}
+
+impl Problem {
+    fn new(key: Vec<locate::Seg>, message: String) -> Problem {
+        Problem { key, message }
+    }
+}
+
+fn single_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn looks_like_address(s: &str) -> bool {
+    match s.rsplit_once('@') {
+        Some((l, d)) => !l.is_empty() && is_domain_name(d),
+        None => false,
+    }
+}
+
+/// `10.0.0.0/8`, `::1/128`, or a bare address (a single host).
+pub fn parse_network(s: &str) -> Option<IpNet> {
+    let t = s.trim();
+    t.parse::<IpNet>()
+        .ok()
+        .or_else(|| t.parse::<IpAddr>().ok().map(IpNet::from))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[server]
+hostname = "mail.example.test"
+local_domains = ["example.test"]
+
+[tls.certificates.main]
+cert = "c.pem"
+key = "k.pem"
+
+[[virtual_server]]
+name = "mx"
+protocol = "smtp"
+listen = ["127.0.0.1:2525"]
+tls = "starttls"
+certificates = ["main"]
+"#;
+
+    fn parse(t: &str) -> Result<Config, ConfigError> {
+        Config::parse(t, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn minimal_parses_with_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.server.postmaster, "postmaster@example.test");
+        assert_eq!(c.virtual_servers[0].max_message_size.0, 25 << 20);
+        assert_eq!(c.queue.retry_schedule.len(), 7);
+        assert_eq!(c.queue.retry_delay(1), Duration::from_secs(60));
+        assert_eq!(c.queue.retry_delay(100), Duration::from_secs(4 * 3600));
+        assert_eq!(c.control_socket(), PathBuf::from("queue-data/control.sock"));
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let t = MINIMAL.replace("tls = \"starttls\"", "tls = \"starttls\"\nbogus_key = 1");
+        let e = parse(&t).unwrap_err().to_string();
+        assert!(e.starts_with("test.toml:15:"), "{e}");
+        assert!(e.contains("bogus_key"), "{e}");
+        assert!(!e.contains('\n'));
+    }
+
+    #[test]
+    fn bad_duration_names_key_and_line() {
+        let t = format!("{MINIMAL}idle_timeout = \"five minutes\"\n");
+        let e = parse(&t).unwrap_err().to_string();
+        assert!(e.starts_with("test.toml:16:"), "{e}");
+        assert!(
+            e.contains("idle_timeout") && e.contains("five minutes"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn missing_certificate_names_key_and_line() {
+        let t = MINIMAL.replace(
+            "certificates = [\"main\"]",
+            "certificates = [\"main\", \"nosuch\"]",
+        );
+        let e = parse(&t).unwrap_err().to_string();
+        assert!(e.starts_with("test.toml:15:"), "{e}");
+        assert!(e.contains("nosuch") && e.contains("certificates"), "{e}");
+    }
+
+    #[test]
+    fn connector_checks() {
+        let t = format!(
+            "{MINIMAL}\n[[connector]]\nname = \"x\"\naddress_spaces = [\"*\"]\ncost = 500\n"
+        );
+        let e = parse(&t).unwrap_err().to_string();
+        assert!(e.contains(":20:") && e.contains("cost"), "{e}");
+        let t = format!("{MINIMAL}\n[[connector]]\nname = \"x\"\naddress_spaces = [\"*\"]\nsource_servers = [\"nope\"]\n");
+        let e = parse(&t).unwrap_err().to_string();
+        assert!(e.contains(":20:") && e.contains("nope"), "{e}");
+        let t =
+            format!("{MINIMAL}\n[[connector]]\nname = \"x\"\naddress_spaces = [\"bad domain\"]\n");
+        let e = parse(&t).unwrap_err().to_string();
+        assert!(e.contains(":19:") && e.contains("bad domain"), "{e}");
+    }
+
+    #[test]
+    fn relay_networks_parse() {
+        let t = format!("{MINIMAL}relay_networks = [\"10.0.0.0/8\", \"127.0.0.1\", \"::1\"]\n");
+        let c = parse(&t).unwrap();
+        let v = &c.virtual_servers[0];
+        assert!(v.in_relay_networks("10.1.2.3".parse().unwrap()));
+        assert!(v.in_relay_networks("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!v.in_relay_networks("192.0.2.1".parse().unwrap()));
+        let t = format!("{MINIMAL}relay_networks = [\"10.0.0.0/33\"]\n");
+        assert!(parse(&t).unwrap_err().to_string().contains("10.0.0.0/33"));
+    }
+}

@@ -1,0 +1,230 @@
+//! The control socket (SPEC §11): a Unix socket, mode 0600, one JSON
+//! request and one JSON response per line. The CLI is its client; when no
+//! server is running the CLI runs the very same operations ([`ops`]) on the
+//! store opened directly, so both paths answer alike.
+//!
+//! Requests are objects tagged by `op`, e.g.
+//! `{"op":"queue_list","state":"queued"}`; responses are
+//! `{"ok":true,"data":...}` or `{"ok":false,"error":"one sentence"}`.
+
+pub mod ops;
+pub mod views;
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueFilter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipient: Option<String>,
+}
+
+/// Which messages a queue action applies to.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Selector {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ids: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub all: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    Ping,
+    QueueSummary,
+    QueueList {
+        #[serde(flatten)]
+        filter: QueueFilter,
+    },
+    QueueShow {
+        id: String,
+    },
+    QueueRetry {
+        #[serde(flatten)]
+        select: Selector,
+    },
+    QueueFreeze {
+        #[serde(flatten)]
+        select: Selector,
+    },
+    QueueThaw {
+        #[serde(flatten)]
+        select: Selector,
+    },
+    QueueDelete {
+        #[serde(flatten)]
+        select: Selector,
+        #[serde(default)]
+        ndr: bool,
+    },
+    UserAdd {
+        email: String,
+        password: String,
+    },
+    UserPasswd {
+        email: String,
+        password: String,
+    },
+    UserDelete {
+        email: String,
+    },
+    UserList,
+    AliasAdd {
+        alias: String,
+        target: String,
+    },
+    AliasDelete {
+        alias: String,
+        #[serde(default)]
+        target: Option<String>,
+    },
+    AliasList {
+        #[serde(default)]
+        alias: Option<String>,
+    },
+    Reload,
+}
+
+impl Request {
+    /// Whether the operation needs the running server (nothing to do without one).
+    pub fn needs_server(&self) -> bool {
+        matches!(self, Request::Reload | Request::Ping)
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Response {
+    pub fn ok(data: impl Serialize) -> Response {
+        Response {
+            ok: true,
+            data: serde_json::to_value(data).ok(),
+            error: None,
+        }
+    }
+    pub fn err(e: impl std::fmt::Display) -> Response {
+        Response {
+            ok: false,
+            data: None,
+            error: Some(e.to_string()),
+        }
+    }
+}
+
+/// Largest request line accepted (a password or a long id list fits easily).
+const MAX_REQUEST: usize = 1 << 20;
+
+/// Serve the control socket until the task is dropped.
+pub async fn serve(
+    path: PathBuf,
+    ctx: std::sync::Arc<crate::server::Context>,
+) -> std::io::Result<()> {
+    let listener = bind(&path)?;
+    tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    let ctx = ctx.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = connection(stream, ctx).await {
+                            tracing::debug!("control connection: {e}");
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!("control socket accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    // A socket left by a server that died; we hold the data directory lock,
+    // so no live server owns it.
+    if path.exists() {
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+async fn connection(
+    stream: UnixStream,
+    ctx: std::sync::Arc<crate::server::Context>,
+) -> std::io::Result<()> {
+    let (r, mut w) = stream.into_split();
+    let mut r = BufReader::new(r);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = (&mut r)
+            .take(MAX_REQUEST as u64)
+            .read_line(&mut line)
+            .await?;
+        if n == 0 {
+            return Ok(());
+        }
+        let resp = match serde_json::from_str::<Request>(line.trim()) {
+            Ok(req) => ctx.control(req).await,
+            Err(e) => Response::err(format!("bad request: {e}")),
+        };
+        let mut out = serde_json::to_vec(&resp).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
+        out.push(b'\n');
+        w.write_all(&out).await?;
+    }
+}
+
+use tokio::io::AsyncReadExt as _;
+
+/// Client side: send one request to a running server. `Ok(None)` when no
+/// server answers at `path` (the caller then opens the store directly).
+pub fn request(path: &Path, req: &Request) -> std::io::Result<Option<Response>> {
+    use std::io::{BufRead, Write};
+    let mut stream = match std::os::unix::net::UnixStream::connect(path) {
+        Ok(s) => s,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Ok(None)
+        }
+        Err(e) => return Err(e),
+    };
+    let mut line = serde_json::to_vec(req).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    stream.write_all(&line)?;
+    let mut reader = std::io::BufReader::new(stream);
+    let mut resp = String::new();
+    reader.read_line(&mut resp)?;
+    serde_json::from_str(&resp)
+        .map(Some)
+        .map_err(|e| std::io::Error::other(format!("unreadable answer from the server: {e}")))
+}

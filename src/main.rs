@@ -1,0 +1,632 @@
+//! `postern`: the one binary. Exit status 0 on success, 1 on a runtime
+//! failure, 2 on a usage or configuration error; errors are one sentence on
+//! stderr.
+
+use clap::{Args, Parser, Subcommand};
+use postern::config::Config;
+use postern::control::{self, ops, views, QueueFilter, Request, Response, Selector};
+use std::io::{BufRead, IsTerminal};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "postern",
+    version,
+    about = "A mail server in one binary: SMTP MTA and relay, POP3, IMAP4, NNTP"
+)]
+struct Cli {
+    /// Configuration file.
+    #[arg(long, global = true, default_value = postern::config::DEFAULT_PATH)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every configured virtual server.
+    Serve,
+    /// Validate the configuration, certificates and paths; print a summary.
+    CheckConfig,
+    /// Inspect and steer the delivery queue.
+    #[command(subcommand)]
+    Queue(QueueCmd),
+    /// Explain routing decisions.
+    #[command(subcommand)]
+    Route(RouteCmd),
+    /// Manage mailbox users.
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Manage aliases.
+    #[command(subcommand)]
+    Alias(AliasCmd),
+    /// Re-read certificates in the running server without dropping sessions.
+    Reload,
+}
+
+#[derive(Subcommand)]
+enum QueueCmd {
+    /// One row per destination: count, oldest, next attempt, last error.
+    Summary {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One entry per message.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        destination: Option<String>,
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        sender: Option<String>,
+        #[arg(long)]
+        recipient: Option<String>,
+    },
+    /// Envelope, recipients, attempts, TLS and headers of one message.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Attempt delivery now.
+    Retry(SelectArgs),
+    /// Hold messages: no attempts and no expiry while frozen.
+    Freeze(SelectArgs),
+    /// Release frozen messages.
+    Thaw(SelectArgs),
+    /// Remove messages, silently or with an NDR to the sender.
+    Delete {
+        #[command(flatten)]
+        select: SelectArgs,
+        /// Send the sender a non-delivery report.
+        #[arg(long)]
+        ndr: bool,
+    },
+}
+
+#[derive(Args)]
+struct SelectArgs {
+    /// Queue ids.
+    ids: Vec<String>,
+    #[arg(long)]
+    destination: Option<String>,
+    #[arg(long)]
+    all: bool,
+}
+
+impl From<SelectArgs> for Selector {
+    fn from(a: SelectArgs) -> Selector {
+        Selector {
+            ids: a.ids,
+            destination: a.destination,
+            all: a.all,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum RouteCmd {
+    /// Which connector carries mail for ADDRESS, and why.
+    Explain {
+        address: String,
+        /// The virtual server the mail arrives on (default: the first SMTP one).
+        #[arg(long)]
+        server: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    Add {
+        email: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    Passwd {
+        email: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    Delete {
+        email: String,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AliasCmd {
+    /// Make ALIAS deliver to TARGET (repeat to add targets).
+    Add { alias: String, target: String },
+    /// Remove one target, or the whole alias.
+    Delete {
+        alias: String,
+        target: Option<String>,
+    },
+    List {
+        alias: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A failure and its exit status.
+struct Failure(u8, String);
+
+type Outcome = Result<(), Failure>;
+
+fn usage(msg: impl Into<String>) -> Failure {
+    Failure(2, msg.into())
+}
+fn runtime(msg: impl Into<String>) -> Failure {
+    Failure(1, msg.into())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(code, msg)) => {
+            eprintln!("postern: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn load(path: &Path) -> Result<Config, Failure> {
+    Config::load(path).map_err(|e| usage(e.to_string()))
+}
+
+fn init_logging(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("postern={}", config.log.level)));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let _ = match config.log.format {
+        postern::config::LogFormat::Json => builder.json().try_init(),
+        postern::config::LogFormat::Text => builder.try_init(),
+    };
+}
+
+fn run(cli: Cli) -> Outcome {
+    match cli.command {
+        Command::Serve => {
+            let config = load(&cli.config)?;
+            init_logging(&config);
+            let rt = tokio::runtime::Runtime::new()
+                .map_err(|e| runtime(format!("cannot start the runtime: {e}")))?;
+            rt.block_on(postern::server::serve(config)).map_err(runtime)
+        }
+        Command::CheckConfig => check_config(&cli.config),
+        Command::Route(RouteCmd::Explain {
+            address,
+            server,
+            json,
+        }) => {
+            let config = load(&cli.config)?;
+            let ex =
+                postern::routing::explain(&config, &address, server.as_deref()).map_err(usage)?;
+            if json {
+                println!("{}", serde_json::to_string(&ex).unwrap_or_default());
+            } else {
+                print!("{ex}");
+            }
+            Ok(())
+        }
+        Command::Queue(q) => queue(&cli.config, q),
+        Command::User(u) => user(&cli.config, u),
+        Command::Alias(a) => alias(&cli.config, a),
+        Command::Reload => {
+            let data = operate(&cli.config, Request::Reload)?;
+            let report: postern::tls::ReloadReport =
+                serde_json::from_value(data).unwrap_or_default();
+            for name in &report.reloaded {
+                println!("certificate {name:?} reloaded");
+            }
+            for (name, why) in &report.failed {
+                println!("certificate {name:?} kept as it was: {why}");
+            }
+            if report.failed.is_empty() {
+                Ok(())
+            } else {
+                Err(runtime(format!(
+                    "{} certificate(s) could not be reloaded",
+                    report.failed.len()
+                )))
+            }
+        }
+    }
+}
+
+/// Send a request to the running server, or run it on the store directly.
+fn operate(config_path: &Path, req: Request) -> Result<serde_json::Value, Failure> {
+    let config = load(config_path)?;
+    let socket = config.control_socket();
+    let resp = match control::request(&socket, &req) {
+        Ok(Some(resp)) => resp,
+        Ok(None) if req.needs_server() => {
+            return Err(runtime(format!(
+                "no server is running (nothing answers on {})",
+                socket.display()
+            )))
+        }
+        Ok(None) => direct(&config, req)?,
+        Err(e) => return Err(runtime(format!("control socket {}: {e}", socket.display()))),
+    };
+    match resp {
+        Response { ok: true, data, .. } => Ok(data.unwrap_or(serde_json::Value::Null)),
+        Response { error, .. } => Err(runtime(
+            error.unwrap_or_else(|| "the server refused the request".into()),
+        )),
+    }
+}
+
+fn direct(config: &Config, req: Request) -> Result<Response, Failure> {
+    let data = postern::datadir::DataDir::open(&config.server.data_dir)
+        .map_err(|e| runtime(e.to_string()))?;
+    let (queue, _) = postern::queue::QueueStore::open(&data.db, &data.path)
+        .map_err(|e| runtime(e.to_string()))?;
+    let accounts = postern::auth::Accounts::open(&data.db).map_err(|e| runtime(e.to_string()))?;
+    let resp = ops::execute(
+        &ops::Stores {
+            config,
+            queue: &queue,
+            accounts: &accounts,
+        },
+        req,
+    );
+    let _ = queue.flush();
+    Ok(resp)
+}
+
+fn print_json_lines(v: &serde_json::Value) {
+    match v {
+        serde_json::Value::Array(items) => {
+            for i in items {
+                println!("{i}");
+            }
+        }
+        other => println!("{other}"),
+    }
+}
+
+fn from_value<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, Failure> {
+    serde_json::from_value(v).map_err(|e| runtime(format!("unexpected answer: {e}")))
+}
+
+fn queue(config: &Path, cmd: QueueCmd) -> Outcome {
+    match cmd {
+        QueueCmd::Summary { json } => {
+            let data = operate(config, Request::QueueSummary)?;
+            if json {
+                print_json_lines(&data);
+            } else {
+                print!(
+                    "{}",
+                    views::summary_table(&from_value::<Vec<views::SummaryRow>>(data)?)
+                );
+            }
+        }
+        QueueCmd::List {
+            json,
+            destination,
+            state,
+            sender,
+            recipient,
+        } => {
+            let data = operate(
+                config,
+                Request::QueueList {
+                    filter: QueueFilter {
+                        destination,
+                        state,
+                        sender,
+                        recipient,
+                    },
+                },
+            )?;
+            if json {
+                print_json_lines(&data);
+            } else {
+                print!(
+                    "{}",
+                    views::list_table(&from_value::<Vec<views::MessageView>>(data)?)
+                );
+            }
+        }
+        QueueCmd::Show { id, json } => {
+            let data = operate(config, Request::QueueShow { id })?;
+            if json {
+                println!("{data}");
+            } else {
+                print!("{}", views::detail_text(&from_value(data)?));
+            }
+        }
+        QueueCmd::Retry(s) => report_ids(
+            "retrying",
+            operate(config, Request::QueueRetry { select: s.into() })?,
+        )?,
+        QueueCmd::Freeze(s) => report_ids(
+            "frozen",
+            operate(config, Request::QueueFreeze { select: s.into() })?,
+        )?,
+        QueueCmd::Thaw(s) => report_ids(
+            "thawed",
+            operate(config, Request::QueueThaw { select: s.into() })?,
+        )?,
+        QueueCmd::Delete { select, ndr } => report_ids(
+            "deleted",
+            operate(
+                config,
+                Request::QueueDelete {
+                    select: select.into(),
+                    ndr,
+                },
+            )?,
+        )?,
+    }
+    Ok(())
+}
+
+fn report_ids(what: &str, data: serde_json::Value) -> Outcome {
+    let ids: Vec<String> = from_value(data)?;
+    if ids.is_empty() {
+        println!("no message changed");
+    }
+    for id in ids {
+        println!("{id}: {what}");
+    }
+    Ok(())
+}
+
+fn read_password(from_stdin: bool) -> Result<String, Failure> {
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| runtime(format!("cannot read standard input: {e}")))?;
+        let pw = line.trim_end_matches(['\r', '\n']).to_string();
+        if pw.is_empty() {
+            return Err(usage("the password on standard input is empty"));
+        }
+        return Ok(pw);
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(usage(
+            "standard input is not a terminal: use --password-stdin",
+        ));
+    }
+    let pw = rpassword::prompt_password("Password: ")
+        .map_err(|e| runtime(format!("cannot read the password: {e}")))?;
+    let again = rpassword::prompt_password("Again: ")
+        .map_err(|e| runtime(format!("cannot read the password: {e}")))?;
+    if pw != again {
+        return Err(usage("the passwords do not match"));
+    }
+    if pw.is_empty() {
+        return Err(usage("the password is empty"));
+    }
+    Ok(pw)
+}
+
+fn say(data: serde_json::Value) {
+    match data {
+        serde_json::Value::String(s) => println!("{s}"),
+        other => println!("{other}"),
+    }
+}
+
+fn user(config: &Path, cmd: UserCmd) -> Outcome {
+    match cmd {
+        UserCmd::Add {
+            email,
+            password_stdin,
+        } => {
+            let password = read_password(password_stdin)?;
+            say(operate(config, Request::UserAdd { email, password })?);
+        }
+        UserCmd::Passwd {
+            email,
+            password_stdin,
+        } => {
+            let password = read_password(password_stdin)?;
+            say(operate(config, Request::UserPasswd { email, password })?);
+        }
+        UserCmd::Delete { email } => say(operate(config, Request::UserDelete { email })?),
+        UserCmd::List { json } => {
+            let data = operate(config, Request::UserList)?;
+            if json {
+                print_json_lines(&data);
+            } else {
+                let users: Vec<postern::auth::UserInfo> = from_value(data)?;
+                let rows: Vec<Vec<String>> = users
+                    .iter()
+                    .map(|u| vec![u.email.clone(), postern::util::rfc3339(u.created)])
+                    .collect();
+                print!("{}", views::table(&["USER", "CREATED"], &rows));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn alias(config: &Path, cmd: AliasCmd) -> Outcome {
+    match cmd {
+        AliasCmd::Add { alias, target } => {
+            say(operate(config, Request::AliasAdd { alias, target })?)
+        }
+        AliasCmd::Delete { alias, target } => {
+            say(operate(config, Request::AliasDelete { alias, target })?)
+        }
+        AliasCmd::List { alias, json } => {
+            let data = operate(config, Request::AliasList { alias })?;
+            if json {
+                print_json_lines(&data);
+            } else {
+                let all: Vec<postern::auth::AliasInfo> = from_value(data)?;
+                let rows: Vec<Vec<String>> = all
+                    .iter()
+                    .map(|a| vec![a.alias.clone(), a.targets.join(", ")])
+                    .collect();
+                print!("{}", views::table(&["ALIAS", "TARGETS"], &rows));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_config(path: &Path) -> Outcome {
+    let config = load(path)?;
+    let mut problems = Vec::new();
+    let mut cert_lines = Vec::new();
+    for (name, c) in &config.tls.certificates {
+        if c.self_signed_if_missing && !c.cert.exists() && !c.key.exists() {
+            cert_lines.push(format!(
+                "  {name}: {} (self-signed, generated on first start)",
+                c.cert.display()
+            ));
+            continue;
+        }
+        match postern::tls::certs::load_pair(name, &c.cert, &c.key) {
+            Ok(l) => {
+                let days = l.days_left(postern::tls::certs::unix_now());
+                cert_lines.push(format!(
+                    "  {name}: {} names {} ({days} days left)",
+                    c.cert.display(),
+                    l.dns_names.join(", ")
+                ));
+                if days < 0 {
+                    cert_lines.push(format!("    warning: certificate {name:?} has expired"));
+                } else if days < 30 {
+                    cert_lines.push(format!(
+                        "    warning: certificate {name:?} expires in {days} days"
+                    ));
+                }
+                if !l.covers(&config.server.hostname) {
+                    cert_lines.push(format!(
+                        "    warning: certificate {name:?} does not name {}",
+                        config.server.hostname
+                    ));
+                }
+            }
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    let dd = &config.server.data_dir;
+    if dd.exists() && !dd.is_dir() {
+        problems.push(format!(
+            "server.data_dir {} exists and is not a directory",
+            dd.display()
+        ));
+    }
+    if let Some(p) = problems.first() {
+        return Err(usage(format!("{}: {p}", path.display())));
+    }
+    println!("{}: OK", path.display());
+    println!("hostname:      {}", config.server.hostname);
+    println!("data_dir:      {}", dd.display());
+    println!(
+        "local domains: {}",
+        list_or_dash(&config.server.local_domains)
+    );
+    println!(
+        "relay domains: {}",
+        list_or_dash(&config.server.relay_domains)
+    );
+    println!("postmaster:    {}", config.server.postmaster);
+    println!("virtual servers:");
+    let rows: Vec<Vec<String>> = config
+        .virtual_servers
+        .iter()
+        .map(|v| {
+            vec![
+                v.name.clone(),
+                v.protocol.to_string(),
+                v.listen.join(" "),
+                format!("{:?}", v.tls).to_lowercase()
+                    + if v.require_tls { " (required)" } else { "" },
+                format!("{:?}", v.auth).to_lowercase(),
+                list_or_dash(&v.certificates),
+            ]
+        })
+        .collect();
+    for line in views::table(
+        &[
+            "  NAME",
+            "PROTOCOL",
+            "LISTEN",
+            "TLS",
+            "AUTH",
+            "CERTIFICATES",
+        ],
+        &indent(rows),
+    )
+    .lines()
+    {
+        println!("{line}");
+    }
+    if !config.connectors.is_empty() {
+        println!("connectors:");
+        let rows: Vec<Vec<String>> = config
+            .connectors
+            .iter()
+            .map(|c| {
+                vec![
+                    c.name.clone(),
+                    c.address_spaces
+                        .iter()
+                        .map(|a| a.to_string())
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    c.cost.to_string(),
+                    c.tls.to_string(),
+                    c.smarthost.clone().unwrap_or_else(|| "MX".into()),
+                ]
+            })
+            .collect();
+        for line in views::table(
+            &["  NAME", "ADDRESS SPACES", "COST", "TLS", "NEXT HOP"],
+            &indent(rows),
+        )
+        .lines()
+        {
+            println!("{line}");
+        }
+    }
+    if !cert_lines.is_empty() {
+        println!("certificates:");
+        for l in cert_lines {
+            println!("{l}");
+        }
+    }
+    Ok(())
+}
+
+fn indent(mut rows: Vec<Vec<String>>) -> Vec<Vec<String>> {
+    for r in &mut rows {
+        if let Some(first) = r.first_mut() {
+            *first = format!("  {first}");
+        }
+    }
+    rows
+}
+
+fn list_or_dash(v: &[String]) -> String {
+    if v.is_empty() {
+        "-".into()
+    } else {
+        v.join(", ")
+    }
+}

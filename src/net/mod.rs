@@ -1,0 +1,307 @@
+//! Listeners for virtual servers: binding, accepting, connection limits
+//! (total and per client IP), graceful shutdown, and handing each accepted
+//! connection to the generic [`driver`]. Nothing here knows which protocol
+//! it carries; a [`Service`] makes the sessions.
+
+pub mod driver;
+
+pub use driver::{DriverSettings, Next, Session, SessionEnd};
+
+use crate::config::{canonical_ip, TlsMode, VirtualServer};
+use crate::tls::Stream;
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Notify};
+
+/// Facts about one accepted connection.
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub implicit_tls: bool,
+}
+
+/// Makes sessions for one virtual server.
+pub trait Service: Send + Sync + 'static {
+    type Session: Session;
+    fn session(&self, conn: &ConnInfo) -> Self::Session;
+    /// Sent to a plaintext client refused by the connection limits.
+    fn busy_reply(&self) -> &'static [u8];
+}
+
+/// Connection counting against `max_connections` and `max_connections_per_ip`.
+#[derive(Debug)]
+pub struct Limits {
+    max_total: usize,
+    max_per_ip: usize,
+    state: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+/// Holds one connection's place; gives it back when dropped.
+pub struct ConnGuard {
+    limits: Arc<Limits>,
+    ip: IpAddr,
+}
+
+impl Limits {
+    pub fn new(max_total: usize, max_per_ip: usize) -> Arc<Limits> {
+        Arc::new(Limits {
+            max_total,
+            max_per_ip,
+            state: Mutex::new((0, HashMap::new())),
+        })
+    }
+
+    pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Option<ConnGuard> {
+        let ip = canonical_ip(ip);
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let per_ip = st.1.get(&ip).copied().unwrap_or(0);
+        if st.0 >= self.max_total || per_ip >= self.max_per_ip {
+            return None;
+        }
+        st.0 += 1;
+        st.1.insert(ip, per_ip + 1);
+        Some(ConnGuard {
+            limits: self.clone(),
+            ip,
+        })
+    }
+
+    pub fn current(&self) -> usize {
+        self.state.lock().map(|s| s.0).unwrap_or(0)
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        let mut st = self.limits.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.0 = st.0.saturating_sub(1);
+        if let Some(n) = st.1.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                st.1.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// The server-wide shutdown switch and a count of live sessions.
+#[derive(Clone)]
+pub struct Shutdown {
+    tx: Arc<watch::Sender<bool>>,
+    live: Arc<(AtomicUsize, Notify)>,
+}
+
+/// What sessions and listeners hold to learn of shutdown.
+#[derive(Clone)]
+pub struct ShutdownSignal {
+    rx: watch::Receiver<bool>,
+}
+
+/// Counts a session as live until dropped.
+pub struct LiveGuard(Arc<(AtomicUsize, Notify)>);
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        if self.0 .0.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0 .1.notify_waiters();
+        }
+    }
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Shutdown::new()
+    }
+}
+
+impl Shutdown {
+    pub fn new() -> Shutdown {
+        let (tx, _) = watch::channel(false);
+        Shutdown {
+            tx: Arc::new(tx),
+            live: Arc::new((AtomicUsize::new(0), Notify::new())),
+        }
+    }
+
+    pub fn signal(&self) -> ShutdownSignal {
+        ShutdownSignal {
+            rx: self.tx.subscribe(),
+        }
+    }
+
+    pub fn live_guard(&self) -> LiveGuard {
+        self.live.0.fetch_add(1, Ordering::SeqCst);
+        LiveGuard(self.live.clone())
+    }
+
+    pub fn live_sessions(&self) -> usize {
+        self.live.0.load(Ordering::SeqCst)
+    }
+
+    /// Tell everyone to stop, then wait up to `grace` for sessions to finish.
+    pub async fn trigger_and_wait(&self, grace: Duration) {
+        let _ = self.tx.send(true);
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let notified = self.live.1.notified();
+            if self.live.0.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    pub fn is_triggered(&self) -> bool {
+        *self.tx.borrow()
+    }
+}
+
+impl ShutdownSignal {
+    /// Resolves once shutdown has been triggered.
+    pub async fn triggered(&mut self) {
+        let _ = self.rx.wait_for(|v| *v).await;
+    }
+}
+
+/// Bind every `listen` address of a virtual server. Errors name the server
+/// and the address.
+pub async fn bind(vs: &VirtualServer) -> Result<Vec<TcpListener>, String> {
+    let mut out = Vec::new();
+    for addr in &vs.listen_addrs {
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("virtual server {:?}: cannot listen on {addr}: {e}", vs.name))?;
+        out.push(l);
+    }
+    Ok(out)
+}
+
+/// Everything a listener needs besides its [`Service`].
+#[derive(Clone)]
+pub struct ListenerSpec {
+    pub name: String,
+    pub driver: DriverSettings,
+    pub limits: Arc<Limits>,
+}
+
+impl ListenerSpec {
+    pub fn new(vs: &VirtualServer, tls: Option<Arc<rustls::ServerConfig>>) -> ListenerSpec {
+        ListenerSpec {
+            name: vs.name.clone(),
+            driver: DriverSettings {
+                idle_timeout: vs.idle_timeout.0,
+                tls,
+                implicit_tls: vs.tls == TlsMode::Implicit,
+            },
+            limits: Limits::new(vs.max_connections, vs.max_connections_per_ip),
+        }
+    }
+}
+
+/// Accept connections on `listeners` until shutdown, one task per session.
+pub fn spawn_listeners<S: Service>(
+    listeners: Vec<TcpListener>,
+    service: Arc<S>,
+    spec: ListenerSpec,
+    shutdown: Shutdown,
+) {
+    for listener in listeners {
+        let service = service.clone();
+        let spec = spec.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut signal = shutdown.signal();
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = signal.triggered() => break,
+                    r = listener.accept() => match r {
+                        Ok((tcp, peer)) => accept(tcp, peer, &service, &spec, &shutdown),
+                        Err(e) => {
+                            // EMFILE and friends: back off instead of spinning
+                            tracing::warn!(server = %spec.name, "accept failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    },
+                }
+            }
+        });
+    }
+}
+
+fn accept<S: Service>(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    service: &Arc<S>,
+    spec: &ListenerSpec,
+    shutdown: &Shutdown,
+) {
+    let _ = tcp.set_nodelay(true);
+    let Some(guard) = spec.limits.try_acquire(peer.ip()) else {
+        tracing::info!(server = %spec.name, %peer, "connection refused: over the connection limits");
+        let busy = service.busy_reply();
+        let implicit = spec.driver.implicit_tls;
+        tokio::spawn(async move {
+            let mut tcp = tcp;
+            // A TLS client cannot read a plaintext reply; just close.
+            if !implicit {
+                let _ = tokio::time::timeout(Duration::from_secs(5), tcp.write_all(busy)).await;
+            }
+            let _ = tcp.shutdown().await;
+        });
+        return;
+    };
+    let conn = ConnInfo {
+        peer,
+        local: tcp.local_addr().unwrap_or(peer),
+        implicit_tls: spec.driver.implicit_tls,
+    };
+    let session = service.session(&conn);
+    let settings = spec.driver.clone();
+    let signal = shutdown.signal();
+    let live = shutdown.live_guard();
+    tokio::spawn(async move {
+        driver::run(Stream::Plain(tcp), session, settings, signal).await;
+        drop(guard);
+        drop(live);
+    });
+}
+
+/// Local addresses actually bound (port 0 resolved), for logs and tests.
+pub fn local_addrs(listeners: &[TcpListener]) -> io::Result<Vec<SocketAddr>> {
+    listeners.iter().map(|l| l.local_addr()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_count_per_ip() {
+        let l = Limits::new(3, 2);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        let g1 = l.try_acquire(a).unwrap();
+        let _g2 = l.try_acquire(b).unwrap();
+        assert!(
+            l.try_acquire(a).is_none(),
+            "mapped v6 counts as the same IP"
+        );
+        let _g3 = l.try_acquire("10.0.0.2".parse().unwrap()).unwrap();
+        assert!(
+            l.try_acquire("10.0.0.3".parse().unwrap()).is_none(),
+            "total"
+        );
+        drop(g1);
+        assert!(l.try_acquire("10.0.0.3".parse().unwrap()).is_some());
+    }
+}

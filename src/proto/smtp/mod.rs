@@ -1,0 +1,10 @@
+//! SMTP: the server session core, the DATA reader, envelope addresses and
+//! the reply catalogue.
+
+pub mod address;
+pub mod data;
+pub mod reply;
+pub mod server;
+
+pub use address::{Address, ReversePath};
+pub use reply::Reply;

@@ -1,0 +1,706 @@
+//! The sans-IO SMTP server session (RFC 5321, with RFC 3207 STARTTLS, RFC
+//! 4954 AUTH, RFC 1870 SIZE, RFC 6152 8BITMIME, RFC 6531 SMTPUTF8, RFC 2920
+//! PIPELINING, RFC 2034 ENHANCEDSTATUSCODES).
+//!
+//! [`ServerSession::feed`] takes the bytes a client sent and either answers
+//! them itself (syntax, sequence, limits, everything that needs no outside
+//! knowledge) or returns an [`Event`] for a decision it cannot make alone —
+//! a sender, a recipient, a finished message, a SASL step. The caller then
+//! answers with the matching decision method before feeding again. Replies
+//! accumulate in an output buffer the caller drains. The session never
+//! touches a socket, a clock or a disk.
+
+use super::address::{parse_path, Address, AddressError, ReversePath};
+use super::data::{count_received, DataEnd, DataReader};
+use super::reply::{self, Reply};
+use crate::config::AuthMode;
+use bytes::BytesMut;
+
+/// RFC 5321 §4.5.3.1.4: a command line is at most 512 octets with its CRLF.
+pub const MAX_COMMAND_LINE: usize = 512;
+/// RFC 4954 §4: an AUTH command or SASL response line may be 12288 octets.
+pub const MAX_AUTH_LINE: usize = 12288;
+/// SPEC §4: more than this many Received fields is a loop.
+pub const MAX_RECEIVED: usize = 50;
+
+/// What a session is configured to offer; fixed per virtual server.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub hostname: String,
+    pub max_message_size: usize,
+    pub max_recipients: usize,
+    /// Offer STARTTLS (the listener has `tls = "starttls"`).
+    pub starttls: bool,
+    pub require_tls: bool,
+    pub auth: AuthMode,
+    pub allow_plaintext_auth: bool,
+    /// After this many errors the session is closed with 421.
+    pub max_errors: u32,
+}
+
+/// The body encoding the client declared with `BODY=`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum BodyType {
+    #[default]
+    #[serde(rename = "7bit")]
+    SevenBit,
+    #[serde(rename = "8bitmime")]
+    EightBitMime,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MailParams {
+    pub size: Option<u64>,
+    pub body: BodyType,
+    pub smtputf8: bool,
+}
+
+/// A decision the session needs from outside.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The 220 is queued; flush it, drop buffered input, start TLS, then
+    /// call [`ServerSession::tls_started`].
+    StartTls,
+    /// `AUTH mechanism [initial-response]`; answer with
+    /// [`ServerSession::auth_challenge`] or [`ServerSession::auth_done`].
+    Auth {
+        mechanism: String,
+        initial: Option<String>,
+    },
+    /// The client's answer to a 334 challenge (base64 text, `=` for empty).
+    AuthResponse(String),
+    /// Answer with [`ServerSession::mail_decision`].
+    Mail {
+        from: ReversePath,
+        params: MailParams,
+    },
+    /// Answer with [`ServerSession::rcpt_decision`].
+    Rcpt { to: Address },
+    /// A complete message (CRLF, unstuffed, within limits); answer with
+    /// [`ServerSession::message_decision`].
+    Message { body: Vec<u8> },
+    /// The client said QUIT; the 221 is queued. Close after flushing.
+    Quit,
+    /// The error limit was reached; the 421 is queued. Close after flushing.
+    TooManyErrors,
+}
+
+#[derive(Debug)]
+enum State {
+    ExpectHelo,
+    ExpectMail,
+    ExpectRcptOrData,
+    Data(DataReader),
+    Sasl,
+    /// An event is out; nothing is read until the decision comes back.
+    Waiting(Pending),
+    Closed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    Mail,
+    Rcpt,
+    Message,
+    Auth,
+}
+
+#[derive(Debug)]
+pub struct ServerSession {
+    settings: Settings,
+    state: State,
+    out: Vec<u8>,
+    tls: bool,
+    helo: Option<String>,
+    esmtp: bool,
+    auth_user: Option<String>,
+    errors: u32,
+    /// Discarding the rest of an overlong line.
+    discarding: bool,
+    // the current transaction
+    mail_params: MailParams,
+    recipients: usize,
+    transactions: u32,
+}
+
+fn verb_is(line: &[u8], verb: &str) -> bool {
+    line.len() >= verb.len()
+        && line[..verb.len()].eq_ignore_ascii_case(verb.as_bytes())
+        && (line.len() == verb.len() || line[verb.len()] == b' ')
+}
+
+impl ServerSession {
+    /// A new session; `tls` is true on implicit-TLS listeners.
+    pub fn new(settings: Settings, tls: bool) -> ServerSession {
+        ServerSession {
+            settings,
+            state: State::ExpectHelo,
+            out: Vec::with_capacity(512),
+            tls,
+            helo: None,
+            esmtp: false,
+            auth_user: None,
+            errors: 0,
+            discarding: false,
+            mail_params: MailParams::default(),
+            recipients: 0,
+            transactions: 0,
+        }
+    }
+
+    /// The banner. SPEC §4: no version.
+    pub fn greeting(&mut self) {
+        let text = format!("{} ESMTP", self.settings.hostname);
+        Reply::owned(220, "", text).write(&mut self.out);
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+    pub fn helo(&self) -> Option<&str> {
+        self.helo.as_deref()
+    }
+    pub fn esmtp(&self) -> bool {
+        self.esmtp
+    }
+    pub fn tls_active(&self) -> bool {
+        self.tls
+    }
+    pub fn auth_user(&self) -> Option<&str> {
+        self.auth_user.as_deref()
+    }
+    pub fn mail_params(&self) -> &MailParams {
+        &self.mail_params
+    }
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+    /// Messages accepted so far in this session.
+    pub fn transactions(&self) -> u32 {
+        self.transactions
+    }
+
+    /// Move the queued replies into `into`.
+    pub fn take_output(&mut self, into: &mut Vec<u8>) {
+        into.append(&mut self.out);
+    }
+
+    /// AUTH is offered when configured and TLS is up (or plaintext is allowed).
+    pub fn auth_offered(&self) -> bool {
+        self.settings.auth != AuthMode::Off && (self.tls || self.settings.allow_plaintext_auth)
+    }
+
+    /// Write a reply, counting errors; at the limit, the 421 and close.
+    fn reply(&mut self, r: &Reply) {
+        r.write(&mut self.out);
+        if r.code >= 500 {
+            self.errors += 1;
+        }
+    }
+
+    fn over_error_limit(&self) -> bool {
+        self.errors >= self.settings.max_errors
+    }
+
+    fn close_for_errors(&mut self) -> Option<Event> {
+        reply::TOO_MANY_ERRORS.write(&mut self.out);
+        self.state = State::Closed;
+        Some(Event::TooManyErrors)
+    }
+
+    fn reset_transaction(&mut self) {
+        self.mail_params = MailParams::default();
+        self.recipients = 0;
+        if matches!(self.state, State::ExpectRcptOrData) {
+            self.state = State::ExpectMail;
+        }
+    }
+
+    /// Process input until an event needs a decision or more input is needed.
+    pub fn feed(&mut self, input: &mut BytesMut) -> Option<Event> {
+        loop {
+            match &mut self.state {
+                State::Closed => {
+                    input.clear();
+                    return None;
+                }
+                State::Waiting(_) => return None,
+                State::Data(reader) => match reader.feed(input)? {
+                    DataEnd::TooBig { .. } => {
+                        self.state = State::ExpectMail;
+                        self.reset_transaction();
+                        self.reply(&reply::SIZE_EXCEEDED);
+                        if self.over_error_limit() {
+                            return self.close_for_errors();
+                        }
+                    }
+                    DataEnd::Complete(body) => {
+                        if count_received(&body) > MAX_RECEIVED {
+                            self.state = State::ExpectMail;
+                            self.reset_transaction();
+                            self.reply(&reply::TOO_MANY_HOPS);
+                            if self.over_error_limit() {
+                                return self.close_for_errors();
+                            }
+                            continue;
+                        }
+                        self.state = State::Waiting(Pending::Message);
+                        return Some(Event::Message { body });
+                    }
+                },
+                _ => {
+                    if self.over_error_limit() {
+                        return self.close_for_errors();
+                    }
+                    // Read up to the AUTH limit; non-AUTH lines are held to 512 below.
+                    let Some(nl) = memchr::memchr(b'\n', input) else {
+                        if input.len() > MAX_AUTH_LINE {
+                            // keep nothing of an overlong line; answer when it ends
+                            input.clear();
+                            self.discarding = true;
+                        }
+                        return None;
+                    };
+                    let raw = input.split_to(nl + 1);
+                    if std::mem::take(&mut self.discarding) || nl > MAX_AUTH_LINE {
+                        self.reply(&reply::LINE_TOO_LONG);
+                        continue;
+                    }
+                    let line = raw[..nl].strip_suffix(b"\r").unwrap_or(&raw[..nl]);
+                    let ev = if matches!(self.state, State::Sasl) {
+                        self.sasl_line(line)
+                    } else if line.len() + 2 > MAX_COMMAND_LINE && !verb_is(line, "AUTH") {
+                        self.reply(&reply::LINE_TOO_LONG);
+                        None
+                    } else {
+                        self.command(line)
+                    };
+                    if ev.is_some() {
+                        return ev;
+                    }
+                }
+            }
+        }
+    }
+
+    fn sasl_line(&mut self, line: &[u8]) -> Option<Event> {
+        if line == b"*" {
+            self.state = self.after_auth_state();
+            self.reply(&reply::AUTH_CANCELLED);
+            return None;
+        }
+        let Ok(text) = std::str::from_utf8(line) else {
+            self.state = self.after_auth_state();
+            self.reply(&reply::AUTH_BAD_BASE64);
+            return None;
+        };
+        self.state = State::Waiting(Pending::Auth);
+        Some(Event::AuthResponse(text.to_string()))
+    }
+
+    fn after_auth_state(&self) -> State {
+        if self.helo.is_some() {
+            State::ExpectMail
+        } else {
+            State::ExpectHelo
+        }
+    }
+
+    fn command(&mut self, line: &[u8]) -> Option<Event> {
+        let text = String::from_utf8_lossy(line);
+        let (verb, arg) = match text.find(' ') {
+            Some(i) => (&text[..i], text[i + 1..].trim_start_matches(' ')),
+            None => (&text[..], ""),
+        };
+        let verb = verb.to_ascii_uppercase();
+        let needs_tls = self.settings.require_tls && !self.tls;
+        match verb.as_str() {
+            "EHLO" | "HELO" => {
+                let name = arg.trim();
+                if name.is_empty() || name.contains(' ') && verb == "HELO" {
+                    self.reply(&reply::SYNTAX_HELO);
+                    return None;
+                }
+                let name = name.split(' ').next().unwrap_or(name);
+                self.helo = Some(name.to_string());
+                self.esmtp = verb == "EHLO";
+                // RFC 5321 §4.1.4: EHLO resets any transaction
+                self.mail_params = MailParams::default();
+                self.recipients = 0;
+                self.state = State::ExpectMail;
+                if self.esmtp {
+                    self.write_ehlo();
+                } else {
+                    Reply::owned(250, "", self.settings.hostname.clone()).write(&mut self.out);
+                }
+                None
+            }
+            "NOOP" => {
+                reply::OK.write(&mut self.out);
+                None
+            }
+            "RSET" => {
+                self.reset_transaction();
+                reply::OK.write(&mut self.out);
+                None
+            }
+            "QUIT" => {
+                reply::BYE.write(&mut self.out);
+                self.state = State::Closed;
+                Some(Event::Quit)
+            }
+            "HELP" => {
+                reply::HELP.write(&mut self.out);
+                None
+            }
+            "VRFY" => {
+                if needs_tls {
+                    self.reply(&reply::TLS_REQUIRED);
+                } else {
+                    reply::VRFY_CANNOT.write(&mut self.out);
+                }
+                None
+            }
+            "EXPN" => {
+                self.reply(&reply::EXPN_DISABLED);
+                None
+            }
+            "STARTTLS" => {
+                if self.tls {
+                    self.reply(&reply::ALREADY_TLS);
+                } else if !self.settings.starttls {
+                    self.reply(&reply::NOT_IMPLEMENTED);
+                } else if !arg.is_empty() {
+                    self.reply(&reply::SYNTAX_PARAMS);
+                } else if self.helo.is_none() {
+                    self.reply(&reply::HELO_FIRST);
+                } else {
+                    reply::READY_TLS.write(&mut self.out);
+                    return Some(Event::StartTls);
+                }
+                None
+            }
+            "AUTH" => self.auth_command(arg),
+            "MAIL" => {
+                if needs_tls {
+                    self.reply(&reply::TLS_REQUIRED);
+                    return None;
+                }
+                match self.state {
+                    State::ExpectHelo => {
+                        self.reply(&reply::HELO_FIRST);
+                        return None;
+                    }
+                    State::ExpectRcptOrData => {
+                        self.reply(&reply::NESTED_MAIL);
+                        return None;
+                    }
+                    _ => {}
+                }
+                if self.settings.auth == AuthMode::Required && self.auth_user.is_none() {
+                    self.reply(&reply::AUTH_REQUIRED);
+                    return None;
+                }
+                let Some(rest) = strip_keyword(arg, "FROM:") else {
+                    self.reply(&reply::BAD_SENDER_SYNTAX);
+                    return None;
+                };
+                // SMTPUTF8 must be known before the path is parsed
+                let utf8 = rest
+                    .to_ascii_uppercase()
+                    .split(' ')
+                    .any(|p| p == "SMTPUTF8");
+                let (from, params) = match parse_path(rest, utf8) {
+                    Ok(p) => p,
+                    Err(_) => {
+                        self.reply(&reply::BAD_SENDER_SYNTAX);
+                        return None;
+                    }
+                };
+                let params = match self.mail_parameters(params) {
+                    Ok(p) => p,
+                    Err(r) => {
+                        self.reply(&r);
+                        return None;
+                    }
+                };
+                if params
+                    .size
+                    .is_some_and(|s| s > self.settings.max_message_size as u64)
+                {
+                    self.reply(&reply::SIZE_EXCEEDED);
+                    return None;
+                }
+                self.mail_params = params.clone();
+                self.state = State::Waiting(Pending::Mail);
+                Some(Event::Mail { from, params })
+            }
+            "RCPT" => {
+                if needs_tls {
+                    self.reply(&reply::TLS_REQUIRED);
+                    return None;
+                }
+                match self.state {
+                    State::ExpectRcptOrData => {}
+                    State::ExpectHelo => {
+                        self.reply(&reply::HELO_FIRST);
+                        return None;
+                    }
+                    _ => {
+                        self.reply(&reply::MAIL_FIRST);
+                        return None;
+                    }
+                }
+                let Some(rest) = strip_keyword(arg, "TO:") else {
+                    self.reply(&reply::BAD_RCPT_SYNTAX);
+                    return None;
+                };
+                let to = match parse_path(rest, self.mail_params.smtputf8) {
+                    Ok((ReversePath::Mailbox(a), params)) if params.trim().is_empty() => a,
+                    Ok((ReversePath::Mailbox(_), _)) => {
+                        self.reply(&reply::UNSUPPORTED_PARAM);
+                        return None;
+                    }
+                    // RFC 5321 §4.1.1.3: <Postmaster> without a domain
+                    Err(AddressError::NoDomain)
+                        if rest.trim().eq_ignore_ascii_case("<postmaster>") =>
+                    {
+                        Address {
+                            local: "postmaster".into(),
+                            domain: String::new(),
+                        }
+                    }
+                    _ => {
+                        self.reply(&reply::BAD_RCPT_SYNTAX);
+                        return None;
+                    }
+                };
+                if self.recipients >= self.settings.max_recipients {
+                    reply::TOO_MANY_RECIPIENTS.write(&mut self.out);
+                    return None;
+                }
+                self.state = State::Waiting(Pending::Rcpt);
+                Some(Event::Rcpt { to })
+            }
+            "DATA" => {
+                if needs_tls {
+                    self.reply(&reply::TLS_REQUIRED);
+                    return None;
+                }
+                match self.state {
+                    State::ExpectRcptOrData if self.recipients > 0 => {
+                        if !arg.is_empty() {
+                            self.reply(&reply::SYNTAX_PARAMS);
+                            return None;
+                        }
+                        reply::START_DATA.write(&mut self.out);
+                        self.state = State::Data(DataReader::new(self.settings.max_message_size));
+                    }
+                    State::ExpectRcptOrData => self.reply(&reply::NO_VALID_RECIPIENTS),
+                    State::ExpectHelo => self.reply(&reply::HELO_FIRST),
+                    _ => self.reply(&reply::MAIL_FIRST),
+                }
+                None
+            }
+            "BDAT" => {
+                // CHUNKING is not offered; refuse without reading chunk data.
+                if needs_tls {
+                    self.reply(&reply::TLS_REQUIRED);
+                } else {
+                    self.reply(&reply::NOT_IMPLEMENTED);
+                }
+                None
+            }
+            _ => {
+                self.reply(&reply::UNKNOWN_COMMAND);
+                None
+            }
+        }
+    }
+
+    fn write_ehlo(&mut self) {
+        let mut lines = vec![
+            self.settings.hostname.clone(),
+            "PIPELINING".to_string(),
+            format!("SIZE {}", self.settings.max_message_size),
+            "8BITMIME".to_string(),
+            "ENHANCEDSTATUSCODES".to_string(),
+            "SMTPUTF8".to_string(),
+        ];
+        if self.settings.starttls && !self.tls {
+            lines.push("STARTTLS".into());
+        }
+        if self.auth_offered() && self.auth_user.is_none() {
+            lines.push("AUTH PLAIN LOGIN".into());
+        }
+        Reply::owned(250, "", lines.join("\n")).write(&mut self.out);
+    }
+
+    fn mail_parameters(&self, params: &str) -> Result<MailParams, Reply> {
+        let mut p = MailParams::default();
+        for param in params.split(' ').filter(|s| !s.is_empty()) {
+            let (key, value) = match param.split_once('=') {
+                Some((k, v)) => (k.to_ascii_uppercase(), Some(v)),
+                None => (param.to_ascii_uppercase(), None),
+            };
+            match (key.as_str(), value) {
+                ("SIZE", Some(v)) => p.size = Some(v.parse().map_err(|_| reply::SYNTAX_PARAMS)?),
+                ("BODY", Some(v)) if v.eq_ignore_ascii_case("7BIT") => p.body = BodyType::SevenBit,
+                ("BODY", Some(v)) if v.eq_ignore_ascii_case("8BITMIME") => {
+                    p.body = BodyType::EightBitMime
+                }
+                ("SMTPUTF8", None) => p.smtputf8 = true,
+                // RFC 4954 §5: AUTH= on MAIL is informational for us
+                ("AUTH", Some(_)) if self.settings.auth != AuthMode::Off => {}
+                _ => return Err(reply::UNSUPPORTED_PARAM),
+            }
+        }
+        Ok(p)
+    }
+
+    fn auth_command(&mut self, arg: &str) -> Option<Event> {
+        if self.settings.auth == AuthMode::Off {
+            self.reply(&reply::NOT_IMPLEMENTED);
+            return None;
+        }
+        if !self.auth_offered() {
+            self.reply(&reply::AUTH_NEEDS_TLS);
+            return None;
+        }
+        match self.state {
+            State::ExpectHelo => {
+                self.reply(&reply::HELO_FIRST);
+                return None;
+            }
+            State::ExpectRcptOrData => {
+                self.reply(&reply::AUTH_IN_TRANSACTION);
+                return None;
+            }
+            _ => {}
+        }
+        if self.auth_user.is_some() {
+            self.reply(&reply::ALREADY_AUTH);
+            return None;
+        }
+        let mut parts = arg.split(' ').filter(|s| !s.is_empty());
+        let Some(mechanism) = parts.next().map(|m| m.to_ascii_uppercase()) else {
+            self.reply(&reply::SYNTAX_PARAMS);
+            return None;
+        };
+        if mechanism != "PLAIN" && mechanism != "LOGIN" {
+            self.reply(&reply::UNKNOWN_MECHANISM);
+            return None;
+        }
+        let initial = parts.next().map(str::to_string);
+        if parts.next().is_some() {
+            self.reply(&reply::SYNTAX_PARAMS);
+            return None;
+        }
+        self.state = State::Waiting(Pending::Auth);
+        Some(Event::Auth { mechanism, initial })
+    }
+
+    fn expect_decision(&mut self, p: Pending) -> bool {
+        matches!(self.state, State::Waiting(w) if w == p)
+    }
+
+    /// Answer [`Event::Mail`]: `Ok(())` accepts the sender.
+    pub fn mail_decision(&mut self, decision: Result<(), Reply>) {
+        if !self.expect_decision(Pending::Mail) {
+            return;
+        }
+        match decision {
+            Ok(()) => {
+                reply::SENDER_OK.write(&mut self.out);
+                self.recipients = 0;
+                self.state = State::ExpectRcptOrData;
+            }
+            Err(r) => {
+                self.mail_params = MailParams::default();
+                self.state = State::ExpectMail;
+                self.reply(&r);
+            }
+        }
+    }
+
+    /// Answer [`Event::Rcpt`]: `Ok(())` accepts the recipient.
+    pub fn rcpt_decision(&mut self, decision: Result<(), Reply>) {
+        if !self.expect_decision(Pending::Rcpt) {
+            return;
+        }
+        self.state = State::ExpectRcptOrData;
+        match decision {
+            Ok(()) => {
+                self.recipients += 1;
+                reply::RCPT_OK.write(&mut self.out);
+            }
+            Err(r) => self.reply(&r),
+        }
+    }
+
+    /// Answer [`Event::Message`] with the final reply (250 queued, or 4xx/5xx).
+    pub fn message_decision(&mut self, r: Reply) {
+        if !self.expect_decision(Pending::Message) {
+            return;
+        }
+        if r.is_positive() {
+            self.transactions += 1;
+        }
+        self.state = State::ExpectMail;
+        self.reset_transaction();
+        self.reply(&r);
+    }
+
+    /// Answer an AUTH step with a challenge: `334 <base64>`.
+    pub fn auth_challenge(&mut self, challenge_b64: &str) {
+        if !self.expect_decision(Pending::Auth) {
+            return;
+        }
+        Reply::owned(334, "", challenge_b64.to_string()).write(&mut self.out);
+        self.state = State::Sasl;
+    }
+
+    /// Finish an AUTH exchange: `Ok(user)` is 235, `Err(reply)` the failure.
+    pub fn auth_done(&mut self, result: Result<String, Reply>) {
+        if !self.expect_decision(Pending::Auth) {
+            return;
+        }
+        self.state = self.after_auth_state();
+        match result {
+            Ok(user) => {
+                self.auth_user = Some(user);
+                reply::AUTH_OK.write(&mut self.out);
+            }
+            Err(r) => self.reply(&r),
+        }
+    }
+
+    /// TLS is up after STARTTLS: RFC 3207 §4.2, forget everything learnt
+    /// before the handshake; the client must EHLO again.
+    pub fn tls_started(&mut self) {
+        self.tls = true;
+        self.helo = None;
+        self.esmtp = false;
+        self.auth_user = None;
+        self.mail_params = MailParams::default();
+        self.recipients = 0;
+        self.discarding = false;
+        self.state = State::ExpectHelo;
+    }
+
+    /// Queue a reply the driver decided on (timeouts, shutdown) and close.
+    pub fn close_with(&mut self, r: &Reply) {
+        r.write(&mut self.out);
+        self.state = State::Closed;
+    }
+}
+
+/// `FROM:` / `TO:` case-insensitively, allowing a space after the colon.
+fn strip_keyword<'a>(arg: &'a str, kw: &str) -> Option<&'a str> {
+    let head = arg.get(..kw.len())?;
+    head.eq_ignore_ascii_case(kw)
+        .then(|| arg[kw.len()..].trim_start_matches(' '))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,244 @@
+//! What the queue keeps about a message and each of its recipients.
+//! Serialised as JSON both in the spool (the state at arrival) and in the
+//! sled index (the current state); fields added later carry defaults so
+//! older records still read.
+
+use super::QueueId;
+use crate::proto::smtp::server::BodyType;
+use crate::tls::TlsInfo;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::IpAddr;
+
+/// Where a message's bytes live in the spool.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpoolRef {
+    pub segment: u32,
+    /// Offset of the body within the segment file.
+    pub offset: u64,
+    pub len: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageKind {
+    /// Received from a client.
+    #[default]
+    Inbound,
+    /// A delivery status notification we generated (NDR or delay warning).
+    Report,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub id: QueueId,
+    /// The reverse-path; empty for the null sender `<>`.
+    pub sender: String,
+    pub source_server: String,
+    #[serde(default)]
+    pub client_ip: Option<IpAddr>,
+    #[serde(default)]
+    pub client_helo: Option<String>,
+    #[serde(default)]
+    pub auth_user: Option<String>,
+    #[serde(default)]
+    pub tls: Option<TlsInfo>,
+    /// Unix seconds.
+    pub arrived: u64,
+    pub size: u64,
+    #[serde(default)]
+    pub body_type: BodyType,
+    #[serde(default)]
+    pub smtputf8: bool,
+    #[serde(default)]
+    pub kind: MessageKind,
+    #[serde(default)]
+    pub frozen: bool,
+    /// The one "delayed" DSN has been sent.
+    #[serde(default)]
+    pub delay_warned: bool,
+    pub recipients: Vec<Recipient>,
+    #[serde(default)]
+    pub spool: SpoolRef,
+}
+
+impl Message {
+    pub fn is_null_sender(&self) -> bool {
+        self.sender.is_empty()
+    }
+
+    /// Every recipient has reached a final state.
+    pub fn is_finished(&self) -> bool {
+        self.recipients.iter().all(|r| r.state.is_final())
+    }
+
+    pub fn pending(&self) -> impl Iterator<Item = &Recipient> {
+        self.recipients
+            .iter()
+            .filter(|r| r.state == RcptState::Queued)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recipient {
+    pub address: String,
+    /// `local`, or `connector/next-hop` (see `routing`).
+    pub destination: String,
+    pub state: RcptState,
+    #[serde(default)]
+    pub attempts: u32,
+    /// Unix seconds of the next attempt; `None` means as soon as possible.
+    #[serde(default)]
+    pub next_attempt: Option<u64>,
+    #[serde(default)]
+    pub last_result: Option<AttemptResult>,
+    /// TLS outcome of the last delivery attempt.
+    #[serde(default)]
+    pub tls: Option<TlsOutcome>,
+    /// The address as the client gave it, when alias expansion changed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<String>,
+}
+
+impl Recipient {
+    pub fn new(address: String, destination: String) -> Recipient {
+        Recipient {
+            address,
+            destination,
+            state: RcptState::Queued,
+            attempts: 0,
+            next_attempt: None,
+            last_result: None,
+            tls: None,
+            original: None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RcptState {
+    Queued,
+    Delivered,
+    Failed,
+    Expired,
+    Deleted,
+}
+
+impl RcptState {
+    pub fn is_final(self) -> bool {
+        self != RcptState::Queued
+    }
+
+    pub fn parse(s: &str) -> Option<RcptState> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "queued" => RcptState::Queued,
+            "delivered" => RcptState::Delivered,
+            "failed" => RcptState::Failed,
+            "expired" => RcptState::Expired,
+            "deleted" => RcptState::Deleted,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for RcptState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RcptState::Queued => "queued",
+            RcptState::Delivered => "delivered",
+            RcptState::Failed => "failed",
+            RcptState::Expired => "expired",
+            RcptState::Deleted => "deleted",
+        })
+    }
+}
+
+/// Where in a delivery attempt a result came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Dns,
+    Connect,
+    Tls,
+    Auth,
+    Mail,
+    Rcpt,
+    Data,
+    Local,
+    Queue,
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Stage::Dns => "dns",
+            Stage::Connect => "connect",
+            Stage::Tls => "tls",
+            Stage::Auth => "auth",
+            Stage::Mail => "mail",
+            Stage::Rcpt => "rcpt",
+            Stage::Data => "data",
+            Stage::Local => "local",
+            Stage::Queue => "queue",
+        })
+    }
+}
+
+/// The result of the last attempt for one recipient.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptResult {
+    #[serde(default)]
+    pub code: Option<u16>,
+    #[serde(default)]
+    pub enhanced: Option<String>,
+    pub text: String,
+    #[serde(default)]
+    pub remote_host: Option<String>,
+    pub stage: Stage,
+    /// Unix seconds.
+    pub at: u64,
+}
+
+impl AttemptResult {
+    /// The short category `queue summary` shows, e.g. `rcpt: 550 5.1.1`,
+    /// `tls: STARTTLS not offered`, `connect: refused`.
+    pub fn category(&self) -> String {
+        match (self.code, &self.enhanced) {
+            (Some(c), Some(e)) => format!("{}: {c} {e}", self.stage),
+            (Some(c), None) => format!("{}: {c}", self.stage),
+            _ => format!("{}: {}", self.stage, self.text),
+        }
+    }
+}
+
+impl fmt::Display for AttemptResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:", self.stage)?;
+        if let Some(c) = self.code {
+            write!(f, " {c}")?;
+        }
+        if let Some(e) = &self.enhanced {
+            write!(f, " {e}")?;
+        }
+        write!(f, " {}", self.text)?;
+        if let Some(h) = &self.remote_host {
+            write!(f, " (from {h})")?;
+        }
+        Ok(())
+    }
+}
+
+/// TLS as it went on the last outbound attempt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsOutcome {
+    /// `None` when the attempt went in plaintext.
+    #[serde(default)]
+    pub info: Option<TlsInfo>,
+    /// The peer's certificate verified against the trust roots and names the host.
+    #[serde(default)]
+    pub verified: bool,
+    /// E.g. "plaintext after a failed handshake: ...".
+    #[serde(default)]
+    pub note: Option<String>,
+}

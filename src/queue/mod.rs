@@ -1,0 +1,17 @@
+//! The persistent delivery queue: queue ids, the message and recipient
+//! records, the spool that makes a `250` true, and the store that keeps the
+//! current state of everything queued. It knows nothing of SMTP sessions.
+
+pub mod id;
+pub mod message;
+pub mod spool;
+pub mod store;
+
+pub use id::QueueId;
+pub use message::{
+    AttemptResult, Message, MessageKind, RcptState, Recipient, SpoolRef, Stage, TlsOutcome,
+};
+pub use store::{QueueStore, Recovery, StoreError};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,172 @@
+//! Queue store tests: durability across reopen, reconciliation of a lost
+//! index, torn spool tails, tombstones, segment reclamation.
+
+use super::*;
+use crate::datadir::DataDir;
+use std::io::Write;
+use std::path::Path;
+
+fn message(store: &QueueStore, rcpts: &[&str]) -> Message {
+    Message {
+        id: store.new_id(),
+        sender: "sender@example.org".into(),
+        source_server: "mx".into(),
+        client_ip: Some("127.0.0.1".parse().unwrap()),
+        client_helo: Some("client".into()),
+        auth_user: None,
+        tls: None,
+        arrived: crate::util::now_secs(),
+        size: 0,
+        body_type: Default::default(),
+        smtputf8: false,
+        kind: MessageKind::Inbound,
+        frozen: false,
+        delay_warned: false,
+        recipients: rcpts
+            .iter()
+            .map(|r| Recipient::new(r.to_string(), "local".into()))
+            .collect(),
+        spool: SpoolRef::default(),
+    }
+}
+
+fn open(dir: &Path, limit: u64) -> (DataDir, QueueStore, Recovery) {
+    let data = DataDir::open(dir).unwrap();
+    let (store, rec) = QueueStore::open_with_segment_limit(&data.db, dir, limit).unwrap();
+    (data, store, rec)
+}
+
+async fn put(store: &QueueStore, n: usize) -> Vec<QueueId> {
+    let mut ids = Vec::new();
+    let futs: Vec<_> = (0..n)
+        .map(|i| {
+            let m = message(store, &["a@example.test", "b@example.test"]);
+            ids.push(m.id.clone());
+            store.enqueue(m, format!("Subject: {i}\r\n\r\nbody {i}\r\n").into_bytes())
+        })
+        .collect();
+    for f in futs {
+        f.await.unwrap();
+    }
+    ids
+}
+
+#[tokio::test]
+async fn messages_survive_reopen_with_bodies() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = {
+        let (_d, store, _) = open(dir.path(), spool::SEGMENT_LIMIT);
+        put(&store, 50).await
+    };
+    let (_d, store, rec) = open(dir.path(), spool::SEGMENT_LIMIT);
+    assert_eq!(rec.messages, 50);
+    let listed: Vec<QueueId> = store.iter().map(|m| m.unwrap().id).collect();
+    assert_eq!(listed, ids, "listed oldest first");
+    let m = store.get(&ids[7]).unwrap().unwrap();
+    assert_eq!(
+        store.read_body(&m).unwrap(),
+        b"Subject: 7\r\n\r\nbody 7\r\n"
+    );
+    assert_eq!(m.recipients.len(), 2);
+    // new ids sort after the old ones
+    assert!(store.new_id() > ids[49]);
+}
+
+#[tokio::test]
+async fn lost_index_is_rebuilt_from_the_spool() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = {
+        let (d, store, _) = open(dir.path(), spool::SEGMENT_LIMIT);
+        let ids = put(&store, 10).await;
+        // what a crash before sled's flush looks like: the entries are gone
+        let tree = d.db.open_tree("queue").unwrap();
+        for id in &ids[3..] {
+            tree.remove(format!("m/{id}")).unwrap();
+        }
+        ids
+    };
+    let (_d, store, rec) = open(dir.path(), spool::SEGMENT_LIMIT);
+    assert_eq!(rec.reindexed, ids[3..].to_vec());
+    assert_eq!(store.len(), 10);
+    let m = store.get(&ids[9]).unwrap().unwrap();
+    assert_eq!(
+        store.read_body(&m).unwrap(),
+        b"Subject: 9\r\n\r\nbody 9\r\n"
+    );
+}
+
+#[tokio::test]
+async fn torn_tail_is_ignored_and_finished_messages_stay_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = {
+        let (_d, store, _) = open(dir.path(), spool::SEGMENT_LIMIT);
+        let ids = put(&store, 4).await;
+        let mut m = store.get(&ids[0]).unwrap().unwrap();
+        for r in &mut m.recipients {
+            r.state = RcptState::Delivered;
+        }
+        store.update(&m).unwrap();
+        assert!(store.get(&ids[0]).unwrap().is_none());
+        ids
+    };
+    // a crash in the middle of writing the next record
+    let seg = spool::list_segments(&dir.path().join("spool")).unwrap()[0];
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(spool::segment_path(&dir.path().join("spool"), seg))
+        .unwrap();
+    f.write_all(b"PSR1\x10\x00\x00\x00garbage").unwrap();
+    drop(f);
+    let (_d, store, rec) = open(dir.path(), spool::SEGMENT_LIMIT);
+    assert_eq!(rec.torn_segments, vec![seg]);
+    assert!(rec.reindexed.is_empty());
+    let listed: Vec<QueueId> = store.iter().map(|m| m.unwrap().id).collect();
+    assert_eq!(
+        listed,
+        ids[1..].to_vec(),
+        "the delivered message is not resurrected"
+    );
+}
+
+#[tokio::test]
+async fn index_entry_without_spool_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = {
+        let (_d, store, _) = open(dir.path(), spool::SEGMENT_LIMIT);
+        put(&store, 2).await
+    };
+    for seg in spool::list_segments(&dir.path().join("spool")).unwrap() {
+        std::fs::remove_file(spool::segment_path(&dir.path().join("spool"), seg)).unwrap();
+    }
+    let (_d, store, rec) = open(dir.path(), spool::SEGMENT_LIMIT);
+    assert_eq!(rec.dropped.len(), 2);
+    assert!(store.get(&ids[0]).unwrap().is_none());
+}
+
+#[tokio::test]
+async fn finished_segments_are_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool_dir = dir.path().join("spool");
+    let (_d, store, _) = open(dir.path(), 200);
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        ids.extend(put(&store, 1).await);
+    }
+    let before = spool::list_segments(&spool_dir).unwrap().len();
+    assert!(before >= 3, "small segments rotate: {before}");
+    for id in &ids {
+        let mut m = store.get(id).unwrap().unwrap();
+        m.recipients
+            .iter_mut()
+            .for_each(|r| r.state = RcptState::Failed);
+        store.update(&m).unwrap();
+    }
+    // only the active segment remains
+    assert_eq!(spool::list_segments(&spool_dir).unwrap().len(), 1);
+    drop(store);
+    drop(_d);
+    let (_d, store, rec) = open(dir.path(), 200);
+    assert!(store.is_empty());
+    assert_eq!(rec.messages, 0);
+    assert!(spool::list_segments(&spool_dir).unwrap().is_empty());
+}

@@ -1,0 +1,209 @@
+//! The running server: opens the data directory, reconciles the queue,
+//! loads certificates, binds every virtual server, serves the control
+//! socket, and stops gracefully (SIGTERM/SIGINT) or reloads certificates
+//! (SIGHUP). This is the only place that wires the pieces together.
+
+use crate::auth::throttle::AuthThrottle;
+use crate::auth::Accounts;
+use crate::config::{Config, Protocol, TlsMode};
+use crate::control::{self, ops, Request, Response};
+use crate::datadir::DataDir;
+use crate::net::{self, ListenerSpec, Shutdown};
+use crate::queue::QueueStore;
+use crate::tls::CertStore;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Everything sessions and the control socket share.
+pub struct Context {
+    pub config: Arc<Config>,
+    pub queue: Arc<QueueStore>,
+    pub accounts: Accounts,
+    pub certs: Arc<CertStore>,
+    pub throttle: AuthThrottle,
+    pub data: DataDir,
+}
+
+impl Context {
+    /// Answer a control-socket request.
+    pub async fn control(self: &Arc<Self>, req: Request) -> Response {
+        match req {
+            Request::Reload => Response::ok(self.reload()),
+            req => {
+                let ctx = self.clone();
+                // account changes hash passwords; listing a big queue takes a while
+                tokio::task::spawn_blocking(move || {
+                    ops::execute(
+                        &ops::Stores {
+                            config: &ctx.config,
+                            queue: &ctx.queue,
+                            accounts: &ctx.accounts,
+                        },
+                        req,
+                    )
+                })
+                .await
+                .unwrap_or_else(|e| Response::err(format!("internal error: {e}")))
+            }
+        }
+    }
+
+    pub fn reload(&self) -> crate::tls::ReloadReport {
+        let report = self.certs.reload();
+        for (name, why) in &report.failed {
+            tracing::warn!(certificate = %name, "reload kept the old certificate: {why}");
+        }
+        for w in self.certs.warnings(&self.config) {
+            tracing::warn!("{w}");
+        }
+        tracing::info!(reloaded = ?report.reloaded, failed = report.failed.len(), "certificates reloaded");
+        report
+    }
+}
+
+/// A virtual server that is up.
+#[derive(Clone, Debug)]
+pub struct Listening {
+    pub name: String,
+    pub protocol: Protocol,
+    pub tls: TlsMode,
+    pub addr: SocketAddr,
+}
+
+pub struct Server {
+    pub ctx: Arc<Context>,
+    pub shutdown: Shutdown,
+    pub listening: Vec<Listening>,
+    control_socket: PathBuf,
+}
+
+/// Start everything the config describes. Errors are one sentence naming
+/// the culprit (a file, an address, a certificate).
+pub async fn start(config: Config) -> Result<Server, String> {
+    let config = Arc::new(config);
+    let data = DataDir::open(&config.server.data_dir).map_err(|e| e.to_string())?;
+    let (queue, recovery) = QueueStore::open(&data.db, &data.path).map_err(|e| e.to_string())?;
+    tracing::info!(
+        messages = recovery.messages,
+        reindexed = recovery.reindexed.len(),
+        dropped = recovery.dropped.len(),
+        "queue opened"
+    );
+    let accounts = Accounts::open(&data.db).map_err(|e| e.to_string())?;
+    let certs = Arc::new(CertStore::open(&config).map_err(|e| e.to_string())?);
+    for w in certs.warnings(&config) {
+        tracing::warn!("{w}");
+    }
+    let ctx = Arc::new(Context {
+        throttle: AuthThrottle::new(config.auth.failure_limit, config.auth.failure_window.0),
+        config: config.clone(),
+        queue: Arc::new(queue),
+        accounts,
+        certs: certs.clone(),
+        data,
+    });
+
+    let shutdown = Shutdown::new();
+    let mut bound = Vec::new();
+    for vs in &config.virtual_servers {
+        if vs.protocol != Protocol::Smtp {
+            tracing::warn!(server = %vs.name, "protocol {} is not implemented yet; virtual server not started", vs.protocol);
+            continue;
+        }
+        let listeners = net::bind(vs).await?;
+        bound.push((vs.clone(), listeners));
+    }
+
+    let control_socket = config.control_socket();
+    control::serve(control_socket.clone(), ctx.clone())
+        .await
+        .map_err(|e| format!("control socket {}: {e}", control_socket.display()))?;
+
+    let mut listening = Vec::new();
+    for (vs, listeners) in bound {
+        let tls = match vs.tls {
+            TlsMode::None => None,
+            _ => Some(
+                crate::tls::server_config(certs.clone(), &vs.certificates, vs.min_tls_version)
+                    .map_err(|e| format!("virtual server {:?}: TLS setup failed: {e}", vs.name))?,
+            ),
+        };
+        for addr in net::local_addrs(&listeners).map_err(|e| e.to_string())? {
+            listening.push(Listening {
+                name: vs.name.clone(),
+                protocol: vs.protocol,
+                tls: vs.tls,
+                addr,
+            });
+        }
+        let spec = ListenerSpec::new(&vs, tls);
+        let vs = Arc::new(vs);
+        match vs.protocol {
+            Protocol::Smtp => {
+                let service = Arc::new(crate::smtp::SmtpService::new(ctx.clone(), vs.clone()));
+                net::spawn_listeners(listeners, service, spec, shutdown.clone());
+            }
+            Protocol::Pop3 | Protocol::Imap | Protocol::Nntp => {}
+        }
+    }
+    Ok(Server {
+        ctx,
+        shutdown,
+        listening,
+        control_socket,
+    })
+}
+
+impl Server {
+    /// Stop accepting, tell sessions to finish, wait for them, flush.
+    pub async fn stop(self) {
+        self.shutdown
+            .trigger_and_wait(Duration::from_secs(30))
+            .await;
+        if let Err(e) = self.ctx.queue.flush() {
+            tracing::warn!("queue flush at shutdown: {e}");
+        }
+        let _ = std::fs::remove_file(&self.control_socket);
+        tracing::info!("stopped");
+    }
+}
+
+fn tls_word(t: TlsMode) -> &'static str {
+    match t {
+        TlsMode::None => "plaintext",
+        TlsMode::Starttls => "starttls",
+        TlsMode::Implicit => "implicit TLS",
+    }
+}
+
+/// `postern serve`: run until SIGTERM or SIGINT; SIGHUP reloads certificates.
+pub async fn serve(config: Config) -> Result<(), String> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    let server = start(config).await?;
+    for l in &server.listening {
+        // a stable line for people and scripts: which server is where
+        println!(
+            "postern: {} ({}, {}) listening on {}",
+            l.name,
+            l.protocol,
+            tls_word(l.tls),
+            l.addr
+        );
+    }
+    println!("postern: ready");
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => { server.ctx.reload(); }
+        }
+    }
+    tracing::info!("shutting down");
+    server.stop().await;
+    Ok(())
+}

@@ -1,0 +1,333 @@
+//! The inbound SMTP session: the sans-IO core, driven by `net::driver`,
+//! joined to policy (relay, recipients, senders), SASL, and the queue.
+//! A `250` goes out only after the queue says the message is on disk.
+
+use super::policy::{self, Client, RcptRoute};
+use crate::auth::sasl::{self, Mechanism, Step};
+use crate::config::VirtualServer;
+use crate::net::{ConnInfo, Next, Service, Session, SessionEnd};
+use crate::proto::smtp::reply::{self, Reply};
+use crate::proto::smtp::server::{Event, ServerSession, Settings};
+use crate::proto::smtp::{Address, ReversePath};
+use crate::queue::{Message, MessageKind, Recipient, SpoolRef};
+use crate::server::Context;
+use crate::tls::TlsInfo;
+use bytes::BytesMut;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// After this many errors a session is closed (SPEC §4).
+const MAX_ERRORS: u32 = 10;
+
+pub struct SmtpService {
+    ctx: Arc<Context>,
+    vs: Arc<VirtualServer>,
+    settings: Settings,
+}
+
+impl SmtpService {
+    pub fn new(ctx: Arc<Context>, vs: Arc<VirtualServer>) -> SmtpService {
+        let settings = Settings {
+            hostname: ctx.config.server.hostname.clone(),
+            max_message_size: vs.max_message_size.0 as usize,
+            max_recipients: vs.max_recipients,
+            starttls: vs.tls == crate::config::TlsMode::Starttls,
+            require_tls: vs.require_tls,
+            auth: vs.auth,
+            allow_plaintext_auth: vs.allow_plaintext_auth,
+            max_errors: MAX_ERRORS,
+        };
+        SmtpService { ctx, vs, settings }
+    }
+}
+
+impl Service for SmtpService {
+    type Session = InboundSession;
+
+    fn session(&self, conn: &ConnInfo) -> InboundSession {
+        InboundSession {
+            ctx: self.ctx.clone(),
+            vs: self.vs.clone(),
+            core: ServerSession::new(self.settings.clone(), conn.implicit_tls),
+            conn: conn.clone(),
+            tls: None,
+            sasl: None,
+            txn: Transaction::default(),
+            queued: 0,
+        }
+    }
+
+    fn busy_reply(&self) -> &'static [u8] {
+        b"421 4.7.0 Too many connections, try again later\r\n"
+    }
+}
+
+#[derive(Default)]
+struct Transaction {
+    from: String,
+    rcpts: Vec<(Address, RcptRoute)>,
+}
+
+pub struct InboundSession {
+    ctx: Arc<Context>,
+    vs: Arc<VirtualServer>,
+    core: ServerSession,
+    conn: ConnInfo,
+    tls: Option<TlsInfo>,
+    sasl: Option<sasl::Exchange>,
+    txn: Transaction,
+    queued: u32,
+}
+
+impl InboundSession {
+    fn client(&self) -> Client<'_> {
+        Client {
+            ip: self.conn.peer.ip(),
+            auth_user: self.core.auth_user(),
+        }
+    }
+
+    fn on_mail(&mut self, from: ReversePath) {
+        let decision = policy::check_sender(&self.ctx.accounts, &self.vs, &self.client(), &from);
+        if decision.is_ok() {
+            self.txn = Transaction {
+                from: from.to_string(),
+                rcpts: Vec::new(),
+            };
+        }
+        self.core.mail_decision(decision);
+    }
+
+    fn on_rcpt(&mut self, mut to: Address) {
+        let decision = policy::check_rcpt(
+            &self.ctx.config,
+            &self.ctx.accounts,
+            &self.vs,
+            &self.client(),
+            &to,
+        );
+        match decision {
+            Ok(route) => {
+                if to.domain.is_empty() {
+                    // bare <Postmaster>
+                    to = Address::parse(&self.ctx.config.server.postmaster).unwrap_or(to);
+                }
+                if !self.txn.rcpts.iter().any(|(a, _)| a.key() == to.key()) {
+                    self.txn.rcpts.push((to, route));
+                }
+                self.core.rcpt_decision(Ok(()));
+            }
+            Err(r) => {
+                tracing::info!(server = %self.vs.name, peer = %self.conn.peer, rcpt = %to, reply = %r, "recipient refused");
+                self.core.rcpt_decision(Err(r));
+            }
+        }
+    }
+
+    async fn on_message(&mut self, body: Vec<u8>) {
+        let r = self.enqueue(body).await;
+        self.core.message_decision(r);
+    }
+
+    async fn enqueue(&mut self, body: Vec<u8>) -> Reply {
+        let txn = std::mem::take(&mut self.txn);
+        let ctx = &self.ctx;
+        let id = ctx.queue.new_id();
+        let now = crate::util::now_secs();
+        let single = (txn.rcpts.len() == 1).then(|| txn.rcpts[0].0.to_string());
+        let mut full = super::received::header(&super::received::Trace {
+            helo: self.core.helo().unwrap_or("unknown"),
+            ip: self.conn.peer.ip(),
+            hostname: &ctx.config.server.hostname,
+            esmtp: self.core.esmtp(),
+            tls: self.tls.as_ref(),
+            authenticated: self.core.auth_user().is_some(),
+            id: id.as_str(),
+            for_rcpt: single.as_deref(),
+            date: now,
+        });
+        if self.vs.is_submission() {
+            super::received::add_missing_headers(
+                &body,
+                &mut full,
+                id.as_str(),
+                &ctx.config.server.hostname,
+                now,
+            );
+        }
+        full.extend_from_slice(&body);
+        drop(body);
+        let params = self.core.mail_params().clone();
+        let message = Message {
+            id: id.clone(),
+            sender: txn.from.clone(),
+            source_server: self.vs.name.clone(),
+            client_ip: Some(self.conn.peer.ip()),
+            client_helo: self.core.helo().map(str::to_string),
+            auth_user: self.core.auth_user().map(str::to_string),
+            tls: self.tls.clone(),
+            arrived: now,
+            size: full.len() as u64,
+            body_type: params.body,
+            smtputf8: params.smtputf8,
+            kind: MessageKind::Inbound,
+            frozen: false,
+            delay_warned: false,
+            recipients: txn
+                .rcpts
+                .iter()
+                .map(|(a, route)| Recipient::new(a.to_string(), route.destination().to_string()))
+                .collect(),
+            spool: SpoolRef::default(),
+        };
+        let (size, nrcpt) = (message.size, message.recipients.len());
+        match ctx.queue.enqueue(message, full).await {
+            Ok(_) => {
+                self.queued += 1;
+                tracing::info!(
+                    id = %id, size, from = %txn.from, recipients = nrcpt, server = %self.vs.name,
+                    "message queued"
+                );
+                Reply::owned(250, "2.0.0", format!("Ok: queued as {id}"))
+            }
+            Err(e) => {
+                tracing::error!(server = %self.vs.name, peer = %self.conn.peer, "cannot queue a message: {e}");
+                reply::STORE_FAILED
+            }
+        }
+    }
+
+    async fn on_auth(&mut self, mechanism: &str, initial: Option<String>) {
+        if self
+            .ctx
+            .throttle
+            .is_blocked(self.conn.peer.ip(), Instant::now())
+        {
+            tracing::info!(server = %self.vs.name, peer = %self.conn.peer, "AUTH refused: too many recent failures");
+            self.core.auth_done(Err(reply::AUTH_THROTTLED));
+            return;
+        }
+        let Some(mech) = Mechanism::parse(mechanism) else {
+            self.core.auth_done(Err(reply::UNKNOWN_MECHANISM));
+            return;
+        };
+        let (exchange, step) = sasl::Exchange::start(mech, initial.as_deref());
+        self.sasl = Some(exchange);
+        self.auth_step(step).await;
+    }
+
+    async fn on_auth_response(&mut self, line: &str) {
+        let step = match self.sasl.as_mut() {
+            Some(ex) => ex.respond(line),
+            None => Step::Failed(sasl::SaslError::Malformed),
+        };
+        self.auth_step(step).await;
+    }
+
+    async fn auth_step(&mut self, step: Step) {
+        match step {
+            Step::Challenge(c) => self.core.auth_challenge(&c),
+            Step::Failed(sasl::SaslError::BadBase64) => {
+                self.sasl = None;
+                self.core.auth_done(Err(reply::AUTH_BAD_BASE64));
+            }
+            Step::Failed(_) => {
+                self.sasl = None;
+                self.auth_failed(None).await;
+            }
+            Step::Done(creds) => {
+                self.sasl = None;
+                let accounts = self.ctx.accounts.clone();
+                let user = creds.username.clone();
+                let verified = tokio::task::spawn_blocking(move || {
+                    accounts.verify(&creds.username, &creds.password)
+                })
+                .await
+                .ok()
+                .flatten();
+                match verified {
+                    Some(user) => {
+                        tracing::info!(server = %self.vs.name, peer = %self.conn.peer, user = %user, "authenticated");
+                        self.core.auth_done(Ok(user));
+                    }
+                    None => self.auth_failed(Some(&user)).await,
+                }
+            }
+        }
+    }
+
+    /// Count the failure and answer after a pause that holds up only this session.
+    async fn auth_failed(&mut self, user: Option<&str>) {
+        tracing::info!(server = %self.vs.name, peer = %self.conn.peer, user = user.unwrap_or("-"), "authentication failed");
+        self.ctx
+            .throttle
+            .record_failure(self.conn.peer.ip(), Instant::now());
+        tokio::time::sleep(self.ctx.config.auth.failure_delay.0).await;
+        self.core.auth_done(Err(reply::AUTH_FAILED));
+    }
+}
+
+impl Session for InboundSession {
+    fn greeting(&mut self, out: &mut Vec<u8>) {
+        self.core.greeting();
+        self.core.take_output(out);
+    }
+
+    async fn handle(&mut self, input: &mut BytesMut, out: &mut Vec<u8>) -> Next {
+        while let Some(event) = self.core.feed(input) {
+            match event {
+                Event::StartTls => {
+                    self.core.take_output(out);
+                    return Next::StartTls;
+                }
+                Event::Quit | Event::TooManyErrors => break,
+                Event::Mail { from, .. } => self.on_mail(from),
+                Event::Rcpt { to } => self.on_rcpt(to),
+                Event::Message { body } => self.on_message(body).await,
+                Event::Auth { mechanism, initial } => self.on_auth(&mechanism, initial).await,
+                Event::AuthResponse(line) => self.on_auth_response(&line).await,
+            }
+        }
+        self.core.take_output(out);
+        if self.core.is_closed() {
+            Next::Close
+        } else {
+            Next::Read
+        }
+    }
+
+    fn tls_started(&mut self, info: &TlsInfo) {
+        self.tls = Some(info.clone());
+        self.sasl = None;
+        self.txn = Transaction::default();
+        self.core.tls_started();
+    }
+
+    fn timed_out(&mut self, out: &mut Vec<u8>) {
+        self.core.close_with(&reply::IDLE_TIMEOUT);
+        self.core.take_output(out);
+    }
+
+    fn shutting_down(&mut self, out: &mut Vec<u8>) {
+        self.core.close_with(&reply::SHUTTING_DOWN);
+        self.core.take_output(out);
+    }
+
+    fn finished(&mut self, end: &SessionEnd) {
+        let (version, cipher) = match &self.tls {
+            Some(t) => (t.version.as_str(), t.cipher.as_str()),
+            None => ("-", "-"),
+        };
+        tracing::info!(
+            server = %self.vs.name,
+            peer = %self.conn.peer,
+            helo = self.core.helo().unwrap_or("-"),
+            tls = version,
+            cipher,
+            user = self.core.auth_user().unwrap_or("-"),
+            messages = self.queued,
+            outcome = %end,
+            "smtp session"
+        );
+    }
+}
