@@ -23,18 +23,12 @@ pub struct DataDir {
 impl DataDir {
     pub fn open(path: &Path) -> Result<DataDir, DataDirError> {
         crate::util::create_dir_durably(path).map_err(|e| DataDirError::Create(path.into(), e))?;
-        let db = sled::Config::new()
-            .path(path.join("db"))
-            .open()
-            .map_err(|e| match &e {
-                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-                    DataDirError::Locked(path.into())
-                }
-                _ => DataDirError::Open(path.into(), e),
-            })?;
-        Ok(DataDir {
-            path: path.to_path_buf(),
-            db,
-        })
+        let db = sled::Config::new().path(path.join("db")).open().map_err(|e| match &e {
+            sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                DataDirError::Locked(path.into())
+            }
+            _ => DataDirError::Open(path.into(), e),
+        })?;
+        Ok(DataDir { path: path.to_path_buf(), db })
     }
 }

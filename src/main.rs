@@ -10,11 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(
-    name = "postern",
-    version,
-    about = "A mail server in one binary: SMTP MTA and relay, POP3, IMAP4, NNTP"
-)]
+#[command(name = "postern", version, about = "A mail server in one binary: SMTP MTA and relay, POP3, IMAP4, NNTP")]
 struct Cli {
     /// Configuration file.
     #[arg(long, global = true, default_value = postern::config::DEFAULT_PATH)]
@@ -99,11 +95,7 @@ struct SelectArgs {
 
 impl From<SelectArgs> for Selector {
     fn from(a: SelectArgs) -> Selector {
-        Selector {
-            ids: a.ids,
-            destination: a.destination,
-            all: a.all,
-        }
+        Selector { ids: a.ids, destination: a.destination, all: a.all }
     }
 }
 
@@ -147,10 +139,7 @@ enum AliasCmd {
     /// Make ALIAS deliver to TARGET (repeat to add targets).
     Add { alias: String, target: String },
     /// Remove one target, or the whole alias.
-    Delete {
-        alias: String,
-        target: Option<String>,
-    },
+    Delete { alias: String, target: Option<String> },
     List {
         alias: Option<String>,
         #[arg(long)]
@@ -187,8 +176,8 @@ fn load(path: &Path) -> Result<Config, Failure> {
 
 fn init_logging(config: &Config) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("postern={}", config.log.level)));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("postern={}", config.log.level)));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -204,19 +193,13 @@ fn run(cli: Cli) -> Outcome {
         Command::Serve => {
             let config = load(&cli.config)?;
             init_logging(&config);
-            let rt = tokio::runtime::Runtime::new()
-                .map_err(|e| runtime(format!("cannot start the runtime: {e}")))?;
+            let rt = tokio::runtime::Runtime::new().map_err(|e| runtime(format!("cannot start the runtime: {e}")))?;
             rt.block_on(postern::server::serve(config)).map_err(runtime)
         }
         Command::CheckConfig => check_config(&cli.config),
-        Command::Route(RouteCmd::Explain {
-            address,
-            server,
-            json,
-        }) => {
+        Command::Route(RouteCmd::Explain { address, server, json }) => {
             let config = load(&cli.config)?;
-            let ex =
-                postern::routing::explain(&config, &address, server.as_deref()).map_err(usage)?;
+            let ex = postern::routing::explain(&config, &address, server.as_deref()).map_err(usage)?;
             if json {
                 println!("{}", serde_json::to_string(&ex).unwrap_or_default());
             } else {
@@ -229,8 +212,7 @@ fn run(cli: Cli) -> Outcome {
         Command::Alias(a) => alias(&cli.config, a),
         Command::Reload => {
             let data = operate(&cli.config, Request::Reload)?;
-            let report: postern::tls::ReloadReport =
-                serde_json::from_value(data).unwrap_or_default();
+            let report: postern::tls::ReloadReport = serde_json::from_value(data).unwrap_or_default();
             for name in &report.reloaded {
                 println!("certificate {name:?} reloaded");
             }
@@ -240,10 +222,7 @@ fn run(cli: Cli) -> Outcome {
             if report.failed.is_empty() {
                 Ok(())
             } else {
-                Err(runtime(format!(
-                    "{} certificate(s) could not be reloaded",
-                    report.failed.len()
-                )))
+                Err(runtime(format!("{} certificate(s) could not be reloaded", report.failed.len())))
             }
         }
     }
@@ -256,36 +235,22 @@ fn operate(config_path: &Path, req: Request) -> Result<serde_json::Value, Failur
     let resp = match control::request(&socket, &req) {
         Ok(Some(resp)) => resp,
         Ok(None) if req.needs_server() => {
-            return Err(runtime(format!(
-                "no server is running (nothing answers on {})",
-                socket.display()
-            )))
+            return Err(runtime(format!("no server is running (nothing answers on {})", socket.display())))
         }
         Ok(None) => direct(&config, req)?,
         Err(e) => return Err(runtime(format!("control socket {}: {e}", socket.display()))),
     };
     match resp {
         Response { ok: true, data, .. } => Ok(data.unwrap_or(serde_json::Value::Null)),
-        Response { error, .. } => Err(runtime(
-            error.unwrap_or_else(|| "the server refused the request".into()),
-        )),
+        Response { error, .. } => Err(runtime(error.unwrap_or_else(|| "the server refused the request".into()))),
     }
 }
 
 fn direct(config: &Config, req: Request) -> Result<Response, Failure> {
-    let data = postern::datadir::DataDir::open(&config.server.data_dir)
-        .map_err(|e| runtime(e.to_string()))?;
-    let (queue, _) = postern::queue::QueueStore::open(&data.db, &data.path)
-        .map_err(|e| runtime(e.to_string()))?;
+    let data = postern::datadir::DataDir::open(&config.server.data_dir).map_err(|e| runtime(e.to_string()))?;
+    let (queue, _) = postern::queue::QueueStore::open(&data.db, &data.path).map_err(|e| runtime(e.to_string()))?;
     let accounts = postern::auth::Accounts::open(&data.db).map_err(|e| runtime(e.to_string()))?;
-    let resp = ops::execute(
-        &ops::Stores {
-            config,
-            queue: &queue,
-            accounts: &accounts,
-        },
-        req,
-    );
+    let resp = ops::execute(&ops::Stores { config, queue: &queue, accounts: &accounts }, req);
     let _ = queue.flush();
     Ok(resp)
 }
@@ -312,37 +277,16 @@ fn queue(config: &Path, cmd: QueueCmd) -> Outcome {
             if json {
                 print_json_lines(&data);
             } else {
-                print!(
-                    "{}",
-                    views::summary_table(&from_value::<Vec<views::SummaryRow>>(data)?)
-                );
+                print!("{}", views::summary_table(&from_value::<Vec<views::SummaryRow>>(data)?));
             }
         }
-        QueueCmd::List {
-            json,
-            destination,
-            state,
-            sender,
-            recipient,
-        } => {
-            let data = operate(
-                config,
-                Request::QueueList {
-                    filter: QueueFilter {
-                        destination,
-                        state,
-                        sender,
-                        recipient,
-                    },
-                },
-            )?;
+        QueueCmd::List { json, destination, state, sender, recipient } => {
+            let data =
+                operate(config, Request::QueueList { filter: QueueFilter { destination, state, sender, recipient } })?;
             if json {
                 print_json_lines(&data);
             } else {
-                print!(
-                    "{}",
-                    views::list_table(&from_value::<Vec<views::MessageView>>(data)?)
-                );
+                print!("{}", views::list_table(&from_value::<Vec<views::MessageView>>(data)?));
             }
         }
         QueueCmd::Show { id, json } => {
@@ -353,28 +297,12 @@ fn queue(config: &Path, cmd: QueueCmd) -> Outcome {
                 print!("{}", views::detail_text(&from_value(data)?));
             }
         }
-        QueueCmd::Retry(s) => report_ids(
-            "retrying",
-            operate(config, Request::QueueRetry { select: s.into() })?,
-        )?,
-        QueueCmd::Freeze(s) => report_ids(
-            "frozen",
-            operate(config, Request::QueueFreeze { select: s.into() })?,
-        )?,
-        QueueCmd::Thaw(s) => report_ids(
-            "thawed",
-            operate(config, Request::QueueThaw { select: s.into() })?,
-        )?,
-        QueueCmd::Delete { select, ndr } => report_ids(
-            "deleted",
-            operate(
-                config,
-                Request::QueueDelete {
-                    select: select.into(),
-                    ndr,
-                },
-            )?,
-        )?,
+        QueueCmd::Retry(s) => report_ids("retrying", operate(config, Request::QueueRetry { select: s.into() })?)?,
+        QueueCmd::Freeze(s) => report_ids("frozen", operate(config, Request::QueueFreeze { select: s.into() })?)?,
+        QueueCmd::Thaw(s) => report_ids("thawed", operate(config, Request::QueueThaw { select: s.into() })?)?,
+        QueueCmd::Delete { select, ndr } => {
+            report_ids("deleted", operate(config, Request::QueueDelete { select: select.into(), ndr })?)?
+        }
     }
     Ok(())
 }
@@ -404,14 +332,10 @@ fn read_password(from_stdin: bool) -> Result<String, Failure> {
         return Ok(pw);
     }
     if !std::io::stdin().is_terminal() {
-        return Err(usage(
-            "standard input is not a terminal: use --password-stdin",
-        ));
+        return Err(usage("standard input is not a terminal: use --password-stdin"));
     }
-    let pw = rpassword::prompt_password("Password: ")
-        .map_err(|e| runtime(format!("cannot read the password: {e}")))?;
-    let again = rpassword::prompt_password("Again: ")
-        .map_err(|e| runtime(format!("cannot read the password: {e}")))?;
+    let pw = rpassword::prompt_password("Password: ").map_err(|e| runtime(format!("cannot read the password: {e}")))?;
+    let again = rpassword::prompt_password("Again: ").map_err(|e| runtime(format!("cannot read the password: {e}")))?;
     if pw != again {
         return Err(usage("the passwords do not match"));
     }
@@ -430,17 +354,11 @@ fn say(data: serde_json::Value) {
 
 fn user(config: &Path, cmd: UserCmd) -> Outcome {
     match cmd {
-        UserCmd::Add {
-            email,
-            password_stdin,
-        } => {
+        UserCmd::Add { email, password_stdin } => {
             let password = read_password(password_stdin)?;
             say(operate(config, Request::UserAdd { email, password })?);
         }
-        UserCmd::Passwd {
-            email,
-            password_stdin,
-        } => {
+        UserCmd::Passwd { email, password_stdin } => {
             let password = read_password(password_stdin)?;
             say(operate(config, Request::UserPasswd { email, password })?);
         }
@@ -451,10 +369,8 @@ fn user(config: &Path, cmd: UserCmd) -> Outcome {
                 print_json_lines(&data);
             } else {
                 let users: Vec<postern::auth::UserInfo> = from_value(data)?;
-                let rows: Vec<Vec<String>> = users
-                    .iter()
-                    .map(|u| vec![u.email.clone(), postern::util::rfc3339(u.created)])
-                    .collect();
+                let rows: Vec<Vec<String>> =
+                    users.iter().map(|u| vec![u.email.clone(), postern::util::rfc3339(u.created)]).collect();
                 print!("{}", views::table(&["USER", "CREATED"], &rows));
             }
         }
@@ -464,22 +380,15 @@ fn user(config: &Path, cmd: UserCmd) -> Outcome {
 
 fn alias(config: &Path, cmd: AliasCmd) -> Outcome {
     match cmd {
-        AliasCmd::Add { alias, target } => {
-            say(operate(config, Request::AliasAdd { alias, target })?)
-        }
-        AliasCmd::Delete { alias, target } => {
-            say(operate(config, Request::AliasDelete { alias, target })?)
-        }
+        AliasCmd::Add { alias, target } => say(operate(config, Request::AliasAdd { alias, target })?),
+        AliasCmd::Delete { alias, target } => say(operate(config, Request::AliasDelete { alias, target })?),
         AliasCmd::List { alias, json } => {
             let data = operate(config, Request::AliasList { alias })?;
             if json {
                 print_json_lines(&data);
             } else {
                 let all: Vec<postern::auth::AliasInfo> = from_value(data)?;
-                let rows: Vec<Vec<String>> = all
-                    .iter()
-                    .map(|a| vec![a.alias.clone(), a.targets.join(", ")])
-                    .collect();
+                let rows: Vec<Vec<String>> = all.iter().map(|a| vec![a.alias.clone(), a.targets.join(", ")]).collect();
                 print!("{}", views::table(&["ALIAS", "TARGETS"], &rows));
             }
         }
@@ -493,10 +402,7 @@ fn check_config(path: &Path) -> Outcome {
     let mut cert_lines = Vec::new();
     for (name, c) in &config.tls.certificates {
         if c.self_signed_if_missing && !c.cert.exists() && !c.key.exists() {
-            cert_lines.push(format!(
-                "  {name}: {} (self-signed, generated on first start)",
-                c.cert.display()
-            ));
+            cert_lines.push(format!("  {name}: {} (self-signed, generated on first start)", c.cert.display()));
             continue;
         }
         match postern::tls::certs::load_pair(name, &c.cert, &c.key) {
@@ -510,15 +416,11 @@ fn check_config(path: &Path) -> Outcome {
                 if days < 0 {
                     cert_lines.push(format!("    warning: certificate {name:?} has expired"));
                 } else if days < 30 {
-                    cert_lines.push(format!(
-                        "    warning: certificate {name:?} expires in {days} days"
-                    ));
+                    cert_lines.push(format!("    warning: certificate {name:?} expires in {days} days"));
                 }
                 if !l.covers(&config.server.hostname) {
-                    cert_lines.push(format!(
-                        "    warning: certificate {name:?} does not name {}",
-                        config.server.hostname
-                    ));
+                    cert_lines
+                        .push(format!("    warning: certificate {name:?} does not name {}", config.server.hostname));
                 }
             }
             Err(e) => problems.push(e.to_string()),
@@ -526,10 +428,7 @@ fn check_config(path: &Path) -> Outcome {
     }
     let dd = &config.server.data_dir;
     if dd.exists() && !dd.is_dir() {
-        problems.push(format!(
-            "server.data_dir {} exists and is not a directory",
-            dd.display()
-        ));
+        problems.push(format!("server.data_dir {} exists and is not a directory", dd.display()));
     }
     if let Some(p) = problems.first() {
         return Err(usage(format!("{}: {p}", path.display())));
@@ -537,14 +436,8 @@ fn check_config(path: &Path) -> Outcome {
     println!("{}: OK", path.display());
     println!("hostname:      {}", config.server.hostname);
     println!("data_dir:      {}", dd.display());
-    println!(
-        "local domains: {}",
-        list_or_dash(&config.server.local_domains)
-    );
-    println!(
-        "relay domains: {}",
-        list_or_dash(&config.server.relay_domains)
-    );
+    println!("local domains: {}", list_or_dash(&config.server.local_domains));
+    println!("relay domains: {}", list_or_dash(&config.server.relay_domains));
     println!("postmaster:    {}", config.server.postmaster);
     println!("virtual servers:");
     let rows: Vec<Vec<String>> = config
@@ -555,26 +448,13 @@ fn check_config(path: &Path) -> Outcome {
                 v.name.clone(),
                 v.protocol.to_string(),
                 v.listen.join(" "),
-                format!("{:?}", v.tls).to_lowercase()
-                    + if v.require_tls { " (required)" } else { "" },
+                format!("{:?}", v.tls).to_lowercase() + if v.require_tls { " (required)" } else { "" },
                 format!("{:?}", v.auth).to_lowercase(),
                 list_or_dash(&v.certificates),
             ]
         })
         .collect();
-    for line in views::table(
-        &[
-            "  NAME",
-            "PROTOCOL",
-            "LISTEN",
-            "TLS",
-            "AUTH",
-            "CERTIFICATES",
-        ],
-        &indent(rows),
-    )
-    .lines()
-    {
+    for line in views::table(&["  NAME", "PROTOCOL", "LISTEN", "TLS", "AUTH", "CERTIFICATES"], &indent(rows)).lines() {
         println!("{line}");
     }
     if !config.connectors.is_empty() {
@@ -585,23 +465,14 @@ fn check_config(path: &Path) -> Outcome {
             .map(|c| {
                 vec![
                     c.name.clone(),
-                    c.address_spaces
-                        .iter()
-                        .map(|a| a.to_string())
-                        .collect::<Vec<_>>()
-                        .join(" "),
+                    c.address_spaces.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(" "),
                     c.cost.to_string(),
                     c.tls.to_string(),
                     c.smarthost.clone().unwrap_or_else(|| "MX".into()),
                 ]
             })
             .collect();
-        for line in views::table(
-            &["  NAME", "ADDRESS SPACES", "COST", "TLS", "NEXT HOP"],
-            &indent(rows),
-        )
-        .lines()
-        {
+        for line in views::table(&["  NAME", "ADDRESS SPACES", "COST", "TLS", "NEXT HOP"], &indent(rows)).lines() {
             println!("{line}");
         }
     }

@@ -35,14 +35,7 @@ impl Context {
                 let ctx = self.clone();
                 // account changes hash passwords; listing a big queue takes a while
                 tokio::task::spawn_blocking(move || {
-                    ops::execute(
-                        &ops::Stores {
-                            config: &ctx.config,
-                            queue: &ctx.queue,
-                            accounts: &ctx.accounts,
-                        },
-                        req,
-                    )
+                    ops::execute(&ops::Stores { config: &ctx.config, queue: &ctx.queue, accounts: &ctx.accounts }, req)
                 })
                 .await
                 .unwrap_or_else(|e| Response::err(format!("internal error: {e}")))
@@ -83,6 +76,11 @@ pub struct Server {
 /// the culprit (a file, an address, a certificate).
 pub async fn start(config: Config) -> Result<Server, String> {
     let config = Arc::new(config);
+    // Certificates first: a broken key refuses to start before anything is touched.
+    let certs = Arc::new(CertStore::open(&config).map_err(|e| e.to_string())?);
+    for w in certs.warnings(&config) {
+        tracing::warn!("{w}");
+    }
     let data = DataDir::open(&config.server.data_dir).map_err(|e| e.to_string())?;
     let (queue, recovery) = QueueStore::open(&data.db, &data.path).map_err(|e| e.to_string())?;
     tracing::info!(
@@ -92,10 +90,6 @@ pub async fn start(config: Config) -> Result<Server, String> {
         "queue opened"
     );
     let accounts = Accounts::open(&data.db).map_err(|e| e.to_string())?;
-    let certs = Arc::new(CertStore::open(&config).map_err(|e| e.to_string())?);
-    for w in certs.warnings(&config) {
-        tracing::warn!("{w}");
-    }
     let ctx = Arc::new(Context {
         throttle: AuthThrottle::new(config.auth.failure_limit, config.auth.failure_window.0),
         config: config.clone(),
@@ -131,12 +125,7 @@ pub async fn start(config: Config) -> Result<Server, String> {
             ),
         };
         for addr in net::local_addrs(&listeners).map_err(|e| e.to_string())? {
-            listening.push(Listening {
-                name: vs.name.clone(),
-                protocol: vs.protocol,
-                tls: vs.tls,
-                addr,
-            });
+            listening.push(Listening { name: vs.name.clone(), protocol: vs.protocol, tls: vs.tls, addr });
         }
         let spec = ListenerSpec::new(&vs, tls);
         let vs = Arc::new(vs);
@@ -148,20 +137,13 @@ pub async fn start(config: Config) -> Result<Server, String> {
             Protocol::Pop3 | Protocol::Imap | Protocol::Nntp => {}
         }
     }
-    Ok(Server {
-        ctx,
-        shutdown,
-        listening,
-        control_socket,
-    })
+    Ok(Server { ctx, shutdown, listening, control_socket })
 }
 
 impl Server {
     /// Stop accepting, tell sessions to finish, wait for them, flush.
     pub async fn stop(self) {
-        self.shutdown
-            .trigger_and_wait(Duration::from_secs(30))
-            .await;
+        self.shutdown.trigger_and_wait(Duration::from_secs(30)).await;
         if let Err(e) = self.ctx.queue.flush() {
             tracing::warn!("queue flush at shutdown: {e}");
         }
@@ -187,13 +169,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
     let server = start(config).await?;
     for l in &server.listening {
         // a stable line for people and scripts: which server is where
-        println!(
-            "postern: {} ({}, {}) listening on {}",
-            l.name,
-            l.protocol,
-            tls_word(l.tls),
-            l.addr
-        );
+        println!("postern: {} ({}, {}) listening on {}", l.name, l.protocol, tls_word(l.tls), l.addr);
     }
     println!("postern: ready");
     loop {

@@ -34,12 +34,7 @@ pub fn write_file_durably(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
     {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
+        let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
     }
@@ -49,10 +44,7 @@ pub fn write_file_durably(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()
 
 /// Seconds since the Unix epoch.
 pub fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// RFC 5322 date-time, e.g. `Sun, 22 Nov 2026 10:00:00 +0000`.

@@ -81,9 +81,7 @@ pub fn hash_password(password: &str) -> Result<String, AccountError> {
 
 fn verify_hash(password: &str, hash: &str) -> bool {
     match PasswordHash::new(hash) {
-        Ok(parsed) => Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok(),
+        Ok(parsed) => Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok(),
         Err(_) => false,
     }
 }
@@ -101,10 +99,7 @@ pub fn key(address: &str) -> String {
 
 impl Accounts {
     pub fn open(db: &sled::Db) -> Result<Accounts, AccountError> {
-        Ok(Accounts {
-            users: db.open_tree("users")?,
-            aliases: db.open_tree("aliases")?,
-        })
+        Ok(Accounts { users: db.open_tree("users")?, aliases: db.open_tree("aliases")? })
     }
 
     pub fn add_user(&self, email: &str, password: &str) -> Result<(), AccountError> {
@@ -112,16 +107,9 @@ impl Accounts {
         if self.aliases.contains_key(&k)? {
             return Err(AccountError::UserIsAlias(k));
         }
-        let rec = UserRecord {
-            hash: hash_password(password)?,
-            created: crate::util::now_secs(),
-        };
-        let v = serde_json::to_vec(&rec)
-            .map_err(|e| AccountError::Corrupt(k.clone(), e.to_string()))?;
-        match self
-            .users
-            .compare_and_swap(&k, None as Option<&[u8]>, Some(v))?
-        {
+        let rec = UserRecord { hash: hash_password(password)?, created: crate::util::now_secs() };
+        let v = serde_json::to_vec(&rec).map_err(|e| AccountError::Corrupt(k.clone(), e.to_string()))?;
+        match self.users.compare_and_swap(&k, None as Option<&[u8]>, Some(v))? {
             Ok(()) => Ok(()),
             Err(_) => Err(AccountError::UserExists(k)),
         }
@@ -129,30 +117,22 @@ impl Accounts {
 
     pub fn set_password(&self, email: &str, password: &str) -> Result<(), AccountError> {
         let k = key(email);
-        let mut rec = self
-            .user(&k)?
-            .ok_or_else(|| AccountError::NoSuchUser(k.clone()))?;
+        let mut rec = self.user(&k)?.ok_or_else(|| AccountError::NoSuchUser(k.clone()))?;
         rec.hash = hash_password(password)?;
-        let v = serde_json::to_vec(&rec)
-            .map_err(|e| AccountError::Corrupt(k.clone(), e.to_string()))?;
+        let v = serde_json::to_vec(&rec).map_err(|e| AccountError::Corrupt(k.clone(), e.to_string()))?;
         self.users.insert(k, v)?;
         Ok(())
     }
 
     pub fn delete_user(&self, email: &str) -> Result<(), AccountError> {
         let k = key(email);
-        self.users
-            .remove(&k)?
-            .map(|_| ())
-            .ok_or(AccountError::NoSuchUser(k))
+        self.users.remove(&k)?.map(|_| ()).ok_or(AccountError::NoSuchUser(k))
     }
 
     fn user(&self, k: &str) -> Result<Option<UserRecord>, AccountError> {
         match self.users.get(k)? {
             None => Ok(None),
-            Some(v) => serde_json::from_slice(&v)
-                .map(Some)
-                .map_err(|e| AccountError::Corrupt(k.into(), e.to_string())),
+            Some(v) => serde_json::from_slice(&v).map(Some).map_err(|e| AccountError::Corrupt(k.into(), e.to_string())),
         }
     }
 
@@ -165,12 +145,9 @@ impl Accounts {
         for r in self.users.iter() {
             let (k, v) = r?;
             let email = String::from_utf8_lossy(&k).into_owned();
-            let rec: UserRecord = serde_json::from_slice(&v)
-                .map_err(|e| AccountError::Corrupt(email.clone(), e.to_string()))?;
-            out.push(UserInfo {
-                email,
-                created: rec.created,
-            });
+            let rec: UserRecord =
+                serde_json::from_slice(&v).map_err(|e| AccountError::Corrupt(email.clone(), e.to_string()))?;
+            out.push(UserInfo { email, created: rec.created });
         }
         Ok(out)
     }
@@ -198,19 +175,14 @@ impl Accounts {
         if !targets.contains(&target) {
             targets.push(target);
         }
-        self.aliases.insert(
-            k.as_bytes(),
-            serde_json::to_vec(&targets).unwrap_or_default(),
-        )?;
+        self.aliases.insert(k.as_bytes(), serde_json::to_vec(&targets).unwrap_or_default())?;
         Ok(())
     }
 
     /// Remove one target, or the whole alias when `target` is `None`.
     pub fn delete_alias(&self, alias: &str, target: Option<&str>) -> Result<(), AccountError> {
         let k = key(alias);
-        let mut targets = self
-            .alias_targets(&k)?
-            .ok_or_else(|| AccountError::NoSuchAlias(k.clone()))?;
+        let mut targets = self.alias_targets(&k)?.ok_or_else(|| AccountError::NoSuchAlias(k.clone()))?;
         match target {
             None => {
                 self.aliases.remove(&k)?;
@@ -225,10 +197,7 @@ impl Accounts {
                 if targets.is_empty() {
                     self.aliases.remove(&k)?;
                 } else {
-                    self.aliases.insert(
-                        k.as_bytes(),
-                        serde_json::to_vec(&targets).unwrap_or_default(),
-                    )?;
+                    self.aliases.insert(k.as_bytes(), serde_json::to_vec(&targets).unwrap_or_default())?;
                 }
             }
         }
@@ -239,9 +208,7 @@ impl Accounts {
         let k = key(alias);
         match self.aliases.get(&k)? {
             None => Ok(None),
-            Some(v) => serde_json::from_slice(&v)
-                .map(Some)
-                .map_err(|e| AccountError::Corrupt(k, e.to_string())),
+            Some(v) => serde_json::from_slice(&v).map(Some).map_err(|e| AccountError::Corrupt(k, e.to_string())),
         }
     }
 
@@ -250,8 +217,8 @@ impl Accounts {
         for r in self.aliases.iter() {
             let (k, v) = r?;
             let alias = String::from_utf8_lossy(&k).into_owned();
-            let targets = serde_json::from_slice(&v)
-                .map_err(|e| AccountError::Corrupt(alias.clone(), e.to_string()))?;
+            let targets =
+                serde_json::from_slice(&v).map_err(|e| AccountError::Corrupt(alias.clone(), e.to_string()))?;
             out.push(AliasInfo { alias, targets });
         }
         Ok(out)
@@ -263,22 +230,14 @@ impl Accounts {
         if self.users.contains_key(&k).unwrap_or(false) {
             return Some(LocalTarget::User(k));
         }
-        self.alias_targets(&k)
-            .ok()
-            .flatten()
-            .map(LocalTarget::Alias)
+        self.alias_targets(&k).ok().flatten().map(LocalTarget::Alias)
     }
 
     /// Whether `user` may use `address` as a sender: their own address, or
     /// an alias that delivers to them.
     pub fn owns_address(&self, user: &str, address: &str) -> bool {
         let (u, a) = (key(user), key(address));
-        u == a
-            || self
-                .alias_targets(&a)
-                .ok()
-                .flatten()
-                .is_some_and(|t| t.contains(&u))
+        u == a || self.alias_targets(&a).ok().flatten().is_some_and(|t| t.contains(&u))
     }
 }
 
@@ -291,60 +250,30 @@ mod tests {
         let db = sled::Config::new().temporary(true).open().unwrap();
         let a = Accounts::open(&db).unwrap();
         a.add_user("Alice@Example.test", "s3cret").unwrap();
-        assert!(matches!(
-            a.add_user("alice@example.test", "x"),
-            Err(AccountError::UserExists(_))
-        ));
-        assert_eq!(
-            a.verify("ALICE@example.test", "s3cret").as_deref(),
-            Some("alice@example.test")
-        );
+        assert!(matches!(a.add_user("alice@example.test", "x"), Err(AccountError::UserExists(_))));
+        assert_eq!(a.verify("ALICE@example.test", "s3cret").as_deref(), Some("alice@example.test"));
         assert_eq!(a.verify("alice@example.test", "wrong"), None);
         assert_eq!(a.verify("nobody@example.test", "s3cret"), None);
-        let stored = String::from_utf8(
-            db.open_tree("users")
-                .unwrap()
-                .get("alice@example.test")
-                .unwrap()
-                .unwrap()
-                .to_vec(),
-        )
-        .unwrap();
+        let stored =
+            String::from_utf8(db.open_tree("users").unwrap().get("alice@example.test").unwrap().unwrap().to_vec())
+                .unwrap();
         assert!(stored.contains("$argon2id$") && !stored.contains("s3cret"));
         a.set_password("alice@example.test", "n3w").unwrap();
         assert!(a.verify("alice@example.test", "n3w").is_some());
-        assert!(matches!(
-            a.set_password("bob@example.test", "x"),
-            Err(AccountError::NoSuchUser(_))
-        ));
-        assert!(matches!(
-            a.add_user("carol@example.test", ""),
-            Err(AccountError::EmptyPassword)
-        ));
+        assert!(matches!(a.set_password("bob@example.test", "x"), Err(AccountError::NoSuchUser(_))));
+        assert!(matches!(a.add_user("carol@example.test", ""), Err(AccountError::EmptyPassword)));
 
-        a.add_alias("sales@example.test", "alice@example.test")
-            .unwrap();
-        a.add_alias("sales@example.test", "bob@remote.test")
-            .unwrap();
-        assert!(matches!(
-            a.add_alias("alice@example.test", "x@y.test"),
-            Err(AccountError::AliasIsUser(_))
-        ));
+        a.add_alias("sales@example.test", "alice@example.test").unwrap();
+        a.add_alias("sales@example.test", "bob@remote.test").unwrap();
+        assert!(matches!(a.add_alias("alice@example.test", "x@y.test"), Err(AccountError::AliasIsUser(_))));
         assert_eq!(
             a.lookup("SALES@example.test"),
-            Some(LocalTarget::Alias(vec![
-                "alice@example.test".into(),
-                "bob@remote.test".into()
-            ]))
+            Some(LocalTarget::Alias(vec!["alice@example.test".into(), "bob@remote.test".into()]))
         );
         assert!(a.owns_address("alice@example.test", "sales@example.test"));
         assert!(!a.owns_address("alice@example.test", "bob@example.test"));
-        a.delete_alias("sales@example.test", Some("bob@remote.test"))
-            .unwrap();
-        assert_eq!(
-            a.aliases().unwrap()[0].targets,
-            vec!["alice@example.test".to_string()]
-        );
+        a.delete_alias("sales@example.test", Some("bob@remote.test")).unwrap();
+        assert_eq!(a.aliases().unwrap()[0].targets, vec!["alice@example.test".to_string()]);
         a.delete_alias("sales@example.test", None).unwrap();
         assert!(a.lookup("sales@example.test").is_none());
         a.delete_user("alice@example.test").unwrap();

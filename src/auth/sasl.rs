@@ -32,10 +32,7 @@ pub struct Credentials {
 
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Credentials")
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .finish()
+        f.debug_struct("Credentials").field("username", &self.username).field("password", &"<redacted>").finish()
     }
 }
 
@@ -122,11 +119,7 @@ impl Exchange {
                 else {
                     return Err(SaslError::Malformed);
                 };
-                let (authz, username, password) = (
-                    utf8(authz.to_vec())?,
-                    utf8(user.to_vec())?,
-                    utf8(pass.to_vec())?,
-                );
+                let (authz, username, password) = (utf8(authz.to_vec())?, utf8(user.to_vec())?, utf8(pass.to_vec())?);
                 if username.is_empty() {
                     return Err(SaslError::Malformed);
                 }
@@ -162,18 +155,12 @@ mod tests {
 
     #[test]
     fn plain_initial_and_challenged() {
-        let creds = Credentials {
-            username: "alice@example.test".into(),
-            password: "pw".into(),
-        };
+        let creds = Credentials { username: "alice@example.test".into(), password: "pw".into() };
         let (_, step) = Exchange::start(Mechanism::Plain, Some(&b64(b"\0alice@example.test\0pw")));
         assert_eq!(step, Step::Done(creds.clone()));
         let (mut ex, step) = Exchange::start(Mechanism::Plain, None);
         assert_eq!(step, Step::Challenge(String::new()));
-        assert_eq!(
-            ex.respond(&b64(b"alice@example.test\0alice@example.test\0pw")),
-            Step::Done(creds)
-        );
+        assert_eq!(ex.respond(&b64(b"alice@example.test\0alice@example.test\0pw")), Step::Done(creds));
         let (_, step) = Exchange::start(Mechanism::Plain, Some(&b64(b"bob\0alice\0pw")));
         assert_eq!(step, Step::Failed(SaslError::AuthzidMismatch));
         let (_, step) = Exchange::start(Mechanism::Plain, Some("!!!"));
@@ -189,21 +176,11 @@ mod tests {
         assert_eq!(ex.respond(&b64(b"alice")), Step::Challenge(PASSWORD.into()));
         assert_eq!(
             ex.respond(&b64(b"pw")),
-            Step::Done(Credentials {
-                username: "alice".into(),
-                password: "pw".into()
-            })
+            Step::Done(Credentials { username: "alice".into(), password: "pw".into() })
         );
         let (mut ex, step) = Exchange::start(Mechanism::Login, Some(&b64(b"alice")));
         assert_eq!(step, Step::Challenge(PASSWORD.into()));
         assert!(matches!(ex.respond(&b64(b"pw")), Step::Done(_)));
-        assert!(!format!(
-            "{:?}",
-            Credentials {
-                username: "u".into(),
-                password: "hunter2".into()
-            }
-        )
-        .contains("hunter2"));
+        assert!(!format!("{:?}", Credentials { username: "u".into(), password: "hunter2".into() }).contains("hunter2"));
     }
 }

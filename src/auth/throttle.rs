@@ -22,18 +22,11 @@ pub struct AuthThrottle {
 
 impl AuthThrottle {
     pub fn new(limit: u32, window: Duration) -> AuthThrottle {
-        AuthThrottle {
-            limit: limit.max(1),
-            window,
-            failures: Mutex::new(HashMap::new()),
-        }
+        AuthThrottle { limit: limit.max(1), window, failures: Mutex::new(HashMap::new()) }
     }
 
     fn prune(q: &mut VecDeque<Instant>, window: Duration, now: Instant) {
-        while q
-            .front()
-            .is_some_and(|&t| now.saturating_duration_since(t) >= window)
-        {
+        while q.front().is_some_and(|&t| now.saturating_duration_since(t) >= window) {
             q.pop_front();
         }
     }

@@ -17,9 +17,7 @@ pub fn self_signed_pem(names: &[String], key_type: KeyType) -> Result<(String, S
     let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
     let mut params = rcgen::CertificateParams::new(names.to_vec()).map_err(|e| e.to_string())?;
     if let Some(cn) = names.first() {
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, cn.clone());
+        params.distinguished_name.push(rcgen::DnType::CommonName, cn.clone());
     }
     let now = time_now();
     params.not_before = now - time::Duration::days(1);

@@ -15,11 +15,7 @@ pub enum Seg {
 /// 1-based line number of a byte offset.
 pub fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
-    text.as_bytes()[..end]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
+    text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
 }
 
 /// The bare key written at the start of a line (`key = value`), if any.
@@ -27,10 +23,8 @@ pub fn key_on_line(text: &str, line: usize) -> Option<String> {
     let l = text.lines().nth(line.checked_sub(1)?)?;
     let (k, _) = l.split_once('=')?;
     let k = k.trim();
-    (!k.is_empty()
-        && k.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.'))
-    .then(|| k.to_string())
+    (!k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.'))
+        .then(|| k.to_string())
 }
 
 /// The line where the value at `path` is written; the deepest part of the

@@ -128,8 +128,7 @@ pub struct VirtualServer {
 
 impl VirtualServer {
     pub fn sender_must_match_auth(&self) -> bool {
-        self.sender_must_match_auth
-            .unwrap_or(self.auth == AuthMode::Required)
+        self.sender_must_match_auth.unwrap_or(self.auth == AuthMode::Required)
     }
 
     /// A submission server takes mail from authenticated users' clients:
@@ -212,10 +211,7 @@ impl Connector {
             SmarthostTls::Implicit => 465,
             SmarthostTls::Starttls => 25,
         };
-        self.smarthost_addr
-            .as_ref()
-            .map(|h| h.port_or(default))
-            .unwrap_or(25)
+        self.smarthost_addr.as_ref().map(|h| h.port_or(default)).unwrap_or(25)
     }
 }
 
@@ -254,10 +250,7 @@ impl QueueSection {
     /// The delay before attempt number `attempts + 1`; the last step repeats.
     pub fn retry_delay(&self, attempts: u32) -> Duration {
         let i = (attempts.max(1) as usize - 1).min(self.retry_schedule.len().saturating_sub(1));
-        self.retry_schedule
-            .get(i)
-            .map(|d| d.0)
-            .unwrap_or(Duration::from_secs(300))
+        self.retry_schedule.get(i).map(|d| d.0).unwrap_or(Duration::from_secs(300))
     }
 }
 
@@ -295,11 +288,7 @@ pub struct DnsSection {
 
 impl Default for DnsSection {
     fn default() -> Self {
-        DnsSection {
-            nameservers: Vec::new(),
-            timeout: default_dns_timeout(),
-            nameserver_addrs: Vec::new(),
-        }
+        DnsSection { nameservers: Vec::new(), timeout: default_dns_timeout(), nameserver_addrs: Vec::new() }
     }
 }
 
@@ -326,10 +315,7 @@ pub struct LogSection {
 
 impl Default for LogSection {
     fn default() -> Self {
-        LogSection {
-            level: default_log_level(),
-            format: LogFormat::Text,
-        }
+        LogSection { level: default_log_level(), format: LogFormat::Text }
     }
 }
 
@@ -374,26 +360,17 @@ fn default_failure_delay() -> Dur {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: cannot read the configuration: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("{path}:{line}: {message}")]
-    At {
-        path: String,
-        line: usize,
-        message: String,
-    },
+    At { path: String, line: usize, message: String },
     #[error("{path}: {message}")]
     File { path: String, message: String },
 }
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
         Config::parse(&text, path)
     }
 
@@ -412,31 +389,17 @@ impl Config {
                         }
                         _ => message,
                     };
-                    ConfigError::At {
-                        path: shown.clone(),
-                        line,
-                        message,
-                    }
+                    ConfigError::At { path: shown.clone(), line, message }
                 }
-                None => ConfigError::File {
-                    path: shown.clone(),
-                    message,
-                },
+                None => ConfigError::File { path: shown.clone(), message },
             }
         })?;
         config.path = path.to_path_buf();
         if let Err(problem) = config.validate() {
             let line = locate::line_of_path(text, &problem.key);
             return Err(match line {
-                Some(line) => ConfigError::At {
-                    path: shown,
-                    line,
-                    message: problem.message,
-                },
-                None => ConfigError::File {
-                    path: shown,
-                    message: problem.message,
-                },
+                Some(line) => ConfigError::At { path: shown, line, message: problem.message },
+                None => ConfigError::File { path: shown, message: problem.message },
             });
         }
         Ok(config)
@@ -447,24 +410,15 @@ impl Config {
     }
 
     pub fn is_local_domain(&self, domain: &str) -> bool {
-        self.server
-            .local_domains
-            .iter()
-            .any(|d| d.eq_ignore_ascii_case(domain))
+        self.server.local_domains.iter().any(|d| d.eq_ignore_ascii_case(domain))
     }
 
     pub fn is_relay_domain(&self, domain: &str) -> bool {
-        self.server
-            .relay_domains
-            .iter()
-            .any(|d| d.eq_ignore_ascii_case(domain))
+        self.server.relay_domains.iter().any(|d| d.eq_ignore_ascii_case(domain))
     }
 
     pub fn control_socket(&self) -> PathBuf {
-        self.control
-            .socket
-            .clone()
-            .unwrap_or_else(|| self.server.data_dir.join("control.sock"))
+        self.control.socket.clone().unwrap_or_else(|| self.server.data_dir.join("control.sock"))
     }
 
     fn validate(&mut self) -> Result<(), Problem> {
@@ -476,10 +430,7 @@ impl Config {
                 format!("server.hostname {:?} is not a valid host name", s.hostname),
             ));
         }
-        for (key, list) in [
-            ("local_domains", &mut s.local_domains),
-            ("relay_domains", &mut s.relay_domains),
-        ] {
+        for (key, list) in [("local_domains", &mut s.local_domains), ("relay_domains", &mut s.relay_domains)] {
             for (i, d) in list.iter_mut().enumerate() {
                 if !is_domain_name(d) {
                     return Err(Problem::new(
@@ -509,21 +460,14 @@ impl Config {
         } else if !looks_like_address(&s.postmaster) {
             return Err(Problem::new(
                 vec![Key("server"), Key("postmaster")],
-                format!(
-                    "server.postmaster {:?} is not an address (local@domain)",
-                    s.postmaster
-                ),
+                format!("server.postmaster {:?} is not an address (local@domain)", s.postmaster),
             ));
         }
 
         for (name, c) in &self.tls.certificates {
             if c.cert.as_os_str().is_empty() || c.key.as_os_str().is_empty() {
                 return Err(Problem::new(
-                    vec![
-                        Key("tls"),
-                        Key("certificates"),
-                        locate::Seg::Name(name.clone()),
-                    ],
+                    vec![Key("tls"), Key("certificates"), locate::Seg::Name(name.clone())],
                     format!("tls.certificates.{name}: cert and key must both name files"),
                 ));
             }
@@ -533,31 +477,17 @@ impl Config {
         for (i, v) in self.virtual_servers.iter_mut().enumerate() {
             let at = |k: &'static str| vec![Key("virtual_server"), Idx(i), Key(k)];
             let vs = format!("virtual server {:?}", v.name);
-            if v.name.is_empty()
-                || !v
-                    .name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            {
+            if v.name.is_empty() || !v.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
                 return Err(Problem::new(
                     at("name"),
-                    format!(
-                        "virtual_server name {:?} must be letters, digits, '-' or '_'",
-                        v.name
-                    ),
+                    format!("virtual_server name {:?} must be letters, digits, '-' or '_'", v.name),
                 ));
             }
             if !names.insert(v.name.clone()) {
-                return Err(Problem::new(
-                    at("name"),
-                    format!("two virtual servers are named {:?}", v.name),
-                ));
+                return Err(Problem::new(at("name"), format!("two virtual servers are named {:?}", v.name)));
             }
             if v.listen.is_empty() {
-                return Err(Problem::new(
-                    at("listen"),
-                    format!("{vs}: listen needs at least one address"),
-                ));
+                return Err(Problem::new(at("listen"), format!("{vs}: listen needs at least one address")));
             }
             v.listen_addrs.clear();
             for (j, l) in v.listen.iter().enumerate() {
@@ -566,7 +496,9 @@ impl Config {
                     Err(_) => {
                         return Err(Problem::new(
                             vec![Key("virtual_server"), Idx(i), Key("listen"), Idx(j)],
-                            format!("{vs}: listen address {l:?} is not ip:port (e.g. \"127.0.0.1:2525\" or \"[::1]:2525\")"),
+                            format!(
+                                "{vs}: listen address {l:?} is not ip:port (e.g. \"127.0.0.1:2525\" or \"[::1]:2525\")"
+                            ),
                         ))
                     }
                 }
@@ -598,7 +530,9 @@ impl Config {
                     None => {
                         return Err(Problem::new(
                             vec![Key("virtual_server"), Idx(i), Key("relay_networks"), Idx(j)],
-                            format!("{vs}: relay_networks entry {n:?} is not a CIDR (e.g. \"10.0.0.0/8\") or an IP address"),
+                            format!(
+                                "{vs}: relay_networks entry {n:?} is not a CIDR (e.g. \"10.0.0.0/8\") or an IP address"
+                            ),
                         ))
                     }
                 }
@@ -619,10 +553,7 @@ impl Config {
                 ));
             }
             if v.idle_timeout.0.is_zero() {
-                return Err(Problem::new(
-                    at("idle_timeout"),
-                    format!("{vs}: idle_timeout must be more than 0s"),
-                ));
+                return Err(Problem::new(at("idle_timeout"), format!("{vs}: idle_timeout must be more than 0s")));
             }
         }
 
@@ -633,23 +564,14 @@ impl Config {
             if c.name.is_empty() || c.name.contains(['/', ' ']) {
                 return Err(Problem::new(
                     at("name"),
-                    format!(
-                        "connector name {:?} must be non-empty, without '/' or spaces",
-                        c.name
-                    ),
+                    format!("connector name {:?} must be non-empty, without '/' or spaces", c.name),
                 ));
             }
             if c.name == "local" {
-                return Err(Problem::new(
-                    at("name"),
-                    "connector name \"local\" is reserved for local delivery".into(),
-                ));
+                return Err(Problem::new(at("name"), "connector name \"local\" is reserved for local delivery".into()));
             }
             if !names.insert(c.name.clone()) {
-                return Err(Problem::new(
-                    at("name"),
-                    format!("two connectors are named {:?}", c.name),
-                ));
+                return Err(Problem::new(at("name"), format!("two connectors are named {:?}", c.name)));
             }
             if c.address_spaces.is_empty() {
                 return Err(Problem::new(
@@ -658,25 +580,15 @@ impl Config {
                 ));
             }
             if !(1..=100).contains(&c.cost) {
-                return Err(Problem::new(
-                    at("cost"),
-                    format!("{cn}: cost {} is outside 1..100", c.cost),
-                ));
+                return Err(Problem::new(at("cost"), format!("{cn}: cost {} is outside 1..100", c.cost)));
             }
             c.smarthost_addr = match &c.smarthost {
                 None => None,
-                Some(h) => Some(
-                    HostPort::parse(h)
-                        .map_err(|m| Problem::new(at("smarthost"), format!("{cn}: {m}")))?,
-                ),
+                Some(h) => Some(HostPort::parse(h).map_err(|m| Problem::new(at("smarthost"), format!("{cn}: {m}")))?),
             };
             if c.auth_username.is_some() != c.auth_password_file.is_some() {
                 return Err(Problem::new(
-                    at(if c.auth_username.is_some() {
-                        "auth_username"
-                    } else {
-                        "auth_password_file"
-                    }),
+                    at(if c.auth_username.is_some() { "auth_username" } else { "auth_password_file" }),
                     format!("{cn}: auth_username and auth_password_file go together"),
                 ));
             }
@@ -686,10 +598,7 @@ impl Config {
                     format!("{cn}: AUTH is only used towards a smarthost; set smarthost"),
                 ));
             }
-            if c.auth_username.is_some()
-                && c.tls == OutboundTls::None
-                && c.smarthost_tls != SmarthostTls::Implicit
-            {
+            if c.auth_username.is_some() && c.tls == OutboundTls::None && c.smarthost_tls != SmarthostTls::Implicit {
                 return Err(Problem::new(
                     at("tls"),
                     format!("{cn}: AUTH never goes over plaintext; tls = \"none\" would never send the credentials"),
@@ -697,10 +606,7 @@ impl Config {
             }
             if let Some(h) = &c.helo_name {
                 if !is_domain_name(h) {
-                    return Err(Problem::new(
-                        at("helo_name"),
-                        format!("{cn}: helo_name {h:?} is not a host name"),
-                    ));
+                    return Err(Problem::new(at("helo_name"), format!("{cn}: helo_name {h:?} is not a host name")));
                 }
             }
             if let Some(list) = &c.source_servers {
@@ -733,24 +639,15 @@ impl Config {
         }
         if q.max_deliveries == 0 || q.max_per_destination == 0 {
             return Err(Problem::new(
-                vec![
-                    Key("queue"),
-                    Key(if q.max_deliveries == 0 {
-                        "max_deliveries"
-                    } else {
-                        "max_per_destination"
-                    }),
-                ],
+                vec![Key("queue"), Key(if q.max_deliveries == 0 { "max_deliveries" } else { "max_per_destination" })],
                 "queue.max_deliveries and queue.max_per_destination must be at least 1".into(),
             ));
         }
 
         self.dns.nameserver_addrs.clear();
         for (i, n) in self.dns.nameservers.iter().enumerate() {
-            let addr = n
-                .parse::<SocketAddr>()
-                .ok()
-                .or_else(|| n.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)));
+            let addr =
+                n.parse::<SocketAddr>().ok().or_else(|| n.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)));
             match addr {
                 Some(a) => self.dns.nameserver_addrs.push(a),
                 None => {
@@ -765,10 +662,7 @@ impl Config {
         if !["error", "warn", "info", "debug", "trace"].contains(&self.log.level.as_str()) {
             return Err(Problem::new(
                 vec![Key("log"), Key("level")],
-                format!(
-                    "log.level {:?} is not one of error, warn, info, debug, trace",
-                    self.log.level
-                ),
+                format!("log.level {:?} is not one of error, warn, info, debug, trace", self.log.level),
             ));
         }
         if self.auth.failure_limit == 0 {
@@ -807,9 +701,7 @@ fn looks_like_address(s: &str) -> bool {
 /// `10.0.0.0/8`, `::1/128`, or a bare address (a single host).
 pub fn parse_network(s: &str) -> Option<IpNet> {
     let t = s.trim();
-    t.parse::<IpNet>()
-        .ok()
-        .or_else(|| t.parse::<IpAddr>().ok().map(IpNet::from))
+    t.parse::<IpNet>().ok().or_else(|| t.parse::<IpAddr>().ok().map(IpNet::from))
 }
 
 #[cfg(test)]
@@ -862,18 +754,12 @@ certificates = ["main"]
         let t = format!("{MINIMAL}idle_timeout = \"five minutes\"\n");
         let e = parse(&t).unwrap_err().to_string();
         assert!(e.starts_with("test.toml:16:"), "{e}");
-        assert!(
-            e.contains("idle_timeout") && e.contains("five minutes"),
-            "{e}"
-        );
+        assert!(e.contains("idle_timeout") && e.contains("five minutes"), "{e}");
     }
 
     #[test]
     fn missing_certificate_names_key_and_line() {
-        let t = MINIMAL.replace(
-            "certificates = [\"main\"]",
-            "certificates = [\"main\", \"nosuch\"]",
-        );
+        let t = MINIMAL.replace("certificates = [\"main\"]", "certificates = [\"main\", \"nosuch\"]");
         let e = parse(&t).unwrap_err().to_string();
         assert!(e.starts_with("test.toml:15:"), "{e}");
         assert!(e.contains("nosuch") && e.contains("certificates"), "{e}");
@@ -881,16 +767,14 @@ certificates = ["main"]
 
     #[test]
     fn connector_checks() {
-        let t = format!(
-            "{MINIMAL}\n[[connector]]\nname = \"x\"\naddress_spaces = [\"*\"]\ncost = 500\n"
-        );
+        let t = format!("{MINIMAL}\n[[connector]]\nname = \"x\"\naddress_spaces = [\"*\"]\ncost = 500\n");
         let e = parse(&t).unwrap_err().to_string();
         assert!(e.contains(":20:") && e.contains("cost"), "{e}");
-        let t = format!("{MINIMAL}\n[[connector]]\nname = \"x\"\naddress_spaces = [\"*\"]\nsource_servers = [\"nope\"]\n");
+        let t =
+            format!("{MINIMAL}\n[[connector]]\nname = \"x\"\naddress_spaces = [\"*\"]\nsource_servers = [\"nope\"]\n");
         let e = parse(&t).unwrap_err().to_string();
         assert!(e.contains(":20:") && e.contains("nope"), "{e}");
-        let t =
-            format!("{MINIMAL}\n[[connector]]\nname = \"x\"\naddress_spaces = [\"bad domain\"]\n");
+        let t = format!("{MINIMAL}\n[[connector]]\nname = \"x\"\naddress_spaces = [\"bad domain\"]\n");
         let e = parse(&t).unwrap_err().to_string();
         assert!(e.contains(":19:") && e.contains("bad domain"), "{e}");
     }

@@ -15,9 +15,9 @@ pub struct Dur(pub Duration);
 impl TryFrom<String> for Dur {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
-        humantime::parse_duration(s.trim())
-            .map(Dur)
-            .map_err(|_| format!("invalid duration {s:?}: write a number and a unit, e.g. \"30s\", \"5m\", \"4h\", \"2d\""))
+        humantime::parse_duration(s.trim()).map(Dur).map_err(|_| {
+            format!("invalid duration {s:?}: write a number and a unit, e.g. \"30s\", \"5m\", \"4h\", \"2d\"")
+        })
     }
 }
 
@@ -48,9 +48,7 @@ impl<'de> Deserialize<'de> for Size {
             Str(String),
         }
         match Raw::deserialize(d).map_err(|_| {
-            serde::de::Error::custom(
-                "invalid size: write a number of bytes or a string such as \"25MB\"",
-            )
+            serde::de::Error::custom("invalid size: write a number of bytes or a string such as \"25MB\"")
         })? {
             Raw::Int(n) => Ok(Size(n)),
             Raw::Str(s) => parse_size(&s).map(Size).map_err(serde::de::Error::custom),
@@ -62,9 +60,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let err = || {
-        format!("invalid size {s:?}: write a number of bytes or e.g. \"512KB\", \"25MB\", \"1GB\"")
-    };
+    let err = || format!("invalid size {s:?}: write a number of bytes or e.g. \"512KB\", \"25MB\", \"1GB\"");
     let n: u64 = num.parse().map_err(|_| err())?;
     let mult: u64 = match unit.trim().to_ascii_uppercase().as_str() {
         "" | "B" => 1,
@@ -190,11 +186,7 @@ impl TryFrom<String> for AddressSpace {
                 "invalid address space {s:?}: write a domain (\"example.com\"), its subdomains (\"*.example.com\") or \"*\""
             ));
         }
-        Ok(if wild {
-            AddressSpace::Subdomains(dom)
-        } else {
-            AddressSpace::Exact(dom)
-        })
+        Ok(if wild { AddressSpace::Subdomains(dom) } else { AddressSpace::Exact(dom) })
     }
 }
 
@@ -225,8 +217,7 @@ pub fn is_domain_name(s: &str) -> bool {
                 && l.len() <= 63
                 && !l.starts_with('-')
                 && !l.ends_with('-')
-                && l.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
 }
 
@@ -260,10 +251,7 @@ impl HostPort {
         if host.parse::<std::net::IpAddr>().is_err() && !is_domain_name(&host) {
             return Err(err());
         }
-        Ok(HostPort {
-            host: host.to_ascii_lowercase(),
-            port,
-        })
+        Ok(HostPort { host: host.to_ascii_lowercase(), port })
     }
 
     pub fn port_or(&self, default: u16) -> u16 {
@@ -273,11 +261,7 @@ impl HostPort {
 
 impl fmt::Display for HostPort {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let h = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
+        let h = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
         match self.port {
             Some(p) => write!(f, "{h}:{p}"),
             None => f.write_str(&h),
@@ -300,23 +284,14 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(
-            Dur::try_from("30s".to_string()).unwrap().0,
-            Duration::from_secs(30)
-        );
-        assert_eq!(
-            Dur::try_from("2d".to_string()).unwrap().0,
-            Duration::from_secs(172800)
-        );
+        assert_eq!(Dur::try_from("30s".to_string()).unwrap().0, Duration::from_secs(30));
+        assert_eq!(Dur::try_from("2d".to_string()).unwrap().0, Duration::from_secs(172800));
         assert!(Dur::try_from("five minutes".to_string()).is_err());
     }
 
     #[test]
     fn address_spaces() {
-        assert_eq!(
-            AddressSpace::try_from("*".to_string()).unwrap(),
-            AddressSpace::Any
-        );
+        assert_eq!(AddressSpace::try_from("*".to_string()).unwrap(), AddressSpace::Any);
         assert_eq!(
             AddressSpace::try_from("*.Example.COM".to_string()).unwrap(),
             AddressSpace::Subdomains("example.com".into())

@@ -114,18 +114,10 @@ pub struct Response {
 
 impl Response {
     pub fn ok(data: impl Serialize) -> Response {
-        Response {
-            ok: true,
-            data: serde_json::to_value(data).ok(),
-            error: None,
-        }
+        Response { ok: true, data: serde_json::to_value(data).ok(), error: None }
     }
     pub fn err(e: impl std::fmt::Display) -> Response {
-        Response {
-            ok: false,
-            data: None,
-            error: Some(e.to_string()),
-        }
+        Response { ok: false, data: None, error: Some(e.to_string()) }
     }
 }
 
@@ -133,10 +125,7 @@ impl Response {
 const MAX_REQUEST: usize = 1 << 20;
 
 /// Serve the control socket until the task is dropped.
-pub async fn serve(
-    path: PathBuf,
-    ctx: std::sync::Arc<crate::server::Context>,
-) -> std::io::Result<()> {
+pub async fn serve(path: PathBuf, ctx: std::sync::Arc<crate::server::Context>) -> std::io::Result<()> {
     let listener = bind(&path)?;
     tokio::spawn(async move {
         loop {
@@ -174,19 +163,13 @@ fn bind(path: &Path) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
-async fn connection(
-    stream: UnixStream,
-    ctx: std::sync::Arc<crate::server::Context>,
-) -> std::io::Result<()> {
+async fn connection(stream: UnixStream, ctx: std::sync::Arc<crate::server::Context>) -> std::io::Result<()> {
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
     let mut line = String::new();
     loop {
         line.clear();
-        let n = (&mut r)
-            .take(MAX_REQUEST as u64)
-            .read_line(&mut line)
-            .await?;
+        let n = (&mut r).take(MAX_REQUEST as u64).read_line(&mut line).await?;
         if n == 0 {
             return Ok(());
         }
@@ -208,12 +191,7 @@ pub fn request(path: &Path, req: &Request) -> std::io::Result<Option<Response>> 
     use std::io::{BufRead, Write};
     let mut stream = match std::os::unix::net::UnixStream::connect(path) {
         Ok(s) => s,
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-            ) =>
-        {
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => {
             return Ok(None)
         }
         Err(e) => return Err(e),

@@ -24,28 +24,16 @@ pub fn execute(s: &Stores<'_>, req: Request) -> Response {
         Request::QueueShow { id } => queue_show(s, &id),
         Request::QueueRetry { select } => modify(s, &select, |m| {
             let mut changed = false;
-            for r in m
-                .recipients
-                .iter_mut()
-                .filter(|r| r.state == RcptState::Queued)
-            {
+            for r in m.recipients.iter_mut().filter(|r| r.state == RcptState::Queued) {
                 r.next_attempt = None;
                 changed = true;
             }
             changed
         }),
-        Request::QueueFreeze { select } => {
-            modify(s, &select, |m| !std::mem::replace(&mut m.frozen, true))
-        }
-        Request::QueueThaw { select } => {
-            modify(s, &select, |m| std::mem::replace(&mut m.frozen, false))
-        }
+        Request::QueueFreeze { select } => modify(s, &select, |m| !std::mem::replace(&mut m.frozen, true)),
+        Request::QueueThaw { select } => modify(s, &select, |m| std::mem::replace(&mut m.frozen, false)),
         Request::QueueDelete { select, ndr: false } => modify(s, &select, |m| {
-            for r in m
-                .recipients
-                .iter_mut()
-                .filter(|r| r.state == RcptState::Queued)
-            {
+            for r in m.recipients.iter_mut().filter(|r| r.state == RcptState::Queued) {
                 r.state = RcptState::Deleted;
             }
             true
@@ -54,11 +42,7 @@ pub fn execute(s: &Stores<'_>, req: Request) -> Response {
             Err("delete --ndr needs the running server (it sends the NDR)".to_string())
         }
         Request::UserAdd { email, password } => local_address(s.config, &email)
-            .and_then(|_| {
-                s.accounts
-                    .add_user(&email, &password)
-                    .map_err(|e| e.to_string())
-            })
+            .and_then(|_| s.accounts.add_user(&email, &password).map_err(|e| e.to_string()))
             .map(|_| Response::ok(format!("user {} added", crate::auth::key(&email)))),
         Request::UserPasswd { email, password } => s
             .accounts
@@ -70,27 +54,11 @@ pub fn execute(s: &Stores<'_>, req: Request) -> Response {
             .delete_user(&email)
             .map(|_| Response::ok(format!("user {} deleted", crate::auth::key(&email))))
             .map_err(|e| e.to_string()),
-        Request::UserList => s
-            .accounts
-            .users()
-            .map(Response::ok)
-            .map_err(|e| e.to_string()),
+        Request::UserList => s.accounts.users().map(Response::ok).map_err(|e| e.to_string()),
         Request::AliasAdd { alias, target } => local_address(s.config, &alias)
-            .and_then(|_| {
-                Address::parse(&target).map_err(|e| format!("alias target {target:?}: {e}"))
-            })
-            .and_then(|_| {
-                s.accounts
-                    .add_alias(&alias, &target)
-                    .map_err(|e| e.to_string())
-            })
-            .map(|_| {
-                Response::ok(format!(
-                    "alias {} -> {}",
-                    crate::auth::key(&alias),
-                    crate::auth::key(&target)
-                ))
-            }),
+            .and_then(|_| Address::parse(&target).map_err(|e| format!("alias target {target:?}: {e}")))
+            .and_then(|_| s.accounts.add_alias(&alias, &target).map_err(|e| e.to_string()))
+            .map(|_| Response::ok(format!("alias {} -> {}", crate::auth::key(&alias), crate::auth::key(&target)))),
         Request::AliasDelete { alias, target } => s
             .accounts
             .delete_alias(&alias, target.as_deref())
@@ -102,9 +70,7 @@ pub fn execute(s: &Stores<'_>, req: Request) -> Response {
             .map(|all| {
                 let want = alias.as_deref().map(crate::auth::key);
                 Response::ok(
-                    all.into_iter()
-                        .filter(|a| want.as_ref().is_none_or(|w| *w == a.alias))
-                        .collect::<Vec<_>>(),
+                    all.into_iter().filter(|a| want.as_ref().is_none_or(|w| *w == a.alias)).collect::<Vec<_>>(),
                 )
             })
             .map_err(|e| e.to_string()),
@@ -127,9 +93,7 @@ fn local_address(config: &Config, s: &str) -> Result<Address, String> {
 }
 
 fn all_messages(q: &QueueStore) -> Result<Vec<Message>, String> {
-    q.iter()
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())
+    q.iter().collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())
 }
 
 fn queue_summary(s: &Stores<'_>) -> Result<Response, String> {
@@ -140,11 +104,7 @@ fn queue_summary(s: &Stores<'_>) -> Result<Response, String> {
 pub fn matches_filter(m: &Message, f: &QueueFilter) -> bool {
     let lc = |s: &str| s.to_ascii_lowercase();
     if let Some(d) = &f.destination {
-        if !m
-            .recipients
-            .iter()
-            .any(|r| r.state == RcptState::Queued && r.destination.eq_ignore_ascii_case(d))
-        {
+        if !m.recipients.iter().any(|r| r.state == RcptState::Queued && r.destination.eq_ignore_ascii_case(d)) {
             return false;
         }
     }
@@ -169,15 +129,11 @@ pub fn matches_filter(m: &Message, f: &QueueFilter) -> bool {
 
 fn queue_list(s: &Stores<'_>, f: &QueueFilter) -> Result<Response, String> {
     if let Some(st) = &f.state {
-        RcptState::parse(st).ok_or_else(|| {
-            format!("unknown state {st:?}: use queued, delivered, failed, expired or deleted")
-        })?;
+        RcptState::parse(st)
+            .ok_or_else(|| format!("unknown state {st:?}: use queued, delivered, failed, expired or deleted"))?;
     }
-    let views: Vec<_> = all_messages(s.queue)?
-        .iter()
-        .filter(|m| matches_filter(m, f))
-        .map(views::message_view)
-        .collect();
+    let views: Vec<_> =
+        all_messages(s.queue)?.iter().filter(|m| matches_filter(m, f)).map(views::message_view).collect();
     Ok(Response::ok(views))
 }
 
@@ -188,26 +144,17 @@ pub fn parse_id(id: &str) -> Result<QueueId, String> {
 pub fn detail(queue: &QueueStore, m: &Message) -> MessageDetail {
     let headers = match queue.read_body(m) {
         Ok(body) => {
-            let end = memchr::memmem::find(&body, b"\r\n\r\n")
-                .map(|p| p + 2)
-                .unwrap_or(body.len());
+            let end = memchr::memmem::find(&body, b"\r\n\r\n").map(|p| p + 2).unwrap_or(body.len());
             String::from_utf8_lossy(&body[..end]).into_owned()
         }
         Err(e) => format!("(cannot read the message from the spool: {e})"),
     };
-    MessageDetail {
-        message: views::message_view(m),
-        headers,
-    }
+    MessageDetail { message: views::message_view(m), headers }
 }
 
 fn queue_show(s: &Stores<'_>, id: &str) -> Result<Response, String> {
     let qid = parse_id(id)?;
-    let m = s
-        .queue
-        .get(&qid)
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("no message {qid} in the queue"))?;
+    let m = s.queue.get(&qid).map_err(|e| e.to_string())?.ok_or_else(|| format!("no message {qid} in the queue"))?;
     Ok(Response::ok(detail(s.queue, &m)))
 }
 
@@ -219,18 +166,10 @@ pub fn select(queue: &QueueStore, sel: &Selector) -> Result<Vec<Message>, String
     let mut out = Vec::new();
     for id in &sel.ids {
         let qid = parse_id(id)?;
-        out.push(
-            queue
-                .get(&qid)
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| format!("no message {qid} in the queue"))?,
-        );
+        out.push(queue.get(&qid).map_err(|e| e.to_string())?.ok_or_else(|| format!("no message {qid} in the queue"))?);
     }
     if sel.destination.is_some() || sel.all {
-        let filter = QueueFilter {
-            destination: sel.destination.clone(),
-            ..Default::default()
-        };
+        let filter = QueueFilter { destination: sel.destination.clone(), ..Default::default() };
         for m in all_messages(queue)? {
             if (sel.all || matches_filter(&m, &filter)) && !out.iter().any(|o| o.id == m.id) {
                 out.push(m);
@@ -240,11 +179,7 @@ pub fn select(queue: &QueueStore, sel: &Selector) -> Result<Vec<Message>, String
     Ok(out)
 }
 
-fn modify(
-    s: &Stores<'_>,
-    sel: &Selector,
-    mut f: impl FnMut(&mut Message) -> bool,
-) -> Result<Response, String> {
+fn modify(s: &Stores<'_>, sel: &Selector, mut f: impl FnMut(&mut Message) -> bool) -> Result<Response, String> {
     let mut ids = Vec::new();
     for mut m in select(s.queue, sel)? {
         if f(&mut m) {

@@ -74,11 +74,7 @@ pub fn recipient_view(r: &Recipient) -> RecipientView {
         destination: r.destination.clone(),
         state: r.state.to_string(),
         attempts: r.attempts,
-        next_attempt: if r.state == RcptState::Queued {
-            r.next_attempt.map(rfc3339)
-        } else {
-            None
-        },
+        next_attempt: if r.state == RcptState::Queued { r.next_attempt.map(rfc3339) } else { None },
         last_error: r.last_result.as_ref().map(|e| e.to_string()),
         last_result: r.last_result.clone(),
         tls: r.tls.clone(),
@@ -156,13 +152,7 @@ pub fn summary<'a>(messages: impl Iterator<Item = &'a Message>) -> Vec<SummaryRo
             count: a.messages,
             recipients: a.recipients,
             oldest: rfc3339(a.oldest),
-            next_attempt: a.next.map(|n| {
-                if n == 0 {
-                    "now".to_string()
-                } else {
-                    rfc3339(n)
-                }
-            }),
+            next_attempt: a.next.map(|n| if n == 0 { "now".to_string() } else { rfc3339(n) }),
             last_error: a.last_error.map(|(_, c)| c),
             frozen: a.frozen,
         })
@@ -214,16 +204,7 @@ pub fn summary_table(rows: &[SummaryRow]) -> String {
             ]
         })
         .collect();
-    table(
-        &[
-            "DESTINATION",
-            "COUNT",
-            "OLDEST",
-            "NEXT ATTEMPT",
-            "LAST ERROR",
-        ],
-        &body,
-    )
+    table(&["DESTINATION", "COUNT", "OLDEST", "NEXT ATTEMPT", "LAST ERROR"], &body)
 }
 
 pub fn list_table(messages: &[MessageView]) -> String {
@@ -232,24 +213,11 @@ pub fn list_table(messages: &[MessageView]) -> String {
     }
     let mut rows = Vec::new();
     for m in messages {
-        let sender = if m.sender.is_empty() {
-            "<>".to_string()
-        } else {
-            m.sender.clone()
-        };
-        let id = if m.frozen {
-            format!("{}*", m.id)
-        } else {
-            m.id.clone()
-        };
+        let sender = if m.sender.is_empty() { "<>".to_string() } else { m.sender.clone() };
+        let id = if m.frozen { format!("{}*", m.id) } else { m.id.clone() };
         for (i, r) in m.recipients.iter().enumerate() {
             let (id, sender, arrived, size) = if i == 0 {
-                (
-                    id.clone(),
-                    sender.clone(),
-                    m.arrived.clone(),
-                    m.size.to_string(),
-                )
+                (id.clone(), sender.clone(), m.arrived.clone(), m.size.to_string())
             } else {
                 (String::new(), String::new(), String::new(), String::new())
             };
@@ -265,19 +233,7 @@ pub fn list_table(messages: &[MessageView]) -> String {
             ]);
         }
     }
-    let mut t = table(
-        &[
-            "ID",
-            "ARRIVED",
-            "SIZE",
-            "SENDER",
-            "RECIPIENT",
-            "STATE",
-            "TRIES",
-            "LAST ERROR",
-        ],
-        &rows,
-    );
+    let mut t = table(&["ID", "ARRIVED", "SIZE", "SENDER", "RECIPIENT", "STATE", "TRIES", "LAST ERROR"], &rows);
     if messages.iter().any(|m| m.frozen) {
         t.push_str("(* frozen)\n");
     }
@@ -287,12 +243,7 @@ pub fn list_table(messages: &[MessageView]) -> String {
 pub fn detail_text(d: &MessageDetail) -> String {
     let m = &d.message;
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "id:          {}{}",
-        m.id,
-        if m.frozen { " (frozen)" } else { "" }
-    );
+    let _ = writeln!(s, "id:          {}{}", m.id, if m.frozen { " (frozen)" } else { "" });
     let _ = writeln!(s, "sender:      <{}>", m.sender);
     let _ = writeln!(s, "arrived:     {}", m.arrived);
     let _ = writeln!(s, "size:        {} bytes", m.size);
@@ -307,18 +258,11 @@ pub fn detail_text(d: &MessageDetail) -> String {
     let _ = writeln!(
         s,
         "tls:         {}",
-        m.tls
-            .as_ref()
-            .map(|t| format!("{} {}", t.version, t.cipher))
-            .unwrap_or_else(|| "none".into())
+        m.tls.as_ref().map(|t| format!("{} {}", t.version, t.cipher)).unwrap_or_else(|| "none".into())
     );
     let _ = writeln!(s, "recipients:");
     for r in &m.recipients {
-        let _ = writeln!(
-            s,
-            "  {}  [{}]  via {}  attempts {}",
-            r.address, r.state, r.destination, r.attempts
-        );
+        let _ = writeln!(s, "  {}  [{}]  via {}  attempts {}", r.address, r.state, r.destination, r.attempts);
         if let Some(n) = &r.next_attempt {
             let _ = writeln!(s, "    next attempt: {n}");
         }
@@ -327,23 +271,12 @@ pub fn detail_text(d: &MessageDetail) -> String {
         }
         if let Some(t) = &r.tls {
             let desc = match &t.info {
-                Some(i) => format!(
-                    "{} {}{}",
-                    i.version,
-                    i.cipher,
-                    if t.verified {
-                        ", verified"
-                    } else {
-                        ", not verified"
-                    }
-                ),
+                Some(i) => {
+                    format!("{} {}{}", i.version, i.cipher, if t.verified { ", verified" } else { ", not verified" })
+                }
                 None => "plaintext".into(),
             };
-            let note = t
-                .note
-                .as_deref()
-                .map(|n| format!(" ({n})"))
-                .unwrap_or_default();
+            let note = t.note.as_deref().map(|n| format!(" ({n})")).unwrap_or_default();
             let _ = writeln!(s, "    tls:          {desc}{note}");
         }
     }

@@ -67,11 +67,7 @@ pub trait Session: Send + 'static {
 
     /// Handle everything complete in `input` (leaving any partial tail),
     /// appending replies to `out`.
-    fn handle(
-        &mut self,
-        input: &mut BytesMut,
-        out: &mut Vec<u8>,
-    ) -> impl Future<Output = Next> + Send;
+    fn handle(&mut self, input: &mut BytesMut, out: &mut Vec<u8>) -> impl Future<Output = Next> + Send;
 
     /// TLS is up (implicit at connect, or after [`Next::StartTls`]).
     fn tls_started(&mut self, info: &TlsInfo);
@@ -105,11 +101,7 @@ pub struct DriverSettings {
     pub implicit_tls: bool,
 }
 
-async fn write_all(
-    stream: &mut Stream,
-    out: &mut Vec<u8>,
-    limit: Duration,
-) -> Result<(), SessionEnd> {
+async fn write_all(stream: &mut Stream, out: &mut Vec<u8>, limit: Duration) -> Result<(), SessionEnd> {
     if out.is_empty() {
         return Ok(());
     }

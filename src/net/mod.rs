@@ -51,11 +51,7 @@ pub struct ConnGuard {
 
 impl Limits {
     pub fn new(max_total: usize, max_per_ip: usize) -> Arc<Limits> {
-        Arc::new(Limits {
-            max_total,
-            max_per_ip,
-            state: Mutex::new((0, HashMap::new())),
-        })
+        Arc::new(Limits { max_total, max_per_ip, state: Mutex::new((0, HashMap::new())) })
     }
 
     pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Option<ConnGuard> {
@@ -67,10 +63,7 @@ impl Limits {
         }
         st.0 += 1;
         st.1.insert(ip, per_ip + 1);
-        Some(ConnGuard {
-            limits: self.clone(),
-            ip,
-        })
+        Some(ConnGuard { limits: self.clone(), ip })
     }
 
     pub fn current(&self) -> usize {
@@ -124,16 +117,11 @@ impl Default for Shutdown {
 impl Shutdown {
     pub fn new() -> Shutdown {
         let (tx, _) = watch::channel(false);
-        Shutdown {
-            tx: Arc::new(tx),
-            live: Arc::new((AtomicUsize::new(0), Notify::new())),
-        }
+        Shutdown { tx: Arc::new(tx), live: Arc::new((AtomicUsize::new(0), Notify::new())) }
     }
 
     pub fn signal(&self) -> ShutdownSignal {
-        ShutdownSignal {
-            rx: self.tx.subscribe(),
-        }
+        ShutdownSignal { rx: self.tx.subscribe() }
     }
 
     pub fn live_guard(&self) -> LiveGuard {
@@ -197,11 +185,7 @@ impl ListenerSpec {
     pub fn new(vs: &VirtualServer, tls: Option<Arc<rustls::ServerConfig>>) -> ListenerSpec {
         ListenerSpec {
             name: vs.name.clone(),
-            driver: DriverSettings {
-                idle_timeout: vs.idle_timeout.0,
-                tls,
-                implicit_tls: vs.tls == TlsMode::Implicit,
-            },
+            driver: DriverSettings { idle_timeout: vs.idle_timeout.0, tls, implicit_tls: vs.tls == TlsMode::Implicit },
             limits: Limits::new(vs.max_connections, vs.max_connections_per_ip),
         }
     }
@@ -238,13 +222,7 @@ pub fn spawn_listeners<S: Service>(
     }
 }
 
-fn accept<S: Service>(
-    tcp: TcpStream,
-    peer: SocketAddr,
-    service: &Arc<S>,
-    spec: &ListenerSpec,
-    shutdown: &Shutdown,
-) {
+fn accept<S: Service>(tcp: TcpStream, peer: SocketAddr, service: &Arc<S>, spec: &ListenerSpec, shutdown: &Shutdown) {
     let _ = tcp.set_nodelay(true);
     let Some(guard) = spec.limits.try_acquire(peer.ip()) else {
         tracing::info!(server = %spec.name, %peer, "connection refused: over the connection limits");
@@ -260,11 +238,7 @@ fn accept<S: Service>(
         });
         return;
     };
-    let conn = ConnInfo {
-        peer,
-        local: tcp.local_addr().unwrap_or(peer),
-        implicit_tls: spec.driver.implicit_tls,
-    };
+    let conn = ConnInfo { peer, local: tcp.local_addr().unwrap_or(peer), implicit_tls: spec.driver.implicit_tls };
     let session = service.session(&conn);
     let settings = spec.driver.clone();
     let signal = shutdown.signal();
@@ -292,15 +266,9 @@ mod tests {
         let b: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
         let g1 = l.try_acquire(a).unwrap();
         let _g2 = l.try_acquire(b).unwrap();
-        assert!(
-            l.try_acquire(a).is_none(),
-            "mapped v6 counts as the same IP"
-        );
+        assert!(l.try_acquire(a).is_none(), "mapped v6 counts as the same IP");
         let _g3 = l.try_acquire("10.0.0.2".parse().unwrap()).unwrap();
-        assert!(
-            l.try_acquire("10.0.0.3".parse().unwrap()).is_none(),
-            "total"
-        );
+        assert!(l.try_acquire("10.0.0.3".parse().unwrap()).is_none(), "total");
         drop(g1);
         assert!(l.try_acquire("10.0.0.3".parse().unwrap()).is_some());
     }

@@ -10,9 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 pub const ID_LEN: usize = 11;
 
-#[derive(
-    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(transparent)]
 pub struct QueueId(String);
 
@@ -58,23 +56,15 @@ pub struct IdAllocator {
 impl IdAllocator {
     /// Continue after `newest` (the largest id in the store), if any.
     pub fn starting_after(newest: Option<&QueueId>) -> IdAllocator {
-        IdAllocator {
-            last: AtomicU64::new(newest.map(QueueId::micros).unwrap_or(0)),
-        }
+        IdAllocator { last: AtomicU64::new(newest.map(QueueId::micros).unwrap_or(0)) }
     }
 
     pub fn next(&self) -> QueueId {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_micros() as u64)
-            .unwrap_or(0);
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
         let mut prev = self.last.load(Ordering::Relaxed);
         loop {
             let v = now.max(prev + 1);
-            match self
-                .last
-                .compare_exchange_weak(prev, v, Ordering::SeqCst, Ordering::Relaxed)
-            {
+            match self.last.compare_exchange_weak(prev, v, Ordering::SeqCst, Ordering::Relaxed) {
                 Ok(_) => return QueueId::from_micros(v),
                 Err(p) => prev = p,
             }
@@ -96,10 +86,7 @@ mod tests {
         let id = &ids[0];
         assert_eq!(id.as_str().len(), ID_LEN);
         assert_eq!(QueueId::from_micros(id.micros()), *id);
-        assert_eq!(
-            QueueId::parse(&id.as_str().to_lowercase()),
-            Some(id.clone())
-        );
+        assert_eq!(QueueId::parse(&id.as_str().to_lowercase()), Some(id.clone()));
         assert_eq!(QueueId::parse("not-an-id"), None);
         let later = IdAllocator::starting_after(Some(&QueueId::from_micros(u64::MAX >> 10)));
         assert!(later.next() > *id);

@@ -73,9 +73,7 @@ impl Message {
     }
 
     pub fn pending(&self) -> impl Iterator<Item = &Recipient> {
-        self.recipients
-            .iter()
-            .filter(|r| r.state == RcptState::Queued)
+        self.recipients.iter().filter(|r| r.state == RcptState::Queued)
     }
 }
 

@@ -8,9 +8,7 @@ pub mod spool;
 pub mod store;
 
 pub use id::QueueId;
-pub use message::{
-    AttemptResult, Message, MessageKind, RcptState, Recipient, SpoolRef, Stage, TlsOutcome,
-};
+pub use message::{AttemptResult, Message, MessageKind, RcptState, Recipient, SpoolRef, Stage, TlsOutcome};
 pub use store::{QueueStore, Recovery, StoreError};
 
 #[cfg(test)]

@@ -36,10 +36,7 @@ pub fn list_segments(dir: &Path) -> io::Result<Vec<u32>> {
     for e in fs::read_dir(dir)? {
         let name = e?.file_name();
         let name = name.to_string_lossy();
-        if let Some(n) = name
-            .strip_suffix(".seg")
-            .and_then(|s| s.parse::<u32>().ok())
-        {
+        if let Some(n) = name.strip_suffix(".seg").and_then(|s| s.parse::<u32>().ok()) {
             out.push(n);
         }
     }
@@ -101,11 +98,7 @@ pub fn scan(
         let Ok(message) = serde_json::from_slice::<Message>(&meta) else {
             return Ok((out, torn));
         };
-        let spool = SpoolRef {
-            segment,
-            offset: pos + HEADER as u64 + meta_len,
-            len: body_len,
-        };
+        let spool = SpoolRef { segment, offset: pos + HEADER as u64 + meta_len, len: body_len };
         if verify(&message) {
             let mut body = vec![0u8; body_len as usize];
             r.read_exact(&mut body)?;
@@ -137,10 +130,10 @@ struct Active {
     len: u64,
 }
 
-/// Handle to the writer thread; cheap to clone.
-#[derive(Clone)]
+/// Handle to the writer thread.
 pub struct SpoolWriter {
-    tx: mpsc::Sender<Job>,
+    tx: Option<mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl SpoolWriter {
@@ -156,26 +149,32 @@ impl SpoolWriter {
         create_dir_durably(&dir)?;
         let active = open_segment(&dir, first)?;
         let (tx, rx) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
-            .name("postern-spool".into())
-            .spawn(move || {
-                writer_loop(dir, active, segment_limit, rx, after_sync);
-            })?;
-        Ok(SpoolWriter { tx })
+        let thread = std::thread::Builder::new().name("postern-spool".into()).spawn(move || {
+            writer_loop(dir, active, segment_limit, rx, after_sync);
+        })?;
+        Ok(SpoolWriter { tx: Some(tx), thread: Some(thread) })
     }
 
     /// Store a message durably; resolves once it is on disk.
     pub async fn write(&self, message: Message, body: Vec<u8>) -> io::Result<Message> {
         let (done, wait) = tokio::sync::oneshot::channel();
         self.tx
-            .send(Job {
-                message,
-                body,
-                done,
-            })
+            .as_ref()
+            .ok_or_else(|| io::Error::other("the spool writer has stopped"))?
+            .send(Job { message, body, done })
             .map_err(|_| io::Error::other("the spool writer has stopped"))?;
-        wait.await
-            .map_err(|_| io::Error::other("the spool writer has stopped"))?
+        wait.await.map_err(|_| io::Error::other("the spool writer has stopped"))?
+    }
+}
+
+impl Drop for SpoolWriter {
+    /// Finish what is queued and wait for the thread, so that nothing it
+    /// holds (the index) outlives the store.
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -185,11 +184,7 @@ fn open_segment(dir: &Path, n: u32) -> io::Result<Active> {
     let len = file.metadata()?.len();
     // the new directory entry must survive a crash before anything in it is acknowledged
     fsync_dir(dir)?;
-    Ok(Active {
-        number: n,
-        file,
-        len,
-    })
+    Ok(Active { number: n, file, len })
 }
 
 fn writer_loop(
@@ -236,10 +231,7 @@ fn writer_loop(
             messages.push(m);
             bodies.push(job.done);
         }
-        let result = active
-            .file
-            .write_all(&buf)
-            .and_then(|_| active.file.sync_data());
+        let result = active.file.write_all(&buf).and_then(|_| active.file.sync_data());
         match result {
             Ok(()) => {
                 active.len += buf.len() as u64;
@@ -278,10 +270,7 @@ pub struct SpoolReader {
 
 impl SpoolReader {
     pub fn new(dir: PathBuf) -> SpoolReader {
-        SpoolReader {
-            dir,
-            open: Mutex::new(HashMap::new()),
-        }
+        SpoolReader { dir, open: Mutex::new(HashMap::new()) }
     }
 
     pub fn read(&self, r: &SpoolRef) -> io::Result<Vec<u8>> {
@@ -303,9 +292,6 @@ impl SpoolReader {
 
     /// Forget an open handle (before the segment is deleted).
     pub fn forget(&self, segment: u32) {
-        self.open
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&segment);
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).remove(&segment);
     }
 }

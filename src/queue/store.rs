@@ -81,8 +81,7 @@ fn dprefix(segment: u32) -> Vec<u8> {
 }
 
 fn decode(key: &[u8], v: &[u8]) -> Result<Message, StoreError> {
-    serde_json::from_slice(v)
-        .map_err(|e| StoreError::Corrupt(String::from_utf8_lossy(key).into_owned(), e.to_string()))
+    serde_json::from_slice(v).map_err(|e| StoreError::Corrupt(String::from_utf8_lossy(key).into_owned(), e.to_string()))
 }
 
 impl QueueStore {
@@ -107,12 +106,7 @@ impl QueueStore {
             subscriber: Mutex::new(None),
         });
         let recovery = shared.reconcile()?;
-        let newest = shared
-            .tree
-            .scan_prefix(b"m/")
-            .keys()
-            .next_back()
-            .transpose()?;
+        let newest = shared.tree.scan_prefix(b"m/").keys().next_back().transpose()?;
         let newest = newest.and_then(|k| QueueId::parse(&String::from_utf8_lossy(&k[2..])));
         let first_segment = shared.segments.lock().map(|s| s.active).unwrap_or(1);
         Ok((
@@ -134,27 +128,19 @@ impl QueueStore {
     /// Receive the id of every message stored from now on.
     pub fn subscribe(&self) -> mpsc::UnboundedReceiver<QueueId> {
         let (tx, rx) = mpsc::unbounded_channel();
-        *self
-            .shared
-            .subscriber
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        *self.shared.subscriber.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
         rx
     }
 
     fn writer(&self) -> Result<&SpoolWriter, StoreError> {
         let w = self.writer.get_or_init(|| {
             let shared = self.shared.clone();
-            SpoolWriter::start(
-                self.shared.dir.clone(),
-                self.first_segment,
-                self.segment_limit,
-                move |batch| shared.indexed(batch),
-            )
+            SpoolWriter::start(self.shared.dir.clone(), self.first_segment, self.segment_limit, move |batch| {
+                shared.indexed(batch)
+            })
             .map_err(|e| e.to_string())
         });
-        w.as_ref()
-            .map_err(|e| StoreError::Io(io::Error::other(e.clone())))
+        w.as_ref().map_err(|e| StoreError::Io(io::Error::other(e.clone())))
     }
 
     /// Store a new message. Returns once it is durable on disk; the returned
@@ -193,8 +179,7 @@ impl QueueStore {
         if message.is_finished() {
             return self.remove(message);
         }
-        let v = serde_json::to_vec(message)
-            .map_err(|e| StoreError::Corrupt(message.id.to_string(), e.to_string()))?;
+        let v = serde_json::to_vec(message).map_err(|e| StoreError::Corrupt(message.id.to_string(), e.to_string()))?;
         self.shared.tree.insert(mkey(&message.id), v)?;
         Ok(())
     }
@@ -255,12 +240,7 @@ impl Shared {
         for s in stale {
             self.delete_segment(s);
         }
-        if let Some(tx) = self
-            .subscriber
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
+        if let Some(tx) = self.subscriber.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
             for m in batch {
                 let _ = tx.send(m.id.clone());
             }
@@ -292,11 +272,7 @@ impl Shared {
             }
         }
         let _ = fsync_dir(&self.dir);
-        self.segments
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .live
-            .remove(&segment);
+        self.segments.lock().unwrap_or_else(|p| p.into_inner()).live.remove(&segment);
         // tombstones are only needed while the segment exists
         let mut b = sled::Batch::default();
         for k in self.tree.scan_prefix(dprefix(segment)).keys().flatten() {
@@ -318,9 +294,7 @@ impl Shared {
                     indexed.insert(m.id.clone(), m.spool);
                 }
                 Err(e) => {
-                    tracing::warn!(
-                        "{e}; dropping the index entry, the spool copy will be re-indexed"
-                    );
+                    tracing::warn!("{e}; dropping the index entry, the spool copy will be re-indexed");
                     self.tree.remove(&k)?;
                 }
             }
@@ -331,11 +305,13 @@ impl Shared {
             let path = spool::segment_path(&self.dir, seg);
             let tree = &self.tree;
             let (records, torn) = spool::scan(&path, seg, |m| {
-                !indexed.contains_key(&m.id)
-                    && !tree.contains_key(dkey(seg, &m.id)).unwrap_or(false)
+                !indexed.contains_key(&m.id) && !tree.contains_key(dkey(seg, &m.id)).unwrap_or(false)
             })?;
             if let Some(at) = torn {
-                tracing::warn!("spool segment {}: incomplete record at offset {at} ignored (never acknowledged)", path.display());
+                tracing::warn!(
+                    "spool segment {}: incomplete record at offset {at} ignored (never acknowledged)",
+                    path.display()
+                );
                 rec.torn_segments.push(seg);
             }
             for r in records {
@@ -348,8 +324,7 @@ impl Shared {
                 } else {
                     let mut m = r.message;
                     m.spool = r.spool;
-                    let v = serde_json::to_vec(&m)
-                        .map_err(|e| StoreError::Corrupt(id.to_string(), e.to_string()))?;
+                    let v = serde_json::to_vec(&m).map_err(|e| StoreError::Corrupt(id.to_string(), e.to_string()))?;
                     self.tree.insert(mkey(&id), v)?;
                     tracing::warn!(id = %id, "re-indexed message found in the spool but not in the index");
                     rec.reindexed.push(id.clone());
@@ -369,10 +344,7 @@ impl Shared {
         let mut b = sled::Batch::default();
         for k in self.tree.scan_prefix(b"d/").keys() {
             let k = k?;
-            let seg = k
-                .get(2..6)
-                .and_then(|s| s.try_into().ok())
-                .map(u32::from_be_bytes);
+            let seg = k.get(2..6).and_then(|s| s.try_into().ok()).map(u32::from_be_bytes);
             if seg.is_none_or(|s| !present.contains(&s)) {
                 b.remove(k);
             }
@@ -387,11 +359,7 @@ impl Shared {
             segs.active = active + 1;
         }
         for &seg in &segments {
-            let empty = self
-                .segments
-                .lock()
-                .map(|s| !s.live.contains_key(&seg))
-                .unwrap_or(false);
+            let empty = self.segments.lock().map(|s| !s.live.contains_key(&seg)).unwrap_or(false);
             if empty {
                 self.delete_segment(seg);
                 rec.deleted_segments += 1;

@@ -22,10 +22,7 @@ fn message(store: &QueueStore, rcpts: &[&str]) -> Message {
         kind: MessageKind::Inbound,
         frozen: false,
         delay_warned: false,
-        recipients: rcpts
-            .iter()
-            .map(|r| Recipient::new(r.to_string(), "local".into()))
-            .collect(),
+        recipients: rcpts.iter().map(|r| Recipient::new(r.to_string(), "local".into())).collect(),
         spool: SpoolRef::default(),
     }
 }
@@ -63,10 +60,7 @@ async fn messages_survive_reopen_with_bodies() {
     let listed: Vec<QueueId> = store.iter().map(|m| m.unwrap().id).collect();
     assert_eq!(listed, ids, "listed oldest first");
     let m = store.get(&ids[7]).unwrap().unwrap();
-    assert_eq!(
-        store.read_body(&m).unwrap(),
-        b"Subject: 7\r\n\r\nbody 7\r\n"
-    );
+    assert_eq!(store.read_body(&m).unwrap(), b"Subject: 7\r\n\r\nbody 7\r\n");
     assert_eq!(m.recipients.len(), 2);
     // new ids sort after the old ones
     assert!(store.new_id() > ids[49]);
@@ -89,10 +83,7 @@ async fn lost_index_is_rebuilt_from_the_spool() {
     assert_eq!(rec.reindexed, ids[3..].to_vec());
     assert_eq!(store.len(), 10);
     let m = store.get(&ids[9]).unwrap().unwrap();
-    assert_eq!(
-        store.read_body(&m).unwrap(),
-        b"Subject: 9\r\n\r\nbody 9\r\n"
-    );
+    assert_eq!(store.read_body(&m).unwrap(), b"Subject: 9\r\n\r\nbody 9\r\n");
 }
 
 #[tokio::test]
@@ -111,21 +102,15 @@ async fn torn_tail_is_ignored_and_finished_messages_stay_finished() {
     };
     // a crash in the middle of writing the next record
     let seg = spool::list_segments(&dir.path().join("spool")).unwrap()[0];
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(spool::segment_path(&dir.path().join("spool"), seg))
-        .unwrap();
+    let mut f =
+        std::fs::OpenOptions::new().append(true).open(spool::segment_path(&dir.path().join("spool"), seg)).unwrap();
     f.write_all(b"PSR1\x10\x00\x00\x00garbage").unwrap();
     drop(f);
     let (_d, store, rec) = open(dir.path(), spool::SEGMENT_LIMIT);
     assert_eq!(rec.torn_segments, vec![seg]);
     assert!(rec.reindexed.is_empty());
     let listed: Vec<QueueId> = store.iter().map(|m| m.unwrap().id).collect();
-    assert_eq!(
-        listed,
-        ids[1..].to_vec(),
-        "the delivered message is not resurrected"
-    );
+    assert_eq!(listed, ids[1..].to_vec(), "the delivered message is not resurrected");
 }
 
 #[tokio::test]
@@ -156,9 +141,7 @@ async fn finished_segments_are_deleted() {
     assert!(before >= 3, "small segments rotate: {before}");
     for id in &ids {
         let mut m = store.get(id).unwrap().unwrap();
-        m.recipients
-            .iter_mut()
-            .for_each(|r| r.state = RcptState::Failed);
+        m.recipients.iter_mut().for_each(|r| r.state = RcptState::Failed);
         store.update(&m).unwrap();
     }
     // only the active segment remains

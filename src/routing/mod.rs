@@ -26,23 +26,14 @@ pub struct Specificity {
 pub fn matches(space: &AddressSpace, domain: &str) -> Option<Specificity> {
     let domain = domain.trim_end_matches('.');
     match space {
-        AddressSpace::Any => Some(Specificity {
-            class: 0,
-            labels: 0,
-        }),
+        AddressSpace::Any => Some(Specificity { class: 0, labels: 0 }),
         AddressSpace::Subdomains(d) => {
             let strict_sub = domain.len() > d.len() + 1
                 && domain.ends_with(d.as_str())
                 && domain.as_bytes()[domain.len() - d.len() - 1] == b'.';
-            strict_sub.then(|| Specificity {
-                class: 1,
-                labels: d.split('.').count(),
-            })
+            strict_sub.then(|| Specificity { class: 1, labels: d.split('.').count() })
         }
-        AddressSpace::Exact(d) => (d.eq_ignore_ascii_case(domain)).then_some(Specificity {
-            class: 2,
-            labels: 0,
-        }),
+        AddressSpace::Exact(d) => (d.eq_ignore_ascii_case(domain)).then_some(Specificity { class: 2, labels: 0 }),
     }
 }
 
@@ -59,26 +50,18 @@ fn best_match<'a>(c: &'a Connector, domain: &str) -> Option<Candidate<'a>> {
         .iter()
         .filter_map(|s| matches(s, domain).map(|sp| (s, sp)))
         .max_by_key(|(_, sp)| *sp)
-        .map(|(space, specificity)| Candidate {
-            connector: c,
-            space,
-            specificity,
-        })
+        .map(|(space, specificity)| Candidate { connector: c, space, specificity })
 }
 
 /// The connectors that may carry mail for `domain` from `source`: the most
 /// specific group, cheapest first (ties in configuration order).
 pub fn select<'a>(connectors: &'a [Connector], domain: &str, source: &str) -> Vec<Candidate<'a>> {
-    let cands: Vec<Candidate<'a>> = connectors
-        .iter()
-        .filter(|c| c.serves(source))
-        .filter_map(|c| best_match(c, domain))
-        .collect();
+    let cands: Vec<Candidate<'a>> =
+        connectors.iter().filter(|c| c.serves(source)).filter_map(|c| best_match(c, domain)).collect();
     let Some(top) = cands.iter().map(|c| c.specificity).max() else {
         return Vec::new();
     };
-    let mut group: Vec<Candidate<'a>> =
-        cands.into_iter().filter(|c| c.specificity == top).collect();
+    let mut group: Vec<Candidate<'a>> = cands.into_iter().filter(|c| c.specificity == top).collect();
     group.sort_by_key(|c| c.connector.cost);
     group
 }
@@ -86,10 +69,7 @@ pub fn select<'a>(connectors: &'a [Connector], domain: &str, source: &str) -> Ve
 /// Pick one of the cheapest in a group; equal costs share the load.
 pub fn choose<'a, 'b>(group: &'b [Candidate<'a>]) -> Option<&'b Candidate<'a>> {
     let cheapest = group.first()?.connector.cost;
-    let ties: Vec<&Candidate<'a>> = group
-        .iter()
-        .filter(|c| c.connector.cost == cheapest)
-        .collect();
+    let ties: Vec<&Candidate<'a>> = group.iter().filter(|c| c.connector.cost == cheapest).collect();
     ties.get(fastrand::usize(..ties.len())).copied()
 }
 
@@ -162,11 +142,7 @@ fn choice(c: &Candidate<'_>, domain: &str) -> RouteChoice {
 
 /// Explain the route for `address` as received on `server` (default: the
 /// first SMTP virtual server).
-pub fn explain(
-    config: &Config,
-    address: &str,
-    server: Option<&str>,
-) -> Result<Explanation, String> {
+pub fn explain(config: &Config, address: &str, server: Option<&str>) -> Result<Explanation, String> {
     let domain = address
         .rsplit_once('@')
         .map(|(_, d)| d)
@@ -176,9 +152,7 @@ pub fn explain(
         .to_ascii_lowercase();
     let server = match server {
         Some(s) => {
-            config
-                .virtual_server(s)
-                .ok_or_else(|| format!("no virtual server named {s:?}"))?;
+            config.virtual_server(s).ok_or_else(|| format!("no virtual server named {s:?}"))?;
             s.to_string()
         }
         None => config
@@ -234,27 +208,16 @@ pub fn explain(
                 (Some(_), None) => "not selected".to_string(),
             }
         };
-        ex.passed_over.push(PassedOver {
-            connector: c.name.clone(),
-            reason,
-        });
+        ex.passed_over.push(PassedOver { connector: c.name.clone(), reason });
     }
     Ok(ex)
 }
 
 impl fmt::Display for Explanation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "{} (domain {}, received on virtual server {:?})",
-            self.address, self.domain, self.server
-        )?;
+        writeln!(f, "{} (domain {}, received on virtual server {:?})", self.address, self.domain, self.server)?;
         if self.local {
-            writeln!(
-                f,
-                "route: local delivery ({} is a local domain)",
-                self.domain
-            )?;
+            writeln!(f, "route: local delivery ({} is a local domain)", self.domain)?;
         } else {
             match &self.route {
                 Some(r) => {
@@ -288,8 +251,7 @@ impl fmt::Display for Specificity {
 
 /// Whether a connector's policy demands TLS (for messages and summaries).
 pub fn requires_tls(c: &Connector) -> bool {
-    matches!(c.tls, OutboundTls::Required | OutboundTls::Verify)
-        || c.smarthost_tls == SmarthostTls::Implicit
+    matches!(c.tls, OutboundTls::Required | OutboundTls::Verify) || c.smarthost_tls == SmarthostTls::Implicit
 }
 
 #[cfg(test)]

@@ -56,9 +56,7 @@ fn config() -> Config {
 }
 
 fn winner(c: &Config, domain: &str, server: &str) -> Option<String> {
-    select(&c.connectors, domain, server)
-        .first()
-        .map(|w| w.connector.name.clone())
+    select(&c.connectors, domain, server).first().map(|w| w.connector.name.clone())
 }
 
 #[test]
@@ -73,22 +71,13 @@ fn most_specific_wins_then_cost() {
         ("example.org", "star"),
         ("partner.org", "star"),
     ] {
-        assert_eq!(
-            winner(&c, &domain.to_ascii_lowercase(), "mx").as_deref(),
-            Some(want),
-            "{domain}"
-        );
+        assert_eq!(winner(&c, &domain.to_ascii_lowercase(), "mx").as_deref(), Some(want), "{domain}");
     }
     // from submission, the scoped connector is the most specific
-    assert_eq!(
-        winner(&c, "partner.org", "submission").as_deref(),
-        Some("partners")
-    );
+    assert_eq!(winner(&c, "partner.org", "submission").as_deref(), Some("partners"));
     // failover candidates are only the equally specific ones
-    let group: Vec<&str> = select(&c.connectors, "a.example.com", "mx")
-        .iter()
-        .map(|c| c.connector.name.as_str())
-        .collect();
+    let group: Vec<&str> =
+        select(&c.connectors, "a.example.com", "mx").iter().map(|c| c.connector.name.as_str()).collect();
     assert_eq!(group, ["a-cheap", "a-dear"]);
     let group = select(&c.connectors, "b.a.example.com", "mx");
     assert_eq!(group.len(), 1);
@@ -100,11 +89,7 @@ fn wildcard_does_not_match_its_own_domain() {
     assert!(matches(&sub, "example.com").is_none());
     assert!(matches(&sub, "badexample.com").is_none());
     assert!(matches(&sub, "x.example.com").is_some());
-    let deeper = matches(
-        &AddressSpace::Subdomains("a.example.com".into()),
-        "b.a.example.com",
-    )
-    .unwrap();
+    let deeper = matches(&AddressSpace::Subdomains("a.example.com".into()), "b.a.example.com").unwrap();
     assert!(deeper > matches(&sub, "b.a.example.com").unwrap());
     assert!(matches(&AddressSpace::Exact("example.com".into()), "example.com").unwrap() > deeper);
 }
@@ -127,46 +112,20 @@ fn explanation_names_winner_and_losers() {
     let ex = explain(&c, "bob@a.example.com", Some("mx")).unwrap();
     let r = ex.route.as_ref().unwrap();
     assert_eq!(
-        (
-            r.connector.as_str(),
-            r.address_space.as_str(),
-            r.tls.as_str()
-        ),
+        (r.connector.as_str(), r.address_space.as_str(), r.tls.as_str()),
         ("a-cheap", "a.example.com", "required")
     );
     assert_eq!(r.destination, "a-cheap/a.example.com");
-    let reason = |n: &str| {
-        ex.passed_over
-            .iter()
-            .find(|p| p.connector == n)
-            .unwrap()
-            .reason
-            .clone()
-    };
-    assert!(
-        reason("a-dear").contains("higher cost (7 > 3)"),
-        "{}",
-        reason("a-dear")
-    );
-    assert!(
-        reason("star").contains("less specific"),
-        "{}",
-        reason("star")
-    );
+    let reason = |n: &str| ex.passed_over.iter().find(|p| p.connector == n).unwrap().reason.clone();
+    assert!(reason("a-dear").contains("higher cost (7 > 3)"), "{}", reason("a-dear"));
+    assert!(reason("star").contains("less specific"), "{}", reason("star"));
     assert!(reason("sub-example").contains("less specific"));
-    assert!(
-        reason("partners").contains("not used for mail received on \"mx\""),
-        "{}",
-        reason("partners")
-    );
+    assert!(reason("partners").contains("not used for mail received on \"mx\""), "{}", reason("partners"));
     let text = ex.to_string();
     assert!(text.contains("route: connector \"a-cheap\""), "{text}");
 
     let ex = explain(&c, "x@partner.org", Some("submission")).unwrap();
-    assert_eq!(
-        ex.route.as_ref().unwrap().next_hop,
-        "smarthost relay.partner.org:587"
-    );
+    assert_eq!(ex.route.as_ref().unwrap().next_hop, "smarthost relay.partner.org:587");
     assert!(explain(&c, "x@example.test", None).unwrap().local);
     assert!(explain(&c, "nodomain", None).is_err());
     assert!(explain(&c, "x@y.z", Some("nosuch")).is_err());

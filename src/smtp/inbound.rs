@@ -81,31 +81,19 @@ pub struct InboundSession {
 
 impl InboundSession {
     fn client(&self) -> Client<'_> {
-        Client {
-            ip: self.conn.peer.ip(),
-            auth_user: self.core.auth_user(),
-        }
+        Client { ip: self.conn.peer.ip(), auth_user: self.core.auth_user() }
     }
 
     fn on_mail(&mut self, from: ReversePath) {
         let decision = policy::check_sender(&self.ctx.accounts, &self.vs, &self.client(), &from);
         if decision.is_ok() {
-            self.txn = Transaction {
-                from: from.to_string(),
-                rcpts: Vec::new(),
-            };
+            self.txn = Transaction { from: from.to_string(), rcpts: Vec::new() };
         }
         self.core.mail_decision(decision);
     }
 
     fn on_rcpt(&mut self, mut to: Address) {
-        let decision = policy::check_rcpt(
-            &self.ctx.config,
-            &self.ctx.accounts,
-            &self.vs,
-            &self.client(),
-            &to,
-        );
+        let decision = policy::check_rcpt(&self.ctx.config, &self.ctx.accounts, &self.vs, &self.client(), &to);
         match decision {
             Ok(route) => {
                 if to.domain.is_empty() {
@@ -147,13 +135,7 @@ impl InboundSession {
             date: now,
         });
         if self.vs.is_submission() {
-            super::received::add_missing_headers(
-                &body,
-                &mut full,
-                id.as_str(),
-                &ctx.config.server.hostname,
-                now,
-            );
+            super::received::add_missing_headers(&body, &mut full, id.as_str(), &ctx.config.server.hostname, now);
         }
         full.extend_from_slice(&body);
         drop(body);
@@ -198,11 +180,7 @@ impl InboundSession {
     }
 
     async fn on_auth(&mut self, mechanism: &str, initial: Option<String>) {
-        if self
-            .ctx
-            .throttle
-            .is_blocked(self.conn.peer.ip(), Instant::now())
-        {
+        if self.ctx.throttle.is_blocked(self.conn.peer.ip(), Instant::now()) {
             tracing::info!(server = %self.vs.name, peer = %self.conn.peer, "AUTH refused: too many recent failures");
             self.core.auth_done(Err(reply::AUTH_THROTTLED));
             return;
@@ -239,12 +217,10 @@ impl InboundSession {
                 self.sasl = None;
                 let accounts = self.ctx.accounts.clone();
                 let user = creds.username.clone();
-                let verified = tokio::task::spawn_blocking(move || {
-                    accounts.verify(&creds.username, &creds.password)
-                })
-                .await
-                .ok()
-                .flatten();
+                let verified = tokio::task::spawn_blocking(move || accounts.verify(&creds.username, &creds.password))
+                    .await
+                    .ok()
+                    .flatten();
                 match verified {
                     Some(user) => {
                         tracing::info!(server = %self.vs.name, peer = %self.conn.peer, user = %user, "authenticated");
@@ -259,9 +235,7 @@ impl InboundSession {
     /// Count the failure and answer after a pause that holds up only this session.
     async fn auth_failed(&mut self, user: Option<&str>) {
         tracing::info!(server = %self.vs.name, peer = %self.conn.peer, user = user.unwrap_or("-"), "authentication failed");
-        self.ctx
-            .throttle
-            .record_failure(self.conn.peer.ip(), Instant::now());
+        self.ctx.throttle.record_failure(self.conn.peer.ip(), Instant::now());
         tokio::time::sleep(self.ctx.config.auth.failure_delay.0).await;
         self.core.auth_done(Err(reply::AUTH_FAILED));
     }

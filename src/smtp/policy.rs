@@ -92,9 +92,7 @@ pub fn check_rcpt(
     }
     let group = routing::select(&config.connectors, &rcpt.domain, &vs.name);
     match routing::choose(&group) {
-        Some(c) => Ok(RcptRoute::Remote {
-            destination: routing::destination(c.connector, &rcpt.domain),
-        }),
+        Some(c) => Ok(RcptRoute::Remote { destination: routing::destination(c.connector, &rcpt.domain) }),
         None => Err(reply::NO_ROUTE),
     }
 }
@@ -142,9 +140,7 @@ smarthost = "10.1.1.1:25"
         let db = sled::Config::new().temporary(true).open().unwrap();
         let accounts = Accounts::open(&db).unwrap();
         accounts.add_user("alice@example.test", "pw").unwrap();
-        accounts
-            .add_alias("sales@example.test", "alice@example.test")
-            .unwrap();
+        accounts.add_alias("sales@example.test", "alice@example.test").unwrap();
         (config, accounts, db)
     }
 
@@ -155,20 +151,10 @@ smarthost = "10.1.1.1:25"
         }
     }
 
-    fn check(
-        config: &Config,
-        accounts: &Accounts,
-        ip: &str,
-        user: Option<&str>,
-        rcpt: &str,
-    ) -> Result<RcptRoute, u16> {
+    fn check(config: &Config, accounts: &Accounts, ip: &str, user: Option<&str>, rcpt: &str) -> Result<RcptRoute, u16> {
         let vs = config.virtual_server("mx").unwrap();
-        let client = Client {
-            ip: ip.parse().unwrap(),
-            auth_user: user,
-        };
-        check_rcpt(config, accounts, vs, &client, &addr(rcpt))
-            .map_err(|r| r.code * 10 + enhanced_tag(&r))
+        let client = Client { ip: ip.parse().unwrap(), auth_user: user };
+        check_rcpt(config, accounts, vs, &client, &addr(rcpt)).map_err(|r| r.code * 10 + enhanced_tag(&r))
     }
 
     fn enhanced_tag(r: &Reply) -> u16 {
@@ -184,28 +170,14 @@ smarthost = "10.1.1.1:25"
     fn relay_control() {
         let (c, a, _db) = setup();
         let outside = "192.0.2.9";
-        assert_eq!(
-            check(&c, &a, outside, None, "<alice@example.test>"),
-            Ok(RcptRoute::Local)
-        );
-        assert_eq!(
-            check(&c, &a, outside, None, "<Sales@Example.TEST>"),
-            Ok(RcptRoute::Local)
-        );
-        assert_eq!(
-            check(&c, &a, outside, None, "<postmaster@example.test>"),
-            Ok(RcptRoute::Local)
-        );
-        assert_eq!(
-            check(&c, &a, outside, None, "<nobody@example.test>"),
-            Err(5502)
-        );
+        assert_eq!(check(&c, &a, outside, None, "<alice@example.test>"), Ok(RcptRoute::Local));
+        assert_eq!(check(&c, &a, outside, None, "<Sales@Example.TEST>"), Ok(RcptRoute::Local));
+        assert_eq!(check(&c, &a, outside, None, "<postmaster@example.test>"), Ok(RcptRoute::Local));
+        assert_eq!(check(&c, &a, outside, None, "<nobody@example.test>"), Err(5502));
         assert_eq!(check(&c, &a, outside, None, "<x@remote.test>"), Err(5501));
         assert_eq!(
             check(&c, &a, outside, None, "<x@relayed.test>"),
-            Ok(RcptRoute::Remote {
-                destination: "partner/10.1.1.1:25".into()
-            })
+            Ok(RcptRoute::Remote { destination: "partner/10.1.1.1:25".into() })
         );
         // every trick is judged by where it would finally go
         for trick in [
@@ -222,37 +194,19 @@ smarthost = "10.1.1.1:25"
         // relay networks and authenticated users may relay
         assert_eq!(
             check(&c, &a, "10.2.3.4", None, "<x@remote.test>"),
-            Ok(RcptRoute::Remote {
-                destination: "internet/remote.test".into()
-            })
+            Ok(RcptRoute::Remote { destination: "internet/remote.test".into() })
         );
-        assert!(check(
-            &c,
-            &a,
-            outside,
-            Some("alice@example.test"),
-            "<x@remote.test>"
-        )
-        .is_ok());
+        assert!(check(&c, &a, outside, Some("alice@example.test"), "<x@remote.test>").is_ok());
         // ...but a hidden hop at a local domain is still no mailbox of ours
-        assert_eq!(
-            check(&c, &a, "10.2.3.4", None, "<x%remote.test@example.test>"),
-            Err(5502)
-        );
+        assert_eq!(check(&c, &a, "10.2.3.4", None, "<x%remote.test@example.test>"), Err(5502));
     }
 
     #[test]
     fn no_route_is_554_at_rcpt() {
-        let t = CONF.replace(
-            "address_spaces = [\"*\"]",
-            "address_spaces = [\"*.corp.test\"]",
-        );
+        let t = CONF.replace("address_spaces = [\"*\"]", "address_spaces = [\"*.corp.test\"]");
         let c = Config::parse(&t, Path::new("t.toml")).unwrap();
         let (_, a, _db) = setup();
-        assert_eq!(
-            check(&c, &a, "10.0.0.1", None, "<x@remote.test>"),
-            Err(5503)
-        );
+        assert_eq!(check(&c, &a, "10.0.0.1", None, "<x@remote.test>"), Err(5503));
     }
 
     #[test]
@@ -260,24 +214,13 @@ smarthost = "10.1.1.1:25"
         let (c, a, _db) = setup();
         let vs = c.virtual_server("submission").unwrap();
         assert!(vs.sender_must_match_auth());
-        let client = Client {
-            ip: "192.0.2.1".parse().unwrap(),
-            auth_user: Some("alice@example.test"),
-        };
+        let client = Client { ip: "192.0.2.1".parse().unwrap(), auth_user: Some("alice@example.test") };
         let from = |s: &str| parse_path(s, false).unwrap().0;
         assert!(check_sender(&a, vs, &client, &from("<alice@example.test>")).is_ok());
         assert!(check_sender(&a, vs, &client, &from("<ALICE@example.test>")).is_ok());
         assert!(check_sender(&a, vs, &client, &from("<sales@example.test>")).is_ok());
-        assert_eq!(
-            check_sender(&a, vs, &client, &from("<bob@example.test>"))
-                .unwrap_err()
-                .code,
-            553
-        );
-        assert_eq!(
-            check_sender(&a, vs, &client, &from("<>")).unwrap_err().code,
-            553
-        );
+        assert_eq!(check_sender(&a, vs, &client, &from("<bob@example.test>")).unwrap_err().code, 553);
+        assert_eq!(check_sender(&a, vs, &client, &from("<>")).unwrap_err().code, 553);
         let mx = c.virtual_server("mx").unwrap();
         assert!(check_sender(&a, mx, &client, &from("<bob@example.test>")).is_ok());
     }

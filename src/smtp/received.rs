@@ -22,16 +22,7 @@ pub struct Trace<'a> {
 /// Keep a peer-supplied name from breaking the header: printable ASCII
 /// without the characters that structure it.
 fn clean(s: &str) -> String {
-    s.chars()
-        .take(255)
-        .map(|c| {
-            if c.is_ascii_graphic() && !"()<>;\\\"".contains(c) {
-                c
-            } else {
-                '?'
-            }
-        })
-        .collect()
+    s.chars().take(255).map(|c| if c.is_ascii_graphic() && !"()<>;\\\"".contains(c) { c } else { '?' }).collect()
 }
 
 pub fn protocol(esmtp: bool, tls: bool, auth: bool) -> &'static str {
@@ -57,10 +48,7 @@ pub fn header(t: &Trace<'_>) -> Vec<u8> {
         t.id
     );
     if let Some(tls) = t.tls {
-        h.push_str(&format!(
-            "\r\n\t(using {} with cipher {})",
-            tls.version, tls.cipher
-        ));
+        h.push_str(&format!("\r\n\t(using {} with cipher {})", tls.version, tls.cipher));
     }
     if let Some(r) = t.for_rcpt {
         h.push_str(&format!("\r\n\tfor <{}>", clean(r)));
@@ -102,11 +90,7 @@ mod tests {
 
     #[test]
     fn received_with_tls() {
-        let tls = TlsInfo {
-            version: "TLSv1.3".into(),
-            cipher: "TLS13_AES_256_GCM_SHA384".into(),
-            sni: None,
-        };
+        let tls = TlsInfo { version: "TLSv1.3".into(), cipher: "TLS13_AES_256_GCM_SHA384".into(), sni: None };
         let h = String::from_utf8(header(&Trace {
             helo: "client (evil)\r\nX: y",
             ip: "::ffff:127.0.0.1".parse().unwrap(),
@@ -128,18 +112,9 @@ mod tests {
     #[test]
     fn missing_headers() {
         let mut out = Vec::new();
-        add_missing_headers(
-            b"Subject: x\r\nDate: today\r\n\r\nMessage-ID: body\r\n",
-            &mut out,
-            "ID",
-            "h.test",
-            0,
-        );
+        add_missing_headers(b"Subject: x\r\nDate: today\r\n\r\nMessage-ID: body\r\n", &mut out, "ID", "h.test", 0);
         let s = String::from_utf8(out).unwrap();
-        assert!(
-            s.starts_with("Message-ID: <ID@h.test>\r\n") && !s.contains("Date:"),
-            "{s}"
-        );
+        assert!(s.starts_with("Message-ID: <ID@h.test>\r\n") && !s.contains("Date:"), "{s}");
         assert!(has_header(b"message-id: <x>\r\n\r\n", "Message-ID"));
     }
 }

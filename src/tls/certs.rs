@@ -15,35 +15,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {
     #[error("certificate {name:?}: cannot read {path}: {source}")]
-    Read {
-        name: String,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { name: String, path: PathBuf, source: std::io::Error },
     #[error("certificate {name:?}: {path} holds no PEM certificate")]
     NoCertificate { name: String, path: PathBuf },
     #[error("certificate {name:?}: {path} holds no usable PEM private key")]
     NoKey { name: String, path: PathBuf },
-    #[error(
-        "certificate {name:?}: the private key in {key} does not match the certificate in {cert}"
-    )]
-    Mismatch {
-        name: String,
-        cert: PathBuf,
-        key: PathBuf,
-    },
+    #[error("certificate {name:?}: the private key in {key} does not match the certificate in {cert}")]
+    Mismatch { name: String, cert: PathBuf, key: PathBuf },
     #[error("certificate {name:?}: {path}: {message}")]
-    Invalid {
-        name: String,
-        path: PathBuf,
-        message: String,
-    },
+    Invalid { name: String, path: PathBuf, message: String },
     #[error("certificate {name:?}: cannot write {path}: {source}")]
-    Write {
-        name: String,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Write { name: String, path: PathBuf, source: std::io::Error },
     #[error("certificate {name:?}: cannot generate a self-signed certificate: {message}")]
     Generate { name: String, message: String },
     #[error("no certificate named {0:?} is configured")]
@@ -77,18 +59,13 @@ impl LoadedCert {
 pub fn names_cover(names: &[String], host: &str) -> bool {
     let host = host.trim_end_matches('.').to_ascii_lowercase();
     names.iter().any(|n| match n.strip_prefix("*.") {
-        Some(suffix) => host
-            .split_once('.')
-            .is_some_and(|(first, rest)| !first.is_empty() && rest == suffix),
+        Some(suffix) => host.split_once('.').is_some_and(|(first, rest)| !first.is_empty() && rest == suffix),
         None => *n == host,
     })
 }
 
 pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 /// Read a PEM chain and key and check that they belong together.
@@ -105,21 +82,12 @@ pub fn load_pair(name: &str, cert_path: &Path, key_path: &Path) -> Result<Loaded
     })?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<_, _>>()
-        .map_err(|e| CertError::Invalid {
-            name: name.into(),
-            path: cert_path.into(),
-            message: e.to_string(),
-        })?;
+        .map_err(|e| CertError::Invalid { name: name.into(), path: cert_path.into(), message: e.to_string() })?;
     if chain.is_empty() {
-        return Err(CertError::NoCertificate {
-            name: name.into(),
-            path: cert_path.into(),
-        });
+        return Err(CertError::NoCertificate { name: name.into(), path: cert_path.into() });
     }
-    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| CertError::NoKey {
-        name: name.into(),
-        path: key_path.into(),
-    })?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|_| CertError::NoKey { name: name.into(), path: key_path.into() })?;
     let facts = parse_facts(&chain[0]).map_err(|message| CertError::Invalid {
         name: name.into(),
         path: cert_path.into(),
@@ -129,20 +97,11 @@ pub fn load_pair(name: &str, cert_path: &Path, key_path: &Path) -> Result<Loaded
     let signing = provider
         .key_provider
         .load_private_key(key)
-        .map_err(|_| CertError::NoKey {
-            name: name.into(),
-            path: key_path.into(),
-        })?;
+        .map_err(|_| CertError::NoKey { name: name.into(), path: key_path.into() })?;
     let certified = CertifiedKey::new(chain, signing);
     match certified.keys_match() {
         Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
-        Err(_) => {
-            return Err(CertError::Mismatch {
-                name: name.into(),
-                cert: cert_path.into(),
-                key: key_path.into(),
-            })
-        }
+        Err(_) => return Err(CertError::Mismatch { name: name.into(), cert: cert_path.into(), key: key_path.into() }),
     }
     Ok(LoadedCert {
         name: name.into(),
@@ -162,8 +121,8 @@ struct Facts {
 
 fn parse_facts(der: &CertificateDer<'_>) -> Result<Facts, String> {
     use x509_parser::prelude::*;
-    let (_, cert) = X509Certificate::from_der(der.as_ref())
-        .map_err(|e| format!("not a valid X.509 certificate: {e}"))?;
+    let (_, cert) =
+        X509Certificate::from_der(der.as_ref()).map_err(|e| format!("not a valid X.509 certificate: {e}"))?;
     let mut dns_names = Vec::new();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for n in &san.value.general_names {
@@ -261,21 +220,11 @@ impl CertStore {
         for (name, c) in self.snapshot().iter() {
             let days = c.days_left(now);
             if c.not_after < now {
-                out.push(format!(
-                    "certificate {name:?} ({}) expired {} days ago",
-                    c.cert_path.display(),
-                    -days
-                ));
+                out.push(format!("certificate {name:?} ({}) expired {} days ago", c.cert_path.display(), -days));
             } else if days < 30 {
-                out.push(format!(
-                    "certificate {name:?} ({}) expires in {days} days",
-                    c.cert_path.display()
-                ));
+                out.push(format!("certificate {name:?} ({}) expires in {days} days", c.cert_path.display()));
             }
-            let used = config
-                .virtual_servers
-                .iter()
-                .any(|v| v.certificates.first() == Some(name));
+            let used = config.virtual_servers.iter().any(|v| v.certificates.first() == Some(name));
             if used && !c.covers(&self.hostname) {
                 out.push(format!(
                     "certificate {name:?} ({}) names {} but not the server hostname {}",
@@ -291,23 +240,17 @@ impl CertStore {
 
 /// Write a fresh self-signed certificate and key for `hostname`.
 fn generate_missing(name: &str, c: &CertificateConfig, hostname: &str) -> Result<(), CertError> {
-    let (cert_pem, key_pem) =
-        crate::cert::self_signed_pem(&[hostname.to_string()], crate::cert::KeyType::EcdsaP256)
-            .map_err(|message| CertError::Generate {
-                name: name.into(),
-                message,
-            })?;
+    let (cert_pem, key_pem) = crate::cert::self_signed_pem(&[hostname.to_string()], crate::cert::KeyType::EcdsaP256)
+        .map_err(|message| CertError::Generate { name: name.into(), message })?;
     write_private(&c.key, key_pem.as_bytes()).map_err(|source| CertError::Write {
         name: name.into(),
         path: c.key.clone(),
         source,
     })?;
-    crate::util::write_file_durably(&c.cert, cert_pem.as_bytes(), 0o644).map_err(|source| {
-        CertError::Write {
-            name: name.into(),
-            path: c.cert.clone(),
-            source,
-        }
+    crate::util::write_file_durably(&c.cert, cert_pem.as_bytes(), 0o644).map_err(|source| CertError::Write {
+        name: name.into(),
+        path: c.cert.clone(),
+        source,
     })?;
     tracing::info!(certificate = name, cert = %c.cert.display(), "generated a self-signed certificate for {hostname}");
     Ok(())

@@ -22,8 +22,7 @@ use std::sync::{Arc, OnceLock};
 /// The ring provider, shared.
 pub fn provider() -> Arc<CryptoProvider> {
     static P: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
-    P.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
-        .clone()
+    P.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider())).clone()
 }
 
 /// What a session may know about its TLS: for logs, Received headers and
@@ -47,15 +46,9 @@ impl TlsInfo {
             Some(v) => format!("{v:?}"),
             None => "unknown".to_string(),
         };
-        let cipher = conn
-            .negotiated_cipher_suite()
-            .map(|s| format!("{:?}", s.suite()))
-            .unwrap_or_else(|| "unknown".into());
-        TlsInfo {
-            version,
-            cipher,
-            sni,
-        }
+        let cipher =
+            conn.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite())).unwrap_or_else(|| "unknown".into());
+        TlsInfo { version, cipher, sni }
     }
 }
 
@@ -94,9 +87,6 @@ pub fn server_config(
     let config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(versions)?
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(SniResolver {
-            store,
-            names: certificates.to_vec(),
-        }));
+        .with_cert_resolver(Arc::new(SniResolver { store, names: certificates.to_vec() }));
     Ok(Arc::new(config))
 }

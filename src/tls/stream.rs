@@ -20,10 +20,7 @@ pub enum Stream {
 }
 
 fn broken() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::NotConnected,
-        "the connection was lost during a TLS handshake",
-    )
+    io::Error::new(io::ErrorKind::NotConnected, "the connection was lost during a TLS handshake")
 }
 
 impl Stream {
@@ -59,10 +56,7 @@ impl Stream {
         match self {
             Stream::Server(s) => {
                 let (_, conn) = s.get_ref();
-                Some(TlsInfo::from_common(
-                    conn,
-                    conn.server_name().map(str::to_string),
-                ))
+                Some(TlsInfo::from_common(conn, conn.server_name().map(str::to_string)))
             }
             Stream::Client(s) => {
                 let (_, conn) = s.get_ref();
@@ -92,11 +86,7 @@ impl Stream {
 }
 
 impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Server(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
@@ -107,11 +97,7 @@ impl AsyncRead for Stream {
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Server(s) => Pin::new(s.as_mut()).poll_write(cx, buf),

@@ -172,10 +172,7 @@ fn parse_mailbox(s: &str, utf8: bool) -> Result<Address, AddressError> {
     }
     if local.starts_with('"') {
         check_quoted(local, utf8)?;
-    } else if !local
-        .split('.')
-        .all(|atom| !atom.is_empty() && atom.chars().all(|c| is_atext(c, utf8)))
-    {
+    } else if !local.split('.').all(|atom| !atom.is_empty() && atom.chars().all(|c| is_atext(c, utf8))) {
         return Err(AddressError::BadLocalPart);
     }
     if domain.len() > MAX_DOMAIN {
@@ -189,10 +186,7 @@ fn parse_mailbox(s: &str, utf8: bool) -> Result<Address, AddressError> {
     } else {
         return Err(AddressError::BadDomain);
     };
-    Ok(Address {
-        local: local.to_string(),
-        domain,
-    })
+    Ok(Address { local: local.to_string(), domain })
 }
 
 fn last_unquoted_at(s: &str) -> Option<usize> {
@@ -216,17 +210,12 @@ fn last_unquoted_at(s: &str) -> Option<usize> {
 
 /// RFC 5322 atext, extended with any non-ASCII character under SMTPUTF8.
 fn is_atext(c: char, utf8: bool) -> bool {
-    c.is_ascii_alphanumeric()
-        || "!#$%&'*+-/=?^_`{|}~".contains(c)
-        || (utf8 && !c.is_ascii() && !c.is_control())
+    c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || (utf8 && !c.is_ascii() && !c.is_control())
 }
 
 /// Quoted-string (RFC 5321 §4.1.2): qtextSMTP and quoted-pairSMTP only.
 fn check_quoted(s: &str, utf8: bool) -> Result<(), AddressError> {
-    let body = s
-        .strip_prefix('"')
-        .and_then(|b| b.strip_suffix('"'))
-        .ok_or(AddressError::BadLocalPart)?;
+    let body = s.strip_prefix('"').and_then(|b| b.strip_suffix('"')).ok_or(AddressError::BadLocalPart)?;
     let mut chars = body.chars();
     while let Some(c) = chars.next() {
         match c {
@@ -274,24 +263,17 @@ pub fn is_domain(d: &str, utf8: bool) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.chars().all(|c| {
-                    c.is_ascii_alphanumeric()
-                        || c == '-'
-                        || (utf8 && !c.is_ascii() && c.is_alphanumeric())
-                })
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || (utf8 && !c.is_ascii() && c.is_alphanumeric()))
         })
 }
 
 /// `[192.0.2.1]` or `[IPv6:2001:db8::1]`.
 fn check_literal(d: &str) -> Result<(), AddressError> {
-    let inner = d
-        .strip_prefix('[')
-        .and_then(|x| x.strip_suffix(']'))
-        .ok_or(AddressError::BadDomain)?;
+    let inner = d.strip_prefix('[').and_then(|x| x.strip_suffix(']')).ok_or(AddressError::BadDomain)?;
     let ok = match inner.get(..5) {
-        Some(tag) if tag.eq_ignore_ascii_case("IPv6:") => {
-            inner[5..].parse::<std::net::Ipv6Addr>().is_ok()
-        }
+        Some(tag) if tag.eq_ignore_ascii_case("IPv6:") => inner[5..].parse::<std::net::Ipv6Addr>().is_ok(),
         _ => inner.parse::<std::net::Ipv4Addr>().is_ok(),
     };
     if ok {
@@ -354,10 +336,7 @@ mod tests {
         ] {
             assert!(parse_path(bad, false).is_err(), "{bad} should fail");
         }
-        assert_eq!(
-            parse_path("<jörg@example.test>", false).unwrap_err(),
-            AddressError::NeedsUtf8
-        );
+        assert_eq!(parse_path("<jörg@example.test>", false).unwrap_err(), AddressError::NeedsUtf8);
         assert!(parse_path("<jörg@bücher.example>", true).is_ok());
         let long = format!("<{}@b.c>", "a".repeat(65));
         assert!(parse_path(&long, false).is_err());
@@ -365,30 +344,10 @@ mod tests {
 
     #[test]
     fn hidden_hops() {
-        assert_eq!(
-            mailbox("<user%remote.com@example.test>")
-                .hidden_domain()
-                .as_deref(),
-            Some("remote.com")
-        );
-        assert_eq!(
-            mailbox("<remote.com!user@example.test>")
-                .hidden_domain()
-                .as_deref(),
-            Some("remote.com")
-        );
-        assert_eq!(
-            mailbox("<\"user@remote.com\"@example.test>")
-                .hidden_domain()
-                .as_deref(),
-            Some("remote.com")
-        );
-        assert_eq!(
-            mailbox("<a%b%Last.COM@example.test>")
-                .hidden_domain()
-                .as_deref(),
-            Some("last.com")
-        );
+        assert_eq!(mailbox("<user%remote.com@example.test>").hidden_domain().as_deref(), Some("remote.com"));
+        assert_eq!(mailbox("<remote.com!user@example.test>").hidden_domain().as_deref(), Some("remote.com"));
+        assert_eq!(mailbox("<\"user@remote.com\"@example.test>").hidden_domain().as_deref(), Some("remote.com"));
+        assert_eq!(mailbox("<a%b%Last.COM@example.test>").hidden_domain().as_deref(), Some("last.com"));
         assert_eq!(mailbox("<plain@example.test>").hidden_domain(), None);
         // the route is dropped; the mailbox decides
         let a = mailbox("<@example.test,@relay.test:user@remote.com>");

@@ -34,12 +34,7 @@ pub enum DataEnd {
 
 impl DataReader {
     pub fn new(limit: usize) -> DataReader {
-        DataReader {
-            body: Vec::with_capacity(limit.min(64 * 1024)),
-            limit,
-            size: 0,
-            at_line_start: true,
-        }
+        DataReader { body: Vec::with_capacity(limit.min(64 * 1024)), limit, size: 0, at_line_start: true }
     }
 
     /// Consume what can be consumed from `input`. Returns `Some` once the
@@ -136,9 +131,7 @@ mod tests {
             buf.extend_from_slice(c);
             if let Some(end) = r.feed(&mut buf) {
                 let mut rest = buf.to_vec();
-                chunks[i + 1..]
-                    .iter()
-                    .for_each(|c| rest.extend_from_slice(c));
+                chunks[i + 1..].iter().for_each(|c| rest.extend_from_slice(c));
                 return (Some(end), rest);
             }
         }
@@ -154,23 +147,14 @@ mod tests {
 
     #[test]
     fn simple_and_unstuffing() {
-        assert_eq!(
-            complete(b"Subject: x\r\n\r\nhello\r\n..dot\r\n.\r\n"),
-            b"Subject: x\r\n\r\nhello\r\n.dot\r\n"
-        );
+        assert_eq!(complete(b"Subject: x\r\n\r\nhello\r\n..dot\r\n.\r\n"), b"Subject: x\r\n\r\nhello\r\n.dot\r\n");
         assert_eq!(complete(b".\r\n"), b"");
         assert_eq!(complete(b"..\r\n.\r\n"), b".\r\n");
     }
 
     #[test]
     fn smuggling_sequences_never_end_data() {
-        for seq in [
-            &b"\n.\n"[..],
-            b"\n.\r\n",
-            b"\r.\r\n",
-            b"\r\n.\n",
-            b"\r\n.\r",
-        ] {
+        for seq in [&b"\n.\n"[..], b"\n.\r\n", b"\r.\r\n", b"\r\n.\n", b"\r\n.\r"] {
             let mut msg = b"Subject: s\r\n\r\nbefore".to_vec();
             msg.extend_from_slice(seq);
             msg.extend_from_slice(b"MAIL FROM:<evil@x>\r\nafter\r\n.\r\n");
@@ -198,11 +182,7 @@ mod tests {
         let msg = b"a\r\nb\r\n.\r\nQUIT\r\n";
         for split in 0..msg.len() {
             let (end, rest) = read_all(&[&msg[..split], &msg[split..]], 1 << 20);
-            assert_eq!(
-                end,
-                Some(DataEnd::Complete(b"a\r\nb\r\n".to_vec())),
-                "split {split}"
-            );
+            assert_eq!(end, Some(DataEnd::Complete(b"a\r\nb\r\n".to_vec())), "split {split}");
             assert_eq!(rest, b"QUIT\r\n", "split {split}");
         }
     }

@@ -16,28 +16,16 @@ pub struct Reply {
 
 impl Reply {
     pub const fn new(code: u16, enhanced: &'static str, text: &'static str) -> Reply {
-        Reply {
-            code,
-            enhanced: Cow::Borrowed(enhanced),
-            text: Cow::Borrowed(text),
-        }
+        Reply { code, enhanced: Cow::Borrowed(enhanced), text: Cow::Borrowed(text) }
     }
 
     pub fn owned(code: u16, enhanced: &'static str, text: impl Into<String>) -> Reply {
-        Reply {
-            code,
-            enhanced: Cow::Borrowed(enhanced),
-            text: Cow::Owned(text.into()),
-        }
+        Reply { code, enhanced: Cow::Borrowed(enhanced), text: Cow::Owned(text.into()) }
     }
 
     /// A copy of a fixed reply with other text.
     pub fn with_text(&self, text: impl Into<String>) -> Reply {
-        Reply {
-            code: self.code,
-            enhanced: self.enhanced.clone(),
-            text: Cow::Owned(text.into()),
-        }
+        Reply { code: self.code, enhanced: self.enhanced.clone(), text: Cow::Owned(text.into()) }
     }
 
     pub fn is_positive(&self) -> bool {
@@ -73,13 +61,7 @@ impl fmt::Display for Reply {
         if self.enhanced.is_empty() {
             write!(f, "{} {}", self.code, self.text.replace('\n', " / "))
         } else {
-            write!(
-                f,
-                "{} {} {}",
-                self.code,
-                self.enhanced,
-                self.text.replace('\n', " / ")
-            )
+            write!(f, "{} {} {}", self.code, self.enhanced, self.text.replace('\n', " / "))
         }
     }
 }
@@ -91,37 +73,22 @@ pub const RCPT_OK: Reply = Reply::new(250, "2.1.5", "Recipient ok");
 pub const BYE: Reply = Reply::new(221, "2.0.0", "Bye");
 pub const READY_TLS: Reply = Reply::new(220, "2.0.0", "Ready to start TLS");
 pub const START_DATA: Reply = Reply::new(354, "", "End data with <CR><LF>.<CR><LF>");
-pub const VRFY_CANNOT: Reply = Reply::new(
-    252,
-    "2.0.0",
-    "Cannot VRFY user, but will accept message and attempt delivery",
-);
-pub const HELP: Reply = Reply::new(
-    214,
-    "2.0.0",
-    "See RFC 5321; commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY STARTTLS AUTH",
-);
+pub const VRFY_CANNOT: Reply =
+    Reply::new(252, "2.0.0", "Cannot VRFY user, but will accept message and attempt delivery");
+pub const HELP: Reply =
+    Reply::new(214, "2.0.0", "See RFC 5321; commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY STARTTLS AUTH");
 pub const AUTH_OK: Reply = Reply::new(235, "2.7.0", "Authentication successful");
 
 // Temporary
-pub const TOO_MANY_CONNECTIONS: Reply =
-    Reply::new(421, "4.7.0", "Too many connections, try again later");
+pub const TOO_MANY_CONNECTIONS: Reply = Reply::new(421, "4.7.0", "Too many connections, try again later");
 pub const TOO_MANY_ERRORS: Reply = Reply::new(421, "4.7.0", "Too many errors, closing connection");
 pub const IDLE_TIMEOUT: Reply = Reply::new(421, "4.4.2", "Idle timeout, closing connection");
-pub const SHUTTING_DOWN: Reply =
-    Reply::new(421, "4.3.2", "Service shutting down, closing connection");
-pub const STORE_FAILED: Reply = Reply::new(
-    451,
-    "4.3.0",
-    "Temporary failure storing the message, try again later",
-);
+pub const SHUTTING_DOWN: Reply = Reply::new(421, "4.3.2", "Service shutting down, closing connection");
+pub const STORE_FAILED: Reply = Reply::new(451, "4.3.0", "Temporary failure storing the message, try again later");
 pub const LOCAL_ERROR: Reply = Reply::new(451, "4.3.0", "Temporary local error, try again later");
 pub const TOO_MANY_RECIPIENTS: Reply = Reply::new(452, "4.5.3", "Too many recipients");
-pub const AUTH_THROTTLED: Reply = Reply::new(
-    454,
-    "4.7.0",
-    "Too many authentication failures from your address, try again later",
-);
+pub const AUTH_THROTTLED: Reply =
+    Reply::new(454, "4.7.0", "Too many authentication failures from your address, try again later");
 
 // Permanent
 pub const UNKNOWN_COMMAND: Reply = Reply::new(500, "5.5.2", "Command not recognized");
@@ -140,28 +107,18 @@ pub const MAIL_FIRST: Reply = Reply::new(503, "5.5.1", "Need MAIL before RCPT");
 pub const NESTED_MAIL: Reply = Reply::new(503, "5.5.1", "Sender already given");
 pub const ALREADY_TLS: Reply = Reply::new(503, "5.5.1", "TLS already active");
 pub const ALREADY_AUTH: Reply = Reply::new(503, "5.5.1", "Already authenticated");
-pub const AUTH_IN_TRANSACTION: Reply =
-    Reply::new(503, "5.5.1", "AUTH not allowed during a mail transaction");
-pub const UNKNOWN_MECHANISM: Reply =
-    Reply::new(504, "5.5.4", "Unrecognized authentication mechanism");
+pub const AUTH_IN_TRANSACTION: Reply = Reply::new(503, "5.5.1", "AUTH not allowed during a mail transaction");
+pub const UNKNOWN_MECHANISM: Reply = Reply::new(504, "5.5.4", "Unrecognized authentication mechanism");
 pub const TLS_REQUIRED: Reply = Reply::new(530, "5.7.0", "Must issue a STARTTLS command first");
 pub const AUTH_REQUIRED: Reply = Reply::new(530, "5.7.0", "Authentication required");
 pub const AUTH_FAILED: Reply = Reply::new(535, "5.7.8", "Authentication credentials invalid");
-pub const AUTH_NEEDS_TLS: Reply = Reply::new(
-    538,
-    "5.7.11",
-    "Encryption required for requested authentication mechanism",
-);
-pub const UNKNOWN_USER: Reply =
-    Reply::new(550, "5.1.1", "Recipient address rejected: user unknown");
+pub const AUTH_NEEDS_TLS: Reply =
+    Reply::new(538, "5.7.11", "Encryption required for requested authentication mechanism");
+pub const UNKNOWN_USER: Reply = Reply::new(550, "5.1.1", "Recipient address rejected: user unknown");
 pub const RELAY_DENIED: Reply = Reply::new(550, "5.7.1", "Relaying denied");
 pub const NO_ROUTE: Reply = Reply::new(550, "5.4.4", "No route to the recipient's domain");
 pub const SIZE_EXCEEDED: Reply = Reply::new(552, "5.3.4", "Message size exceeds fixed limit");
-pub const SENDER_NOT_OWNED: Reply = Reply::new(
-    553,
-    "5.7.1",
-    "Sender address not owned by the authenticated user",
-);
+pub const SENDER_NOT_OWNED: Reply = Reply::new(553, "5.7.1", "Sender address not owned by the authenticated user");
 pub const NO_VALID_RECIPIENTS: Reply = Reply::new(554, "5.5.1", "No valid recipients");
 pub const TOO_MANY_HOPS: Reply = Reply::new(554, "5.4.6", "Too many Received headers: mail loop");
 pub const UNSUPPORTED_PARAM: Reply = Reply::new(555, "5.5.4", "Unsupported parameter");

@@ -63,17 +63,11 @@ pub enum Event {
     StartTls,
     /// `AUTH mechanism [initial-response]`; answer with
     /// [`ServerSession::auth_challenge`] or [`ServerSession::auth_done`].
-    Auth {
-        mechanism: String,
-        initial: Option<String>,
-    },
+    Auth { mechanism: String, initial: Option<String> },
     /// The client's answer to a 334 challenge (base64 text, `=` for empty).
     AuthResponse(String),
     /// Answer with [`ServerSession::mail_decision`].
-    Mail {
-        from: ReversePath,
-        params: MailParams,
-    },
+    Mail { from: ReversePath, params: MailParams },
     /// Answer with [`ServerSession::rcpt_decision`].
     Rcpt { to: Address },
     /// A complete message (CRLF, unstuffed, within limits); answer with
@@ -406,10 +400,7 @@ impl ServerSession {
                     return None;
                 };
                 // SMTPUTF8 must be known before the path is parsed
-                let utf8 = rest
-                    .to_ascii_uppercase()
-                    .split(' ')
-                    .any(|p| p == "SMTPUTF8");
+                let utf8 = rest.to_ascii_uppercase().split(' ').any(|p| p == "SMTPUTF8");
                 let (from, params) = match parse_path(rest, utf8) {
                     Ok(p) => p,
                     Err(_) => {
@@ -424,10 +415,7 @@ impl ServerSession {
                         return None;
                     }
                 };
-                if params
-                    .size
-                    .is_some_and(|s| s > self.settings.max_message_size as u64)
-                {
+                if params.size.is_some_and(|s| s > self.settings.max_message_size as u64) {
                     self.reply(&reply::SIZE_EXCEEDED);
                     return None;
                 }
@@ -462,13 +450,8 @@ impl ServerSession {
                         return None;
                     }
                     // RFC 5321 §4.1.1.3: <Postmaster> without a domain
-                    Err(AddressError::NoDomain)
-                        if rest.trim().eq_ignore_ascii_case("<postmaster>") =>
-                    {
-                        Address {
-                            local: "postmaster".into(),
-                            domain: String::new(),
-                        }
+                    Err(AddressError::NoDomain) if rest.trim().eq_ignore_ascii_case("<postmaster>") => {
+                        Address { local: "postmaster".into(), domain: String::new() }
                     }
                     _ => {
                         self.reply(&reply::BAD_RCPT_SYNTAX);
@@ -546,9 +529,7 @@ impl ServerSession {
             match (key.as_str(), value) {
                 ("SIZE", Some(v)) => p.size = Some(v.parse().map_err(|_| reply::SYNTAX_PARAMS)?),
                 ("BODY", Some(v)) if v.eq_ignore_ascii_case("7BIT") => p.body = BodyType::SevenBit,
-                ("BODY", Some(v)) if v.eq_ignore_ascii_case("8BITMIME") => {
-                    p.body = BodyType::EightBitMime
-                }
+                ("BODY", Some(v)) if v.eq_ignore_ascii_case("8BITMIME") => p.body = BodyType::EightBitMime,
                 ("SMTPUTF8", None) => p.smtputf8 = true,
                 // RFC 4954 §5: AUTH= on MAIL is informational for us
                 ("AUTH", Some(_)) if self.settings.auth != AuthMode::Off => {}
@@ -698,8 +679,7 @@ impl ServerSession {
 /// `FROM:` / `TO:` case-insensitively, allowing a space after the colon.
 fn strip_keyword<'a>(arg: &'a str, kw: &str) -> Option<&'a str> {
     let head = arg.get(..kw.len())?;
-    head.eq_ignore_ascii_case(kw)
-        .then(|| arg[kw.len()..].trim_start_matches(' '))
+    head.eq_ignore_ascii_case(kw).then(|| arg[kw.len()..].trim_start_matches(' '))
 }
 
 #[cfg(test)]

@@ -31,13 +31,9 @@ fn run_chunks(s: &mut ServerSession, chunks: &[&[u8]]) -> (String, Vec<String>) 
             });
             match ev {
                 Event::Mail { .. } => s.mail_decision(Ok(())),
-                Event::Rcpt { to } if to.local == "nobody" => {
-                    s.rcpt_decision(Err(reply::UNKNOWN_USER))
-                }
+                Event::Rcpt { to } if to.local == "nobody" => s.rcpt_decision(Err(reply::UNKNOWN_USER)),
                 Event::Rcpt { .. } => s.rcpt_decision(Ok(())),
-                Event::Message { .. } => {
-                    s.message_decision(Reply::owned(250, "2.0.0", "Ok: queued as X"))
-                }
+                Event::Message { .. } => s.message_decision(Reply::owned(250, "2.0.0", "Ok: queued as X")),
                 Event::Auth { .. } | Event::AuthResponse(_) => s.auth_done(Err(reply::AUTH_FAILED)),
                 Event::StartTls => {
                     // what the driver does: discard the rest, then reset
@@ -59,10 +55,7 @@ fn run(input: &str) -> String {
 }
 
 fn codes(out: &str) -> Vec<String> {
-    out.lines()
-        .filter(|l| l.as_bytes().get(3) == Some(&b' '))
-        .map(|l| l[..3].to_string())
-        .collect()
+    out.lines().filter(|l| l.as_bytes().get(3) == Some(&b' ')).map(|l| l[..3].to_string()).collect()
 }
 
 const TRANSACTION: &str = "EHLO client.test\r\nMAIL FROM:<a@b.test> SIZE=100 BODY=8BITMIME\r\nRCPT TO:<x@example.test>\r\nRCPT TO:<nobody@example.test>\r\nDATA\r\nSubject: hi\r\n\r\n..body\r\n.\r\nQUIT\r\n";
@@ -70,10 +63,7 @@ const TRANSACTION: &str = "EHLO client.test\r\nMAIL FROM:<a@b.test> SIZE=100 BOD
 #[test]
 fn full_transaction() {
     let out = run(TRANSACTION);
-    assert_eq!(
-        codes(&out),
-        ["220", "250", "250", "250", "550", "354", "250", "221"]
-    );
+    assert_eq!(codes(&out), ["220", "250", "250", "250", "550", "354", "250", "221"]);
     assert!(out.contains("250-PIPELINING\r\n250-SIZE 10000\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250 STARTTLS\r\n"));
     assert!(out.starts_with("220 mx.example.test ESMTP\r\n"));
 }
@@ -87,10 +77,7 @@ fn every_split_gives_the_same_transcript() {
         s.greeting();
         let (out, events) = run_chunks(&mut s, &[&bytes[..i], &bytes[i..]]);
         assert_eq!(out, whole, "split at {i}");
-        assert!(
-            events.contains(&"message 22".to_string()),
-            "split at {i}: {events:?}"
-        );
+        assert!(events.contains(&"message 22".to_string()), "split at {i}: {events:?}");
     }
 }
 
@@ -98,10 +85,7 @@ fn every_split_gives_the_same_transcript() {
 fn starttls_advertised_then_gone_and_injection_discarded() {
     let mut s = ServerSession::new(settings(), false);
     s.greeting();
-    let (out, events) = run_chunks(
-        &mut s,
-        &[b"EHLO c\r\nSTARTTLS\r\nRSET\r\nMAIL FROM:<a@b.test>\r\n"],
-    );
+    let (out, events) = run_chunks(&mut s, &[b"EHLO c\r\nSTARTTLS\r\nRSET\r\nMAIL FROM:<a@b.test>\r\n"]);
     assert_eq!(codes(&out), ["220", "250", "220"], "{out}");
     assert_eq!(events, ["StartTls"]);
     let (out, _) = run_chunks(&mut s, &[b"MAIL FROM:<a@b.test>\r\nEHLO c\r\nSTARTTLS\r\n"]);
@@ -114,10 +98,8 @@ fn require_tls_blocks_mail() {
     let mut st = settings();
     st.require_tls = true;
     let mut s = ServerSession::new(st, false);
-    let (out, _) = run_chunks(
-        &mut s,
-        &[b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<a@b.test>\r\nDATA\r\nVRFY x\r\nNOOP\r\n"],
-    );
+    let (out, _) =
+        run_chunks(&mut s, &[b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<a@b.test>\r\nDATA\r\nVRFY x\r\nNOOP\r\n"]);
     assert_eq!(codes(&out), ["250", "530", "530", "530", "530", "250"]);
     assert!(out.contains("530 5.7.0 Must issue a STARTTLS command first"));
 }
@@ -125,10 +107,7 @@ fn require_tls_blocks_mail() {
 #[test]
 fn sequence_errors() {
     let out = run("MAIL FROM:<a@b.test>\r\nEHLO c\r\nRCPT TO:<a@b.test>\r\nDATA\r\nMAIL FROM:<a@b.test>\r\nDATA\r\nMAIL FROM:<a@b.test>\r\nEXPN x\r\nVRFY x\r\nBOGUS\r\n");
-    assert_eq!(
-        codes(&out),
-        ["220", "503", "250", "503", "503", "250", "554", "503", "502", "252", "500"]
-    );
+    assert_eq!(codes(&out), ["220", "503", "250", "503", "503", "250", "554", "503", "502", "252", "500"]);
     assert!(out.contains("554 5.5.1"));
     assert!(out.contains("500 5.5.2"));
 }
@@ -136,11 +115,7 @@ fn sequence_errors() {
 #[test]
 fn address_syntax_and_params() {
     let out = run("EHLO c\r\nMAIL FROM:a@b.test\r\nMAIL FROM:<a@b.test> FOO=1\r\nMAIL FROM:<> SIZE=20000\r\nMAIL FROM:<>\r\nRCPT TO:<bad@>\r\nRCPT TO:<Postmaster>\r\nRCPT TO:<x@y.test> NOTIFY=NEVER\r\n");
-    assert_eq!(
-        codes(&out),
-        ["220", "250", "501", "555", "552", "250", "501", "250", "555"],
-        "{out}"
-    );
+    assert_eq!(codes(&out), ["220", "250", "501", "555", "552", "250", "501", "250", "555"], "{out}");
     assert!(out.contains("501 5.1.7") && out.contains("501 5.1.3") && out.contains("552 5.3.4"));
 }
 
@@ -175,35 +150,20 @@ fn long_lines() {
 fn ten_errors_close() {
     let out = run(&"BOGUS\r\n".repeat(12));
     assert_eq!(out.matches("500 5.5.2").count(), 10);
-    assert!(
-        out.ends_with("421 4.7.0 Too many errors, closing connection\r\n"),
-        "{out}"
-    );
+    assert!(out.ends_with("421 4.7.0 Too many errors, closing connection\r\n"), "{out}");
 }
 
 #[test]
 fn size_limit_by_counting_and_loop_detection() {
-    let big = format!(
-        "EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<a@x.test>\r\nDATA\r\n{}\r\n.\r\nNOOP\r\n",
-        "y".repeat(20_000)
-    );
+    let big =
+        format!("EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<a@x.test>\r\nDATA\r\n{}\r\n.\r\nNOOP\r\n", "y".repeat(20_000));
     let out = run(&big);
-    assert_eq!(
-        codes(&out),
-        ["220", "250", "250", "250", "354", "552", "250"]
-    );
+    assert_eq!(codes(&out), ["220", "250", "250", "250", "354", "552", "250"]);
     let hops = "Received: x\r\n".repeat(51);
-    let out = run(&format!(
-        "EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<a@x.test>\r\nDATA\r\n{hops}\r\nbody\r\n.\r\n"
-    ));
-    assert!(
-        out.ends_with("554 5.4.6 Too many Received headers: mail loop\r\n"),
-        "{out}"
-    );
+    let out = run(&format!("EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<a@x.test>\r\nDATA\r\n{hops}\r\nbody\r\n.\r\n"));
+    assert!(out.ends_with("554 5.4.6 Too many Received headers: mail loop\r\n"), "{out}");
     let ok = "Received: x\r\n".repeat(50);
-    let out = run(&format!(
-        "EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<a@x.test>\r\nDATA\r\n{ok}\r\nbody\r\n.\r\n"
-    ));
+    let out = run(&format!("EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<a@x.test>\r\nDATA\r\n{ok}\r\nbody\r\n.\r\n"));
     assert!(out.ends_with("250 2.0.0 Ok: queued as X\r\n"), "{out}");
 }
 
@@ -216,26 +176,14 @@ fn auth_offering() {
     assert!(!out.contains("AUTH PLAIN"));
     assert!(out.contains("538 5.7.11"));
     let mut s = ServerSession::new(st.clone(), true);
-    let (out, events) = run_chunks(
-        &mut s,
-        &[b"EHLO c\r\nAUTH PLAIN AGFAYg==\r\nAUTH CRAM-MD5\r\n"],
-    );
+    let (out, events) = run_chunks(&mut s, &[b"EHLO c\r\nAUTH PLAIN AGFAYg==\r\nAUTH CRAM-MD5\r\n"]);
     assert!(out.contains("250 AUTH PLAIN LOGIN"), "{out}");
-    assert!(
-        out.contains("535 5.7.8") && out.contains("504 5.5.4"),
-        "{out}"
-    );
-    assert_eq!(
-        events,
-        ["Auth { mechanism: \"PLAIN\", initial: Some(\"AGFAYg==\") }"]
-    );
+    assert!(out.contains("535 5.7.8") && out.contains("504 5.5.4"), "{out}");
+    assert_eq!(events, ["Auth { mechanism: \"PLAIN\", initial: Some(\"AGFAYg==\") }"]);
     st.auth = AuthMode::Required;
     let mut s = ServerSession::new(st, true);
     let (out, _) = run_chunks(&mut s, &[b"EHLO c\r\nMAIL FROM:<a@b.test>\r\n"]);
-    assert!(
-        out.ends_with("530 5.7.0 Authentication required\r\n"),
-        "{out}"
-    );
+    assert!(out.ends_with("530 5.7.0 Authentication required\r\n"), "{out}");
 }
 
 #[test]
@@ -247,22 +195,14 @@ fn auth_challenge_and_cancel() {
     assert!(matches!(s.feed(&mut buf), Some(Event::Auth { .. })));
     s.auth_challenge("VXNlcm5hbWU6");
     buf.extend_from_slice(b"YWxpY2U=\r\n");
-    assert_eq!(
-        s.feed(&mut buf),
-        Some(Event::AuthResponse("YWxpY2U=".into()))
-    );
+    assert_eq!(s.feed(&mut buf), Some(Event::AuthResponse("YWxpY2U=".into())));
     s.auth_challenge("UGFzc3dvcmQ6");
     buf.extend_from_slice(b"*\r\n");
     assert_eq!(s.feed(&mut buf), None);
     let mut out = Vec::new();
     s.take_output(&mut out);
     let out = String::from_utf8(out).unwrap();
-    assert!(
-        out.ends_with(
-            "334 VXNlcm5hbWU6\r\n334 UGFzc3dvcmQ6\r\n501 5.0.0 Authentication cancelled\r\n"
-        ),
-        "{out}"
-    );
+    assert!(out.ends_with("334 VXNlcm5hbWU6\r\n334 UGFzc3dvcmQ6\r\n501 5.0.0 Authentication cancelled\r\n"), "{out}");
 }
 
 /// Every byte the session writes is a well-formed reply line.
@@ -275,10 +215,7 @@ fn well_formed(out: &[u8]) -> bool {
     }
     out[..out.len() - 2].split(|&b| b == b'\n').all(|l| {
         let l = l.strip_suffix(b"\r").unwrap_or(l);
-        l.len() >= 4
-            && l[..3].iter().all(u8::is_ascii_digit)
-            && (l[3] == b' ' || l[3] == b'-')
-            && !l.contains(&b'\r')
+        l.len() >= 4 && l[..3].iter().all(u8::is_ascii_digit) && (l[3] == b' ' || l[3] == b'-') && !l.contains(&b'\r')
     })
 }
 
@@ -331,11 +268,7 @@ proptest! {
 pub fn fuzz_once(data: &[u8], splits: &[usize]) {
     for tls in [false, true] {
         let mut st = settings();
-        st.auth = if tls {
-            AuthMode::Optional
-        } else {
-            AuthMode::Off
-        };
+        st.auth = if tls { AuthMode::Optional } else { AuthMode::Off };
         let mut s = ServerSession::new(st, tls);
         s.greeting();
         let mut cuts: Vec<usize> = splits.iter().map(|&c| c.min(data.len())).collect();
@@ -349,23 +282,11 @@ pub fn fuzz_once(data: &[u8], splits: &[usize]) {
             while let Some(ev) = s.feed(&mut buf) {
                 flip = !flip;
                 match ev {
-                    Event::Mail { .. } => s.mail_decision(if flip {
-                        Ok(())
-                    } else {
-                        Err(reply::RELAY_DENIED)
-                    }),
-                    Event::Rcpt { .. } => s.rcpt_decision(if flip {
-                        Ok(())
-                    } else {
-                        Err(reply::UNKNOWN_USER)
-                    }),
+                    Event::Mail { .. } => s.mail_decision(if flip { Ok(()) } else { Err(reply::RELAY_DENIED) }),
+                    Event::Rcpt { .. } => s.rcpt_decision(if flip { Ok(()) } else { Err(reply::UNKNOWN_USER) }),
                     Event::Message { .. } => s.message_decision(reply::OK),
                     Event::Auth { .. } => s.auth_challenge(""),
-                    Event::AuthResponse(_) => s.auth_done(if flip {
-                        Ok("u".into())
-                    } else {
-                        Err(reply::AUTH_FAILED)
-                    }),
+                    Event::AuthResponse(_) => s.auth_done(if flip { Ok("u".into()) } else { Err(reply::AUTH_FAILED) }),
                     Event::StartTls => {
                         buf.clear();
                         s.tls_started();
