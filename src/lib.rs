@@ -23,6 +23,7 @@
 //! - [`auth`]: accounts (Argon2id), aliases, SASL, failure throttling.
 //! - [`queue`]: queue ids, message records, the spool and the store.
 //! - [`routing`]: most-specific connector selection and `route explain`.
+//! - [`delivery`]: one delivery attempt: local mailboxes, or SMTP to the next hop.
 //! - [`control`]: the control socket, its JSON shapes, the operator actions.
 //! - [`cert`]: certificate generation for operators and first start.
 //! - [`server`]: wires everything together for `postern serve`.
@@ -33,6 +34,7 @@ pub mod cert;
 pub mod config;
 pub mod control;
 pub mod datadir;
+pub mod delivery;
 pub mod net;
 pub mod proto;
 pub mod queue;

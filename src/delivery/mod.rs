@@ -1,0 +1,38 @@
+//! Delivery: taking queued recipients to where they go — local mailboxes, or
+//! another SMTP server chosen by the recipient domain's MX (or a smarthost)
+//! under the connector's TLS policy. The scheduler (`queue::scheduler`)
+//! decides *when*; this module does one attempt and reports, per recipient,
+//! what happened. It never changes the queue itself.
+
+use crate::queue::{AttemptResult, TlsOutcome};
+
+/// What one attempt did for one recipient.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RcptOutcome {
+    /// Accepted by the next hop (2xx) or stored in the mailbox.
+    Delivered(AttemptResult),
+    /// Try again later (4xx, timeouts, DNS SERVFAIL, TLS required but unavailable...).
+    Deferred(AttemptResult),
+    /// Give up and send an NDR (5xx, null MX, NXDOMAIN...).
+    Failed(AttemptResult),
+}
+
+impl RcptOutcome {
+    pub fn result(&self) -> &AttemptResult {
+        match self {
+            RcptOutcome::Delivered(r) | RcptOutcome::Deferred(r) | RcptOutcome::Failed(r) => r,
+        }
+    }
+}
+
+/// The result of one attempt to deliver one message to one destination.
+#[derive(Clone, Debug, Default)]
+pub struct AttemptReport {
+    /// One entry per recipient index that was attempted.
+    pub outcomes: Vec<(usize, RcptOutcome)>,
+    /// TLS as it went on the connection used (None when no connection was made).
+    pub tls: Option<TlsOutcome>,
+    /// Every next hop failed at connect or TLS: the scheduler may try the
+    /// next equally specific connector (SPEC §6.3).
+    pub unreachable: bool,
+}
