@@ -9,6 +9,7 @@ use crate::config::{Config, Protocol, TlsMode};
 use crate::control::{self, ops, Request, Response};
 use crate::datadir::DataDir;
 use crate::net::{self, ListenerSpec, Shutdown};
+use crate::queue::scheduler::{ControlOp, Scheduler};
 use crate::queue::QueueStore;
 use crate::tls::CertStore;
 use std::net::SocketAddr;
@@ -23,23 +24,33 @@ pub struct Context {
     pub accounts: Accounts,
     pub certs: Arc<CertStore>,
     pub throttle: AuthThrottle,
+    /// The queue manager: every change to queued messages goes through it.
+    pub scheduler: Scheduler,
     pub data: DataDir,
 }
 
 impl Context {
     /// Answer a control-socket request.
     pub async fn control(self: &Arc<Self>, req: Request) -> Response {
-        match req {
-            Request::Reload => Response::ok(self.reload()),
+        let op = match req {
+            Request::Reload => return Response::ok(self.reload()),
+            Request::QueueRetry { select } => ControlOp::Retry(select),
+            Request::QueueFreeze { select } => ControlOp::Freeze(select),
+            Request::QueueThaw { select } => ControlOp::Thaw(select),
+            Request::QueueDelete { select, ndr } => ControlOp::Delete { select, ndr },
             req => {
                 let ctx = self.clone();
                 // account changes hash passwords; listing a big queue takes a while
-                tokio::task::spawn_blocking(move || {
+                return tokio::task::spawn_blocking(move || {
                     ops::execute(&ops::Stores { config: &ctx.config, queue: &ctx.queue, accounts: &ctx.accounts }, req)
                 })
                 .await
-                .unwrap_or_else(|e| Response::err(format!("internal error: {e}")))
+                .unwrap_or_else(|e| Response::err(format!("internal error: {e}")));
             }
+        };
+        match self.scheduler.control(op).await {
+            Ok(ids) => Response::ok(ids),
+            Err(e) => Response::err(e),
         }
     }
 
@@ -90,10 +101,13 @@ pub async fn start(config: Config) -> Result<Server, String> {
         "queue opened"
     );
     let accounts = Accounts::open(&data.db).map_err(|e| e.to_string())?;
+    let queue = Arc::new(queue);
+    let scheduler = Scheduler::start(queue.clone(), config.clone(), accounts.clone(), None, None);
     let ctx = Arc::new(Context {
         throttle: AuthThrottle::new(config.auth.failure_limit, config.auth.failure_window.0),
         config: config.clone(),
-        queue: Arc::new(queue),
+        queue,
+        scheduler,
         accounts,
         certs: certs.clone(),
         data,

@@ -7,6 +7,7 @@ use super::{QueueFilter, Request, Response, Selector};
 use crate::auth::Accounts;
 use crate::config::Config;
 use crate::proto::smtp::Address;
+use crate::queue::scheduler::{apply, ControlOp};
 use crate::queue::{Message, QueueId, QueueStore, RcptState};
 
 pub struct Stores<'a> {
@@ -22,22 +23,10 @@ pub fn execute(s: &Stores<'_>, req: Request) -> Response {
         Request::QueueSummary => queue_summary(s),
         Request::QueueList { filter } => queue_list(s, &filter),
         Request::QueueShow { id } => queue_show(s, &id),
-        Request::QueueRetry { select } => modify(s, &select, |m| {
-            let mut changed = false;
-            for r in m.recipients.iter_mut().filter(|r| r.state == RcptState::Queued) {
-                r.next_attempt = None;
-                changed = true;
-            }
-            changed
-        }),
-        Request::QueueFreeze { select } => modify(s, &select, |m| !std::mem::replace(&mut m.frozen, true)),
-        Request::QueueThaw { select } => modify(s, &select, |m| std::mem::replace(&mut m.frozen, false)),
-        Request::QueueDelete { select, ndr: false } => modify(s, &select, |m| {
-            for r in m.recipients.iter_mut().filter(|r| r.state == RcptState::Queued) {
-                r.state = RcptState::Deleted;
-            }
-            true
-        }),
+        Request::QueueRetry { select } => modify(s, ControlOp::Retry(select)),
+        Request::QueueFreeze { select } => modify(s, ControlOp::Freeze(select)),
+        Request::QueueThaw { select } => modify(s, ControlOp::Thaw(select)),
+        Request::QueueDelete { select, ndr: false } => modify(s, ControlOp::Delete { select, ndr: false }),
         Request::QueueDelete { ndr: true, .. } => {
             Err("delete --ndr needs the running server (it sends the NDR)".to_string())
         }
@@ -179,10 +168,12 @@ pub fn select(queue: &QueueStore, sel: &Selector) -> Result<Vec<Message>, String
     Ok(out)
 }
 
-fn modify(s: &Stores<'_>, sel: &Selector, mut f: impl FnMut(&mut Message) -> bool) -> Result<Response, String> {
+/// A queue command without a running server: the same change the queue
+/// manager makes, applied to the store directly.
+fn modify(s: &Stores<'_>, op: ControlOp) -> Result<Response, String> {
     let mut ids = Vec::new();
-    for mut m in select(s.queue, sel)? {
-        if f(&mut m) {
+    for mut m in select(s.queue, op.selector())? {
+        if apply(&mut m, &op) {
             s.queue.update(&m).map_err(|e| e.to_string())?;
             ids.push(m.id.to_string());
         }

@@ -36,3 +36,32 @@ pub struct AttemptReport {
     /// next equally specific connector (SPEC §6.3).
     pub unreachable: bool,
 }
+
+/// What one delivery attempt works on: a message, its bytes, and the
+/// indices of the recipients to try (all for one destination).
+#[derive(Clone, Copy)]
+pub struct Attempt<'a> {
+    pub message: &'a crate::queue::Message,
+    pub body: &'a [u8],
+    pub recipients: &'a [usize],
+}
+
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// Delivery to another SMTP server through a connector.
+pub trait Remote: Send + Sync + 'static {
+    /// One attempt for recipients in `domain` (the next hop is the
+    /// connector's smarthost, or the domain's MX).
+    fn deliver<'a>(
+        &'a self,
+        connector: &'a crate::config::Connector,
+        domain: &'a str,
+        attempt: Attempt<'a>,
+    ) -> BoxFuture<'a, AttemptReport>;
+}
+
+/// Delivery into local mailboxes. Recipients are users (aliases were
+/// expanded when the message was queued).
+pub trait Local: Send + Sync + 'static {
+    fn deliver<'a>(&'a self, attempt: Attempt<'a>) -> BoxFuture<'a, AttemptReport>;
+}

@@ -2,8 +2,10 @@
 //! records, the spool that makes a `250` true, and the store that keeps the
 //! current state of everything queued. It knows nothing of SMTP sessions.
 
+pub mod dsn;
 pub mod id;
 pub mod message;
+pub mod scheduler;
 pub mod spool;
 pub mod store;
 

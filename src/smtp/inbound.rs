@@ -112,6 +112,32 @@ impl InboundSession {
         }
     }
 
+    /// The transaction's recipients as the queue keeps them: local ones
+    /// expanded through aliases, duplicates removed.
+    fn queue_recipients(&self, txn: &Transaction) -> Vec<Recipient> {
+        let mut out: Vec<Recipient> = Vec::new();
+        for (a, route) in &txn.rcpts {
+            let expanded = match route {
+                RcptRoute::Local => policy::expand_local(&self.ctx.config, &self.ctx.accounts, &self.vs.name, a),
+                RcptRoute::Remote { destination } => {
+                    vec![policy::QueuedRcpt {
+                        address: a.to_string(),
+                        destination: destination.clone(),
+                        original: None,
+                    }]
+                }
+            };
+            for q in expanded {
+                if !out.iter().any(|r| r.address.eq_ignore_ascii_case(&q.address)) {
+                    let mut r = Recipient::new(q.address, q.destination);
+                    r.original = q.original;
+                    out.push(r);
+                }
+            }
+        }
+        out
+    }
+
     async fn on_message(&mut self, body: Vec<u8>) {
         let r = self.enqueue(body).await;
         self.core.message_decision(r);
@@ -155,11 +181,7 @@ impl InboundSession {
             kind: MessageKind::Inbound,
             frozen: false,
             delay_warned: false,
-            recipients: txn
-                .rcpts
-                .iter()
-                .map(|(a, route)| Recipient::new(a.to_string(), route.destination().to_string()))
-                .collect(),
+            recipients: self.queue_recipients(&txn),
             spool: SpoolRef::default(),
         };
         let (size, nrcpt) = (message.size, message.recipients.len());

@@ -97,6 +97,68 @@ pub fn check_rcpt(
     }
 }
 
+/// A recipient as it goes into the queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueuedRcpt {
+    pub address: String,
+    pub destination: String,
+    /// The address the client gave, when expansion replaced it.
+    pub original: Option<String>,
+}
+
+/// Aliases nest at most this deep; deeper (or circular) ones are cut.
+const MAX_ALIAS_DEPTH: usize = 8;
+
+/// Expand a local recipient into the users and remote addresses it stands
+/// for (aliases, recursively; `postmaster` without a mailbox goes to
+/// `server.postmaster`). Remote targets are routed as mail from `source`
+/// would be; one with no route keeps the destination `unroutable/<domain>`
+/// and fails with 5.4.4 when attempted (the alias is the operator's doing,
+/// not the sender's).
+pub fn expand_local(config: &Config, accounts: &Accounts, source: &str, address: &Address) -> Vec<QueuedRcpt> {
+    let original = address.to_string();
+    let mut out: Vec<QueuedRcpt> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = vec![(address.key(), 0usize)];
+    while let Some((key, depth)) = stack.pop() {
+        if !seen.insert(key.clone()) {
+            continue;
+        }
+        let domain = key.rsplit_once('@').map(|(_, d)| d.to_string()).unwrap_or_default();
+        if !config.is_local_domain(&domain) {
+            let destination = match routing::choose(&routing::select(&config.connectors, &domain, source)) {
+                Some(c) => routing::destination(c.connector, &domain),
+                None => format!("unroutable/{domain}"),
+            };
+            out.push(QueuedRcpt { address: key, destination, original: None });
+            continue;
+        }
+        match accounts.lookup(&key) {
+            Some(crate::auth::LocalTarget::Alias(targets)) if depth < MAX_ALIAS_DEPTH => {
+                stack.extend(targets.into_iter().rev().map(|t| (t, depth + 1)));
+            }
+            Some(crate::auth::LocalTarget::User(u)) => {
+                out.push(QueuedRcpt { address: u, destination: "local".into(), original: None })
+            }
+            _ if key.starts_with("postmaster@") && crate::auth::key(&config.server.postmaster) != key => {
+                stack.push((crate::auth::key(&config.server.postmaster), depth + 1));
+            }
+            // an alias nested too deep, or a local address with no mailbox
+            // (postmaster with no account): local delivery reports it
+            _ => out.push(QueuedRcpt { address: key, destination: "local".into(), original: None }),
+        }
+    }
+    for r in &mut out {
+        if r.address != address.key() {
+            r.original = Some(original.clone());
+        } else {
+            // keep the client's spelling when nothing was expanded
+            r.address = original.clone();
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,6 +269,36 @@ smarthost = "10.1.1.1:25"
         let c = Config::parse(&t, Path::new("t.toml")).unwrap();
         let (_, a, _db) = setup();
         assert_eq!(check(&c, &a, "10.0.0.1", None, "<x@remote.test>"), Err(5503));
+    }
+
+    #[test]
+    fn alias_expansion() {
+        let (c, a, _db) = setup();
+        a.add_user("bob@example.test", "pw").unwrap();
+        a.add_alias("team@example.test", "sales@example.test").unwrap();
+        a.add_alias("team@example.test", "bob@example.test").unwrap();
+        a.add_alias("team@example.test", "Partner@Remote.test").unwrap();
+        a.add_alias("loop@example.test", "loop2@example.test").unwrap();
+        a.add_alias("loop2@example.test", "loop@example.test").unwrap();
+        let x = |s: &str| expand_local(&c, &a, "mx", &addr(s));
+        let got = x("<Team@example.test>");
+        let addrs: Vec<(&str, &str)> = got.iter().map(|r| (r.address.as_str(), r.destination.as_str())).collect();
+        assert_eq!(
+            addrs,
+            [
+                ("alice@example.test", "local"),
+                ("bob@example.test", "local"),
+                ("partner@remote.test", "internet/remote.test")
+            ]
+        );
+        assert!(got.iter().all(|r| r.original.as_deref() == Some("Team@example.test")));
+        assert_eq!(x("<Alice@example.test>")[0].address, "Alice@example.test");
+        assert_eq!(x("<Alice@example.test>")[0].original, None);
+        // postmaster without an account goes to server.postmaster
+        let pm = x("<postmaster@example.test>");
+        assert_eq!(pm.len(), 1);
+        assert_eq!(pm[0].destination, "local");
+        assert!(x("<loop@example.test>").len() <= 2, "circular aliases end");
     }
 
     #[test]

@@ -1,0 +1,692 @@
+//! The queue manager: the one writer of queue state once a message is
+//! stored. It keeps an index of when each message is next due (rebuilt
+//! from the store at start — the store is the truth), hands due
+//! recipients to delivery workers grouped by destination within
+//! `max_deliveries` and `max_per_destination`, applies what the workers
+//! report (delivered, retry by `retry_schedule`, failed, expired after
+//! `max_lifetime`), sends NDRs and the one delayed DSN, and carries out
+//! operator commands (retry, freeze, thaw, delete) as events, so the CLI
+//! never races a delivery.
+//!
+//! Ordering for crash safety: an NDR is durable in the queue before the
+//! recipients it reports are marked final, and a delivery is complete
+//! before it is recorded — a crash in between repeats work (at least
+//! once), it never loses it.
+
+use super::dsn::{self, ReportKind};
+use super::message::{AttemptResult, Message, MessageKind, RcptState, Recipient, SpoolRef, Stage};
+use super::{QueueId, QueueStore};
+use crate::auth::Accounts;
+use crate::config::Config;
+use crate::control::{ops, Selector};
+use crate::delivery::{Attempt, AttemptReport, Local, RcptOutcome, Remote};
+use crate::routing;
+use crate::util::now_secs;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot};
+
+/// Operator commands carried out by the manager.
+#[derive(Debug, Clone)]
+pub enum ControlOp {
+    Retry(Selector),
+    Freeze(Selector),
+    Thaw(Selector),
+    Delete { select: Selector, ndr: bool },
+}
+
+impl ControlOp {
+    pub fn selector(&self) -> &Selector {
+        match self {
+            ControlOp::Retry(s) | ControlOp::Freeze(s) | ControlOp::Thaw(s) => s,
+            ControlOp::Delete { select, .. } => select,
+        }
+    }
+}
+
+enum Command {
+    Control(ControlOp, oneshot::Sender<Result<Vec<String>, String>>),
+    Done(Done),
+}
+
+struct Done {
+    id: QueueId,
+    destination: String,
+    result: Result<WorkerResult, String>,
+}
+
+enum WorkerResult {
+    Report(AttemptReport),
+    /// The connector is gone from the config: new destinations per recipient.
+    Rerouted(Vec<(usize, String)>),
+    /// Nothing was due after all (changed meanwhile).
+    Nothing,
+}
+
+/// Handle to the running manager.
+#[derive(Clone)]
+pub struct Scheduler {
+    tx: mpsc::UnboundedSender<Command>,
+}
+
+impl Scheduler {
+    /// Start the manager; it runs until the runtime stops.
+    pub fn start(
+        store: Arc<QueueStore>,
+        config: Arc<Config>,
+        accounts: Accounts,
+        remote: Option<Arc<dyn Remote>>,
+        local: Option<Arc<dyn Local>>,
+    ) -> Scheduler {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let new_ids = store.subscribe();
+        let mut m = Manager {
+            store,
+            config,
+            accounts,
+            remote,
+            local,
+            heap: BinaryHeap::new(),
+            due: HashMap::new(),
+            ready: HashMap::new(),
+            waiting: HashSet::new(),
+            running: HashSet::new(),
+            active: HashMap::new(),
+            total: 0,
+            tx: tx.clone(),
+        };
+        m.rebuild();
+        tokio::spawn(m.run(rx, new_ids));
+        Scheduler { tx }
+    }
+
+    /// Carry out an operator command; returns the ids it changed.
+    pub async fn control(&self, op: ControlOp) -> Result<Vec<String>, String> {
+        let (reply, wait) = oneshot::channel();
+        self.tx.send(Command::Control(op, reply)).map_err(|_| "the queue manager has stopped".to_string())?;
+        wait.await.map_err(|_| "the queue manager has stopped".to_string())?
+    }
+}
+
+struct Manager {
+    store: Arc<QueueStore>,
+    config: Arc<Config>,
+    accounts: Accounts,
+    /// None: that kind of delivery is not available; its recipients wait.
+    remote: Option<Arc<dyn Remote>>,
+    local: Option<Arc<dyn Local>>,
+    /// (due second, id); entries that no longer match `due` are stale.
+    heap: BinaryHeap<Reverse<(u64, QueueId)>>,
+    due: HashMap<QueueId, u64>,
+    /// Per destination, messages waiting for a worker.
+    ready: HashMap<String, VecDeque<QueueId>>,
+    waiting: HashSet<(QueueId, String)>,
+    running: HashSet<(QueueId, String)>,
+    active: HashMap<String, usize>,
+    total: usize,
+    tx: mpsc::UnboundedSender<Command>,
+}
+
+fn rcpt_due(r: &Recipient, now: u64) -> bool {
+    r.state == RcptState::Queued && r.next_attempt.is_none_or(|t| t <= now)
+}
+
+fn domain_of(address: &str) -> String {
+    address.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()).unwrap_or_default()
+}
+
+impl Manager {
+    fn can_deliver(&self, destination: &str) -> bool {
+        if destination == "local" {
+            self.local.is_some()
+        } else {
+            self.remote.is_some()
+        }
+    }
+
+    /// When a message next needs attention: the earliest due recipient
+    /// that can be delivered; None when frozen or nothing is left.
+    fn next_due(&self, m: &Message) -> Option<u64> {
+        if m.frozen {
+            return None;
+        }
+        m.recipients
+            .iter()
+            .filter(|r| r.state == RcptState::Queued && self.can_deliver(&r.destination))
+            .map(|r| r.next_attempt.unwrap_or(0))
+            .min()
+    }
+
+    fn index(&mut self, m: &Message) {
+        match self.next_due(m) {
+            Some(t) => {
+                self.due.insert(m.id.clone(), t);
+                self.heap.push(Reverse((t, m.id.clone())));
+            }
+            None => {
+                self.due.remove(&m.id);
+            }
+        }
+    }
+
+    fn rebuild(&mut self) {
+        let mut n = 0;
+        let store = self.store.clone();
+        for m in store.iter() {
+            match m {
+                Ok(m) => {
+                    self.index(&m);
+                    n += 1;
+                }
+                Err(e) => tracing::error!("queue index: {e}"),
+            }
+        }
+        tracing::info!(messages = n, due = self.due.len(), "queue manager started");
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>, mut new_ids: mpsc::UnboundedReceiver<QueueId>) {
+        loop {
+            self.promote(now_secs());
+            self.dispatch();
+            let sleep = match self.heap.peek() {
+                Some(Reverse((t, _))) => {
+                    let at = UNIX_EPOCH + Duration::from_secs(*t);
+                    at.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO)
+                }
+                None => Duration::from_secs(3600),
+            };
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(Command::Done(d)) => self.done(d).await,
+                    Some(Command::Control(op, reply)) => {
+                        let r = self.control(op).await;
+                        let _ = reply.send(r);
+                    }
+                    None => return,
+                },
+                Some(id) = new_ids.recv() => {
+                    self.due.insert(id.clone(), 0);
+                    self.heap.push(Reverse((0, id)));
+                }
+                _ = tokio::time::sleep(sleep) => {}
+            }
+        }
+    }
+
+    /// Move every due message onto the ready lists of its destinations.
+    fn promote(&mut self, now: u64) {
+        while let Some(Reverse((t, _))) = self.heap.peek() {
+            if *t > now {
+                break;
+            }
+            let Some(Reverse((t, id))) = self.heap.pop() else { break };
+            if self.due.get(&id) != Some(&t) {
+                continue; // stale entry
+            }
+            self.due.remove(&id);
+            let m = match self.store.get(&id) {
+                Ok(Some(m)) => m,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::error!(id = %id, "cannot read a queued message: {e}");
+                    continue;
+                }
+            };
+            if m.frozen {
+                continue;
+            }
+            let mut dests: Vec<&str> = m
+                .recipients
+                .iter()
+                .filter(|r| rcpt_due(r, now) && self.can_deliver(&r.destination))
+                .map(|r| r.destination.as_str())
+                .collect();
+            dests.sort_unstable();
+            dests.dedup();
+            for d in dests {
+                let key = (id.clone(), d.to_string());
+                if self.running.contains(&key) || !self.waiting.insert(key) {
+                    continue;
+                }
+                self.ready.entry(d.to_string()).or_default().push_back(id.clone());
+            }
+            // recipients due later keep the message in the index
+            let later = m
+                .recipients
+                .iter()
+                .filter(|r| r.state == RcptState::Queued && self.can_deliver(&r.destination))
+                .filter_map(|r| r.next_attempt.filter(|&t| t > now))
+                .min();
+            if let Some(t) = later {
+                self.due.insert(id.clone(), t);
+                self.heap.push(Reverse((t, id)));
+            }
+        }
+    }
+
+    /// Start workers within the concurrency limits, round-robin over destinations.
+    fn dispatch(&mut self) {
+        let max_total = self.config.queue.max_deliveries;
+        let max_dest = self.config.queue.max_per_destination;
+        loop {
+            let mut started = false;
+            let dests: Vec<String> = self.ready.keys().cloned().collect();
+            for d in dests {
+                if self.total >= max_total {
+                    return;
+                }
+                if self.active.get(&d).copied().unwrap_or(0) >= max_dest {
+                    continue;
+                }
+                let Some(id) = self.ready.get_mut(&d).and_then(|q| q.pop_front()) else { continue };
+                if self.ready.get(&d).is_some_and(|q| q.is_empty()) {
+                    self.ready.remove(&d);
+                }
+                let key = (id.clone(), d.clone());
+                self.waiting.remove(&key);
+                self.running.insert(key);
+                *self.active.entry(d.clone()).or_insert(0) += 1;
+                self.total += 1;
+                self.spawn_worker(id, d);
+                started = true;
+            }
+            if !started {
+                return;
+            }
+        }
+    }
+
+    fn spawn_worker(&self, id: QueueId, destination: String) {
+        let store = self.store.clone();
+        let config = self.config.clone();
+        let remote = self.remote.clone();
+        let local = self.local.clone();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let result = work(&store, &config, remote.as_deref(), local.as_deref(), &id, &destination).await;
+            let _ = tx.send(Command::Done(Done { id, destination, result }));
+        });
+    }
+
+    fn retry_at(&self, m: &Message, attempts: u32, now: u64) -> u64 {
+        let q = &self.config.queue;
+        let mut t = now + q.retry_delay(attempts).as_secs().max(1);
+        // attempt again right when the message would expire, and when the
+        // delay warning is due, so neither waits for a long retry step
+        t = t.min(m.arrived + q.max_lifetime.0.as_secs()).max(now + 1);
+        if !m.delay_warned && !q.delay_warning_after.0.is_zero() {
+            let warn = m.arrived + q.delay_warning_after.0.as_secs();
+            if warn > now {
+                t = t.min(warn);
+            }
+        }
+        t
+    }
+
+    async fn done(&mut self, d: Done) {
+        let key = (d.id.clone(), d.destination.clone());
+        self.running.remove(&key);
+        if let Some(n) = self.active.get_mut(&d.destination) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.active.remove(&d.destination);
+            }
+        }
+        self.total = self.total.saturating_sub(1);
+        let mut m = match self.store.get(&d.id) {
+            Ok(Some(m)) => m,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(id = %d.id, "cannot read a queued message: {e}");
+                return;
+            }
+        };
+        let now = now_secs();
+        let mut failed = Vec::new();
+        match d.result {
+            Err(e) => {
+                tracing::error!(id = %d.id, destination = %d.destination, "delivery attempt failed: {e}");
+                for r in
+                    m.recipients.iter_mut().filter(|r| r.state == RcptState::Queued && r.destination == d.destination)
+                {
+                    r.next_attempt = Some(now + 60);
+                }
+            }
+            Ok(WorkerResult::Nothing) => {}
+            Ok(WorkerResult::Rerouted(changes)) => {
+                for (i, dest) in changes {
+                    if let Some(r) = m.recipients.get_mut(i) {
+                        tracing::info!(id = %m.id, rcpt = %r.address, from = %r.destination, to = %dest, "rerouted");
+                        r.destination = dest;
+                        r.next_attempt = None;
+                    }
+                }
+            }
+            Ok(WorkerResult::Report(report)) => {
+                let lifetime_end = m.arrived + self.config.queue.max_lifetime.0.as_secs();
+                for (i, outcome) in report.outcomes {
+                    let Some(r) = m.recipients.get(i) else { continue };
+                    if r.state != RcptState::Queued {
+                        continue; // deleted or frozen meanwhile and settled otherwise
+                    }
+                    let attempts = r.attempts + 1;
+                    let retry = self.retry_at(&m, attempts, now);
+                    let r = &mut m.recipients[i];
+                    r.attempts = attempts;
+                    r.last_result = Some(outcome.result().clone());
+                    if report.tls.is_some() {
+                        r.tls = report.tls.clone();
+                    }
+                    match outcome {
+                        RcptOutcome::Delivered(res) => {
+                            r.state = RcptState::Delivered;
+                            r.next_attempt = None;
+                            tracing::info!(id = %m.id, rcpt = %r.address, via = %d.destination, result = %res, "delivered");
+                        }
+                        RcptOutcome::Failed(res) => {
+                            r.state = RcptState::Failed;
+                            r.next_attempt = None;
+                            tracing::info!(id = %m.id, rcpt = %r.address, via = %d.destination, result = %res, "failed");
+                            failed.push(i);
+                        }
+                        RcptOutcome::Deferred(res) if now >= lifetime_end && !m.frozen => {
+                            r.state = RcptState::Expired;
+                            r.next_attempt = None;
+                            tracing::info!(id = %m.id, rcpt = %r.address, result = %res, "expired");
+                            failed.push(i);
+                        }
+                        RcptOutcome::Deferred(res) => {
+                            r.next_attempt = Some(retry);
+                            tracing::info!(id = %m.id, rcpt = %r.address, via = %d.destination, result = %res, next = retry, "deferred");
+                        }
+                    }
+                }
+            }
+        }
+        if !failed.is_empty() {
+            if let Err(e) = self.bounce(&m, &failed, ReportKind::Failed).await {
+                // keep the recipients queued: the NDR must exist before they end
+                tracing::error!(id = %m.id, "cannot queue the NDR, retrying later: {e}");
+                for &i in &failed {
+                    let r = &mut m.recipients[i];
+                    r.state = RcptState::Queued;
+                    r.next_attempt = Some(now + 60);
+                }
+            }
+        }
+        self.maybe_warn(&mut m, now).await;
+        self.save(&m);
+    }
+
+    /// The one "delayed" DSN, once the message has waited long enough.
+    async fn maybe_warn(&mut self, m: &mut Message, now: u64) {
+        let after = self.config.queue.delay_warning_after.0.as_secs();
+        if m.delay_warned
+            || after == 0
+            || now < m.arrived + after
+            || m.kind != MessageKind::Inbound
+            || m.is_null_sender()
+        {
+            return;
+        }
+        let waiting: Vec<usize> =
+            (0..m.recipients.len()).filter(|&i| m.recipients[i].state == RcptState::Queued).collect();
+        if waiting.is_empty() {
+            return;
+        }
+        match self.bounce(m, &waiting, ReportKind::Delayed).await {
+            Ok(()) => m.delay_warned = true,
+            Err(e) => tracing::warn!(id = %m.id, "cannot queue the delay notice: {e}"),
+        }
+    }
+
+    fn save(&mut self, m: &Message) {
+        if let Err(e) = self.store.update(m) {
+            tracing::error!(id = %m.id, "cannot save queue state: {e}");
+        }
+        if m.is_finished() {
+            self.due.remove(&m.id);
+            tracing::info!(id = %m.id, "removed from the queue");
+        } else {
+            self.index(m);
+        }
+    }
+
+    /// Queue an NDR (or delay DSN) about `rcpts` of `m`. A message with a
+    /// null sender never gets one; a report of ours that fails goes to the
+    /// postmaster; one to the postmaster that fails is logged and dropped.
+    async fn bounce(&self, m: &Message, rcpts: &[usize], kind: ReportKind) -> Result<(), String> {
+        let postmaster = crate::auth::key(&self.config.server.postmaster);
+        let to = match m.kind {
+            MessageKind::Inbound if m.is_null_sender() => {
+                tracing::info!(id = %m.id, "no NDR: the sender is <>");
+                return Ok(());
+            }
+            MessageKind::Inbound => m.sender.clone(),
+            MessageKind::Report if kind == ReportKind::Delayed => return Ok(()),
+            MessageKind::Report => {
+                if m.recipients.iter().any(|r| {
+                    crate::auth::key(&r.address) == postmaster
+                        || r.original.as_deref().map(crate::auth::key) == Some(postmaster.clone())
+                }) {
+                    tracing::error!(id = %m.id, "double bounce: a report to the postmaster could not be delivered; dropped");
+                    return Ok(());
+                }
+                postmaster.clone()
+            }
+        };
+        let body = self.store.read_body(m).map_err(|e| format!("cannot read {}: {e}", m.id))?;
+        let headers_end = memchr::memmem::find(&body, b"\r\n\r\n").map(|p| p + 2).unwrap_or(body.len());
+        let list: Vec<&Recipient> = rcpts.iter().filter_map(|&i| m.recipients.get(i)).collect();
+        let now = now_secs();
+        let report = dsn::compose(kind, &self.config.server.hostname, m, &list, &body[..headers_end], now);
+        let recipients = self.route_report(&to, &m.source_server);
+        let id = self.store.new_id();
+        let msg = Message {
+            id: id.clone(),
+            sender: String::new(),
+            source_server: m.source_server.clone(),
+            client_ip: None,
+            client_helo: None,
+            auth_user: None,
+            tls: None,
+            arrived: now,
+            size: report.len() as u64,
+            body_type: Default::default(),
+            smtputf8: false,
+            kind: MessageKind::Report,
+            frozen: false,
+            delay_warned: false,
+            recipients,
+            spool: SpoolRef::default(),
+        };
+        self.store.enqueue(msg, report).await.map_err(|e| e.to_string())?;
+        tracing::info!(id = %m.id, report = %id, to = %to, kind = ?kind, recipients = rcpts.len(), "delivery status notification queued");
+        Ok(())
+    }
+
+    fn route_report(&self, to: &str, source: &str) -> Vec<Recipient> {
+        let domain = domain_of(to);
+        if self.config.is_local_domain(&domain) {
+            if let Ok(a) = crate::proto::smtp::Address::parse(to) {
+                return crate::smtp::policy::expand_local(&self.config, &self.accounts, source, &a)
+                    .into_iter()
+                    .map(|q| {
+                        let mut r = Recipient::new(q.address, q.destination);
+                        r.original = q.original;
+                        r
+                    })
+                    .collect();
+            }
+        }
+        let dest = match routing::choose(&routing::select(&self.config.connectors, &domain, source)) {
+            Some(c) => routing::destination(c.connector, &domain),
+            None => format!("unroutable/{domain}"),
+        };
+        vec![Recipient::new(to.to_string(), dest)]
+    }
+
+    async fn control(&mut self, op: ControlOp) -> Result<Vec<String>, String> {
+        let messages = ops::select(&self.store, op.selector())?;
+        let mut changed = Vec::new();
+        for mut m in messages {
+            if let ControlOp::Delete { ndr: true, .. } = op {
+                let idx: Vec<usize> =
+                    (0..m.recipients.len()).filter(|&i| m.recipients[i].state == RcptState::Queued).collect();
+                if !idx.is_empty() {
+                    let now = now_secs();
+                    for &i in &idx {
+                        m.recipients[i].last_result = Some(AttemptResult {
+                            code: Some(550),
+                            enhanced: Some("5.0.0".into()),
+                            text: "deleted from the queue by the postmaster".into(),
+                            remote_host: None,
+                            stage: Stage::Queue,
+                            at: now,
+                        });
+                    }
+                    self.bounce(&m, &idx, ReportKind::Failed).await?;
+                }
+            }
+            let touched = apply(&mut m, &op);
+            if touched {
+                self.drop_waiting(&m.id);
+                self.save(&m);
+                changed.push(m.id.to_string());
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Take a message off the ready lists (it is re-indexed by `save`).
+    fn drop_waiting(&mut self, id: &QueueId) {
+        let keys: Vec<(QueueId, String)> = self.waiting.iter().filter(|(i, _)| i == id).cloned().collect();
+        for k in keys {
+            self.waiting.remove(&k);
+            if let Some(q) = self.ready.get_mut(&k.1) {
+                q.retain(|x| x != id);
+                if q.is_empty() {
+                    self.ready.remove(&k.1);
+                }
+            }
+        }
+    }
+}
+
+/// What an operator command changes in one message (the NDR of
+/// `delete --ndr` aside). Shared with the CLI's direct mode, so that with or
+/// without a running server the commands mean the same.
+pub fn apply(m: &mut Message, op: &ControlOp) -> bool {
+    match op {
+        // a frozen message keeps the request and is attempted when thawed
+        ControlOp::Retry(_) => {
+            let mut any = false;
+            for r in m.recipients.iter_mut().filter(|r| r.state == RcptState::Queued) {
+                r.next_attempt = None;
+                any = true;
+            }
+            any
+        }
+        ControlOp::Freeze(_) => !std::mem::replace(&mut m.frozen, true),
+        ControlOp::Thaw(_) => std::mem::replace(&mut m.frozen, false),
+        ControlOp::Delete { ndr, .. } => {
+            let mut n = 0;
+            for r in m.recipients.iter_mut().filter(|r| r.state == RcptState::Queued) {
+                r.state = RcptState::Deleted;
+                r.next_attempt = None;
+                n += 1;
+            }
+            tracing::info!(id = %m.id, recipients = n, ndr = *ndr, "deleted by the operator");
+            true
+        }
+    }
+}
+
+fn failure_all(rcpts: &[usize], stage: Stage, code: u16, enhanced: &str, text: String) -> AttemptReport {
+    let res = AttemptResult {
+        code: Some(code),
+        enhanced: Some(enhanced.into()),
+        text,
+        remote_host: None,
+        stage,
+        at: now_secs(),
+    };
+    AttemptReport {
+        outcomes: rcpts.iter().map(|&i| (i, RcptOutcome::Failed(res.clone()))).collect(),
+        tls: None,
+        unreachable: false,
+    }
+}
+
+/// One attempt for the due recipients of `id` at `destination`.
+async fn work(
+    store: &QueueStore,
+    config: &Config,
+    remote: Option<&dyn Remote>,
+    local: Option<&dyn Local>,
+    id: &QueueId,
+    destination: &str,
+) -> Result<WorkerResult, String> {
+    let m = store.get(id).map_err(|e| e.to_string())?.ok_or_else(|| format!("{id} left the queue"))?;
+    let now = now_secs();
+    let rcpts: Vec<usize> = (0..m.recipients.len())
+        .filter(|&i| m.recipients[i].destination == destination && rcpt_due(&m.recipients[i], now))
+        .collect();
+    if rcpts.is_empty() || m.frozen {
+        return Ok(WorkerResult::Nothing);
+    }
+    let body = store.read_body(&m).map_err(|e| format!("cannot read {id} from the spool: {e}"))?;
+    let attempt = Attempt { message: &m, body: &body, recipients: &rcpts };
+    if destination == "local" {
+        return match local {
+            Some(l) => Ok(WorkerResult::Report(l.deliver(attempt).await)),
+            None => Ok(WorkerResult::Nothing),
+        };
+    }
+    let Some(remote) = remote else {
+        return Ok(WorkerResult::Nothing);
+    };
+    let Some((name, _hop)) = routing::parse_destination(destination) else {
+        return Err(format!("bad destination {destination:?}"));
+    };
+    let domain = domain_of(&m.recipients[rcpts[0]].address);
+    let Some(connector) = config.connectors.iter().find(|c| c.name == name) else {
+        // the connector is gone (config changed) or there never was a route
+        let group = routing::select(&config.connectors, &domain, &m.source_server);
+        return Ok(match routing::choose(&group) {
+            Some(c) => {
+                let dest = routing::destination(c.connector, &domain);
+                WorkerResult::Rerouted(rcpts.iter().map(|&i| (i, dest.clone())).collect())
+            }
+            None => WorkerResult::Report(failure_all(
+                &rcpts,
+                Stage::Queue,
+                550,
+                "5.4.4",
+                format!("no connector routes {domain} for mail from {:?}", m.source_server),
+            )),
+        });
+    };
+    let report = remote.deliver(connector, &domain, attempt).await;
+    if !report.unreachable {
+        return Ok(WorkerResult::Report(report));
+    }
+    // SPEC §6.3: every next hop failed at connect or TLS — try the other
+    // equally specific connectors, cheapest first; never a less specific one.
+    for c in routing::select(&config.connectors, &domain, &m.source_server) {
+        if c.connector.name == connector.name {
+            continue;
+        }
+        tracing::info!(id = %id, from = %connector.name, to = %c.connector.name, "trying an equally specific connector");
+        let r = remote.deliver(c.connector, &domain, attempt).await;
+        if !r.unreachable {
+            return Ok(WorkerResult::Report(r));
+        }
+    }
+    Ok(WorkerResult::Report(report))
+}
+
+#[cfg(test)]
+mod tests;
