@@ -682,5 +682,8 @@ fn strip_keyword<'a>(arg: &'a str, kw: &str) -> Option<&'a str> {
     head.eq_ignore_ascii_case(kw).then(|| arg[kw.len()..].trim_start_matches(' '))
 }
 
+#[doc(hidden)]
+pub mod fuzz;
+
 #[cfg(test)]
 mod tests;

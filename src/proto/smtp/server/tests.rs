@@ -205,20 +205,6 @@ fn auth_challenge_and_cancel() {
     assert!(out.ends_with("334 VXNlcm5hbWU6\r\n334 UGFzc3dvcmQ6\r\n501 5.0.0 Authentication cancelled\r\n"), "{out}");
 }
 
-/// Every byte the session writes is a well-formed reply line.
-fn well_formed(out: &[u8]) -> bool {
-    if out.is_empty() {
-        return true;
-    }
-    if !out.ends_with(b"\r\n") {
-        return false;
-    }
-    out[..out.len() - 2].split(|&b| b == b'\n').all(|l| {
-        let l = l.strip_suffix(b"\r").unwrap_or(l);
-        l.len() >= 4 && l[..3].iter().all(u8::is_ascii_digit) && (l[3] == b' ' || l[3] == b'-') && !l.contains(&b'\r')
-    })
-}
-
 fn grammar_line() -> impl Strategy<Value = Vec<u8>> {
     let verbs = prop::sample::select(vec![
         "EHLO c",
@@ -254,50 +240,11 @@ proptest! {
 
     #[test]
     fn random_bytes_never_panic(data in prop::collection::vec(any::<u8>(), 0..2048), splits in prop::collection::vec(0usize..2048, 0..8)) {
-        fuzz_once(&data, &splits);
+        super::fuzz::drive(&data, &splits);
     }
 
     #[test]
     fn grammar_shaped_input_never_panics(lines in prop::collection::vec(grammar_line(), 0..40), splits in prop::collection::vec(0usize..2048, 0..8)) {
-        fuzz_once(&lines.concat(), &splits);
-    }
-}
-
-/// Drive a session over arbitrary input split at arbitrary points, with
-/// arbitrary decisions; assert replies stay well formed.
-pub fn fuzz_once(data: &[u8], splits: &[usize]) {
-    for tls in [false, true] {
-        let mut st = settings();
-        st.auth = if tls { AuthMode::Optional } else { AuthMode::Off };
-        let mut s = ServerSession::new(st, tls);
-        s.greeting();
-        let mut cuts: Vec<usize> = splits.iter().map(|&c| c.min(data.len())).collect();
-        cuts.sort_unstable();
-        let mut prev = 0;
-        let mut buf = BytesMut::new();
-        let mut flip = false;
-        for cut in cuts.into_iter().chain([data.len()]) {
-            buf.extend_from_slice(&data[prev..cut]);
-            prev = cut;
-            while let Some(ev) = s.feed(&mut buf) {
-                flip = !flip;
-                match ev {
-                    Event::Mail { .. } => s.mail_decision(if flip { Ok(()) } else { Err(reply::RELAY_DENIED) }),
-                    Event::Rcpt { .. } => s.rcpt_decision(if flip { Ok(()) } else { Err(reply::UNKNOWN_USER) }),
-                    Event::Message { .. } => s.message_decision(reply::OK),
-                    Event::Auth { .. } => s.auth_challenge(""),
-                    Event::AuthResponse(_) => s.auth_done(if flip { Ok("u".into()) } else { Err(reply::AUTH_FAILED) }),
-                    Event::StartTls => {
-                        buf.clear();
-                        s.tls_started();
-                    }
-                    Event::Quit | Event::TooManyErrors => {}
-                }
-            }
-            assert!(buf.len() <= MAX_AUTH_LINE + 2048 + 8192);
-        }
-        let mut out = Vec::new();
-        s.take_output(&mut out);
-        assert!(well_formed(&out), "{:?}", String::from_utf8_lossy(&out));
+        super::fuzz::drive(&lines.concat(), &splits);
     }
 }
