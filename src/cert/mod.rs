@@ -149,6 +149,7 @@ pub struct SelfSignedOptions {
 /// tell the operator.
 pub fn self_signed(opts: &SelfSignedOptions) -> Result<String, CommandError> {
     let names = name_list(&opts.hostname, &opts.sans)?;
+    refuse_existing(&[&opts.key_out, &opts.cert_out], opts.force)?;
     let (cert, key) = self_signed_pem(&names, opts.key_type)
         .map_err(|e| CommandError::runtime(format!("cannot make the certificate: {e}")))?;
     write_outputs(&[Output::private(&opts.key_out, &key), Output::public(&opts.cert_out, &cert)], opts.force)?;
@@ -201,21 +202,27 @@ impl<'a> Output<'a> {
     }
 }
 
-/// Write every output durably, in order. Unless `force`, refuse before
-/// writing anything if one exists: a private key overwritten by mistake
-/// (say, the one a CA is about to certify) cannot be had back.
-fn write_outputs(outputs: &[Output<'_>], force: bool) -> Result<(), CommandError> {
-    for (i, o) in outputs.iter().enumerate() {
-        if outputs[..i].iter().any(|p| p.path == o.path) {
-            return Err(CommandError::usage(format!("{} is named for two outputs", o.path.display())));
+/// Unless `force`, refuse if an output exists: a private key overwritten by
+/// mistake (say, the one a CA is about to certify) cannot be had back.
+/// Checked before the (for RSA, slow) key generation, and again at writing.
+fn refuse_existing(paths: &[&Path], force: bool) -> Result<(), CommandError> {
+    for (i, p) in paths.iter().enumerate() {
+        if paths[..i].iter().any(|q| same_file(p, q)) {
+            return Err(CommandError::usage(format!("{} is named for two outputs", p.display())));
         }
-        if !force && o.path.exists() {
+        if !force && p.exists() {
             return Err(CommandError::usage(format!(
                 "{} exists; remove it or pass --force to replace it",
-                o.path.display()
+                p.display()
             )));
         }
     }
+    Ok(())
+}
+
+/// Write every output durably, in order, once none is in the way.
+fn write_outputs(outputs: &[Output<'_>], force: bool) -> Result<(), CommandError> {
+    refuse_existing(&outputs.iter().map(|o| o.path).collect::<Vec<_>>(), force)?;
     for o in outputs {
         crate::util::write_file_durably(o.path, o.bytes, o.mode)
             .map_err(|e| CommandError::runtime(format!("cannot write {}: {e}", o.path.display())))?;

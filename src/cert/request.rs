@@ -5,7 +5,7 @@
 //! after the CN, so that `cert install` can find the key the CA's answer
 //! belongs to without being told. It never sends anything anywhere.
 
-use super::{name_list, same_file, write_outputs, CommandError, KeyType, Output};
+use super::{name_list, refuse_existing, same_file, write_outputs, CommandError, KeyType, Output};
 use crate::config::Config;
 use std::path::PathBuf;
 
@@ -95,7 +95,6 @@ pub fn pending_stem(cn: &str) -> String {
 /// Make the key and request and write them (and the pending copy, when a
 /// configuration says where the data directory is).
 pub fn request(opts: &RequestOptions, config: Option<&Config>) -> Result<String, CommandError> {
-    let (csr, key) = request_pem(&opts.subject, opts.key_type)?;
     let pending = config.map(|c| {
         let dir = pending_dir(c);
         let stem = pending_stem(&opts.subject.cn);
@@ -110,6 +109,8 @@ pub fn request(opts: &RequestOptions, config: Option<&Config>) -> Result<String,
             )));
         }
     }
+    refuse_existing(&[&opts.key_out, &opts.csr_out], opts.force)?;
+    let (csr, key) = request_pem(&opts.subject, opts.key_type)?;
     let mut outputs = vec![Output::private(&opts.key_out, &key), Output::public(&opts.csr_out, &csr)];
     if let Some((pkey, pcsr)) = &pending {
         // the same paths as --key-out/--csr-out: write once
@@ -162,9 +163,8 @@ mod tests {
         for kt in [KeyType::EcdsaP256, KeyType::Rsa2048] {
             let (csr, key) = request_pem(&subject(), kt).unwrap();
             assert!(key.starts_with("-----BEGIN PRIVATE KEY-----"));
-            let der = rustls_pki_types::pem::PemObject::from_pem_slice(csr.as_bytes())
-                .map(|d: rustls_pki_types::CertificateSigningRequestDer<'static>| d)
-                .unwrap();
+            use rustls_pki_types::pem::PemObject;
+            let der = rustls_pki_types::CertificateSigningRequestDer::from_pem_slice(csr.as_bytes()).unwrap();
             let (_, req) = X509CertificationRequest::from_der(der.as_ref()).unwrap();
             req.verify_signature().unwrap();
             let subj = req.certification_request_info.subject.to_string();
