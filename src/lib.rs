@@ -25,7 +25,8 @@
 //! - [`routing`]: most-specific connector selection and `route explain`.
 //! - [`delivery`]: one delivery attempt: local mailboxes, or SMTP to the next hop.
 //! - [`control`]: the control socket, its JSON shapes, the operator actions.
-//! - [`cert`]: certificate generation for operators and first start.
+//! - [`cert`]: the `cert` subcommands (self-signed, request with pending keys,
+//!   install, show) and the self-signed certificate made at first start.
 //! - [`server`]: wires everything together for `postern serve`.
 //! - [`datadir`], [`util`]: the data directory and small shared helpers.
 

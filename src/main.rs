@@ -37,8 +37,84 @@ enum Command {
     /// Manage aliases.
     #[command(subcommand)]
     Alias(AliasCmd),
+    /// Make, request, install and inspect certificates.
+    #[command(subcommand)]
+    Cert(CertCmd),
     /// Re-read certificates in the running server without dropping sessions.
     Reload,
+}
+
+#[derive(Subcommand)]
+enum CertCmd {
+    /// Make a self-signed certificate and its key.
+    SelfSigned {
+        /// The host name it is for (the CN and the first name).
+        #[arg(long)]
+        hostname: String,
+        /// Another name it is valid for (repeatable): host, *.domain or IP.
+        #[arg(long = "san", value_name = "NAME")]
+        sans: Vec<String>,
+        /// ecdsa-p256, rsa2048 or rsa3072.
+        #[arg(long, default_value = "ecdsa-p256")]
+        key_type: postern::cert::KeyType,
+        #[arg(long, value_name = "FILE")]
+        cert_out: PathBuf,
+        /// Written mode 0600.
+        #[arg(long, value_name = "FILE")]
+        key_out: PathBuf,
+        /// Replace output files that exist.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Make a key and a PKCS#10 request to send to a CA; keep the key pending.
+    Request {
+        /// Common name: the host name clients connect to (also the first SAN).
+        #[arg(long)]
+        cn: String,
+        /// Another name (repeatable): host, *.domain or IP.
+        #[arg(long = "san", value_name = "NAME")]
+        sans: Vec<String>,
+        #[arg(long)]
+        org: Option<String>,
+        #[arg(long)]
+        org_unit: Option<String>,
+        /// Two-letter country code.
+        #[arg(long)]
+        country: Option<String>,
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        locality: Option<String>,
+        /// ecdsa-p256, rsa2048 or rsa3072.
+        #[arg(long, default_value = "ecdsa-p256")]
+        key_type: postern::cert::KeyType,
+        #[arg(long, value_name = "FILE")]
+        csr_out: PathBuf,
+        /// Written mode 0600.
+        #[arg(long, value_name = "FILE")]
+        key_out: PathBuf,
+        /// Replace output files, and a request pending for the same CN.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Check a certificate (from a CA) and store it under data_dir/tls/ as NAME.
+    Install {
+        #[arg(long)]
+        name: String,
+        /// PEM chain, leaf first (or one DER certificate).
+        #[arg(long, value_name = "FILE")]
+        cert: PathBuf,
+        /// PEM private key; default: the pending key of `cert request` that matches.
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+    },
+    /// Describe a certificate file, or a configured certificate by name.
+    Show {
+        #[arg(value_name = "FILE|NAME")]
+        target: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -210,20 +286,19 @@ fn run(cli: Cli) -> Outcome {
         Command::Queue(q) => queue(&cli.config, q),
         Command::User(u) => user(&cli.config, u),
         Command::Alias(a) => alias(&cli.config, a),
+        Command::Cert(c) => cert(&cli.config, c),
         Command::Reload => {
             let data = operate(&cli.config, Request::Reload)?;
-            let report: postern::tls::ReloadReport = serde_json::from_value(data).unwrap_or_default();
+            let report: postern::tls::ReloadReport = from_value(data)?;
             for name in &report.reloaded {
                 println!("certificate {name:?} reloaded");
             }
-            for (name, why) in &report.failed {
-                println!("certificate {name:?} kept as it was: {why}");
-            }
             if report.failed.is_empty() {
-                Ok(())
-            } else {
-                Err(runtime(format!("{} certificate(s) could not be reloaded", report.failed.len())))
+                return Ok(());
             }
+            // each reason already names its certificate and file
+            let why: Vec<&str> = report.failed.iter().map(|(_, why)| why.as_str()).collect();
+            Err(runtime(format!("reload kept the old {}", why.join("; and the old "))))
         }
     }
 }
@@ -393,6 +468,32 @@ fn alias(config: &Path, cmd: AliasCmd) -> Outcome {
             }
         }
     }
+    Ok(())
+}
+
+fn cert(config: &Path, cmd: CertCmd) -> Outcome {
+    use postern::cert;
+    let now = postern::tls::certs::unix_now();
+    let said = match cmd {
+        CertCmd::SelfSigned { hostname, sans, key_type, cert_out, key_out, force } => {
+            cert::self_signed(&cert::SelfSignedOptions { hostname, sans, key_type, cert_out, key_out, force })
+        }
+        CertCmd::Request { cn, sans, org, org_unit, country, state, locality, key_type, csr_out, key_out, force } => {
+            cert::optional_config(config).and_then(|c| {
+                let subject = cert::Subject { cn, sans, org, org_unit, country, state, locality };
+                cert::request(&cert::RequestOptions { subject, key_type, csr_out, key_out, force }, c.as_ref())
+            })
+        }
+        CertCmd::Install { name, cert: file, key } => {
+            let config = load(config)?;
+            cert::install(&cert::InstallOptions { name, cert: file, key }, &config, now)
+        }
+        CertCmd::Show { target, json } => {
+            cert::optional_config(config).and_then(|c| cert::show(&target, c.as_ref(), json, now))
+        }
+    }
+    .map_err(|e| Failure(e.status, e.message))?;
+    print!("{said}");
     Ok(())
 }
 
