@@ -319,6 +319,12 @@ mod tests {
         assert!(fqdn(&"a.".repeat(200)).is_none());
     }
 
+    #[test]
+    fn builds_outside_a_runtime() {
+        let dns = DnsSection { nameserver_addrs: vec!["127.0.0.1:53".parse().unwrap()], ..DnsSection::default() };
+        assert!(MxResolver::from_config(&dns).is_ok());
+    }
+
     #[tokio::test]
     async fn literals_need_no_dns() {
         let dns = DnsSection {

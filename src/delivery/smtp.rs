@@ -23,7 +23,9 @@
 //!
 //! 1. Next hops: the smarthost (`smarthost_port()`, A/AAAA or an IP), or the
 //!    domain's MX hosts by preference via [`MxResolver`] (port
-//!    [`TransportSettings::mx_port`], 25 unless changed). DNS failures end the
+//!    [`TransportSettings::mx_port`], 25 unless changed, or a per-host
+//!    [`TransportSettings::port_overrides`] entry — the seam tests use to
+//!    run receiving servers on 127.0.0.1 port 0). DNS failures end the
 //!    attempt: NXDOMAIN and null MX fail the recipients, the rest defer them.
 //!    A smarthost's DNS failure always defers, and counts as unreachable.
 //! 2. Each host in order, each of its addresses: an idle pooled session if
@@ -241,7 +243,7 @@ impl SmtpTransport {
                     tracing::debug!(id = msg.id, host = %hop.host, "reusing an idle session");
                     return self.run(key, s, msg, now).await;
                 }
-                s.close(Duration::from_secs(1)).await;
+                close_all(vec![s]);
             }
             for ip in &hop.addrs {
                 if connections >= self.settings.max_connections_per_attempt {
