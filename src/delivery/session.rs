@@ -217,7 +217,7 @@ impl Session {
                 return Err(HopFailure::new(Stage::Tls, "certificate name mismatch").enhanced("4.7.5"));
             }
             s.handshake(p, name.clone()).await.map_err(|text| HopFailure {
-                tls: Some(plaintext(format!("implicit TLS failed: {text}"))),
+                tls: Some(plaintext(text.clone())),
                 ..HopFailure::new(Stage::Tls, text).enhanced("4.7.5")
             })?;
         }
@@ -295,10 +295,11 @@ impl Session {
         // sent before the handshake may be acted upon.
         discard(&mut self.buf);
         if let Err(text) = self.handshake(p, name).await {
+            let reason = text.strip_prefix("handshake failed: ").unwrap_or(&text);
             let f = HopFailure {
-                tls: Some(plaintext(format!("handshake failed: {text}"))),
-                retry_plaintext: (!must).then(|| format!("plaintext after failed handshake: {text}")),
-                ..HopFailure::new(Stage::Tls, text).enhanced("4.7.5")
+                tls: Some(plaintext(text.clone())),
+                retry_plaintext: (!must).then(|| format!("plaintext after failed handshake: {reason}")),
+                ..HopFailure::new(Stage::Tls, text.clone()).enhanced("4.7.5")
             };
             return Err(f);
         }

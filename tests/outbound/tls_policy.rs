@@ -73,6 +73,7 @@ async fn failed_handshake_opportunistic_retries_in_plaintext() {
         assert!(tls.info.is_none());
         let note = tls.note.unwrap();
         assert!(note.starts_with("plaintext after failed handshake: "), "{mode:?}: {note}");
+        assert!(!note.contains("handshake failed"), "said once: {note}");
         assert_eq!(sink.connections(), 2, "{mode:?}: one failed handshake, one plaintext session");
         let got = sink.messages();
         assert_eq!((got.len(), got[0].tls.clone()), (1, None));
@@ -89,8 +90,10 @@ async fn failed_handshake_opportunistic_retries_in_plaintext() {
 
         let r = attempt(&sink, "required").await;
         let s = summary(&r);
-        assert!(s[0].starts_with("deferred tls: handshake failed"), "{mode:?}: {s:?}");
+        assert!(s[0].starts_with("deferred tls: handshake failed: "), "{mode:?}: {s:?}");
         assert!(r.unreachable);
+        let note = r.tls.unwrap().note.unwrap();
+        assert!(note.starts_with("handshake failed: ") && !note[1..].contains("handshake failed"), "{note}");
         assert_eq!(sink.messages().len(), 1, "required never falls back to plaintext");
     }
 }

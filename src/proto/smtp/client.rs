@@ -29,18 +29,18 @@ pub enum AuthMechanism {
     Login,
 }
 
-impl Extensions {
-    pub fn offers_auth(&self, mechanism: AuthMechanism) -> bool {
-        self.auth.iter().any(|m| m == mechanism.name())
-    }
-}
-
 impl AuthMechanism {
     pub fn name(self) -> &'static str {
         match self {
             AuthMechanism::Plain => "PLAIN",
             AuthMechanism::Login => "LOGIN",
         }
+    }
+}
+
+impl Extensions {
+    pub fn offers_auth(&self, mechanism: AuthMechanism) -> bool {
+        self.auth.iter().any(|m| m == mechanism.name())
     }
 }
 
@@ -412,13 +412,27 @@ impl ClientSession {
             enhanced: Some("5.6.7".into()),
             text: text.to_string(),
         };
+        // Addresses come from our own queue, but a control character in one
+        // would split a command line: never send it (defence in depth).
+        let invalid = |enhanced: &str, text: &str| RcptResult {
+            stage: TxStage::Mail,
+            code: None,
+            enhanced: Some(enhanced.into()),
+            text: text.to_string(),
+        };
+        if !is_sendable(env.sender) {
+            let r = invalid("5.1.7", "invalid sender address");
+            return Ok(Some(TransactionResult { recipients: vec![r; n] }));
+        }
         if !self.ext.smtputf8 && !env.sender.is_ascii() {
             let r = no_utf8("the sender address needs SMTPUTF8, which the server does not offer");
             return Ok(Some(TransactionResult { recipients: vec![r; n] }));
         }
         let mut rcpts = Vec::with_capacity(n);
         for (i, a) in env.recipients.iter().enumerate() {
-            if !self.ext.smtputf8 && !a.is_ascii() {
+            if !is_sendable(a) || a.is_empty() {
+                results[i] = Some(invalid("5.1.3", "invalid recipient address"));
+            } else if !self.ext.smtputf8 && !a.is_ascii() {
                 results[i] = Some(no_utf8("the recipient address needs SMTPUTF8, which the server does not offer"));
             } else {
                 rcpts.push((i, a.to_string()));
@@ -711,6 +725,11 @@ impl Transaction {
         let recipients = self.results.into_iter().map(|r| r.unwrap_or_else(|| fallback.clone())).collect();
         TransactionResult { recipients }
     }
+}
+
+/// An address that can go between `<` and `>` on a command line.
+fn is_sendable(a: &str) -> bool {
+    a.len() <= 512 && !a.chars().any(|c| c.is_control())
 }
 
 /// Write `body` for DATA: CRLF line ends only (a bare CR or LF becomes

@@ -293,6 +293,29 @@ fn smtputf8_needed_but_not_offered() {
 }
 
 #[test]
+fn control_characters_never_reach_a_command_line() {
+    let mut s = ClientSession::new("c.test", false);
+    let mut b = BytesMut::from(format!("220 mx\r\n{EHLO_PIPELINING}").as_bytes());
+    s.feed(&mut b).unwrap();
+    s.take_output(&mut Vec::new());
+    let rcpts = ["x@c.test>\r\nRSET", "y@c.test"];
+    assert_eq!(s.send_mail(&envelope(&rcpts, b"x\r\n")).unwrap(), None);
+    let mut out = Vec::new();
+    s.take_output(&mut out);
+    let out = String::from_utf8(out).unwrap();
+    assert!(!out.contains("RSET") && out.contains("RCPT TO:<y@c.test>"), "{out}");
+    let mut b = BytesMut::from(&b"250 ok\r\n250 ok\r\n354 go\r\n250 ok\r\n"[..]);
+    let Some(Event::Transaction(t)) = s.feed(&mut b).unwrap() else { panic!() };
+    assert_eq!(t.recipients[0].enhanced.as_deref(), Some("5.1.3"));
+    assert!(t.recipients[0].is_permanent() && t.recipients[1].is_success());
+    s.take_output(&mut Vec::new());
+    let env = Envelope { sender: "a@b\r\nQUIT", ..envelope(&rcpts[1..], b"") };
+    let r = s.send_mail(&env).unwrap().expect("refused locally");
+    assert_eq!(r.recipients[0].enhanced.as_deref(), Some("5.1.7"));
+    assert!(!s.has_output());
+}
+
+#[test]
 fn rset_opens_the_next_transaction_when_one_was_left_open() {
     let mut s = ClientSession::new("c.test", false);
     let mut b = BytesMut::from(format!("220 mx\r\n{EHLO_PIPELINING}").as_bytes());
