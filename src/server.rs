@@ -8,6 +8,7 @@ use crate::auth::Accounts;
 use crate::config::{Config, Protocol, TlsMode};
 use crate::control::{self, ops, Request, Response};
 use crate::datadir::DataDir;
+use crate::delivery::{SmtpTransport, TransportSettings};
 use crate::net::{self, ListenerSpec, Shutdown};
 use crate::queue::scheduler::{ControlOp, Scheduler};
 use crate::queue::QueueStore;
@@ -26,6 +27,7 @@ pub struct Context {
     pub throttle: AuthThrottle,
     /// The queue manager: every change to queued messages goes through it.
     pub scheduler: Scheduler,
+    pub transport: Arc<SmtpTransport>,
     pub data: DataDir,
 }
 
@@ -83,9 +85,20 @@ pub struct Server {
     control_socket: PathBuf,
 }
 
+/// How to start, beyond the config: settings tests and tools may change.
+#[derive(Default)]
+pub struct StartOptions {
+    /// Outbound SMTP: timeouts, session reuse, and the port for MX hosts.
+    pub transport: TransportSettings,
+}
+
 /// Start everything the config describes. Errors are one sentence naming
 /// the culprit (a file, an address, a certificate).
 pub async fn start(config: Config) -> Result<Server, String> {
+    start_with(config, StartOptions::default()).await
+}
+
+pub async fn start_with(config: Config, options: StartOptions) -> Result<Server, String> {
     let config = Arc::new(config);
     // Certificates first: a broken key refuses to start before anything is touched.
     let certs = Arc::new(CertStore::open(&config).map_err(|e| e.to_string())?);
@@ -102,12 +115,22 @@ pub async fn start(config: Config) -> Result<Server, String> {
     );
     let accounts = Accounts::open(&data.db).map_err(|e| e.to_string())?;
     let queue = Arc::new(queue);
-    let scheduler = Scheduler::start(queue.clone(), config.clone(), accounts.clone(), None, None);
+    let transport = Arc::new(
+        SmtpTransport::with_settings(config.clone(), options.transport).map_err(|e| format!("outbound SMTP: {e}"))?,
+    );
+    let scheduler = Scheduler::start(
+        queue.clone(),
+        config.clone(),
+        accounts.clone(),
+        Some(transport.clone() as Arc<dyn crate::delivery::Remote>),
+        None,
+    );
     let ctx = Arc::new(Context {
         throttle: AuthThrottle::new(config.auth.failure_limit, config.auth.failure_window.0),
         config: config.clone(),
         queue,
         scheduler,
+        transport,
         accounts,
         certs: certs.clone(),
         data,
@@ -158,6 +181,7 @@ impl Server {
     /// Stop accepting, tell sessions to finish, wait for them, flush.
     pub async fn stop(self) {
         self.shutdown.trigger_and_wait(Duration::from_secs(30)).await;
+        self.ctx.transport.close_idle().await;
         if let Err(e) = self.ctx.queue.flush() {
             tracing::warn!("queue flush at shutdown: {e}");
         }

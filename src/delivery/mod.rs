@@ -4,6 +4,14 @@
 //! decides *when*; this module does one attempt and reports, per recipient,
 //! what happened. It never changes the queue itself.
 
+pub mod mx;
+mod pool;
+mod session;
+pub mod smtp;
+mod tls;
+
+pub use smtp::{OutboundMessage, SmtpTransport, Timeouts, TransportError, TransportSettings};
+
 use crate::queue::{AttemptResult, TlsOutcome};
 
 /// What one attempt did for one recipient.
@@ -64,4 +72,28 @@ pub trait Remote: Send + Sync + 'static {
 /// expanded when the message was queued).
 pub trait Local: Send + Sync + 'static {
     fn deliver<'a>(&'a self, attempt: Attempt<'a>) -> BoxFuture<'a, AttemptReport>;
+}
+
+impl Remote for SmtpTransport {
+    fn deliver<'a>(
+        &'a self,
+        connector: &'a crate::config::Connector,
+        domain: &'a str,
+        attempt: Attempt<'a>,
+    ) -> BoxFuture<'a, AttemptReport> {
+        Box::pin(async move {
+            let m = attempt.message;
+            let recipients: Vec<(usize, &str)> =
+                attempt.recipients.iter().map(|&i| (i, m.recipients[i].address.as_str())).collect();
+            let msg = OutboundMessage {
+                id: m.id.as_str(),
+                sender: &m.sender,
+                recipients: &recipients,
+                body: attempt.body,
+                body_type: m.body_type,
+                smtputf8: m.smtputf8,
+            };
+            SmtpTransport::deliver(self, connector, domain, &msg).await
+        })
+    }
 }

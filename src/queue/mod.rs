@@ -1,6 +1,7 @@
 //! The persistent delivery queue: queue ids, the message and recipient
 //! records, the spool that makes a `250` true, and the store that keeps the
-//! current state of everything queued. It knows nothing of SMTP sessions.
+//! current state of everything queued, and the delivery status reports
+//! (`dsn`) it sends back. It knows nothing of SMTP sessions.
 
 pub mod dsn;
 pub mod id;

@@ -20,6 +20,7 @@ use crate::auth::Accounts;
 use crate::config::Config;
 use crate::control::{ops, Selector};
 use crate::delivery::{Attempt, AttemptReport, Local, RcptOutcome, Remote};
+use crate::proto::smtp::server::BodyType;
 use crate::routing;
 use crate::util::now_secs;
 use std::cmp::Reverse;
@@ -406,7 +407,7 @@ impl Manager {
             }
         }
         if !failed.is_empty() {
-            if let Err(e) = self.bounce(&m, &failed, ReportKind::Failed).await {
+            if let Err(e) = self.bounce(&m, &failed, ReportKind::Failure).await {
                 // keep the recipients queued: the NDR must exist before they end
                 tracing::error!(id = %m.id, "cannot queue the NDR, retrying later: {e}");
                 for &i in &failed {
@@ -436,7 +437,8 @@ impl Manager {
         if waiting.is_empty() {
             return;
         }
-        match self.bounce(m, &waiting, ReportKind::Delayed).await {
+        let retry_until = Some(m.arrived + self.config.queue.max_lifetime.0.as_secs());
+        match self.bounce(m, &waiting, ReportKind::Delay { retry_until }).await {
             Ok(()) => m.delay_warned = true,
             Err(e) => tracing::warn!(id = %m.id, "cannot queue the delay notice: {e}"),
         }
@@ -465,7 +467,7 @@ impl Manager {
                 return Ok(());
             }
             MessageKind::Inbound => m.sender.clone(),
-            MessageKind::Report if kind == ReportKind::Delayed => return Ok(()),
+            MessageKind::Report if matches!(kind, ReportKind::Delay { .. }) => return Ok(()),
             MessageKind::Report => {
                 if m.recipients.iter().any(|r| {
                     crate::auth::key(&r.address) == postmaster
@@ -478,10 +480,11 @@ impl Manager {
             }
         };
         let body = self.store.read_body(m).map_err(|e| format!("cannot read {}: {e}", m.id))?;
-        let headers_end = memchr::memmem::find(&body, b"\r\n\r\n").map(|p| p + 2).unwrap_or(body.len());
         let list: Vec<&Recipient> = rcpts.iter().filter_map(|&i| m.recipients.get(i)).collect();
         let now = now_secs();
-        let report = dsn::compose(kind, &self.config.server.hostname, m, &list, &body[..headers_end], now);
+        let report = dsn::compose(kind, &self.config.server.hostname, m, &list, dsn::header_section(&body), now);
+        // a report naming a UTF-8 address is message/global-delivery-status
+        let body_type = if report.is_ascii() { BodyType::SevenBit } else { BodyType::EightBitMime };
         let recipients = self.route_report(&to, &m.source_server);
         let id = self.store.new_id();
         let msg = Message {
@@ -494,8 +497,8 @@ impl Manager {
             tls: None,
             arrived: now,
             size: report.len() as u64,
-            body_type: Default::default(),
-            smtputf8: false,
+            body_type,
+            smtputf8: !report.is_ascii(),
             kind: MessageKind::Report,
             frozen: false,
             delay_warned: false,
@@ -547,7 +550,7 @@ impl Manager {
                             at: now,
                         });
                     }
-                    self.bounce(&m, &idx, ReportKind::Failed).await?;
+                    self.bounce(&m, &idx, ReportKind::Failure).await?;
                 }
             }
             let touched = apply(&mut m, &op);

@@ -15,8 +15,16 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_postern");
 
+/// A UDP port on 127.0.0.1 that this test process bound and never answers:
+/// the test servers' DNS, so no lookup ever leaves the machine (they time
+/// out, which is a temporary failure).
+pub fn silent_dns_port() -> u16 {
+    static SOCK: std::sync::OnceLock<std::net::UdpSocket> = std::sync::OnceLock::new();
+    SOCK.get_or_init(|| std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp")).local_addr().unwrap().port()
+}
+
 /// A base configuration: an MX on port 0 with STARTTLS and a self-signed
-/// certificate made at first start. `extra` is appended (more virtual
+/// certificate made at first start; DNS goes to [`silent_dns_port`]. `extra` is appended (more virtual
 /// servers, connectors, sections); `mx_extra` goes inside the MX table.
 pub fn config(mx_extra: &str, extra: &str) -> String {
     format!(
@@ -46,8 +54,13 @@ address_spaces = ["*"]
 [log]
 level = "debug"
 
+[dns]
+nameservers = ["127.0.0.1:{dns}"]
+timeout = "1s"
+
 {extra}
-"#
+"#,
+        dns = silent_dns_port()
     )
 }
 

@@ -1,7 +1,8 @@
-//! SMTP: the server session core, the DATA reader, envelope addresses and
-//! the reply catalogue.
+//! SMTP: the server and client session cores, the DATA reader, envelope
+//! addresses and the reply catalogue.
 
 pub mod address;
+pub mod client;
 pub mod data;
 pub mod reply;
 pub mod server;

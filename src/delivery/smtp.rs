@@ -1,0 +1,423 @@
+//! Outbound SMTP delivery (SPEC §7): one attempt to hand one message to
+//! the next hop of a connector — the recipient domain's MX hosts, or the
+//! connector's smarthost — under the connector's TLS policy, with the
+//! result per recipient.
+//!
+//! # API
+//!
+//! ```text
+//! let transport = SmtpTransport::new(config.clone())?;          // or with_settings(config, settings)
+//! let report = transport.deliver(&connector, "example.com", &OutboundMessage { .. }).await;
+//! // report.outcomes: (recipient index, Delivered | Deferred | Failed(AttemptResult))
+//! // report.tls: TLS as it went on the connection used; report.unreachable: try
+//! //             the next equally specific connector (SPEC §6.3)
+//! transport.close_idle().await;                                   // at shutdown
+//! ```
+//!
+//! `deliver` never fails as a whole: whatever happens becomes a per-recipient
+//! outcome. It is safe to call concurrently (one `SmtpTransport` shared in an
+//! `Arc` by every worker); idle sessions are pooled per (connector, host,
+//! port) and checked with RSET before reuse.
+//!
+//! # What happens in one attempt
+//!
+//! 1. Next hops: the smarthost (`smarthost_port()`, A/AAAA or an IP), or the
+//!    domain's MX hosts by preference via [`MxResolver`] (port
+//!    [`TransportSettings::mx_port`], 25 unless changed, or a per-host
+//!    [`TransportSettings::port_overrides`] entry — the seam tests use to
+//!    run receiving servers on 127.0.0.1 port 0). DNS failures end the
+//!    attempt: NXDOMAIN and null MX fail the recipients, the rest defer them.
+//!    A smarthost's DNS failure always defers, and counts as unreachable.
+//! 2. Each host in order, each of its addresses: an idle pooled session if
+//!    one passes RSET, else a new connection: implicit TLS (smarthost_tls =
+//!    "implicit"), banner, EHLO (HELO if EHLO gets 5xx), STARTTLS per policy:
+//!    - `none`: never;
+//!    - `opportunistic`: when offered, any certificate; a failed handshake
+//!      reconnects to the same address in plaintext, noted in the outcome;
+//!    - `required`: must be offered and succeed, else `tls: STARTTLS not
+//!      offered` / `tls: handshake failed: ...` and the next host;
+//!    - `verify`: as required, and the chain must verify against
+//!      webpki-roots (or `tls_ca_file`) and name the host: else `tls:
+//!      certificate not trusted` (or `certificate name mismatch`, ...).
+//!
+//!    With `auth_username` set, TLS is required whatever `tls` says (AUTH
+//!    never goes over plaintext); AUTH PLAIN, else LOGIN.
+//!    Connect and TLS failures move on to the next address and host; other
+//!    failures (AUTH) end the attempt.
+//! 3. The transaction (pipelined when offered): per recipient 2xx is
+//!    delivered, 4xx deferred, 5xx failed; a failure at MAIL applies to every
+//!    recipient, DATA's reply to every accepted one. At most
+//!    `max_recipients_per_transaction` recipients go in one transaction;
+//!    more go in further transactions on the same session.
+//! 4. If every hop failed at connect or TLS, every recipient is deferred with
+//!    the last failure and `unreachable` is set.
+
+use super::mx::{MxResolver, NextHop};
+use super::pool::{Pool, PoolKey, PoolLimits};
+use super::session::{HopFailure, OpenParams, Session};
+use super::tls::TlsClients;
+use super::{AttemptReport, RcptOutcome};
+use crate::config::{Config, Connector, OutboundTls, SmarthostTls};
+use crate::proto::smtp::client::{Envelope, RcptResult, TxStage};
+use crate::proto::smtp::server::BodyType;
+use crate::queue::{AttemptResult, Stage, TlsOutcome};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use super::session::Timeouts;
+
+/// One message to deliver: the envelope and the stored body (CRLF line
+/// ends, our `Received:` header on top).
+#[derive(Clone, Copy, Debug)]
+pub struct OutboundMessage<'a> {
+    /// The queue id, for logs.
+    pub id: &'a str,
+    /// The reverse-path without brackets; empty for the null sender `<>`.
+    pub sender: &'a str,
+    /// The recipients to attempt: their index in the queued message (as
+    /// reported back in [`AttemptReport::outcomes`]) and their address.
+    pub recipients: &'a [(usize, &'a str)],
+    pub body: &'a [u8],
+    pub body_type: BodyType,
+    pub smtputf8: bool,
+}
+
+/// Tunables of the transport; [`Default`] is what production uses.
+#[derive(Clone, Debug)]
+pub struct TransportSettings {
+    /// The port MX hosts (and domain literals) are contacted on. Always 25
+    /// on the Internet; a test or ops seam for mail sinks on other ports.
+    pub mx_port: u16,
+    /// Per next-hop host name (as in the MX record, lower case), a port to
+    /// use instead of `mx_port`: lets tests put several MX hosts on one
+    /// address. Empty in production. Smarthosts keep their configured port.
+    pub port_overrides: HashMap<String, u16>,
+    pub timeouts: Timeouts,
+    /// Idle sessions kept per (connector, host, port).
+    pub max_idle_per_host: usize,
+    /// An idle session older than this is closed rather than reused.
+    pub idle_timeout: Duration,
+    /// A session is not reused after this long since it was opened.
+    pub max_session_age: Duration,
+    /// A session is not reused after this many messages.
+    pub max_messages_per_session: u32,
+    /// RFC 5321 §4.5.3.1.8: servers must take at least 100 recipients.
+    pub max_recipients_per_transaction: usize,
+    /// Connections opened in one attempt, over all hosts and addresses.
+    pub max_connections_per_attempt: usize,
+}
+
+impl Default for TransportSettings {
+    fn default() -> Self {
+        TransportSettings {
+            mx_port: 25,
+            port_overrides: HashMap::new(),
+            timeouts: Timeouts::default(),
+            max_idle_per_host: 4,
+            idle_timeout: Duration::from_secs(10),
+            max_session_age: Duration::from_secs(300),
+            max_messages_per_session: 100,
+            max_recipients_per_transaction: 100,
+            max_connections_per_attempt: 10,
+        }
+    }
+}
+
+/// The transport could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error(transparent)]
+    Dns(#[from] super::mx::DnsSetupError),
+    #[error(transparent)]
+    Tls(#[from] super::tls::TlsSetupError),
+}
+
+/// Outbound SMTP: resolver, TLS configurations and the session pool.
+pub struct SmtpTransport {
+    config: Arc<Config>,
+    resolver: MxResolver,
+    tls: TlsClients,
+    pool: Pool,
+    settings: TransportSettings,
+}
+
+impl std::fmt::Debug for SmtpTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpTransport").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+/// The hops of one attempt, and how to reach them.
+struct Route {
+    hops: Vec<NextHop>,
+    port: u16,
+    implicit_tls: bool,
+    smarthost: bool,
+}
+
+impl SmtpTransport {
+    pub fn new(config: Arc<Config>) -> Result<SmtpTransport, TransportError> {
+        SmtpTransport::with_settings(config, TransportSettings::default())
+    }
+
+    /// Builds the resolver from `[dns]` and checks every connector's
+    /// `tls_ca_file` now, so a bad file is an error at start, not at the
+    /// first delivery.
+    pub fn with_settings(config: Arc<Config>, settings: TransportSettings) -> Result<SmtpTransport, TransportError> {
+        let resolver = MxResolver::from_config(&config.dns)?;
+        let tls = TlsClients::default();
+        for c in &config.connectors {
+            tls.for_connector(c)?;
+        }
+        let pool = Pool::new(PoolLimits {
+            max_idle_per_key: settings.max_idle_per_host,
+            idle_timeout: settings.idle_timeout,
+            max_age: settings.max_session_age,
+            max_messages: settings.max_messages_per_session,
+        });
+        Ok(SmtpTransport { config, resolver, tls, pool, settings })
+    }
+
+    pub fn settings(&self) -> &TransportSettings {
+        &self.settings
+    }
+
+    /// Idle sessions in the pool (for tests and status).
+    pub fn idle_sessions(&self) -> usize {
+        self.pool.idle_count()
+    }
+
+    /// QUIT every idle session (at shutdown).
+    pub async fn close_idle(&self) {
+        for s in self.pool.drain() {
+            s.close(Duration::from_secs(2)).await;
+        }
+    }
+
+    /// One attempt to deliver `msg` to the recipients of `domain` through
+    /// `connector` (its smarthost when it has one, else the MX of `domain`).
+    pub async fn deliver(&self, connector: &Connector, domain: &str, msg: &OutboundMessage<'_>) -> AttemptReport {
+        let now = crate::util::now_secs();
+        if msg.recipients.is_empty() {
+            return AttemptReport::default();
+        }
+        let tls = match self.tls.for_connector(connector) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(id = msg.id, "{e}");
+                let r = result(Stage::Tls, None, Some("4.7.5"), "trust roots unavailable (tls_ca_file)", None, now);
+                return all(msg, RcptOutcome::Deferred(r), None, false);
+            }
+        };
+        let route = match self.route(connector, domain).await {
+            Ok(r) => r,
+            Err((f, smarthost)) => {
+                tracing::info!(id = msg.id, connector = %connector.name, "{f}");
+                let r = f.result(now);
+                let o = if f.permanent { RcptOutcome::Failed(r) } else { RcptOutcome::Deferred(r) };
+                return all(msg, o, None, smarthost);
+            }
+        };
+
+        let auth = match (&connector.auth_username, &connector.auth_password_file) {
+            (Some(u), Some(f)) => Some((u.as_str(), f)),
+            _ => None,
+        };
+        // AUTH never goes over plaintext: credentials make TLS required.
+        let policy = match (connector.tls, auth.is_some()) {
+            (OutboundTls::None | OutboundTls::Opportunistic, true) => OutboundTls::Required,
+            (p, _) => p,
+        };
+        let helo = connector.helo_name.as_deref().unwrap_or(&self.config.server.hostname);
+
+        let mut last: Option<HopFailure> = None;
+        let mut last_host = String::new();
+        let mut connections = 0;
+        'hops: for hop in self.prefer_pooled(connector, &route) {
+            let port = self.port(&route, &hop);
+            let key = PoolKey { connector: connector.name.clone(), host: hop.host.clone(), port };
+            while let Some(mut s) = self.take_idle(&key) {
+                if s.reset().await {
+                    tracing::debug!(id = msg.id, host = %hop.host, "reusing an idle session");
+                    return self.run(key, s, msg, now).await;
+                }
+                close_all(vec![s]);
+            }
+            for ip in &hop.addrs {
+                if connections >= self.settings.max_connections_per_attempt {
+                    break 'hops;
+                }
+                connections += 1;
+                let mut p = OpenParams {
+                    host: &hop.host,
+                    addr: SocketAddr::new(*ip, port),
+                    helo,
+                    policy,
+                    implicit_tls: route.implicit_tls,
+                    plaintext_note: None,
+                    tls: &tls,
+                    auth,
+                    timeouts: self.settings.timeouts,
+                };
+                let mut opened = Session::open(&p).await;
+                if let Err(HopFailure { retry_plaintext: Some(note), .. }) = &opened {
+                    // SPEC §7: opportunistic TLS retries the same host in plaintext.
+                    tracing::info!(id = msg.id, host = %hop.host, addr = %p.addr, "{note}");
+                    p.plaintext_note = Some(note.clone());
+                    connections += 1;
+                    opened = Session::open(&p).await;
+                }
+                match opened {
+                    Ok(s) => return self.run(key, s, msg, now).await,
+                    Err(f) => {
+                        tracing::info!(id = msg.id, host = %hop.host, addr = %p.addr, "{}: {}", f.stage, f.text);
+                        let next = f.is_connect_or_tls();
+                        last_host = hop.host.clone();
+                        last = Some(f);
+                        if !next {
+                            break 'hops;
+                        }
+                    }
+                }
+            }
+        }
+
+        let Some(f) = last else {
+            let r = result(Stage::Connect, None, Some("4.4.1"), "no address to connect to", None, now);
+            return all(msg, RcptOutcome::Deferred(r), None, true);
+        };
+        let unreachable = f.is_connect_or_tls();
+        let r = result(f.stage, f.code, f.enhanced.as_deref(), &f.text, Some(&last_host), now);
+        all(msg, RcptOutcome::Deferred(r), f.tls, unreachable)
+    }
+
+    async fn route(&self, c: &Connector, domain: &str) -> Result<Route, (super::mx::DnsFailure, bool)> {
+        match &c.smarthost_addr {
+            Some(h) => {
+                let hop = self.resolver.resolve_host(&h.host).await.map_err(|f| (f.into_temporary(), true))?;
+                Ok(Route {
+                    hops: vec![hop],
+                    port: c.smarthost_port(),
+                    implicit_tls: c.smarthost_tls == SmarthostTls::Implicit,
+                    smarthost: true,
+                })
+            }
+            None => {
+                let hops = self.resolver.resolve_domain(domain).await.map_err(|f| (f, false))?;
+                Ok(Route { hops, port: self.settings.mx_port, implicit_tls: false, smarthost: false })
+            }
+        }
+    }
+
+    fn port(&self, route: &Route, hop: &NextHop) -> u16 {
+        match route.smarthost {
+            true => route.port,
+            false => self.settings.port_overrides.get(&hop.host).copied().unwrap_or(route.port),
+        }
+    }
+
+    /// Among hosts of equal preference, those with an idle session first.
+    fn prefer_pooled(&self, c: &Connector, route: &Route) -> Vec<NextHop> {
+        let pooled = |h: &NextHop| {
+            let port = self.port(route, h);
+            self.pool.has_idle(&PoolKey { connector: c.name.clone(), host: h.host.clone(), port })
+        };
+        let mut hops = route.hops.clone();
+        // a stable sort keeps the shuffled order within each class
+        hops.sort_by_key(|h| (h.preference, !pooled(h)));
+        hops
+    }
+
+    fn take_idle(&self, key: &PoolKey) -> Option<Session> {
+        let (s, expired) = self.pool.take(key);
+        close_all(expired);
+        s
+    }
+
+    /// Send the message over an open session, then pool or close it.
+    async fn run(&self, key: PoolKey, mut s: Session, msg: &OutboundMessage<'_>, now: u64) -> AttemptReport {
+        let host = s.host.clone();
+        let mut outcomes = Vec::with_capacity(msg.recipients.len());
+        let per = self.settings.max_recipients_per_transaction.max(1);
+        for chunk in msg.recipients.chunks(per) {
+            if !s.is_reusable() {
+                // the session broke in an earlier chunk
+                let r = result(Stage::Mail, None, Some("4.4.2"), "connection lost", Some(&host), now);
+                outcomes.extend(chunk.iter().map(|(i, _)| (*i, RcptOutcome::Deferred(r.clone()))));
+                continue;
+            }
+            let addrs: Vec<&str> = chunk.iter().map(|(_, a)| *a).collect();
+            let env = Envelope {
+                sender: msg.sender,
+                recipients: &addrs,
+                body: msg.body,
+                body_type: msg.body_type,
+                smtputf8: msg.smtputf8,
+            };
+            let t = s.transaction(&env).await;
+            for ((i, addr), r) in chunk.iter().zip(t.recipients) {
+                let o = outcome(&r, &host, now);
+                tracing::info!(id = msg.id, to = %addr, host = %host, "{}", describe(&o));
+                outcomes.push((*i, o));
+            }
+        }
+        let tls = s.tls.clone();
+        close_all(self.pool.put(key, s));
+        AttemptReport { outcomes, tls: Some(tls), unreachable: false }
+    }
+}
+
+/// Close sessions in the background: a QUIT is polite, not worth waiting for.
+fn close_all(sessions: Vec<Session>) {
+    for s in sessions {
+        tokio::spawn(s.close(Duration::from_secs(5)));
+    }
+}
+
+fn all(msg: &OutboundMessage<'_>, o: RcptOutcome, tls: Option<TlsOutcome>, unreachable: bool) -> AttemptReport {
+    AttemptReport { outcomes: msg.recipients.iter().map(|(i, _)| (*i, o.clone())).collect(), tls, unreachable }
+}
+
+fn result(
+    stage: Stage,
+    code: Option<u16>,
+    enhanced: Option<&str>,
+    text: &str,
+    host: Option<&str>,
+    at: u64,
+) -> AttemptResult {
+    AttemptResult {
+        code,
+        enhanced: enhanced.map(str::to_string),
+        text: text.to_string(),
+        remote_host: host.map(str::to_string),
+        stage,
+        at,
+    }
+}
+
+fn outcome(r: &RcptResult, host: &str, now: u64) -> RcptOutcome {
+    let stage = match r.stage {
+        TxStage::Mail => Stage::Mail,
+        TxStage::Rcpt => Stage::Rcpt,
+        TxStage::Data => Stage::Data,
+    };
+    let a = result(stage, r.code, r.enhanced.as_deref(), &r.text, Some(host), now);
+    if r.is_success() {
+        RcptOutcome::Delivered(a)
+    } else if r.is_permanent() {
+        RcptOutcome::Failed(a)
+    } else {
+        RcptOutcome::Deferred(a)
+    }
+}
+
+fn describe(o: &RcptOutcome) -> String {
+    match o {
+        RcptOutcome::Delivered(r) => format!("delivered: {r}"),
+        RcptOutcome::Deferred(r) => format!("deferred: {r}"),
+        RcptOutcome::Failed(r) => format!("failed: {r}"),
+    }
+}

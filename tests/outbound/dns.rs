@@ -1,0 +1,118 @@
+//! A real DNS server on loopback (hickory-server 0.26, the recipe in
+//! DEPENDENCIES.md) serving one zone, plus two broken servers: one that
+//! never answers and one that answers SERVFAIL to everything.
+
+use hickory_proto::rr::rdata::{A, MX, SOA};
+use hickory_proto::rr::{LowerName, Name, RData, Record, RecordSet, RrKey};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_server::store::in_memory::InMemoryZoneHandler;
+use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneHandler, ZoneType};
+use hickory_server::Server;
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, UdpSocket};
+
+fn name(s: &str) -> Name {
+    Name::from_str(&format!("{}.", s.trim_end_matches('.'))).expect("test name")
+}
+
+/// The records of one zone, added with small helpers.
+pub struct Zone {
+    origin: Name,
+    records: BTreeMap<RrKey, RecordSet>,
+}
+
+impl Zone {
+    pub fn new(origin: &str) -> Zone {
+        let origin = name(origin);
+        let mut z = Zone { origin: origin.clone(), records: BTreeMap::new() };
+        let soa =
+            SOA::new(name(&format!("ns.{origin}")), name(&format!("hostmaster.{origin}")), 1, 3600, 600, 86400, 60);
+        z.add(&origin.to_string(), RData::SOA(soa));
+        z
+    }
+
+    fn add(&mut self, owner: &str, data: RData) -> &mut Zone {
+        let n = name(owner);
+        let key = RrKey::new(LowerName::from(n.clone()), data.record_type());
+        let set = self.records.entry(key).or_insert_with(|| RecordSet::new(n.clone(), data.record_type(), 0));
+        set.insert(Record::from_rdata(n, 60, data), 0);
+        self
+    }
+
+    pub fn mx(&mut self, domain: &str, pref: u16, host: &str) -> &mut Zone {
+        let exchange = if host == "." { Name::root() } else { name(host) };
+        self.add(domain, RData::MX(MX::new(pref, exchange)))
+    }
+
+    pub fn a(&mut self, host: &str, ip: Ipv4Addr) -> &mut Zone {
+        self.add(host, RData::A(A(ip)))
+    }
+}
+
+/// A running DNS server; dropping it stops it.
+pub struct TestDns {
+    pub addr: SocketAddr,
+    _server: Server<Catalog>,
+}
+
+pub async fn serve(zone: Zone) -> TestDns {
+    let handler = InMemoryZoneHandler::<TokioRuntimeProvider>::new(
+        zone.origin.clone(),
+        zone.records,
+        ZoneType::Primary,
+        AxfrPolicy::Deny,
+    )
+    .expect("zone");
+    let mut catalog = Catalog::new();
+    catalog.upsert(LowerName::from(zone.origin), vec![Arc::new(handler) as Arc<dyn ZoneHandler>]);
+    let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind udp");
+    let addr = udp.local_addr().expect("addr");
+    let mut server = Server::new(catalog);
+    server.register_socket(udp);
+    server.register_listener(TcpListener::bind(addr).await.expect("bind tcp"), Duration::from_secs(5), 16);
+    TestDns { addr, _server: server }
+}
+
+/// A UDP socket that reads nothing and answers nothing.
+pub struct Silent {
+    pub addr: SocketAddr,
+    _socket: std::net::UdpSocket,
+}
+
+pub fn silent() -> Silent {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    Silent { addr: s.local_addr().expect("addr"), _socket: s }
+}
+
+/// Answers every query with SERVFAIL (RFC 1035 §4.1.1 RCODE 2), echoing
+/// the question. Stops when the runtime does.
+pub async fn servfail() -> SocketAddr {
+    let s = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let addr = s.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        loop {
+            let Ok((n, peer)) = s.recv_from(&mut buf).await else { return };
+            if n < 12 {
+                continue;
+            }
+            // header + the question (QNAME labels, QTYPE, QCLASS)
+            let mut end = 12;
+            while end < n && buf[end] != 0 {
+                end += buf[end] as usize + 1;
+            }
+            end = (end + 5).min(n);
+            let mut resp = buf[..end].to_vec();
+            resp[2] = 0x80 | (buf[2] & 0x01); // QR, keep RD
+            resp[3] = 0x80 | 0x02; // RA, SERVFAIL
+            resp[4..6].copy_from_slice(&[0, 1]);
+            resp[6..12].fill(0);
+            let _ = s.send_to(&resp, peer).await;
+        }
+    });
+    addr
+}
