@@ -240,3 +240,18 @@ pub struct TlsOutcome {
     #[serde(default)]
     pub note: Option<String>,
 }
+
+impl fmt::Display for TlsOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.info {
+            Some(i) => {
+                write!(f, "{} {}{}", i.version, i.cipher, if self.verified { " verified" } else { " unverified" })?
+            }
+            None => f.write_str("plaintext")?,
+        }
+        if let Some(n) = &self.note {
+            write!(f, " ({n})")?;
+        }
+        Ok(())
+    }
+}

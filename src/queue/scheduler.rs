@@ -380,11 +380,12 @@ impl Manager {
                     if report.tls.is_some() {
                         r.tls = report.tls.clone();
                     }
+                    let tls = report.tls.as_ref().map(|t| t.to_string()).unwrap_or_else(|| "-".into());
                     match outcome {
                         RcptOutcome::Delivered(res) => {
                             r.state = RcptState::Delivered;
                             r.next_attempt = None;
-                            tracing::info!(id = %m.id, rcpt = %r.address, via = %d.destination, result = %res, "delivered");
+                            tracing::info!(id = %m.id, rcpt = %r.address, via = %d.destination, result = %res, tls = %tls, "delivered");
                         }
                         RcptOutcome::Failed(res) => {
                             r.state = RcptState::Failed;

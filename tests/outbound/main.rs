@@ -17,9 +17,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// A configuration with `connectors` and `[dns]` pointing at `dns` (or at a
-/// port where nothing answers, for tests that need no DNS).
+/// socket of ours that never answers, for tests that need no DNS).
 pub fn config(dns: Option<SocketAddr>, connectors: &str) -> Arc<Config> {
-    let ns = dns.map(|a| a.to_string()).unwrap_or_else(|| "127.0.0.1:9".into());
+    // without a DNS server of the test's own, a socket we bound that never answers
+    static SILENT: std::sync::OnceLock<dns::Silent> = std::sync::OnceLock::new();
+    let ns = dns.unwrap_or_else(|| SILENT.get_or_init(dns::silent).addr).to_string();
     let text = format!(
         r#"[server]
 hostname = "postern.test"

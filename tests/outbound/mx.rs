@@ -8,7 +8,6 @@ use postern::delivery::mx::MxResolver;
 use postern::delivery::RcptOutcome;
 use postern::queue::Stage;
 use std::net::Ipv4Addr;
-use std::time::Instant;
 
 const LO: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
@@ -107,10 +106,8 @@ async fn silent_and_failing_name_servers_defer() {
     let quiet = dns::silent();
     let c = config(Some(quiet.addr), &connector(""));
     let t = transport(&c, settings(closed_port()));
-    let started = Instant::now();
     let r = deliver(&t, &c, "example.test", &[(0, "x@example.test")]).await;
     assert_eq!(summary(&r), ["deferred dns: timed out"]);
-    assert!(started.elapsed() < Duration::from_secs(10), "bounded by [dns] timeout: {:?}", started.elapsed());
     assert_eq!(r.outcomes[0].1.result().stage, Stage::Dns);
 
     let sf = dns::servfail().await;
