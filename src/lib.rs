@@ -35,6 +35,7 @@ pub mod config;
 pub mod control;
 pub mod datadir;
 pub mod delivery;
+pub mod mailbox;
 pub mod net;
 pub mod proto;
 pub mod queue;
