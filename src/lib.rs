@@ -37,6 +37,7 @@ pub mod datadir;
 pub mod delivery;
 pub mod mailbox;
 pub mod net;
+pub mod pop3;
 pub mod proto;
 pub mod queue;
 pub mod routing;

@@ -8,6 +8,7 @@ use crate::auth::Accounts;
 use crate::config::{Config, Protocol, TlsMode};
 use crate::control::{self, ops, Request, Response};
 use crate::datadir::DataDir;
+use crate::mailbox::MailboxStore;
 use crate::net::{self, ListenerSpec, Shutdown};
 use crate::queue::QueueStore;
 use crate::tls::CertStore;
@@ -21,6 +22,7 @@ pub struct Context {
     pub config: Arc<Config>,
     pub queue: Arc<QueueStore>,
     pub accounts: Accounts,
+    pub mailboxes: Arc<MailboxStore>,
     pub certs: Arc<CertStore>,
     pub throttle: AuthThrottle,
     pub data: DataDir,
@@ -90,11 +92,21 @@ pub async fn start(config: Config) -> Result<Server, String> {
         "queue opened"
     );
     let accounts = Accounts::open(&data.db).map_err(|e| e.to_string())?;
+    let (mailboxes, found) = MailboxStore::open(&data.db, &data.path, accounts.clone()).map_err(|e| e.to_string())?;
+    tracing::info!(
+        users = found.users,
+        folders = found.folders,
+        messages = found.messages,
+        reindexed = found.reindexed.len(),
+        dropped = found.dropped.len(),
+        "mailboxes opened"
+    );
     let ctx = Arc::new(Context {
         throttle: AuthThrottle::new(config.auth.failure_limit, config.auth.failure_window.0),
         config: config.clone(),
         queue: Arc::new(queue),
         accounts,
+        mailboxes: Arc::new(mailboxes),
         certs: certs.clone(),
         data,
     });
@@ -102,7 +114,7 @@ pub async fn start(config: Config) -> Result<Server, String> {
     let shutdown = Shutdown::new();
     let mut bound = Vec::new();
     for vs in &config.virtual_servers {
-        if vs.protocol != Protocol::Smtp {
+        if !matches!(vs.protocol, Protocol::Smtp | Protocol::Pop3) {
             tracing::warn!(server = %vs.name, "protocol {} is not implemented yet; virtual server not started", vs.protocol);
             continue;
         }
@@ -134,7 +146,11 @@ pub async fn start(config: Config) -> Result<Server, String> {
                 let service = Arc::new(crate::smtp::SmtpService::new(ctx.clone(), vs.clone()));
                 net::spawn_listeners(listeners, service, spec, shutdown.clone());
             }
-            Protocol::Pop3 | Protocol::Imap | Protocol::Nntp => {}
+            Protocol::Pop3 => {
+                let service = Arc::new(crate::pop3::Pop3Service::new(ctx.clone(), vs.clone()));
+                net::spawn_listeners(listeners, service, spec, shutdown.clone());
+            }
+            Protocol::Imap | Protocol::Nntp => {}
         }
     }
     Ok(Server { ctx, shutdown, listening, control_socket })
@@ -146,6 +162,9 @@ impl Server {
         self.shutdown.trigger_and_wait(Duration::from_secs(30)).await;
         if let Err(e) = self.ctx.queue.flush() {
             tracing::warn!("queue flush at shutdown: {e}");
+        }
+        if let Err(e) = self.ctx.mailboxes.flush() {
+            tracing::warn!("mailbox index flush at shutdown: {e}");
         }
         let _ = std::fs::remove_file(&self.control_socket);
         tracing::info!("stopped");
