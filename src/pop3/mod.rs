@@ -247,9 +247,13 @@ impl Session for Pop3Session {
                 Event::Update { deleted } => self.on_update(deleted).await,
             }
         }
+        let paused = self.core.output_full();
         self.core.take_output(out);
         if self.core.is_closed() {
             Next::Close
+        } else if paused {
+            // send this slice first; the rest of the pipelined input follows
+            Next::Continue
         } else {
             Next::Read
         }

@@ -22,6 +22,9 @@ pub const MAX_COMMAND_LINE: usize = 255;
 /// AUTH lines and SASL responses (RFC 5034 §4 lifts the 255-octet limit
 /// for them), and PASS lines (long passwords): the same bound as SMTP AUTH.
 pub const MAX_AUTH_LINE: usize = 12288;
+/// Feeding pauses while this much output waits to be taken (SPEC §12.7: a
+/// client pipelining a thousand RETRs must not make one buffer of them).
+pub const OUTPUT_HIGH_WATER: usize = 256 * 1024;
 
 /// What a session is configured to offer; fixed per virtual server.
 #[derive(Clone, Debug)]
@@ -151,6 +154,12 @@ impl ServerSession {
         into.append(&mut self.out);
     }
 
+    /// [`ServerSession::feed`] stopped because of the output waiting, not
+    /// for lack of input: take the output, send it, and feed again.
+    pub fn output_full(&self) -> bool {
+        self.out.len() >= OUTPUT_HIGH_WATER
+    }
+
     /// Whether credentials may be sent now (SPEC §9, §12.8).
     pub fn credentials_allowed(&self) -> bool {
         self.tls || (self.settings.allow_plaintext_auth && !self.settings.require_tls)
@@ -178,6 +187,7 @@ impl ServerSession {
                     return None;
                 }
                 State::Waiting(_) => return None,
+                _ if self.output_full() => return None,
                 _ => {}
             }
             if self.errors >= self.settings.max_errors {

@@ -250,6 +250,34 @@ fn long_lines_and_error_limit() {
     assert_eq!(events, ["TooManyErrors"]);
 }
 
+#[test]
+fn pipelined_output_is_taken_in_bounded_slices() {
+    let mut s = session(settings(), true);
+    let mut buf = BytesMut::from(&b"USER a\r\nPASS secret\r\n"[..]);
+    let Some(Event::Login(_)) = s.feed(&mut buf) else { panic!("no login") };
+    let big: Vec<Entry> = (1..=20_000).map(|uid| Entry { uid, size: 1000, unique_id: format!("1.{uid}") }).collect();
+    s.login_done(Ok(("a".into(), big)));
+    let mut out = Vec::new();
+    s.take_output(&mut out);
+    // a client pipelines 3000 LISTs of a 20000-message maildrop (~650 MB of answers)
+    buf.extend_from_slice("LIST\r\n".repeat(3000).as_bytes());
+    let mut slices = 0;
+    let mut lists = 0;
+    while !buf.is_empty() {
+        assert_eq!(s.feed(&mut buf), None);
+        assert!(s.output_full() || buf.is_empty());
+        let mut slice = Vec::new();
+        s.take_output(&mut slice);
+        assert!(slice.len() < OUTPUT_HIGH_WATER + 300_000, "one slice is {} bytes", slice.len());
+        lists += slice.windows(10).filter(|w| w == b"20000 1000").count();
+        slices += 1;
+        if slices > 10 {
+            break;
+        }
+    }
+    assert!(slices > 10 && lists <= 11 * 2, "{slices} slices, {lists} listings");
+}
+
 /// Every byte the session writes parses as POP3 responses: status lines,
 /// challenges, and multi-line bodies whose lines never read as the end.
 fn well_formed(out: &[u8]) -> Result<(), String> {
