@@ -41,7 +41,9 @@
 //! # Concurrency
 //!
 //! Readers (listings, message bytes) take no lock: records are read from
-//! sled and message files never change once written. Writes for one user
+//! sled and message files never change once written (the one exception is
+//! the first access for a user never seen, which creates the default
+//! folders under that user's writer lock). Writes for one user
 //! are serialised by a per-user mutex (one writer per user; different users
 //! proceed in parallel). Every method blocks on the disk: call it from
 //! `tokio::task::spawn_blocking`, never on the async runtime's threads.

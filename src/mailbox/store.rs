@@ -197,7 +197,7 @@ impl MailboxStore {
         let user = user_key(user)?;
         let lock = self.writer(&user);
         let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
-        let f = self.find(&user, folder)?;
+        let f = self.folder_locked(&user, folder)?;
         let mut batch = sled::Batch::default();
         let mut out = Vec::new();
         for &uid in uids {
@@ -229,7 +229,7 @@ impl MailboxStore {
         let user = user_key(user)?;
         let lock = self.writer(&user);
         let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
-        let mut f = self.find(&user, folder)?;
+        let mut f = self.folder_locked(&user, folder)?;
         let mut gone = Vec::new();
         for &uid in uids {
             if self.tree.contains_key(index::message_key(&user, f.fid, uid))? && !gone.contains(&uid) {
@@ -264,8 +264,8 @@ impl MailboxStore {
         let user = user_key(user)?;
         let lock = self.writer(&user);
         let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
-        let src = self.find(&user, from)?;
-        let mut dst = self.find(&user, to)?;
+        let src = self.folder_locked(&user, from)?;
+        let mut dst = self.folder_locked(&user, to)?;
         let dst_dir = self.disk.folder_dir(&user, dst.fid);
         let mut pairs = Vec::new();
         let mut batch = sled::Batch::default();
@@ -325,7 +325,7 @@ impl MailboxStore {
         }
         let lock = self.writer(&user);
         let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
-        let mut f = self.find(&user, from)?;
+        let mut f = self.folder_locked(&user, from)?;
         if self.lookup(&user, to)?.is_some() {
             return Err(MailboxError::FolderExists { user, folder: to.to_string() });
         }
@@ -348,7 +348,7 @@ impl MailboxStore {
         }
         let lock = self.writer(&user);
         let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
-        let f = self.find(&user, name)?;
+        let f = self.folder_locked(&user, name)?;
         self.disk.remove_folder(&user, f.fid).map_err(|e| MailboxError::io(self.disk.folder_dir(&user, f.fid), e))?;
         let mut batch = sled::Batch::default();
         batch.remove(index::folder_key(&user, f.fid));
@@ -365,7 +365,7 @@ impl MailboxStore {
         let user = user_key(user)?;
         let lock = self.writer(&user);
         let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
-        let mut f = self.find(&user, name)?;
+        let mut f = self.folder_locked(&user, name)?;
         f.rec.subscribed = subscribed;
         self.tree.insert(index::folder_key(&user, f.fid), index::encode(&f.rec))?;
         Ok(())
@@ -439,7 +439,9 @@ impl MailboxStore {
         Ok(self.folder_records(user)?.into_iter().find(|f| f.rec.name == name))
     }
 
-    /// The named folder; a user who has never been seen gets the defaults first.
+    /// The named folder; a user who has never been seen gets the defaults
+    /// first. Takes the user's writer lock for that: never call it while
+    /// holding the lock (use [`MailboxStore::folder_locked`]).
     fn find(&self, user: &str, name: &str) -> Result<Folder, MailboxError> {
         if let Some(f) = self.lookup(user, name)? {
             return Ok(f);

@@ -243,6 +243,25 @@ fn sessions_hear_of_changes_and_the_maildrop_is_exclusive() {
 }
 
 #[test]
+fn any_method_can_be_the_first_for_a_new_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_d, store, _) = open(dir.path());
+    let seen: Flags = [Flag::Seen].into_iter().collect();
+    // each on a user the store has never seen: defaults are made, nothing deadlocks
+    assert!(store.expunge("u1@example.test", INBOX, &[1]).unwrap().is_empty());
+    assert!(store.store_flags("u2@example.test", INBOX, &[1], FlagChange::Add, &seen).unwrap().is_empty());
+    assert!(store.copy("u3@example.test", INBOX, &[1], "Trash").unwrap().1.is_empty());
+    store.rename_folder("u4@example.test", "Junk", "Spam").unwrap();
+    store.delete_folder("u5@example.test", "Drafts").unwrap();
+    store.set_subscribed("u6@example.test", "Sent", false).unwrap();
+    assert_eq!(store.messages("u7@example.test", INBOX).unwrap().messages, vec![]);
+    assert_eq!(store.folder("u8@example.test", "Trash").unwrap().special_use, Some(SpecialUse::Trash));
+    assert_eq!(store.append("u9@example.test", "Sent", b"x\r\n", 1, &seen).unwrap().uid, 1);
+    assert!(matches!(store.read("u10@example.test", INBOX, 1), Err(MailboxError::NoSuchMessage { .. })));
+    assert_eq!(store.folders("u4@example.test").unwrap().iter().filter(|f| f.name == "Spam").count(), 1);
+}
+
+#[test]
 fn concurrent_deliveries_get_distinct_uids() {
     let dir = tempfile::tempdir().unwrap();
     let (_d, store, _) = open(dir.path());
