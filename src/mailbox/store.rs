@@ -200,6 +200,7 @@ impl MailboxStore {
         let f = self.folder_locked(&user, folder)?;
         let mut batch = sled::Batch::default();
         let mut out = Vec::new();
+        let mut changed = Vec::new();
         for &uid in uids {
             let k = index::message_key(&user, f.fid, uid);
             let Some(v) = self.tree.get(&k)? else { continue };
@@ -212,11 +213,11 @@ impl MailboxStore {
             }
             if rec.flags != before {
                 batch.insert(k, index::encode(&rec));
+                changed.push(uid);
             }
             out.push((uid, rec.flags));
         }
         self.tree.apply_batch(batch)?;
-        let changed: Vec<u32> = out.iter().map(|(u, _)| *u).collect();
         if !changed.is_empty() {
             self.notify(&user, &f, ChangeKind::Flags(changed));
         }
@@ -230,13 +231,16 @@ impl MailboxStore {
         let lock = self.writer(&user);
         let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut f = self.folder_locked(&user, folder)?;
-        let mut gone = Vec::new();
-        for &uid in uids {
-            if self.tree.contains_key(index::message_key(&user, f.fid, uid))? && !gone.contains(&uid) {
-                gone.push(uid);
+        let mut gone = uids.to_vec();
+        gone.sort_unstable();
+        gone.dedup();
+        let mut present = Vec::with_capacity(gone.len());
+        for uid in gone {
+            if self.tree.contains_key(index::message_key(&user, f.fid, uid))? {
+                present.push(uid);
             }
         }
-        gone.sort_unstable();
+        let gone = present;
         let Some(&highest) = gone.last() else { return Ok(gone) };
         let dir = self.disk.folder_dir(&user, f.fid);
         if highest >= f.rec.durable_uidnext {

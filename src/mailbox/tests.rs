@@ -233,6 +233,11 @@ fn sessions_hear_of_changes_and_the_maildrop_is_exclusive() {
     let uid = store.deliver(ALICE, &body(1), 0).unwrap();
     let c = rx.try_recv().unwrap();
     assert_eq!((c.folder.as_str(), c.kind), (INBOX, ChangeKind::Appended(vec![uid])));
+    let seen: Flags = [Flag::Seen].into_iter().collect();
+    store.store_flags(ALICE, INBOX, &[uid], FlagChange::Add, &seen).unwrap();
+    assert_eq!(rx.try_recv().unwrap().kind, ChangeKind::Flags(vec![uid]));
+    store.store_flags(ALICE, INBOX, &[uid], FlagChange::Add, &seen).unwrap();
+    assert!(rx.try_recv().is_err(), "no change, no news");
     store.expunge(ALICE, INBOX, &[uid]).unwrap();
     assert_eq!(rx.try_recv().unwrap().kind, ChangeKind::Expunged(vec![uid]));
 
