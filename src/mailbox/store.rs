@@ -276,27 +276,39 @@ impl MailboxStore {
         let mut uids = uids.to_vec();
         uids.sort_unstable();
         uids.dedup();
-        for uid in uids {
-            let k = index::message_key(&user, src.fid, uid);
-            let Some(v) = self.tree.get(&k)? else { continue };
-            let rec: MessageRecord = index::decode(&k, &v)?;
-            let from_path = self.disk.message_path(&user, src.fid, uid);
-            let new = match self.write_new(&dst_dir, &dst.rec, |n| self.disk.link_message(&from_path, &dst_dir, n)) {
-                Ok(n) => n,
-                // expunged meanwhile (by a crash-interrupted expunge): nothing to copy
-                Err(MailboxError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            };
-            dst.rec.uidnext = new + 1;
-            batch.insert(index::message_key(&user, dst.fid, new), index::encode(&rec));
-            pairs.push((uid, new));
+        let link_all = || -> Result<(), MailboxError> {
+            for uid in uids {
+                let k = index::message_key(&user, src.fid, uid);
+                let Some(v) = self.tree.get(&k)? else { continue };
+                let rec: MessageRecord = index::decode(&k, &v)?;
+                let from_path = self.disk.message_path(&user, src.fid, uid);
+                let new = match self.write_new(&dst_dir, &dst.rec, |n| self.disk.link_message(&from_path, &dst_dir, n))
+                {
+                    Ok(n) => n,
+                    // its file is gone (an expunge a crash interrupted): nothing to copy
+                    Err(MailboxError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
+                dst.rec.uidnext = new + 1;
+                batch.insert(index::message_key(&user, dst.fid, new), index::encode(&rec));
+                pairs.push((uid, new));
+            }
+            if pairs.is_empty() {
+                return Ok(());
+            }
+            self.disk.sync_dir(&dst_dir).map_err(|e| MailboxError::io(&dst_dir, e))?;
+            batch.insert(index::folder_key(&user, dst.fid), index::encode(&dst.rec));
+            Ok(self.tree.apply_batch(std::mem::take(&mut batch))?)
+        };
+        if let Err(e) = link_all() {
+            // not acknowledged: take the new names back so they are not re-indexed later
+            let made: Vec<String> = pairs.iter().map(|p| super::disk::message_name(p.1)).collect();
+            let _ = self.disk.remove_messages(&dst_dir, &made);
+            return Err(e);
         }
         if pairs.is_empty() {
             return Ok((dst.rec.uidvalidity, pairs));
         }
-        self.disk.sync_dir(&dst_dir).map_err(|e| MailboxError::io(&dst_dir, e))?;
-        batch.insert(index::folder_key(&user, dst.fid), index::encode(&dst.rec));
-        self.tree.apply_batch(batch)?;
         self.notify(&user, &dst, ChangeKind::Appended(pairs.iter().map(|p| p.1).collect()));
         Ok((dst.rec.uidvalidity, pairs))
     }
