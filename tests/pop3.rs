@@ -137,14 +137,17 @@ print(json.dumps(out))
 p = poplib.POP3_SSL("127.0.0.1", {port}, context=ctx, timeout=15)
 p.user("{ALICE}")
 p.pass_("{PASSWORD}")
-print(json.dumps({{"stat": p.stat(), "uidl": [l.decode() for l in p.uidl()[1]], "retr": b64(p.retr(1)[1])}}))
+print(json.dumps({{"stat": p.stat(), "list": [l.decode() for l in p.list()[1]], "uidl": [l.decode() for l in p.uidl()[1]],
+                  "top": b64(p.top(1, 1)[1]), "retr": b64(p.retr(1)[1])}}))
 p.quit()
 "#
         )
     };
     let v = json(&python(&after(s.addr("pop3s").port())));
     assert_eq!(v["stat"], serde_json::json!([1, m2.len()]));
+    assert_eq!(v["list"], serde_json::json!([format!("1 {}", m2.len())]));
     assert_eq!(v["uidl"], serde_json::json!([format!("1 {}", &uidl[1][2..])]));
+    assert_eq!(v["top"], b64(format!("{head}\r\n\r\nHello Alice, this is message 2.\r\n").as_bytes()));
     assert_eq!(v["retr"], b64(&m2));
     s.restart();
     assert_eq!(json(&python(&after(s.addr("pop3s").port())))["uidl"], v["uidl"], "UIDL survives a restart");
