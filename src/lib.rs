@@ -12,6 +12,8 @@
 //!        ─▶ proto::smtp (sans-IO core) ─▶ smtp (inbound policy, session)
 //!        ─▶ queue (spool fsync + sled index) ◀─ control (socket, ops) ◀─ CLI (main.rs)
 //!        ─▶ routing (connectors, address spaces)
+//!        ─▶ delivery (local: mailbox::MailboxStore::deliver | SMTP)
+//! client ─▶ net ─▶ tls ─▶ proto::pop3 (sans-IO core) ─▶ pop3 (session) ─▶ mailbox (files fsync + sled index)
 //! ```
 //!
 //! - [`config`]: the TOML schema, defaults and validation (errors name file, line, key).
@@ -24,6 +26,9 @@
 //! - [`queue`]: queue ids, message records, the spool and the store.
 //! - [`routing`]: most-specific connector selection and `route explain`.
 //! - [`delivery`]: one delivery attempt: local mailboxes, or SMTP to the next hop.
+//! - [`mailbox`]: users' folders, UIDs, flags and message files behind POP3
+//!   and IMAP4; the durable local-delivery API.
+//! - [`pop3`]: the POP3 service and session (login, maildrop lock, UPDATE at QUIT).
 //! - [`control`]: the control socket, its JSON shapes, the operator actions.
 //! - [`cert`]: the `cert` subcommands (self-signed, request with pending keys,
 //!   install, show) and the self-signed certificate made at first start.
@@ -36,7 +41,9 @@ pub mod config;
 pub mod control;
 pub mod datadir;
 pub mod delivery;
+pub mod mailbox;
 pub mod net;
+pub mod pop3;
 pub mod proto;
 pub mod queue;
 pub mod routing;

@@ -8,7 +8,8 @@ use crate::auth::Accounts;
 use crate::config::{Config, Protocol, TlsMode};
 use crate::control::{self, ops, Request, Response};
 use crate::datadir::DataDir;
-use crate::delivery::{SmtpTransport, TransportSettings};
+use crate::delivery::{LocalDelivery, SmtpTransport, TransportSettings};
+use crate::mailbox::MailboxStore;
 use crate::net::{self, ListenerSpec, Shutdown};
 use crate::queue::scheduler::{ControlOp, Scheduler};
 use crate::queue::QueueStore;
@@ -23,6 +24,7 @@ pub struct Context {
     pub config: Arc<Config>,
     pub queue: Arc<QueueStore>,
     pub accounts: Accounts,
+    pub mailboxes: Arc<MailboxStore>,
     pub certs: Arc<CertStore>,
     pub throttle: AuthThrottle,
     /// The queue manager: every change to queued messages goes through it.
@@ -114,6 +116,16 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Server,
         "queue opened"
     );
     let accounts = Accounts::open(&data.db).map_err(|e| e.to_string())?;
+    let (mailboxes, found) = MailboxStore::open(&data.db, &data.path, accounts.clone()).map_err(|e| e.to_string())?;
+    tracing::info!(
+        users = found.users,
+        folders = found.folders,
+        messages = found.messages,
+        reindexed = found.reindexed.len(),
+        dropped = found.dropped.len(),
+        "mailboxes opened"
+    );
+    let mailboxes = Arc::new(mailboxes);
     let queue = Arc::new(queue);
     let transport = Arc::new(
         SmtpTransport::with_settings(config.clone(), options.transport).map_err(|e| format!("outbound SMTP: {e}"))?,
@@ -123,7 +135,8 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Server,
         config.clone(),
         accounts.clone(),
         Some(transport.clone() as Arc<dyn crate::delivery::Remote>),
-        None,
+        Some(Arc::new(LocalDelivery::new(mailboxes.clone(), &config.server.postmaster))
+            as Arc<dyn crate::delivery::Local>),
     );
     let ctx = Arc::new(Context {
         throttle: AuthThrottle::new(config.auth.failure_limit, config.auth.failure_window.0),
@@ -132,6 +145,7 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Server,
         scheduler,
         transport,
         accounts,
+        mailboxes,
         certs: certs.clone(),
         data,
     });
@@ -139,7 +153,7 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Server,
     let shutdown = Shutdown::new();
     let mut bound = Vec::new();
     for vs in &config.virtual_servers {
-        if vs.protocol != Protocol::Smtp {
+        if !matches!(vs.protocol, Protocol::Smtp | Protocol::Pop3) {
             tracing::warn!(server = %vs.name, "protocol {} is not implemented yet; virtual server not started", vs.protocol);
             continue;
         }
@@ -171,7 +185,11 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Server,
                 let service = Arc::new(crate::smtp::SmtpService::new(ctx.clone(), vs.clone()));
                 net::spawn_listeners(listeners, service, spec, shutdown.clone());
             }
-            Protocol::Pop3 | Protocol::Imap | Protocol::Nntp => {}
+            Protocol::Pop3 => {
+                let service = Arc::new(crate::pop3::Pop3Service::new(ctx.clone(), vs.clone()));
+                net::spawn_listeners(listeners, service, spec, shutdown.clone());
+            }
+            Protocol::Imap | Protocol::Nntp => {}
         }
     }
     Ok(Server { ctx, shutdown, listening, control_socket })
@@ -184,6 +202,9 @@ impl Server {
         self.ctx.transport.close_idle().await;
         if let Err(e) = self.ctx.queue.flush() {
             tracing::warn!("queue flush at shutdown: {e}");
+        }
+        if let Err(e) = self.ctx.mailboxes.flush() {
+            tracing::warn!("mailbox index flush at shutdown: {e}");
         }
         let _ = std::fs::remove_file(&self.control_socket);
         tracing::info!("stopped");

@@ -18,12 +18,13 @@ fn default_config_serves_and_queues() {
     )
     .unwrap();
     let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
-    let mut child =
-        Command::new(BIN).arg("serve").current_dir(dir.path()).stdout(Stdio::null()).stderr(log).spawn().unwrap();
+    let mut child = KillOnDrop(
+        Command::new(BIN).arg("serve").current_dir(dir.path()).stdout(Stdio::null()).stderr(log).spawn().unwrap(),
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect("127.0.0.1:2525").is_err() {
         assert!(Instant::now() < deadline, "the server did not start on 127.0.0.1:2525");
-        if let Ok(Some(st)) = child.try_wait() {
+        if let Ok(Some(st)) = child.0.try_wait() {
             panic!("server exited ({st}): {}", std::fs::read_to_string(dir.path().join("serve.log")).unwrap());
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -45,10 +46,32 @@ s.quit()
     assert_eq!(code, "250", "{out}");
     assert!(text.starts_with("2.0.0 Ok: queued as "), "{out}");
     let id = text.rsplit(' ').next().unwrap();
+    // The queue shows it until the local delivery to the postmaster's
+    // mailbox (milliseconds later) takes it out; then the log says so.
     let list = cli_in(dir.path(), std::path::Path::new("config/postern.toml"), &["queue", "list", "--json"], None);
+    assert!(list.status.success(), "{}", String::from_utf8_lossy(&list.stderr));
     let stdout = String::from_utf8_lossy(&list.stdout);
-    assert!(stdout.lines().any(|l| l.contains(&format!("\"id\":\"{id}\""))), "{stdout}");
+    let listed = stdout.lines().any(|l| l.contains(&format!("\"id\":\"{id}\"")));
+    let log = || std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default();
+    assert!(
+        listed
+            || eventually(Duration::from_secs(10), || log()
+                .lines()
+                .any(|l| l.contains(&format!("id={id}")) && l.contains("delivered"))),
+        "{id} neither in the queue ({stdout}) nor delivered:\n{}",
+        log()
+    );
     assert!(dir.path().join("queue-data/tls/main.crt").exists());
-    let _ = Command::new("kill").arg(child.id().to_string()).status();
-    let _ = child.wait();
+    let _ = Command::new("kill").arg(child.0.id().to_string()).status();
+    let _ = child.0.wait();
+}
+
+/// The server must not outlive a failed test (it holds fixed ports).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -140,6 +140,13 @@ impl Accounts {
         self.users.contains_key(key(email)).unwrap_or(false)
     }
 
+    /// Whether a user exists; unlike [`Accounts::user_exists`], a database
+    /// error is an error rather than a "no" (local delivery must not bounce
+    /// mail because of one).
+    pub fn has_user(&self, email: &str) -> Result<bool, AccountError> {
+        Ok(self.users.contains_key(key(email))?)
+    }
+
     pub fn users(&self) -> Result<Vec<UserInfo>, AccountError> {
         let mut out = Vec::new();
         for r in self.users.iter() {

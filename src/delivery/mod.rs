@@ -4,12 +4,14 @@
 //! decides *when*; this module does one attempt and reports, per recipient,
 //! what happened. It never changes the queue itself.
 
+mod local;
 pub mod mx;
 mod pool;
 mod session;
 pub mod smtp;
 mod tls;
 
+pub use local::LocalDelivery;
 pub use smtp::{OutboundMessage, SmtpTransport, Timeouts, TransportError, TransportSettings};
 
 use crate::queue::{AttemptResult, TlsOutcome};

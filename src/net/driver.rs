@@ -26,6 +26,10 @@ const READ_CHUNK: usize = 16 * 1024;
 pub enum Next {
     /// Flush the replies and read more.
     Read,
+    /// Flush the replies, then call `handle` again before reading: the
+    /// session stopped early to keep its output bounded (a client that
+    /// pipelined many RETRs or FETCHes) and has complete input left.
+    Continue,
     /// Flush the replies, discard buffered input, upgrade to TLS.
     StartTls,
     /// Flush the replies and close.
@@ -157,6 +161,7 @@ async fn drive<S: Session>(
         }
     }
     session.greeting(&mut out);
+    let mut more = false;
     loop {
         if let Err(end) = write_all(stream, &mut out, idle).await {
             return end;
@@ -169,7 +174,7 @@ async fn drive<S: Session>(
                 let _ = write_all(stream, &mut out, idle).await;
                 return SessionEnd::Shutdown;
             }
-            r = tokio::time::timeout(idle, stream.read_buf(&mut input)) => match r {
+            r = tokio::time::timeout(idle, stream.read_buf(&mut input)), if !more => match r {
                 Err(_) => {
                     session.timed_out(&mut out);
                     let _ = write_all(stream, &mut out, idle).await;
@@ -179,7 +184,9 @@ async fn drive<S: Session>(
                 Ok(Ok(0)) => return SessionEnd::PeerClosed,
                 Ok(Ok(_)) => {}
             },
-            _ = session.notified() => {
+            // Next::Continue: go straight back to the session (a shutdown still wins)
+            _ = std::future::ready(()), if more => {}
+            _ = session.notified(), if !more => {
                 if session.on_notify(&mut out) == Next::Close {
                     let _ = write_all(stream, &mut out, idle).await;
                     return SessionEnd::Closed;
@@ -187,12 +194,14 @@ async fn drive<S: Session>(
                 continue;
             }
         }
+        more = false;
         match session.handle(&mut input, &mut out).await {
             Next::Read => {
                 if input.len() > MAX_UNCONSUMED {
                     return SessionEnd::InputOverflow;
                 }
             }
+            Next::Continue => more = true,
             Next::StartTls => {
                 if let Err(end) = write_all(stream, &mut out, idle).await {
                     return end;

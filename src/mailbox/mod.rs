@@ -1,0 +1,205 @@
+//! The mailbox store: every local user's folders (INBOX plus the SPECIAL-USE
+//! folders Sent, Drafts, Trash and Junk, RFC 6154), each with a UIDVALIDITY
+//! and UIDNEXT, and per message a UID, flags, the internal date, the size
+//! and the bytes. POP3 reads and deletes from INBOX; IMAP4 uses all of it.
+//! This module owns the files under `data_dir/mail` and the `mailbox` tree
+//! of the shared sled database; it never speaks a protocol, never decides
+//! who may log in, and never holds a lock across a network wait.
+//!
+//! # Layout and durability
+//!
+//! ```text
+//! data_dir/mail/<user>/f<id>/folder.json       name, UIDVALIDITY, a UIDNEXT floor (written + fsynced)
+//! data_dir/mail/<user>/f<id>/<uid>             one message, immutable once written; mtime = internal date
+//! ```
+//!
+//! `<user>` is the account key (`local@domain`, lower case) with anything
+//! outside `[a-z0-9.@_+-]` %-escaped. One file per message (the maildir
+//! idea) rather than an append-only segment: POP3 and IMAP delete
+//! constantly, and a deleted file gives its space back at once, where a
+//! segment would need compaction — a second writer racing readers. Each
+//! message is written to `.tmp-*`, fsynced, hard-linked to its final name
+//! (which cannot overwrite an existing UID) and the folder directory is
+//! fsynced: only then does [`MailboxStore::deliver`] return. The file name
+//! is the UID and its mtime the internal date, so the file alone is enough
+//! to rebuild its index entry.
+//!
+//! sled (the `mailbox` tree) is the index: folder records and message records
+//! (flags, date, size). sled 0.34's `flush()` does not fsync
+//! (DEPENDENCIES.md), so it may lag the files after a crash, and
+//! [`MailboxStore::open`] reconciles them like `queue::store`: a file without
+//! a record is re-indexed; a record without a file is dropped; UIDNEXT
+//! becomes at least one past the highest UID on disk and at least the floor
+//! in `folder.json`, which an expunge raises (fsynced) *before* it unlinks
+//! files — so a UID is never handed out twice under one UIDVALIDITY, even
+//! when sled forgot the latest deliveries and the files are gone. Adding
+//! writes the file before the record; removing unlinks the file before the
+//! record: whichever step a crash interrupts, reconciliation finishes it in
+//! the right direction. Flags live only in sled: a flag change in the last
+//! moment before a crash may be lost; a delivered message never is.
+//!
+//! # Concurrency
+//!
+//! Readers (listings, message bytes) take no lock: records are read from
+//! sled and message files never change once written (the one exception is
+//! the first access for a user never seen, which creates the default
+//! folders under that user's writer lock). Writes for one user
+//! are serialised by a per-user mutex (one writer per user; different users
+//! proceed in parallel). Every method blocks on the disk: call it from
+//! `tokio::task::spawn_blocking`, never on the async runtime's threads.
+//!
+//! Sessions learn of changes through [`MailboxStore::subscribe`]: a tokio
+//! broadcast per user carrying a [`Change`] for every append, expunge, flag
+//! change and folder change (IMAP IDLE and unsolicited responses). A
+//! receiver that lags gets `RecvError::Lagged` and must re-read the folder.
+//! POP3's exclusive maildrop (RFC 1939 §8) is [`MailboxStore::lock_maildrop`].
+//!
+//! # Local delivery (the queue scheduler's API)
+//!
+//! ```ignore
+//! // blocking; from spawn_blocking. `user` is the Accounts key (aliases are
+//! // already expanded). Returns only once the message is durable.
+//! match store.deliver("alice@example.test", &body, arrived_unix_secs) {
+//!     Ok(uid) => { /* delivered: INBOX UID `uid` */ }
+//!     Err(e) if e.is_permanent() => { /* no such user: fail the recipient, NDR (e.smtp_status() is 550 5.1.1) */ }
+//!     Err(e) => { /* store I/O: retry later (e.smtp_status() is 451 4.3.0) */ }
+//! }
+//! ```
+
+mod disk;
+mod index;
+mod notify;
+mod reconcile;
+mod store;
+
+pub use index::{Flag, Flags, SpecialUse};
+pub use notify::{Change, ChangeKind, MaildropLock};
+pub use store::{Listing, MailboxStore};
+
+use std::path::PathBuf;
+
+/// The folder every user has and every delivery goes to.
+pub const INBOX: &str = "INBOX";
+
+/// Folders created for every user, with their RFC 6154 attribute.
+pub const DEFAULT_FOLDERS: [(&str, Option<SpecialUse>); 5] = [
+    (INBOX, None),
+    ("Sent", Some(SpecialUse::Sent)),
+    ("Drafts", Some(SpecialUse::Drafts)),
+    ("Trash", Some(SpecialUse::Trash)),
+    ("Junk", Some(SpecialUse::Junk)),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum MailboxError {
+    #[error("no local user {0}")]
+    NoSuchUser(String),
+    #[error("{0:?} is not a valid mailbox user name")]
+    InvalidUser(String),
+    #[error("user {user} has no folder {folder:?}")]
+    NoSuchFolder { user: String, folder: String },
+    #[error("user {user} already has a folder {folder:?}")]
+    FolderExists { user: String, folder: String },
+    #[error("folder name {0:?}: {1}")]
+    InvalidFolderName(String, &'static str),
+    #[error("folder {folder:?} has no message with UID {uid}")]
+    NoSuchMessage { folder: String, uid: u32 },
+    #[error("the maildrop of {0} is in use by another session")]
+    InUse(String),
+    #[error("folder {0:?} has used up its UIDs")]
+    UidsExhausted(String),
+    #[error("mailbox file {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("mailbox index: {0}")]
+    Index(#[from] sled::Error),
+    #[error("mailbox index entry {0}: {1}")]
+    Corrupt(String, String),
+    #[error("mailbox user lookup: {0}")]
+    Accounts(#[from] crate::auth::AccountError),
+}
+
+impl MailboxError {
+    /// True when retrying cannot help (the user does not exist); false for
+    /// store trouble, which a later attempt may get past.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, MailboxError::NoSuchUser(_) | MailboxError::InvalidUser(_))
+    }
+
+    /// The SMTP code and enhanced status (RFC 3463) a delivery report
+    /// should carry for this failure.
+    pub fn smtp_status(&self) -> (u16, &'static str) {
+        if self.is_permanent() {
+            (550, "5.1.1")
+        } else {
+            (451, "4.3.0")
+        }
+    }
+
+    fn io(path: impl Into<PathBuf>, source: std::io::Error) -> MailboxError {
+        MailboxError::Io { path: path.into(), source }
+    }
+}
+
+/// One folder as a client sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FolderInfo {
+    pub name: String,
+    pub special_use: Option<SpecialUse>,
+    pub uidvalidity: u32,
+    pub uidnext: u32,
+    pub messages: u32,
+    pub unseen: u32,
+    pub subscribed: bool,
+}
+
+/// One message as a listing shows it (ascending UID).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageInfo {
+    pub uid: u32,
+    pub size: u64,
+    /// Unix seconds (IMAP INTERNALDATE).
+    pub internal_date: u64,
+    pub flags: Flags,
+}
+
+/// What a successful append stored (RFC 4315 APPENDUID needs both).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    pub uidvalidity: u32,
+    pub uid: u32,
+}
+
+/// How [`MailboxStore::store_flags`] combines the given flags (IMAP STORE).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlagChange {
+    Add,
+    Remove,
+    Replace,
+}
+
+/// What start-up reconciliation found.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    pub users: usize,
+    pub folders: usize,
+    pub messages: usize,
+    /// Messages found on disk but not in the index, re-indexed: (user, folder, uid).
+    pub reindexed: Vec<(String, String, u32)>,
+    /// Index entries whose file was gone, dropped: (user, folder, uid).
+    pub dropped: Vec<(String, String, u32)>,
+    /// Folders whose UIDNEXT had to be raised to stay ahead of the disk.
+    pub uidnext_raised: usize,
+}
+
+/// IMAP treats `INBOX` case-insensitively (RFC 3501 §5.1); every other name
+/// is taken as given.
+pub fn canonical_folder(name: &str) -> &str {
+    if name.eq_ignore_ascii_case(INBOX) {
+        INBOX
+    } else {
+        name
+    }
+}
+
+#[cfg(test)]
+mod tests;

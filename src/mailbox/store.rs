@@ -1,0 +1,554 @@
+//! [`MailboxStore`]: the public face of the mailbox store — delivery,
+//! listings, message bytes, flags, expunge, copy and folder management —
+//! built from the files ([`super::disk`]) and the index ([`super::index`])
+//! in the order the parent module's durability argument needs: files before
+//! records when adding, files before records when removing.
+
+use super::disk::{Disk, FolderState};
+use super::index::{self, FolderRecord, MessageRecord};
+use super::notify::{Change, ChangeKind, MaildropLock, Notifier};
+use super::{
+    canonical_folder, Appended, FlagChange, Flags, FolderInfo, MailboxError, MessageInfo, Recovery, SpecialUse,
+    DEFAULT_FOLDERS, INBOX,
+};
+use crate::auth::Accounts;
+use std::collections::HashMap;
+use std::io;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use tokio::sync::broadcast;
+
+/// How many taken UIDs an append steps over before giving up (a file at
+/// UIDNEXT means the index lags the disk; this never loops long).
+const MAX_UID_PROBES: u32 = 1000;
+/// Longest folder name accepted, in bytes.
+const MAX_FOLDER_NAME: usize = 512;
+
+pub struct MailboxStore {
+    tree: sled::Tree,
+    disk: Disk,
+    accounts: Accounts,
+    /// One writer per user.
+    writers: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    last_uidvalidity: Mutex<u32>,
+    notifier: Notifier,
+}
+
+/// A folder's id and index record.
+struct Folder {
+    fid: u32,
+    rec: FolderRecord,
+}
+
+/// A folder's messages (ascending UID) with the UIDVALIDITY they belong to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listing {
+    pub uidvalidity: u32,
+    /// Greater than every UID listed.
+    pub uidnext: u32,
+    pub messages: Vec<MessageInfo>,
+}
+
+fn user_key(user: &str) -> Result<String, MailboxError> {
+    let k = crate::auth::key(user);
+    if k.is_empty() || k.len() > 320 || k.chars().any(char::is_control) {
+        return Err(MailboxError::InvalidUser(user.to_string()));
+    }
+    Ok(k)
+}
+
+fn check_folder_name(name: &str) -> Result<(), MailboxError> {
+    let bad = |why| Err(MailboxError::InvalidFolderName(name.to_string(), why));
+    if name.is_empty() {
+        return bad("it is empty");
+    }
+    if name.len() > MAX_FOLDER_NAME {
+        return bad("it is too long");
+    }
+    if name.chars().any(char::is_control) {
+        return bad("it contains control characters");
+    }
+    Ok(())
+}
+
+impl MailboxStore {
+    /// Open the store in `data_dir` on the shared database, reconciling the
+    /// index with the message files (see the parent module).
+    pub fn open(db: &sled::Db, data_dir: &Path, accounts: Accounts) -> Result<(MailboxStore, Recovery), MailboxError> {
+        let tree = db.open_tree("mailbox")?;
+        let disk = Disk::new(data_dir.join("mail"));
+        disk.init().map_err(|e| MailboxError::io(disk.root(), e))?;
+        let (recovery, max_uidvalidity) = super::reconcile::reconcile(&tree, &disk)?;
+        let store = MailboxStore {
+            tree,
+            disk,
+            accounts,
+            writers: Mutex::new(HashMap::new()),
+            last_uidvalidity: Mutex::new(max_uidvalidity),
+            notifier: Notifier::default(),
+        };
+        Ok((store, recovery))
+    }
+
+    /// Local delivery: append `message` to the INBOX of `user` (an Accounts
+    /// key; aliases already expanded). Returns the new UID only once the
+    /// message is durable on disk. Blocking: call from `spawn_blocking`.
+    /// [`MailboxError::is_permanent`] tells a missing user (fail, NDR) from
+    /// store trouble (retry).
+    pub fn deliver(&self, user: &str, message: &[u8], internal_date: u64) -> Result<u32, MailboxError> {
+        let user = user_key(user)?;
+        if !self.accounts.has_user(&user)? {
+            return Err(MailboxError::NoSuchUser(user));
+        }
+        Ok(self.append(&user, INBOX, message, internal_date, &Flags::new())?.uid)
+    }
+
+    /// Append a message to a folder (IMAP APPEND; delivery uses INBOX).
+    /// Durable when it returns, like [`MailboxStore::deliver`].
+    pub fn append(
+        &self,
+        user: &str,
+        folder: &str,
+        message: &[u8],
+        internal_date: u64,
+        flags: &Flags,
+    ) -> Result<Appended, MailboxError> {
+        let user = user_key(user)?;
+        let lock = self.writer(&user);
+        let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut f = self.folder_locked(&user, folder)?;
+        let dir = self.disk.folder_dir(&user, f.fid);
+        let uid = self.write_new(&dir, &f.rec, |uid| self.disk.write_message(&dir, uid, internal_date, message))?;
+        f.rec.uidnext = uid + 1;
+        let rec = MessageRecord { date: internal_date, size: message.len() as u64, flags: flags.clone() };
+        let mut batch = sled::Batch::default();
+        batch.insert(index::message_key(&user, f.fid, uid), index::encode(&rec));
+        batch.insert(index::folder_key(&user, f.fid), index::encode(&f.rec));
+        if let Err(e) = self.tree.apply_batch(batch) {
+            // not acknowledged: take the file back so a retry does not duplicate it
+            let _ = self.disk.remove_messages(&dir, &[super::disk::message_name(uid)]);
+            return Err(e.into());
+        }
+        self.notify(&user, &f, ChangeKind::Appended(vec![uid]));
+        Ok(Appended { uidvalidity: f.rec.uidvalidity, uid })
+    }
+
+    /// Every folder of `user` (creating the default ones for a new user), by creation.
+    pub fn folders(&self, user: &str) -> Result<Vec<FolderInfo>, MailboxError> {
+        let user = user_key(user)?;
+        let mut all = self.folder_records(&user)?;
+        if all.is_empty() {
+            let lock = self.writer(&user);
+            let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
+            self.ensure_defaults(&user)?;
+            all = self.folder_records(&user)?;
+        }
+        all.iter().map(|f| self.info(&user, f)).collect()
+    }
+
+    /// One folder's status (IMAP STATUS / SELECT).
+    pub fn folder(&self, user: &str, name: &str) -> Result<FolderInfo, MailboxError> {
+        let user = user_key(user)?;
+        let f = self.find(&user, name)?;
+        self.info(&user, &f)
+    }
+
+    /// The messages of a folder, ascending by UID.
+    pub fn messages(&self, user: &str, folder: &str) -> Result<Listing, MailboxError> {
+        let user = user_key(user)?;
+        let fid = self.find(&user, folder)?.fid;
+        let messages = self.message_infos(&user, fid)?;
+        // read the record after the messages, so UIDNEXT is past every UID listed
+        let k = index::folder_key(&user, fid);
+        let Some(v) = self.tree.get(&k)? else {
+            return Err(MailboxError::NoSuchFolder { user, folder: folder.to_string() });
+        };
+        let rec: FolderRecord = index::decode(&k, &v)?;
+        Ok(Listing { uidvalidity: rec.uidvalidity, uidnext: rec.uidnext, messages })
+    }
+
+    /// A message's bytes, exactly as stored.
+    pub fn read(&self, user: &str, folder: &str, uid: u32) -> Result<Vec<u8>, MailboxError> {
+        let user = user_key(user)?;
+        let f = self.find(&user, folder)?;
+        let gone = || MailboxError::NoSuchMessage { folder: f.rec.name.clone(), uid };
+        if !self.tree.contains_key(index::message_key(&user, f.fid, uid))? {
+            return Err(gone());
+        }
+        let path = self.disk.message_path(&user, f.fid, uid);
+        match Disk::read_message(&path) {
+            Ok(b) => Ok(b),
+            // expunged by another session since the record was read
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(gone()),
+            Err(e) => Err(MailboxError::io(path, e)),
+        }
+    }
+
+    /// Change the flags of some messages (IMAP STORE); returns the new
+    /// flags of each message that exists.
+    pub fn store_flags(
+        &self,
+        user: &str,
+        folder: &str,
+        uids: &[u32],
+        change: FlagChange,
+        flags: &Flags,
+    ) -> Result<Vec<(u32, Flags)>, MailboxError> {
+        let user = user_key(user)?;
+        let lock = self.writer(&user);
+        let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let f = self.folder_locked(&user, folder)?;
+        let mut batch = sled::Batch::default();
+        let mut out = Vec::new();
+        let mut changed = Vec::new();
+        for &uid in uids {
+            let k = index::message_key(&user, f.fid, uid);
+            let Some(v) = self.tree.get(&k)? else { continue };
+            let mut rec: MessageRecord = index::decode(&k, &v)?;
+            let before = rec.flags.clone();
+            match change {
+                FlagChange::Add => rec.flags.extend(flags.iter().cloned()),
+                FlagChange::Remove => rec.flags.retain(|x| !flags.contains(x)),
+                FlagChange::Replace => rec.flags = flags.clone(),
+            }
+            if rec.flags != before {
+                batch.insert(k, index::encode(&rec));
+                changed.push(uid);
+            }
+            out.push((uid, rec.flags));
+        }
+        self.tree.apply_batch(batch)?;
+        if !changed.is_empty() {
+            self.notify(&user, &f, ChangeKind::Flags(changed));
+        }
+        Ok(out)
+    }
+
+    /// Remove messages for good (POP3 UPDATE, IMAP EXPUNGE); returns the
+    /// UIDs that were there. Durable when it returns.
+    pub fn expunge(&self, user: &str, folder: &str, uids: &[u32]) -> Result<Vec<u32>, MailboxError> {
+        let user = user_key(user)?;
+        let lock = self.writer(&user);
+        let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut f = self.folder_locked(&user, folder)?;
+        let mut gone = uids.to_vec();
+        gone.sort_unstable();
+        gone.dedup();
+        let mut present = Vec::with_capacity(gone.len());
+        for uid in gone {
+            if self.tree.contains_key(index::message_key(&user, f.fid, uid))? {
+                present.push(uid);
+            }
+        }
+        let gone = present;
+        let Some(&highest) = gone.last() else { return Ok(gone) };
+        let dir = self.disk.folder_dir(&user, f.fid);
+        if highest >= f.rec.durable_uidnext {
+            // Raise the floor on disk before the files go, so UIDNEXT can
+            // never fall back below a UID that existed.
+            self.disk.write_state(&dir, &state_of(&f.rec)).map_err(|e| MailboxError::io(&dir, e))?;
+            f.rec.durable_uidnext = f.rec.uidnext;
+        }
+        let names: Vec<String> = gone.iter().map(|&u| super::disk::message_name(u)).collect();
+        self.disk.remove_messages(&dir, &names).map_err(|e| MailboxError::io(&dir, e))?;
+        let mut batch = sled::Batch::default();
+        for &uid in &gone {
+            batch.remove(index::message_key(&user, f.fid, uid));
+        }
+        batch.insert(index::folder_key(&user, f.fid), index::encode(&f.rec));
+        self.tree.apply_batch(batch)?;
+        self.notify(&user, &f, ChangeKind::Expunged(gone.clone()));
+        Ok(gone)
+    }
+
+    /// Copy messages to another folder (IMAP COPY; MOVE is copy + expunge),
+    /// keeping bytes, internal date and flags. Returns the destination's
+    /// UIDVALIDITY and `(source uid, new uid)` pairs (RFC 4315 COPYUID).
+    pub fn copy(&self, user: &str, from: &str, uids: &[u32], to: &str) -> Result<(u32, Vec<(u32, u32)>), MailboxError> {
+        let user = user_key(user)?;
+        let lock = self.writer(&user);
+        let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let src = self.folder_locked(&user, from)?;
+        let mut dst = self.folder_locked(&user, to)?;
+        let dst_dir = self.disk.folder_dir(&user, dst.fid);
+        let mut pairs = Vec::new();
+        let mut batch = sled::Batch::default();
+        let mut uids = uids.to_vec();
+        uids.sort_unstable();
+        uids.dedup();
+        let link_all = || -> Result<(), MailboxError> {
+            for uid in uids {
+                let k = index::message_key(&user, src.fid, uid);
+                let Some(v) = self.tree.get(&k)? else { continue };
+                let rec: MessageRecord = index::decode(&k, &v)?;
+                let from_path = self.disk.message_path(&user, src.fid, uid);
+                let new = match self.write_new(&dst_dir, &dst.rec, |n| self.disk.link_message(&from_path, &dst_dir, n))
+                {
+                    Ok(n) => n,
+                    // its file is gone (an expunge a crash interrupted): nothing to copy
+                    Err(MailboxError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
+                dst.rec.uidnext = new + 1;
+                batch.insert(index::message_key(&user, dst.fid, new), index::encode(&rec));
+                pairs.push((uid, new));
+            }
+            if pairs.is_empty() {
+                return Ok(());
+            }
+            self.disk.sync_dir(&dst_dir).map_err(|e| MailboxError::io(&dst_dir, e))?;
+            batch.insert(index::folder_key(&user, dst.fid), index::encode(&dst.rec));
+            Ok(self.tree.apply_batch(std::mem::take(&mut batch))?)
+        };
+        if let Err(e) = link_all() {
+            // not acknowledged: take the new names back so they are not re-indexed later
+            let made: Vec<String> = pairs.iter().map(|p| super::disk::message_name(p.1)).collect();
+            let _ = self.disk.remove_messages(&dst_dir, &made);
+            return Err(e);
+        }
+        if pairs.is_empty() {
+            return Ok((dst.rec.uidvalidity, pairs));
+        }
+        self.notify(&user, &dst, ChangeKind::Appended(pairs.iter().map(|p| p.1).collect()));
+        Ok((dst.rec.uidvalidity, pairs))
+    }
+
+    /// A new, empty folder with a fresh UIDVALIDITY (IMAP CREATE). The
+    /// store takes names as given; hierarchy is the protocol's business.
+    pub fn create_folder(&self, user: &str, name: &str) -> Result<FolderInfo, MailboxError> {
+        let user = user_key(user)?;
+        check_folder_name(name)?;
+        let name = canonical_folder(name);
+        let lock = self.writer(&user);
+        let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.ensure_defaults(&user)?;
+        if self.lookup(&user, name)?.is_some() {
+            return Err(MailboxError::FolderExists { user, folder: name.to_string() });
+        }
+        let f = self.new_folder(&user, name, None)?;
+        self.notify(&user, &f, ChangeKind::Folders);
+        self.info(&user, &f)
+    }
+
+    /// Rename a folder, keeping its UIDVALIDITY and messages. INBOX cannot
+    /// be renamed here (IMAP's RENAME INBOX moves its messages instead).
+    pub fn rename_folder(&self, user: &str, from: &str, to: &str) -> Result<(), MailboxError> {
+        let user = user_key(user)?;
+        check_folder_name(to)?;
+        let (from, to) = (canonical_folder(from), canonical_folder(to));
+        if from == INBOX || to == INBOX {
+            return Err(MailboxError::InvalidFolderName(INBOX.into(), "INBOX cannot be renamed or replaced"));
+        }
+        let lock = self.writer(&user);
+        let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut f = self.folder_locked(&user, from)?;
+        if self.lookup(&user, to)?.is_some() {
+            return Err(MailboxError::FolderExists { user, folder: to.to_string() });
+        }
+        let old = Folder { fid: f.fid, rec: f.rec.clone() };
+        f.rec.name = to.to_string();
+        let dir = self.disk.folder_dir(&user, f.fid);
+        self.disk.write_state(&dir, &state_of(&f.rec)).map_err(|e| MailboxError::io(&dir, e))?;
+        f.rec.durable_uidnext = f.rec.uidnext;
+        self.tree.insert(index::folder_key(&user, f.fid), index::encode(&f.rec))?;
+        self.notify(&user, &old, ChangeKind::Folders);
+        Ok(())
+    }
+
+    /// Delete a folder and every message in it (IMAP DELETE). Not INBOX.
+    pub fn delete_folder(&self, user: &str, name: &str) -> Result<(), MailboxError> {
+        let user = user_key(user)?;
+        let name = canonical_folder(name);
+        if name == INBOX {
+            return Err(MailboxError::InvalidFolderName(INBOX.into(), "INBOX cannot be deleted"));
+        }
+        let lock = self.writer(&user);
+        let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let f = self.folder_locked(&user, name)?;
+        self.disk.remove_folder(&user, f.fid).map_err(|e| MailboxError::io(self.disk.folder_dir(&user, f.fid), e))?;
+        let mut batch = sled::Batch::default();
+        batch.remove(index::folder_key(&user, f.fid));
+        for k in self.tree.scan_prefix(index::message_prefix(&user, f.fid)).keys() {
+            batch.remove(k?);
+        }
+        self.tree.apply_batch(batch)?;
+        self.notify(&user, &f, ChangeKind::Folders);
+        Ok(())
+    }
+
+    /// Mark a folder subscribed or not (IMAP SUBSCRIBE / UNSUBSCRIBE).
+    pub fn set_subscribed(&self, user: &str, name: &str, subscribed: bool) -> Result<(), MailboxError> {
+        let user = user_key(user)?;
+        let lock = self.writer(&user);
+        let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut f = self.folder_locked(&user, name)?;
+        f.rec.subscribed = subscribed;
+        self.tree.insert(index::folder_key(&user, f.fid), index::encode(&f.rec))?;
+        Ok(())
+    }
+
+    /// Hear about every change to `user`'s folders from now on.
+    pub fn subscribe(&self, user: &str) -> Result<broadcast::Receiver<Change>, MailboxError> {
+        Ok(self.notifier.subscribe(&user_key(user)?))
+    }
+
+    /// Take `user`'s maildrop exclusively (POP3); `InUse` if another
+    /// session holds it. Released when the lock is dropped.
+    pub fn lock_maildrop(&self, user: &str) -> Result<MaildropLock, MailboxError> {
+        let user = user_key(user)?;
+        self.notifier.lock_maildrop(&user).ok_or(MailboxError::InUse(user))
+    }
+
+    /// Ask sled to write its buffers (not an fsync; see the module docs).
+    pub fn flush(&self) -> Result<(), MailboxError> {
+        self.tree.flush()?;
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ helpers
+
+    fn writer(&self, user: &str) -> Arc<Mutex<()>> {
+        let mut w = self.writers.lock().unwrap_or_else(|p| p.into_inner());
+        w.entry(user.to_string()).or_default().clone()
+    }
+
+    fn notify(&self, user: &str, f: &Folder, kind: ChangeKind) {
+        self.notifier.send(user, Change { folder: f.rec.name.clone(), uidvalidity: f.rec.uidvalidity, kind });
+    }
+
+    /// Put a new file at the first free UID from UIDNEXT on, with `put`.
+    fn write_new(
+        &self,
+        dir: &Path,
+        rec: &FolderRecord,
+        mut put: impl FnMut(u32) -> io::Result<()>,
+    ) -> Result<u32, MailboxError> {
+        let mut uid = rec.uidnext.max(1);
+        for _ in 0..MAX_UID_PROBES {
+            if uid == u32::MAX {
+                break;
+            }
+            match put(uid) {
+                Ok(()) => return Ok(uid),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    tracing::warn!(folder = %rec.name, uid, "a message file already holds UIDNEXT; skipping it");
+                    uid += 1;
+                }
+                Err(e) => return Err(MailboxError::io(dir, e)),
+            }
+        }
+        Err(MailboxError::UidsExhausted(rec.name.clone()))
+    }
+
+    fn folder_records(&self, user: &str) -> Result<Vec<Folder>, MailboxError> {
+        let mut out = Vec::new();
+        for r in self.tree.scan_prefix(index::folder_prefix(user)) {
+            let (k, v) = r?;
+            let Some((_, fid)) = index::parse_folder_key(&k) else { continue };
+            out.push(Folder { fid, rec: index::decode(&k, &v)? });
+        }
+        Ok(out)
+    }
+
+    fn lookup(&self, user: &str, name: &str) -> Result<Option<Folder>, MailboxError> {
+        let name = canonical_folder(name);
+        Ok(self.folder_records(user)?.into_iter().find(|f| f.rec.name == name))
+    }
+
+    /// The named folder; a user who has never been seen gets the defaults
+    /// first. Takes the user's writer lock for that: never call it while
+    /// holding the lock (use [`MailboxStore::folder_locked`]).
+    fn find(&self, user: &str, name: &str) -> Result<Folder, MailboxError> {
+        if let Some(f) = self.lookup(user, name)? {
+            return Ok(f);
+        }
+        if self.tree.scan_prefix(index::folder_prefix(user)).next().is_none() {
+            let lock = self.writer(user);
+            let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
+            self.ensure_defaults(user)?;
+            if let Some(f) = self.lookup(user, name)? {
+                return Ok(f);
+            }
+        }
+        Err(MailboxError::NoSuchFolder { user: user.to_string(), folder: name.to_string() })
+    }
+
+    /// [`MailboxStore::find`] for callers already holding the user's writer lock.
+    fn folder_locked(&self, user: &str, name: &str) -> Result<Folder, MailboxError> {
+        self.ensure_defaults(user)?;
+        self.lookup(user, name)?
+            .ok_or_else(|| MailboxError::NoSuchFolder { user: user.to_string(), folder: name.to_string() })
+    }
+
+    /// SPEC §9: every user has INBOX, Sent, Drafts, Trash and Junk. Made on
+    /// first use; a user who later deletes Trash does not get it back. Hold
+    /// the user's writer lock.
+    fn ensure_defaults(&self, user: &str) -> Result<(), MailboxError> {
+        let existing = self.folder_records(user)?;
+        if existing.is_empty() {
+            for (name, special) in DEFAULT_FOLDERS {
+                self.new_folder(user, name, special)?;
+            }
+        } else if !existing.iter().any(|f| f.rec.name == INBOX) {
+            self.new_folder(user, INBOX, None)?;
+        }
+        Ok(())
+    }
+
+    fn new_folder(&self, user: &str, name: &str, special_use: Option<SpecialUse>) -> Result<Folder, MailboxError> {
+        let fid = self.folder_records(user)?.iter().map(|f| f.fid).max().map_or(1, |m| m + 1);
+        let uidvalidity = {
+            let mut last = self.last_uidvalidity.lock().unwrap_or_else(|p| p.into_inner());
+            // unique per folder ever made here, and time-based so that a
+            // store rebuilt from scratch does not repeat old values
+            *last = (crate::util::now_secs() as u32).max(last.saturating_add(1));
+            *last
+        };
+        let rec = FolderRecord {
+            name: name.to_string(),
+            uidvalidity,
+            uidnext: 1,
+            durable_uidnext: 1,
+            special_use,
+            subscribed: true,
+        };
+        self.disk
+            .create_folder(user, fid, &state_of(&rec))
+            .map_err(|e| MailboxError::io(self.disk.user_dir(user), e))?;
+        self.tree.insert(index::folder_key(user, fid), index::encode(&rec))?;
+        Ok(Folder { fid, rec })
+    }
+
+    fn message_infos(&self, user: &str, fid: u32) -> Result<Vec<MessageInfo>, MailboxError> {
+        let mut out = Vec::new();
+        for r in self.tree.scan_prefix(index::message_prefix(user, fid)) {
+            let (k, v) = r?;
+            let Some(uid) = index::uid_of(&k) else { continue };
+            let rec: MessageRecord = index::decode(&k, &v)?;
+            out.push(MessageInfo { uid, size: rec.size, internal_date: rec.date, flags: rec.flags });
+        }
+        Ok(out)
+    }
+
+    fn info(&self, user: &str, f: &Folder) -> Result<FolderInfo, MailboxError> {
+        let msgs = self.message_infos(user, f.fid)?;
+        Ok(FolderInfo {
+            name: f.rec.name.clone(),
+            special_use: f.rec.special_use,
+            uidvalidity: f.rec.uidvalidity,
+            uidnext: f.rec.uidnext,
+            messages: msgs.len() as u32,
+            unseen: msgs.iter().filter(|m| !m.flags.contains(&super::Flag::Seen)).count() as u32,
+            subscribed: f.rec.subscribed,
+        })
+    }
+}
+
+fn state_of(rec: &FolderRecord) -> FolderState {
+    FolderState {
+        name: rec.name.clone(),
+        uidvalidity: rec.uidvalidity,
+        uidnext: rec.uidnext,
+        special_use: rec.special_use,
+    }
+}
