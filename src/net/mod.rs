@@ -165,12 +165,25 @@ impl ShutdownSignal {
 pub async fn bind(vs: &VirtualServer) -> Result<Vec<TcpListener>, String> {
     let mut out = Vec::new();
     for addr in &vs.listen_addrs {
-        let l = TcpListener::bind(addr)
-            .await
-            .map_err(|e| format!("virtual server {:?}: cannot listen on {addr}: {e}", vs.name))?;
+        let l = listen(*addr).map_err(|e| format!("virtual server {:?}: cannot listen on {addr}: {e}", vs.name))?;
         out.push(l);
     }
     Ok(out)
+}
+
+/// A listening socket. IPv6 sockets are IPv6-only, so `0.0.0.0:25` and
+/// `[::]:25` can be listed side by side whatever `net.ipv6.bindv6only` says.
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(socket2::Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
 }
 
 /// Everything a listener needs besides its [`Service`].
@@ -258,6 +271,17 @@ pub fn local_addrs(listeners: &[TcpListener]) -> io::Result<Vec<SocketAddr>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn ipv6_listeners_are_ipv6_only() {
+        let Ok(l) = listen("[::1]:0".parse().unwrap()) else {
+            eprintln!("SKIPPED: no IPv6 loopback on this machine");
+            return;
+        };
+        assert!(socket2::SockRef::from(&l).only_v6().unwrap());
+        let v4 = listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        assert!(v4.local_addr().unwrap().is_ipv4());
+    }
 
     #[test]
     fn limits_count_per_ip() {
