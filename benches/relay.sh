@@ -91,10 +91,13 @@ while :; do
 done
 t2=$(now)
 rss=$(awk '/VmHWM/ {print $2}' "/proc/$PID/status")
+# utime + stime of the postern process, in clock ticks
+cpu_ticks=$(awk '{print $14 + $15}' "/proc/$PID/stat"); hz=$(getconf CLK_TCK)
 queue_left=$("$BIN" --config "$WORK/postern.toml" queue summary --json | wc -l)
 read -r acc e2e < <(awk -v n="$N" -v a="$t0" -v b="$t1" -v c="$t2" 'BEGIN{printf "%.0f %.0f\n", n/(b-a), n/(c-a)}')
-printf 'postern relay: accept %.2f s = %s msg/s; end-to-end %.2f s = %s msg/s; peak RSS %d MiB; smtp-source rc=%d; destinations left in queue: %s\n' \
-  "$(echo "$t1 - $t0" | bc)" "$acc" "$(echo "$t2 - $t0" | bc)" "$e2e" $(( rss / 1024 )) "$rc" "$queue_left"
+printf 'postern relay: accept %.2f s = %s msg/s; end-to-end %.2f s = %s msg/s; peak RSS %d MiB; CPU %.1f s (%.0f us/msg); smtp-source rc=%d; destinations left in queue: %s\n' \
+  "$(echo "$t1 - $t0" | bc)" "$acc" "$(echo "$t2 - $t0" | bc)" "$e2e" $(( rss / 1024 )) \
+  "$(echo "$cpu_ticks / $hz" | bc -l)" "$(echo "$cpu_ticks / $hz * 1000000 / $N" | bc -l)" "$rc" "$queue_left"
 kill "$PID" "$SINK_PID" 2>/dev/null; wait "$PID" "$SINK_PID" 2>/dev/null; PID=; SINK_PID=
 
 if [[ $RUN_POSTFIX == 1 && -n $PEERS && -x $PEERS/bench-postfix-relay.sh ]]; then

@@ -111,7 +111,7 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Server,
     let (queue, recovery) = QueueStore::open(&data.db, &data.path).map_err(|e| e.to_string())?;
     tracing::info!(
         messages = recovery.messages,
-        reindexed = recovery.reindexed.len(),
+        from_spool = recovery.from_spool.len(),
         dropped = recovery.dropped.len(),
         "queue opened"
     );

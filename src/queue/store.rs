@@ -1,23 +1,37 @@
-//! The queue store: the spool (the truth for message bytes, fsynced by us)
-//! plus a sled index of every queued message's current state.
+//! The queue store: the spool (the truth for message bytes and for each
+//! message's state at arrival, fsynced by us), a sled index of messages
+//! whose state has changed since, and per-segment "done" journals.
 //!
-//! sled 0.34's `flush()` does not fsync (DEPENDENCIES.md), so the index may
-//! lag the spool after a crash. [`QueueStore::open`] reconciles them: a
-//! spool record the index does not know is re-indexed; an index entry whose
-//! spool data is gone is dropped with a log line. A finished message leaves
-//! a tombstone (`d/<segment>/<id>`) in the same atomic batch that removes
-//! its entry, so that a restart never resurrects it; tombstones go when
-//! their segment file is deleted, which happens once no live message is in it.
+//! A message that is delivered on its first attempt — the common case for a
+//! relay — never touches sled: it lives in the spool and, while queued, in
+//! memory (`fresh`); when it finishes, its id is appended to its segment's
+//! done journal. Only a message whose state changes and stays queued
+//! (deferred, frozen, partly delivered) is written to the index. This keeps
+//! sled, whose every log flush is a `sync_file_range`, out of the fast path.
+//!
+//! sled's `flush()` does not fsync and the done journals are not fsynced
+//! either: neither is part of any promise. After a crash, [`QueueStore::open`]
+//! reconciles: a spool record named in its segment's done journal is
+//! finished; one the index knows takes the index's state; any other is
+//! queued in its arrival state (so a delivery whose completion was not yet
+//! recorded is repeated: at least once, never lost). An index entry whose
+//! spool data is gone is dropped with a log line. A segment file is deleted,
+//! with its journal, once nothing in it is queued.
 
 use super::id::{IdAllocator, QueueId};
 use super::message::{Message, SpoolRef};
 use super::spool::{self, SpoolReader, SpoolWriter, SEGMENT_LIMIT};
 use crate::util::fsync_dir;
-use std::collections::{HashMap, HashSet};
-use std::io;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use tokio::sync::mpsc;
+
+/// Fresh messages kept in memory at most; beyond this they are indexed in
+/// sled at once, so a flood of new mail cannot grow memory without bound.
+const FRESH_LIMIT: usize = 20_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -32,8 +46,12 @@ pub enum StoreError {
 /// What start-up reconciliation found.
 #[derive(Debug, Default)]
 pub struct Recovery {
+    /// Messages queued after the reconciliation.
     pub messages: usize,
-    pub reindexed: Vec<QueueId>,
+    /// Queued in their arrival state, read from the spool (never attempted,
+    /// or their index entry was lost).
+    pub from_spool: Vec<QueueId>,
+    /// Index entries dropped because their spool data is gone.
     pub dropped: Vec<QueueId>,
     pub torn_segments: Vec<u32>,
     pub deleted_segments: usize,
@@ -50,6 +68,10 @@ struct Shared {
     dir: PathBuf,
     reader: SpoolReader,
     segments: Mutex<Segments>,
+    /// Queued messages in their arrival state, not in the index.
+    fresh: Mutex<BTreeMap<QueueId, Message>>,
+    /// Open done journals, by segment.
+    journals: Mutex<HashMap<u32, File>>,
     subscriber: Mutex<Option<mpsc::UnboundedSender<QueueId>>>,
 }
 
@@ -61,22 +83,13 @@ pub struct QueueStore {
     writer: OnceLock<Result<SpoolWriter, String>>,
 }
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn mkey(id: &QueueId) -> Vec<u8> {
     let mut k = b"m/".to_vec();
     k.extend_from_slice(id.as_str().as_bytes());
-    k
-}
-
-fn dkey(segment: u32, id: &QueueId) -> Vec<u8> {
-    let mut k = dprefix(segment);
-    k.extend_from_slice(id.as_str().as_bytes());
-    k
-}
-
-fn dprefix(segment: u32) -> Vec<u8> {
-    let mut k = b"d/".to_vec();
-    k.extend_from_slice(&segment.to_be_bytes());
-    k.push(b'/');
     k
 }
 
@@ -84,8 +97,28 @@ fn decode(key: &[u8], v: &[u8]) -> Result<Message, StoreError> {
     serde_json::from_slice(v).map_err(|e| StoreError::Corrupt(String::from_utf8_lossy(key).into_owned(), e.to_string()))
 }
 
+fn encode(m: &Message) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(m).map_err(|e| StoreError::Corrupt(m.id.to_string(), e.to_string()))
+}
+
+pub fn journal_path(dir: &Path, segment: u32) -> PathBuf {
+    dir.join(format!("{segment:08}.done"))
+}
+
+/// The ids in a done journal; a torn last line is ignored.
+fn read_journal(path: &Path) -> io::Result<HashSet<QueueId>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(bytes
+            .split(|&b| b == b'\n')
+            .filter_map(|l| std::str::from_utf8(l).ok().and_then(QueueId::parse))
+            .collect()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(HashSet::new()),
+        Err(e) => Err(e),
+    }
+}
+
 impl QueueStore {
-    /// Open the queue in `data_dir`, reconciling index and spool.
+    /// Open the queue in `data_dir`, reconciling index, journals and spool.
     pub fn open(db: &sled::Db, data_dir: &Path) -> Result<(QueueStore, Recovery), StoreError> {
         Self::open_with_segment_limit(db, data_dir, SEGMENT_LIMIT)
     }
@@ -103,12 +136,16 @@ impl QueueStore {
             reader: SpoolReader::new(dir.clone()),
             dir,
             segments: Mutex::new(Segments::default()),
+            fresh: Mutex::new(BTreeMap::new()),
+            journals: Mutex::new(HashMap::new()),
             subscriber: Mutex::new(None),
         });
         let recovery = shared.reconcile()?;
-        let newest = shared.tree.scan_prefix(b"m/").keys().next_back().transpose()?;
-        let newest = newest.and_then(|k| QueueId::parse(&String::from_utf8_lossy(&k[2..])));
-        let first_segment = shared.segments.lock().map(|s| s.active).unwrap_or(1);
+        let newest_indexed = shared.tree.scan_prefix(b"m/").keys().next_back().transpose()?;
+        let newest_indexed = newest_indexed.and_then(|k| QueueId::parse(&String::from_utf8_lossy(&k[2..])));
+        let newest_fresh = lock(&shared.fresh).keys().next_back().cloned();
+        let newest = newest_indexed.max(newest_fresh);
+        let first_segment = lock(&shared.segments).active;
         Ok((
             QueueStore {
                 shared,
@@ -128,7 +165,7 @@ impl QueueStore {
     /// Receive the id of every message stored from now on.
     pub fn subscribe(&self) -> mpsc::UnboundedReceiver<QueueId> {
         let (tx, rx) = mpsc::unbounded_channel();
-        *self.shared.subscriber.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        *lock(&self.shared.subscriber) = Some(tx);
         rx
     }
 
@@ -136,7 +173,7 @@ impl QueueStore {
         let w = self.writer.get_or_init(|| {
             let shared = self.shared.clone();
             SpoolWriter::start(self.shared.dir.clone(), self.first_segment, self.segment_limit, move |batch| {
-                shared.indexed(batch)
+                shared.stored(batch)
             })
             .map_err(|e| e.to_string())
         });
@@ -150,6 +187,9 @@ impl QueueStore {
     }
 
     pub fn get(&self, id: &QueueId) -> Result<Option<Message>, StoreError> {
+        if let Some(m) = lock(&self.shared.fresh).get(id) {
+            return Ok(Some(m.clone()));
+        }
         let k = mkey(id);
         match self.shared.tree.get(&k)? {
             Some(v) => Ok(Some(decode(&k, &v)?)),
@@ -159,18 +199,26 @@ impl QueueStore {
 
     /// Every queued message, oldest first.
     pub fn iter(&self) -> impl Iterator<Item = Result<Message, StoreError>> + '_ {
-        self.shared.tree.scan_prefix(b"m/").map(|r| {
+        let mut all: Vec<Result<Message, StoreError>> = lock(&self.shared.fresh).values().cloned().map(Ok).collect();
+        all.extend(self.shared.tree.scan_prefix(b"m/").map(|r| {
             let (k, v) = r?;
             decode(&k, &v)
-        })
+        }));
+        all.sort_by(|a, b| match (a, b) {
+            (Ok(a), Ok(b)) => a.id.cmp(&b.id),
+            (Err(_), Ok(_)) => std::cmp::Ordering::Less,
+            (Ok(_), Err(_)) => std::cmp::Ordering::Greater,
+            (Err(_), Err(_)) => std::cmp::Ordering::Equal,
+        });
+        all.into_iter()
     }
 
     pub fn len(&self) -> usize {
-        self.shared.tree.scan_prefix(b"m/").count()
+        lock(&self.shared.fresh).len() + self.shared.tree.scan_prefix(b"m/").count()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.shared.tree.scan_prefix(b"m/").next().is_none()
+        lock(&self.shared.fresh).is_empty() && self.shared.tree.scan_prefix(b"m/").next().is_none()
     }
 
     /// Save a message's new state. A message whose recipients are all final
@@ -179,17 +227,19 @@ impl QueueStore {
         if message.is_finished() {
             return self.remove(message);
         }
-        let v = serde_json::to_vec(message).map_err(|e| StoreError::Corrupt(message.id.to_string(), e.to_string()))?;
-        self.shared.tree.insert(mkey(&message.id), v)?;
+        // into the index first, so a reader always finds it somewhere
+        self.shared.tree.insert(mkey(&message.id), encode(message)?)?;
+        lock(&self.shared.fresh).remove(&message.id);
         Ok(())
     }
 
     /// Take a message out of the queue for good.
     pub fn remove(&self, message: &Message) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        batch.remove(mkey(&message.id));
-        batch.insert(dkey(message.spool.segment, &message.id), &[][..]);
-        self.shared.tree.apply_batch(batch)?;
+        self.shared.mark_done(message)?;
+        let was_fresh = lock(&self.shared.fresh).remove(&message.id).is_some();
+        if !was_fresh {
+            self.shared.tree.remove(mkey(&message.id))?;
+        }
         self.shared.release(message.spool.segment);
         Ok(())
     }
@@ -201,6 +251,9 @@ impl QueueStore {
     /// Ask sled to write its buffers (not an fsync; see the module docs).
     pub fn flush(&self) -> Result<(), StoreError> {
         self.shared.tree.flush()?;
+        for f in lock(&self.shared.journals).values_mut() {
+            f.flush()?;
+        }
         Ok(())
     }
 
@@ -211,21 +264,34 @@ impl QueueStore {
 
 impl Shared {
     /// Runs on the writer thread once a batch is durable.
-    fn indexed(&self, batch: &[Message]) {
-        let mut b = sled::Batch::default();
-        for m in batch {
-            match serde_json::to_vec(m) {
-                Ok(v) => b.insert(mkey(&m.id), v),
-                Err(e) => tracing::error!(id = %m.id, "cannot index message: {e}"),
+    fn stored(&self, batch: &[Message]) {
+        let mut overflow = sled::Batch::default();
+        let mut overflowed = false;
+        {
+            let mut fresh = lock(&self.fresh);
+            for m in batch {
+                if fresh.len() < FRESH_LIMIT {
+                    fresh.insert(m.id.clone(), m.clone());
+                } else {
+                    match encode(m) {
+                        Ok(v) => {
+                            overflow.insert(mkey(&m.id), v);
+                            overflowed = true;
+                        }
+                        Err(e) => tracing::error!(id = %m.id, "cannot index message: {e}"),
+                    }
+                }
             }
         }
-        if let Err(e) = self.tree.apply_batch(b) {
-            // the spool has the messages; the next start re-indexes them
-            tracing::error!("queue index update failed: {e}");
+        if overflowed {
+            if let Err(e) = self.tree.apply_batch(overflow) {
+                // the spool has them; the next start queues them again
+                tracing::error!("queue index update failed: {e}");
+            }
         }
         let mut stale = Vec::new();
         {
-            let mut segs = self.segments.lock().unwrap_or_else(|p| p.into_inner());
+            let mut segs = lock(&self.segments);
             for m in batch {
                 *segs.live.entry(m.spool.segment).or_insert(0) += 1;
                 if m.spool.segment > segs.active {
@@ -240,17 +306,31 @@ impl Shared {
         for s in stale {
             self.delete_segment(s);
         }
-        if let Some(tx) = self.subscriber.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        if let Some(tx) = lock(&self.subscriber).as_ref() {
             for m in batch {
                 let _ = tx.send(m.id.clone());
             }
         }
     }
 
+    /// Record in its segment's journal that a message is finished. Not
+    /// fsynced: a lost line means a repeated delivery after a crash.
+    fn mark_done(&self, m: &Message) -> io::Result<()> {
+        let mut journals = lock(&self.journals);
+        let f = match journals.get_mut(&m.spool.segment) {
+            Some(f) => f,
+            None => {
+                let f = OpenOptions::new().create(true).append(true).open(journal_path(&self.dir, m.spool.segment))?;
+                journals.entry(m.spool.segment).or_insert(f)
+            }
+        };
+        f.write_all(format!("{}\n", m.id).as_bytes())
+    }
+
     /// One message in `segment` left the queue.
     fn release(&self, segment: u32) {
         let empty = {
-            let mut segs = self.segments.lock().unwrap_or_else(|p| p.into_inner());
+            let mut segs = lock(&self.segments);
             let n = segs.live.entry(segment).or_insert(1);
             *n = n.saturating_sub(1);
             *n == 0 && segment < segs.active
@@ -271,16 +351,11 @@ impl Shared {
                 return;
             }
         }
+        // the journal only matters while its segment exists
+        lock(&self.journals).remove(&segment);
+        let _ = std::fs::remove_file(journal_path(&self.dir, segment));
         let _ = fsync_dir(&self.dir);
-        self.segments.lock().unwrap_or_else(|p| p.into_inner()).live.remove(&segment);
-        // tombstones are only needed while the segment exists
-        let mut b = sled::Batch::default();
-        for k in self.tree.scan_prefix(dprefix(segment)).keys().flatten() {
-            b.remove(k);
-        }
-        if let Err(e) = self.tree.apply_batch(b) {
-            tracing::warn!("cannot remove tombstones of segment {segment}: {e}");
-        }
+        lock(&self.segments).live.remove(&segment);
     }
 
     fn reconcile(&self) -> Result<Recovery, StoreError> {
@@ -294,19 +369,19 @@ impl Shared {
                     indexed.insert(m.id.clone(), m.spool);
                 }
                 Err(e) => {
-                    tracing::warn!("{e}; dropping the index entry, the spool copy will be re-indexed");
+                    tracing::warn!("{e}; dropping the index entry, the spool copy is queued again");
                     self.tree.remove(&k)?;
                 }
             }
         }
         let mut seen: HashSet<QueueId> = HashSet::new();
         let mut live: HashMap<u32, usize> = HashMap::new();
+        let mut fresh = BTreeMap::new();
+        let mut overflow = sled::Batch::default();
         for &seg in &segments {
             let path = spool::segment_path(&self.dir, seg);
-            let tree = &self.tree;
-            let (records, torn) = spool::scan(&path, seg, |m| {
-                !indexed.contains_key(&m.id) && !tree.contains_key(dkey(seg, &m.id)).unwrap_or(false)
-            })?;
+            let done = read_journal(&journal_path(&self.dir, seg))?;
+            let (records, torn) = spool::scan(&path, seg, |m| !indexed.contains_key(&m.id) && !done.contains(&m.id))?;
             if let Some(at) = torn {
                 tracing::warn!(
                     "spool segment {}: incomplete record at offset {at} ignored (never acknowledged)",
@@ -316,51 +391,60 @@ impl Shared {
             }
             for r in records {
                 let id = r.message.id.clone();
-                if indexed.get(&id).is_some_and(|s| s.segment == seg) {
-                    seen.insert(id);
-                    *live.entry(seg).or_insert(0) += 1;
-                } else if self.tree.contains_key(dkey(seg, &id))? || seen.contains(&id) {
+                if done.contains(&id) || seen.contains(&id) {
                     continue;
+                }
+                seen.insert(id.clone());
+                *live.entry(seg).or_insert(0) += 1;
+                if indexed.get(&id).is_some_and(|s| s.segment == seg) {
+                    continue;
+                }
+                let mut m = r.message;
+                m.spool = r.spool;
+                rec.from_spool.push(id.clone());
+                if fresh.len() < FRESH_LIMIT {
+                    fresh.insert(id, m);
                 } else {
-                    let mut m = r.message;
-                    m.spool = r.spool;
-                    let v = serde_json::to_vec(&m).map_err(|e| StoreError::Corrupt(id.to_string(), e.to_string()))?;
-                    self.tree.insert(mkey(&id), v)?;
-                    tracing::warn!(id = %id, "re-indexed message found in the spool but not in the index");
-                    rec.reindexed.push(id.clone());
-                    seen.insert(id);
-                    *live.entry(seg).or_insert(0) += 1;
+                    overflow.insert(mkey(&id), encode(&m)?);
                 }
             }
+            // index entries of finished messages (the journal line came first)
+            for id in indexed.keys().filter(|id| done.contains(*id)) {
+                self.tree.remove(mkey(id))?;
+            }
         }
+        self.tree.apply_batch(overflow)?;
         for id in indexed.keys() {
-            if !seen.contains(id) {
+            if !seen.contains(id) && self.tree.contains_key(mkey(id))? {
                 tracing::warn!(id = %id, "dropped queue index entry: its spool data is missing");
                 self.tree.remove(mkey(id))?;
                 rec.dropped.push(id.clone());
             }
         }
+        if !rec.from_spool.is_empty() {
+            tracing::info!(messages = rec.from_spool.len(), "queued from the spool in their arrival state");
+        }
+        // journals whose segment is gone
         let present: HashSet<u32> = segments.iter().copied().collect();
-        let mut b = sled::Batch::default();
-        for k in self.tree.scan_prefix(b"d/").keys() {
-            let k = k?;
-            let seg = k.get(2..6).and_then(|s| s.try_into().ok()).map(u32::from_be_bytes);
-            if seg.is_none_or(|s| !present.contains(&s)) {
-                b.remove(k);
+        for e in std::fs::read_dir(&self.dir)? {
+            let name = e?.file_name();
+            let name = name.to_string_lossy();
+            if let Some(n) = name.strip_suffix(".done").and_then(|s| s.parse::<u32>().ok()) {
+                if !present.contains(&n) {
+                    let _ = std::fs::remove_file(journal_path(&self.dir, n));
+                }
             }
         }
-        self.tree.apply_batch(b)?;
         rec.messages = seen.len();
-        let active = segments.last().copied().unwrap_or(0);
+        *lock(&self.fresh) = fresh;
         {
-            let mut segs = self.segments.lock().unwrap_or_else(|p| p.into_inner());
+            let mut segs = lock(&self.segments);
             segs.live = live;
             // every existing segment is closed; the writer starts a new one
-            segs.active = active + 1;
+            segs.active = segments.last().copied().unwrap_or(0) + 1;
         }
         for &seg in &segments {
-            let empty = self.segments.lock().map(|s| !s.live.contains_key(&seg)).unwrap_or(false);
-            if empty {
+            if !lock(&self.segments).live.contains_key(&seg) {
                 self.delete_segment(seg);
                 rec.deleted_segments += 1;
             }

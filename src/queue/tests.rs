@@ -1,5 +1,5 @@
 //! Queue store tests: durability across reopen, reconciliation of a lost
-//! index, torn spool tails, tombstones, segment reclamation.
+//! index, torn spool tails, done journals, segment reclamation.
 
 use super::*;
 use crate::datadir::DataDir;
@@ -67,11 +67,33 @@ async fn messages_survive_reopen_with_bodies() {
 }
 
 #[tokio::test]
-async fn lost_index_is_rebuilt_from_the_spool() {
+async fn fresh_messages_stay_out_of_the_index_and_changes_go_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, store, _) = open(dir.path(), spool::SEGMENT_LIMIT);
+    let ids = put(&store, 3).await;
+    let tree = d.db.open_tree("queue").unwrap();
+    assert_eq!(tree.len(), 0, "arrival state lives in the spool only");
+    let mut m = store.get(&ids[1]).unwrap().unwrap();
+    m.recipients[0].attempts = 1;
+    m.recipients[0].next_attempt = Some(42);
+    store.update(&m).unwrap();
+    assert_eq!(tree.len(), 1);
+    assert_eq!(store.get(&ids[1]).unwrap().unwrap().recipients[0].attempts, 1);
+    let listed: Vec<QueueId> = store.iter().map(|m| m.unwrap().id).collect();
+    assert_eq!(listed, ids, "fresh and indexed messages list together, oldest first");
+}
+
+#[tokio::test]
+async fn lost_index_falls_back_to_the_arrival_state() {
     let dir = tempfile::tempdir().unwrap();
     let ids = {
         let (d, store, _) = open(dir.path(), spool::SEGMENT_LIMIT);
         let ids = put(&store, 10).await;
+        for id in &ids {
+            let mut m = store.get(id).unwrap().unwrap();
+            m.recipients[0].attempts = 3;
+            store.update(&m).unwrap();
+        }
         // what a crash before sled's flush looks like: the entries are gone
         let tree = d.db.open_tree("queue").unwrap();
         for id in &ids[3..] {
@@ -80,9 +102,11 @@ async fn lost_index_is_rebuilt_from_the_spool() {
         ids
     };
     let (_d, store, rec) = open(dir.path(), spool::SEGMENT_LIMIT);
-    assert_eq!(rec.reindexed, ids[3..].to_vec());
+    assert_eq!(rec.from_spool, ids[3..].to_vec());
     assert_eq!(store.len(), 10);
+    assert_eq!(store.get(&ids[0]).unwrap().unwrap().recipients[0].attempts, 3, "the index state wins");
     let m = store.get(&ids[9]).unwrap().unwrap();
+    assert_eq!(m.recipients[0].attempts, 0, "arrival state from the spool");
     assert_eq!(store.read_body(&m).unwrap(), b"Subject: 9\r\n\r\nbody 9\r\n");
 }
 
@@ -108,7 +132,6 @@ async fn torn_tail_is_ignored_and_finished_messages_stay_finished() {
     drop(f);
     let (_d, store, rec) = open(dir.path(), spool::SEGMENT_LIMIT);
     assert_eq!(rec.torn_segments, vec![seg]);
-    assert!(rec.reindexed.is_empty());
     let listed: Vec<QueueId> = store.iter().map(|m| m.unwrap().id).collect();
     assert_eq!(listed, ids[1..].to_vec(), "the delivered message is not resurrected");
 }
@@ -118,7 +141,13 @@ async fn index_entry_without_spool_is_dropped() {
     let dir = tempfile::tempdir().unwrap();
     let ids = {
         let (_d, store, _) = open(dir.path(), spool::SEGMENT_LIMIT);
-        put(&store, 2).await
+        let ids = put(&store, 2).await;
+        for id in &ids {
+            let mut m = store.get(id).unwrap().unwrap();
+            m.frozen = true;
+            store.update(&m).unwrap();
+        }
+        ids
     };
     for seg in spool::list_segments(&dir.path().join("spool")).unwrap() {
         std::fs::remove_file(spool::segment_path(&dir.path().join("spool"), seg)).unwrap();
