@@ -5,7 +5,7 @@
 //!
 //! The pool only holds sessions; it never talks to a server. A session
 //! is taken out while in use (so no two deliveries share one), and the
-//! caller checks it with RSET before reuse. Sessions idle longer than the
+//! caller probes it before reuse (`Session::probe`). Sessions idle longer than the
 //! idle limit, older than the age limit, or beyond the per-key limit are
 //! handed back to the caller to close.
 

@@ -428,12 +428,17 @@ impl Session {
         }
     }
 
-    /// RSET before reusing an idle session; false if it is not usable.
-    pub async fn reset(&mut self) -> bool {
-        if self.core.reset().is_err() {
+    /// Whether an idle session looks usable, without a round trip: no
+    /// transaction left open (the core pipelines an RSET itself if one
+    /// was) and nothing waiting on the socket — a server that closed the
+    /// connection or said 421 has made it readable.
+    pub fn probe(&self) -> bool {
+        if !self.core.is_ready() {
             return false;
         }
-        matches!(self.next_event().await, Ok(Event::Reset))
+        let Some(tcp) = self.stream.tcp() else { return false };
+        let mut b = [0u8; 1];
+        matches!(tcp.try_read(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
     /// One mail transaction; a broken connection gives every undecided

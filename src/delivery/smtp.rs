@@ -17,7 +17,10 @@
 //! `deliver` never fails as a whole: whatever happens becomes a per-recipient
 //! outcome. It is safe to call concurrently (one `SmtpTransport` shared in an
 //! `Arc` by every worker); idle sessions are pooled per (connector, host,
-//! port) and checked with RSET before reuse.
+//! port). Before reuse a session is probed without a round trip (no open
+//! transaction, nothing readable on the socket: a server that closed it or
+//! said 421 has made it readable); one that still dies before MAIL is
+//! answered is dropped and the message goes over a new connection.
 //!
 //! # What happens in one attempt
 //!
@@ -29,7 +32,7 @@
 //!    attempt: NXDOMAIN and null MX fail the recipients, the rest defer them.
 //!    A smarthost's DNS failure always defers, and counts as unreachable.
 //! 2. Each host in order, each of its addresses: an idle pooled session if
-//!    one passes RSET, else a new connection: implicit TLS (smarthost_tls =
+//!    one passes the probe, else a new connection: implicit TLS (smarthost_tls =
 //!    "implicit"), banner, EHLO (HELO if EHLO gets 5xx), STARTTLS per policy:
 //!    - `none`: never;
 //!    - `opportunistic`: when offered, any certificate; a failed handshake
@@ -238,12 +241,17 @@ impl SmtpTransport {
         'hops: for hop in self.prefer_pooled(connector, &route) {
             let port = self.port(&route, &hop);
             let key = PoolKey { connector: connector.name.clone(), host: hop.host.clone(), port };
-            while let Some(mut s) = self.take_idle(&key) {
-                if s.reset().await {
-                    tracing::debug!(id = msg.id, host = %hop.host, "reusing an idle session");
-                    return self.run(key, s, msg, now).await;
+            while let Some(s) = self.take_idle(&key) {
+                if !s.probe() {
+                    close_all(vec![s]);
+                    continue;
                 }
-                close_all(vec![s]);
+                tracing::debug!(id = msg.id, host = %hop.host, "reusing an idle session");
+                // a reused session that dies before MAIL is answered is not
+                // the message's fault: try it on a fresh connection instead
+                if let Some(report) = self.run(key.clone(), s, msg, now, true).await {
+                    return report;
+                }
             }
             for ip in &hop.addrs {
                 if connections >= self.settings.max_connections_per_attempt {
@@ -270,7 +278,12 @@ impl SmtpTransport {
                     opened = Session::open(&p).await;
                 }
                 match opened {
-                    Ok(s) => return self.run(key, s, msg, now).await,
+                    Ok(s) => {
+                        // a fresh session always decides (None is for reused ones)
+                        if let Some(report) = self.run(key.clone(), s, msg, now, false).await {
+                            return report;
+                        }
+                    }
                     Err(f) => {
                         tracing::info!(id = msg.id, host = %hop.host, addr = %p.addr, "{}: {}", f.stage, f.text);
                         let next = f.is_connect_or_tls();
@@ -337,11 +350,21 @@ impl SmtpTransport {
     }
 
     /// Send the message over an open session, then pool or close it.
-    async fn run(&self, key: PoolKey, mut s: Session, msg: &OutboundMessage<'_>, now: u64) -> AttemptReport {
+    /// Run the message's transactions on `s`. For a `reused` session, `None`
+    /// means it was dead before the first MAIL got any reply (nothing was
+    /// decided); the session is then dropped.
+    async fn run(
+        &self,
+        key: PoolKey,
+        mut s: Session,
+        msg: &OutboundMessage<'_>,
+        now: u64,
+        reused: bool,
+    ) -> Option<AttemptReport> {
         let host = s.host.clone();
         let mut outcomes = Vec::with_capacity(msg.recipients.len());
         let per = self.settings.max_recipients_per_transaction.max(1);
-        for chunk in msg.recipients.chunks(per) {
+        for (n, chunk) in msg.recipients.chunks(per).enumerate() {
             if !s.is_reusable() {
                 // the session broke in an earlier chunk
                 let r = result(Stage::Mail, None, Some("4.4.2"), "connection lost", Some(&host), now);
@@ -357,6 +380,11 @@ impl SmtpTransport {
                 smtputf8: msg.smtputf8,
             };
             let t = s.transaction(&env).await;
+            if reused && n == 0 && t.recipients.iter().all(|r| r.stage == TxStage::Mail && r.code.is_none()) {
+                tracing::debug!(id = msg.id, host = %host, "an idle session was dead; opening a new one");
+                close_all(vec![s]);
+                return None;
+            }
             for ((i, addr), r) in chunk.iter().zip(t.recipients) {
                 let o = outcome(&r, &host, now);
                 tracing::info!(id = msg.id, to = %addr, host = %host, "{}", describe(&o));
@@ -365,7 +393,7 @@ impl SmtpTransport {
         }
         let tls = s.tls.clone();
         close_all(self.pool.put(key, s));
-        AttemptReport { outcomes, tls: Some(tls), unreachable: false }
+        Some(AttemptReport { outcomes, tls: Some(tls), unreachable: false })
     }
 }
 

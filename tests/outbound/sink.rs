@@ -38,6 +38,9 @@ pub struct SinkConfig {
     /// (address, reply line) for RCPTs to refuse.
     pub rcpt_replies: Vec<(String, String)>,
     pub greeting: String,
+    /// After this many messages on one connection, say 421 and close it
+    /// (as a server does when it ends an idle or long session).
+    pub close_after: Option<usize>,
     tls: Option<Arc<rustls::ServerConfig>>,
     /// The certificate in PEM, to trust it with tls_ca_file.
     pub cert_pem: String,
@@ -65,6 +68,7 @@ impl SinkConfig {
             auth: None,
             rcpt_replies: Vec::new(),
             greeting: String::new(),
+            close_after: None,
             tls: Some(Arc::new(tls)),
             cert_pem: ck.cert.pem(),
         }
@@ -92,6 +96,10 @@ impl SinkConfig {
     }
     pub fn rcpt_reply(mut self, address: &str, reply: &str) -> Self {
         self.rcpt_replies.push((address.to_ascii_lowercase(), reply.into()));
+        self
+    }
+    pub fn close_after(mut self, messages: usize) -> Self {
+        self.close_after = Some(messages);
         self
     }
     pub fn greeting(mut self, line: &str) -> Self {
@@ -382,6 +390,15 @@ async fn serve(stream: Stream, id: usize, cfg: SinkConfig, log: Arc<Mutex<SinkLo
             });
             let n = log.lock().unwrap().messages.len();
             c.reply(&format!("250 2.0.0 Ok: queued as SINK{n}"));
+            let on_this = log.lock().unwrap().messages.iter().filter(|m| m.conn == id).count();
+            if cfg.close_after.is_some_and(|max| on_this >= max) {
+                let _ = c.flush().await;
+                // a moment later, as a server's idle timer would
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                c.reply("421 4.4.2 closing the connection");
+                let _ = c.flush().await;
+                return;
+            }
         } else if upper == "RSET" {
             mail = None;
             rcpts.clear();

@@ -739,28 +739,30 @@ fn is_sendable(a: &str) -> bool {
 /// dots and the final dot not).
 pub fn stuff_body(body: &[u8], out: &mut Vec<u8>) -> usize {
     let start = out.len();
+    out.reserve(body.len() + body.len() / 64 + 8);
     let mut stuffed = 0;
     let mut line_start = true;
-    let mut i = 0;
-    while i < body.len() {
-        let b = body[i];
-        match b {
-            b'\r' | b'\n' => {
-                out.extend_from_slice(b"\r\n");
-                // CRLF is one line end; a bare CR or LF is one too.
-                i += if b == b'\r' && body.get(i + 1) == Some(&b'\n') { 2 } else { 1 };
-                line_start = true;
-                continue;
-            }
-            b'.' if line_start => {
-                out.push(b'.');
-                stuffed += 1;
-            }
-            _ => {}
+    let mut rest = body;
+    while !rest.is_empty() {
+        if line_start && rest[0] == b'.' {
+            out.push(b'.');
+            stuffed += 1;
         }
-        out.push(b);
-        line_start = false;
-        i += 1;
+        match memchr::memchr2(b'\r', b'\n', rest) {
+            Some(p) => {
+                // CRLF is one line end; a bare CR or LF is one too.
+                out.extend_from_slice(&rest[..p]);
+                out.extend_from_slice(b"\r\n");
+                let end = if rest[p] == b'\r' && rest.get(p + 1) == Some(&b'\n') { 2 } else { 1 };
+                rest = &rest[p + end..];
+                line_start = true;
+            }
+            None => {
+                out.extend_from_slice(rest);
+                rest = &[];
+                line_start = false;
+            }
+        }
     }
     if !line_start {
         out.extend_from_slice(b"\r\n");

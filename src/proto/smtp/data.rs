@@ -71,22 +71,17 @@ impl DataReader {
         if self.at_line_start && part.first() == Some(&b'.') {
             part = &part[1..]; // RFC 5321 §4.5.2: undo dot-stuffing
         }
-        let mut extra = 0;
-        for &b in part {
-            extra += if b == b'\r' || b == b'\n' { 2 } else { 1 };
-        }
-        if ends_line {
-            extra += 2;
-        }
-        self.size += extra;
+        // every bare CR or LF becomes CRLF: one byte more each
+        let bare = memchr::memchr2_iter(b'\r', b'\n', part).count();
+        self.size += part.len() + bare + if ends_line { 2 } else { 0 };
         if self.size <= self.limit {
-            for &b in part {
-                if b == b'\r' || b == b'\n' {
-                    self.body.extend_from_slice(b"\r\n");
-                } else {
-                    self.body.push(b);
-                }
+            let mut rest = part;
+            while let Some(p) = memchr::memchr2(b'\r', b'\n', rest) {
+                self.body.extend_from_slice(&rest[..p]);
+                self.body.extend_from_slice(b"\r\n");
+                rest = &rest[p + 1..];
             }
+            self.body.extend_from_slice(rest);
             if ends_line {
                 self.body.extend_from_slice(b"\r\n");
             }
