@@ -98,7 +98,8 @@ pub struct TransportSettings {
     /// address. Empty in production. Smarthosts keep their configured port.
     pub port_overrides: HashMap<String, u16>,
     pub timeouts: Timeouts,
-    /// Idle sessions kept per (connector, host, port).
+    /// Idle sessions kept per (connector, host, port); 0 means as many as
+    /// `queue.max_per_destination` (more could never be busy at once).
     pub max_idle_per_host: usize,
     /// An idle session older than this is closed rather than reused.
     pub idle_timeout: Duration,
@@ -118,7 +119,7 @@ impl Default for TransportSettings {
             mx_port: 25,
             port_overrides: HashMap::new(),
             timeouts: Timeouts::default(),
-            max_idle_per_host: 4,
+            max_idle_per_host: 0,
             idle_timeout: Duration::from_secs(10),
             max_session_age: Duration::from_secs(300),
             max_messages_per_session: 100,
@@ -175,7 +176,10 @@ impl SmtpTransport {
             tls.for_connector(c)?;
         }
         let pool = Pool::new(PoolLimits {
-            max_idle_per_key: settings.max_idle_per_host,
+            max_idle_per_key: match settings.max_idle_per_host {
+                0 => config.queue.max_per_destination,
+                n => n,
+            },
             idle_timeout: settings.idle_timeout,
             max_age: settings.max_session_age,
             max_messages: settings.max_messages_per_session,

@@ -41,7 +41,7 @@ impl DataReader {
     /// terminating line has been read; bytes after it stay in `input`.
     pub fn feed(&mut self, input: &mut BytesMut) -> Option<DataEnd> {
         loop {
-            match memchr::memmem::find(input, b"\r\n") {
+            match crlf(input) {
                 Some(pos) => {
                     if self.at_line_start && &input[..pos] == b"." {
                         input.advance(pos + 2);
@@ -98,6 +98,20 @@ impl DataReader {
             DataEnd::Complete(std::mem::take(&mut self.body))
         }
     }
+}
+
+/// The first CRLF in `b`: a LF whose previous byte is CR (memmem would
+/// build a searcher on every call).
+fn crlf(b: &[u8]) -> Option<usize> {
+    let mut from = 1;
+    while from < b.len() {
+        let p = memchr::memchr(b'\n', &b[from..])? + from;
+        if b[p - 1] == b'\r' {
+            return Some(p - 1);
+        }
+        from = p + 1;
+    }
+    None
 }
 
 /// Count the `Received:` fields in the header section of a CRLF message.
