@@ -9,6 +9,14 @@
 //! `"PSR1" | meta_len u32 | body_len u64 | crc32(meta ‖ body) u32 | meta | body`.
 //! A torn tail (crash mid-write) fails its length or CRC check; scanning
 //! stops there, and nothing after it was ever acknowledged.
+//!
+//! Segments are written into space that is already on disk: a helper
+//! thread keeps one spare segment zero-filled and synced, and the writer
+//! renames it into place when it rotates. Overwriting allocated blocks lets
+//! `fdatasync` flush only data, where appending would also commit the file
+//! size through the filesystem journal — on the development machine that
+//! halved the cost of each sync. An all-zero header is the clean end of a
+//! segment. Without a spare (slow disk, first start) the writer appends.
 
 use super::message::{Message, SpoolRef};
 use crate::util::{create_dir_durably, fsync_dir};
@@ -21,13 +29,18 @@ use std::sync::{mpsc, Arc, Mutex};
 
 const MAGIC: &[u8; 4] = b"PSR1";
 const HEADER: usize = 4 + 4 + 8 + 4;
-/// Segments rotate past this size.
-pub const SEGMENT_LIMIT: u64 = 64 << 20;
+/// Segments rotate past this size (and spares are made this big).
+pub const SEGMENT_LIMIT: u64 = 16 << 20;
 /// Most records one sync covers.
 const MAX_BATCH: usize = 512;
 
 pub fn segment_path(dir: &Path, n: u32) -> PathBuf {
     dir.join(format!("{n:08}.seg"))
+}
+
+/// The prepared spare segment (not a numbered segment: never scanned).
+fn spare_path(dir: &Path) -> PathBuf {
+    dir.join("spare.seg")
 }
 
 /// Segment numbers present in `dir`, ascending.
@@ -79,10 +92,16 @@ pub fn scan(
     while pos < len {
         let torn = Some(pos);
         if len - pos < HEADER as u64 {
-            return Ok((out, torn));
+            let mut rest = Vec::new();
+            r.read_to_end(&mut rest)?;
+            return Ok((out, if rest.iter().all(|&b| b == 0) { None } else { torn }));
         }
         let mut h = [0u8; HEADER];
         r.read_exact(&mut h)?;
+        if h.iter().all(|&b| b == 0) {
+            // the unused, zero-filled rest of a prepared segment
+            return Ok((out, None));
+        }
         if &h[..4] != MAGIC {
             return Ok((out, torn));
         }
@@ -147,10 +166,11 @@ impl SpoolWriter {
         after_sync: impl Fn(&[Message]) + Send + 'static,
     ) -> io::Result<SpoolWriter> {
         create_dir_durably(&dir)?;
-        let active = open_segment(&dir, first)?;
+        let spares = Spares::start(dir.clone(), segment_limit)?;
+        let active = spares.next_segment(&dir, first)?;
         let (tx, rx) = mpsc::channel::<Job>();
         let thread = std::thread::Builder::new().name("postern-spool".into()).spawn(move || {
-            writer_loop(dir, active, segment_limit, rx, after_sync);
+            writer_loop(dir, active, segment_limit, spares, rx, after_sync);
         })?;
         Ok(SpoolWriter { tx: Some(tx), thread: Some(thread) })
     }
@@ -180,17 +200,91 @@ impl Drop for SpoolWriter {
 
 fn open_segment(dir: &Path, n: u32) -> io::Result<Active> {
     let path = segment_path(dir, n);
-    let file = OpenOptions::new().create(true).append(true).open(&path)?;
+    let file = OpenOptions::new().create(true).write(true).truncate(false).open(&path)?;
     let len = file.metadata()?.len();
     // the new directory entry must survive a crash before anything in it is acknowledged
     fsync_dir(dir)?;
     Ok(Active { number: n, file, len })
 }
 
+/// The helper that keeps one zero-filled, synced spare segment ready.
+struct Spares {
+    /// Ask for a new spare.
+    request: mpsc::Sender<()>,
+    /// A spare is ready at `spare_path`.
+    ready: mpsc::Receiver<()>,
+}
+
+impl Spares {
+    fn start(dir: PathBuf, size: u64) -> io::Result<Spares> {
+        let (request, wanted) = mpsc::channel::<()>();
+        let (done, ready) = mpsc::channel::<()>();
+        // a spare left by an earlier run is complete (it is renamed into
+        // place only after its sync); a half-made one is not
+        let _ = std::fs::remove_file(dir.join("spare.tmp"));
+        if spare_path(&dir).exists() {
+            let _ = done.send(());
+        } else {
+            let _ = request.send(());
+        }
+        std::thread::Builder::new().name("postern-spare".into()).spawn(move || {
+            while wanted.recv().is_ok() {
+                match make_spare(&dir, size) {
+                    Ok(()) => {
+                        if done.send(()).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => tracing::warn!("spool: cannot prepare a spare segment (appending instead): {e}"),
+                }
+            }
+        })?;
+        Ok(Spares { request, ready })
+    }
+
+    /// Segment `n`: the spare renamed into place if one is ready, else a new
+    /// empty file.
+    fn next_segment(&self, dir: &Path, n: u32) -> io::Result<Active> {
+        if self.ready.try_recv().is_ok() {
+            let path = segment_path(dir, n);
+            match std::fs::rename(spare_path(dir), &path) {
+                Ok(()) => {
+                    let file = OpenOptions::new().write(true).open(&path)?;
+                    fsync_dir(dir)?;
+                    let _ = self.request.send(());
+                    return Ok(Active { number: n, file, len: 0 });
+                }
+                Err(e) => {
+                    tracing::warn!("spool: cannot use the spare segment: {e}");
+                    let _ = self.request.send(());
+                }
+            }
+        }
+        open_segment(dir, n)
+    }
+}
+
+fn make_spare(dir: &Path, size: u64) -> io::Result<()> {
+    let tmp = dir.join("spare.tmp");
+    let mut f = OpenOptions::new().create(true).write(true).truncate(true).open(&tmp)?;
+    let zeros = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(zeros.len() as u64) as usize;
+        f.write_all(&zeros[..n])?;
+        left -= n as u64;
+    }
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, spare_path(dir))?;
+    fsync_dir(dir)
+}
+
 fn writer_loop(
     dir: PathBuf,
     mut active: Active,
     segment_limit: u64,
+    spares: Spares,
     rx: mpsc::Receiver<Job>,
     after_sync: impl Fn(&[Message]),
 ) {
@@ -204,7 +298,7 @@ fn writer_loop(
             }
         }
         if active.len >= segment_limit {
-            match open_segment(&dir, active.number + 1) {
+            match spares.next_segment(&dir, active.number + 1) {
                 Ok(a) => active = a,
                 Err(e) => {
                     fail_all(batch, &e);
@@ -231,7 +325,7 @@ fn writer_loop(
             messages.push(m);
             bodies.push(job.done);
         }
-        let result = active.file.write_all(&buf).and_then(|_| active.file.sync_data());
+        let result = active.file.write_all_at(&buf, active.len).and_then(|_| active.file.sync_data());
         match result {
             Ok(()) => {
                 active.len += buf.len() as u64;
@@ -245,8 +339,8 @@ fn writer_loop(
                 for done in bodies {
                     let _ = done.send(Err(io::Error::new(e.kind(), e.to_string())));
                 }
-                // whatever reached the file is a torn tail now; never append after it
-                if let Ok(a) = open_segment(&dir, active.number + 1) {
+                // whatever reached the file is a torn tail now; never write after it
+                if let Ok(a) = spares.next_segment(&dir, active.number + 1) {
                     active = a;
                 }
             }

@@ -124,11 +124,15 @@ async fn torn_tail_is_ignored_and_finished_messages_stay_finished() {
         assert!(store.get(&ids[0]).unwrap().is_none());
         ids
     };
-    // a crash in the middle of writing the next record
-    let seg = spool::list_segments(&dir.path().join("spool")).unwrap()[0];
-    let mut f =
-        std::fs::OpenOptions::new().append(true).open(spool::segment_path(&dir.path().join("spool"), seg)).unwrap();
-    f.write_all(b"PSR1\x10\x00\x00\x00garbage").unwrap();
+    // a crash in the middle of writing the next record: half a record
+    // right after the last one (into zeros in a prepared segment)
+    let (seg, end) = {
+        let (_d, store, _) = open(dir.path(), spool::SEGMENT_LIMIT);
+        let last = store.iter().last().unwrap().unwrap();
+        (last.spool.segment, last.spool.offset + last.spool.len)
+    };
+    let f = std::fs::OpenOptions::new().write(true).open(spool::segment_path(&dir.path().join("spool"), seg)).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"PSR1\x10\x00\x00\x00garbage", end).unwrap();
     drop(f);
     let (_d, store, rec) = open(dir.path(), spool::SEGMENT_LIMIT);
     assert_eq!(rec.torn_segments, vec![seg]);
@@ -181,4 +185,35 @@ async fn finished_segments_are_deleted() {
     assert!(store.is_empty());
     assert_eq!(rec.messages, 0);
     assert!(spool::list_segments(&spool_dir).unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn prepared_segments_are_used_and_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool_dir = dir.path().join("spool");
+    let limit = 4096;
+    let ids = {
+        let (_d, store, _) = open(dir.path(), limit);
+        let mut ids = Vec::new();
+        for _ in 0..12 {
+            ids.extend(put(&store, 1).await);
+            // give the helper time to prepare the next spare
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        ids
+    };
+    let sizes: Vec<u64> = spool::list_segments(&spool_dir)
+        .unwrap()
+        .iter()
+        .map(|&n| std::fs::metadata(spool::segment_path(&spool_dir, n)).unwrap().len())
+        .collect();
+    assert!(sizes.iter().any(|&s| s == limit), "a zero-filled spare became a segment: {sizes:?}");
+    let (_d, store, rec) = open(dir.path(), limit);
+    assert!(rec.torn_segments.is_empty(), "the zeros after the data are a clean end");
+    let listed: Vec<QueueId> = store.iter().map(|m| m.unwrap().id).collect();
+    assert_eq!(listed, ids);
+    for id in &ids {
+        let m = store.get(id).unwrap().unwrap();
+        assert!(store.read_body(&m).unwrap().starts_with(b"Subject: "));
+    }
 }
