@@ -14,11 +14,13 @@
 # started (the peers scripts run a private instance on loopback).
 #
 # Env: N, S, L, PORT (postern, 2535), SINK_PORT (2536), PAR (postern's
-# max_per_destination, 20), RUN_POSTFIX (1), TIMEOUT (900 s).
+# max_per_destination, 20), THREADS (postern's [server] worker_threads:
+# 0 = one per core, the default; 1 = one event loop), RUN_POSTFIX (1),
+# TIMEOUT (900 s).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 N=${N:-20000}; S=${S:-20}; L=${L:-5120}
-PORT=${PORT:-2535}; SINK_PORT=${SINK_PORT:-2536}; PAR=${PAR:-20}
+PORT=${PORT:-2535}; SINK_PORT=${SINK_PORT:-2536}; PAR=${PAR:-20}; THREADS=${THREADS:-0}
 RUN_POSTFIX=${RUN_POSTFIX:-1}; TIMEOUT=${TIMEOUT:-900}
 PEERS=${PEERS:-$(cd "$ROOT/../shared/peers" 2>/dev/null && pwd)}
 
@@ -43,6 +45,7 @@ cat > "$WORK/postern.toml" <<CONF
 hostname = "relay.bench.test"
 data_dir = "$WORK/data"
 local_domains = ["bench.test"]
+worker_threads = $THREADS
 
 [[virtual_server]]
 name = "mx"
@@ -79,7 +82,7 @@ wait_port "$PORT" || { echo "postern did not start:"; cat "$WORK/err"; exit 1; }
 
 sink_count() { tail -c 200 "$SINK_LOG" | tr '\r' '\n' | grep -o 'mesg=[0-9]*' | tail -1 | cut -d= -f2; }
 
-echo "# N=$N S=$S L=$L postern max_per_destination=$PAR ($(nproc) cores, $(date -u +%FT%TZ))"
+echo "# N=$N S=$S L=$L postern max_per_destination=$PAR worker_threads=$THREADS ($(nproc) cores, $(date -u +%FT%TZ))"
 t0=$(now)
 timeout "$TIMEOUT" smtp-source -M localhost -f sender@example.com -t rcpt@example.net -s "$S" -m "$N" -l "$L" "127.0.0.1:$PORT"; rc=$?
 t1=$(now)

@@ -269,7 +269,12 @@ fn run(cli: Cli) -> Outcome {
         Command::Serve => {
             let config = load(&cli.config)?;
             init_logging(&config);
-            let rt = tokio::runtime::Runtime::new().map_err(|e| runtime(format!("cannot start the runtime: {e}")))?;
+            let rt = match config.server.worker_threads {
+                1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+                0 => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+                n => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build(),
+            }
+            .map_err(|e| runtime(format!("cannot start the runtime: {e}")))?;
             rt.block_on(postern::server::serve(config)).map_err(runtime)
         }
         Command::CheckConfig => check_config(&cli.config),

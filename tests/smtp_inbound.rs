@@ -409,3 +409,17 @@ s.quit()
     assert_eq!(out.trim(), "250");
     assert_eq!(s.queue().len(), 1);
 }
+
+#[test]
+fn one_worker_thread_serves_and_delivers() {
+    let conf = config("", "")
+        .replace("local_domains = [\"example.test\"]", "local_domains = [\"example.test\"]\nworker_threads = 1");
+    let s = TestServer::start(&conf);
+    s.add_user("alice@example.test", "pw");
+    let mut c = Client::connect(s.addr("mx"));
+    c.reply();
+    c.starttls();
+    let id = queued_id(&c.send_mail("a@example.org", &["alice@example.test"], "Subject: one\r\n\r\nthread\r\n"));
+    assert!(eventually(Duration::from_secs(10), || s.queue().is_empty()), "delivered locally");
+    assert!(s.log().contains(&format!("id={id}")));
+}

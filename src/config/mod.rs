@@ -60,6 +60,11 @@ pub struct ServerSection {
     /// Defaults to `postmaster@` the first local domain.
     #[serde(default)]
     pub postmaster: String,
+    /// Threads running sessions and deliveries: 0 (the default) means one
+    /// per CPU core; 1 runs everything on one event loop, which does better
+    /// when the cores are shared with other busy programs.
+    #[serde(default)]
+    pub worker_threads: usize,
 }
 
 fn default_data_dir() -> PathBuf {
