@@ -141,7 +141,11 @@ pub async fn run<S: Session>(
     mut shutdown: ShutdownSignal,
 ) {
     let end = drive(&mut stream, &mut session, &settings, &mut shutdown).await;
-    let _ = tokio::time::timeout(Duration::from_secs(2), stream.shutdown()).await;
+    // TLS ends with close_notify; a plain socket's close sends the FIN itself
+    if stream.is_tls() && end != SessionEnd::PeerClosed {
+        let _ = tokio::time::timeout(Duration::from_secs(2), stream.shutdown()).await;
+    }
+    drop(stream);
     session.finished(&end);
 }
 

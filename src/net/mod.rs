@@ -23,7 +23,6 @@ use tokio::sync::{watch, Notify};
 #[derive(Clone, Debug)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
-    pub local: SocketAddr,
     pub implicit_tls: bool,
 }
 
@@ -251,7 +250,7 @@ fn accept<S: Service>(tcp: TcpStream, peer: SocketAddr, service: &Arc<S>, spec: 
         });
         return;
     };
-    let conn = ConnInfo { peer, local: tcp.local_addr().unwrap_or(peer), implicit_tls: spec.driver.implicit_tls };
+    let conn = ConnInfo { peer, implicit_tls: spec.driver.implicit_tls };
     let session = service.session(&conn);
     let settings = spec.driver.clone();
     let signal = shutdown.signal();
