@@ -3,7 +3,6 @@
 
 use super::*;
 use crate::datadir::DataDir;
-use std::io::Write;
 use std::path::Path;
 
 fn message(store: &QueueStore, rcpts: &[&str]) -> Message {
@@ -207,7 +206,7 @@ async fn prepared_segments_are_used_and_read_back() {
         .iter()
         .map(|&n| std::fs::metadata(spool::segment_path(&spool_dir, n)).unwrap().len())
         .collect();
-    assert!(sizes.iter().any(|&s| s == limit), "a zero-filled spare became a segment: {sizes:?}");
+    assert!(sizes.contains(&limit), "a zero-filled spare became a segment: {sizes:?}");
     let (_d, store, rec) = open(dir.path(), limit);
     assert!(rec.torn_segments.is_empty(), "the zeros after the data are a clean end");
     let listed: Vec<QueueId> = store.iter().map(|m| m.unwrap().id).collect();
