@@ -3,6 +3,7 @@
 //! socket, and stops gracefully (SIGTERM/SIGINT) or reloads certificates
 //! (SIGHUP). This is the only place that wires the pieces together.
 
+use crate::auth::sasl::Credentials;
 use crate::auth::throttle::AuthThrottle;
 use crate::auth::Accounts;
 use crate::config::{Config, Protocol, TlsMode};
@@ -14,10 +15,11 @@ use crate::net::{self, ListenerSpec, Shutdown};
 use crate::queue::scheduler::{ControlOp, Scheduler};
 use crate::queue::QueueStore;
 use crate::tls::CertStore;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use std::time::Instant;
 
 /// Everything sessions and the control socket share.
 pub struct Context {
@@ -56,6 +58,33 @@ impl Context {
             Ok(ids) => Response::ok(ids),
             Err(e) => Response::err(e),
         }
+    }
+
+    /// SPEC §4: whether this client IP has used up its authentication
+    /// failures for now (the same count for SMTP, POP3, IMAP4 and NNTP).
+    pub fn auth_throttled(&self, ip: IpAddr) -> bool {
+        self.throttle.is_blocked(ip, Instant::now())
+    }
+
+    /// Check credentials off the async threads (Argon2id is slow on
+    /// purpose). A failure counts against the IP and is answered only
+    /// after `failure_delay`, which holds up this caller and nobody else.
+    /// Returns the account's key.
+    pub async fn authenticate(&self, ip: IpAddr, creds: Credentials) -> Option<String> {
+        let accounts = self.accounts.clone();
+        let verified =
+            tokio::task::spawn_blocking(move || accounts.verify(&creds.username, &creds.password)).await.ok().flatten();
+        if verified.is_none() {
+            self.auth_failure(ip).await;
+        }
+        verified
+    }
+
+    /// Count a failed attempt (a wrong password, or a SASL exchange that
+    /// made no sense) and wait before answering it.
+    pub async fn auth_failure(&self, ip: IpAddr) {
+        self.throttle.record_failure(ip, Instant::now());
+        tokio::time::sleep(self.config.auth.failure_delay.0).await;
     }
 
     pub fn reload(&self) -> crate::tls::ReloadReport {

@@ -16,7 +16,6 @@ use crate::server::Context;
 use crate::tls::TlsInfo;
 use bytes::BytesMut;
 use std::sync::Arc;
-use std::time::Instant;
 
 /// After this many `-ERR`s a session is closed, as for SMTP.
 const MAX_ERRORS: u32 = 10;
@@ -90,7 +89,7 @@ impl Pop3Session {
     }
 
     async fn on_auth(&mut self, mechanism: &str, initial: Option<String>) {
-        if self.ctx.throttle.is_blocked(self.conn.peer.ip(), Instant::now()) {
+        if self.ctx.auth_throttled(self.conn.peer.ip()) {
             tracing::info!(server = %self.vs.name, peer = %self.conn.peer, "AUTH refused: too many recent failures");
             self.core.login_done(Err(reply::AUTH_THROTTLED));
             return;
@@ -125,17 +124,15 @@ impl Pop3Session {
     /// Check the credentials, take the maildrop and list it. `method` is
     /// for the log: `USER` or `AUTH PLAIN`.
     async fn login(&mut self, creds: Credentials, method: &'static str) {
-        if self.ctx.throttle.is_blocked(self.conn.peer.ip(), Instant::now()) {
+        if self.ctx.auth_throttled(self.conn.peer.ip()) {
             tracing::info!(server = %self.vs.name, peer = %self.conn.peer, "login refused: too many recent failures");
             self.core.login_done(Err(reply::AUTH_THROTTLED));
             return;
         }
-        let accounts = self.ctx.accounts.clone();
         let name = creds.username.clone();
-        let verified =
-            tokio::task::spawn_blocking(move || accounts.verify(&creds.username, &creds.password)).await.ok().flatten();
-        let Some(user) = verified else {
-            self.auth_failed(Some(&name)).await;
+        let Some(user) = self.ctx.authenticate(self.conn.peer.ip(), creds).await else {
+            self.log_failure(Some(&name));
+            self.core.login_done(Err(reply::AUTH_FAILED));
             return;
         };
         let lock = match self.ctx.mailboxes.lock_maildrop(&user) {
@@ -175,12 +172,15 @@ impl Pop3Session {
         }
     }
 
-    /// Count the failure and answer after a pause that holds up only this session.
+    /// A SASL exchange that made no sense counts as a failure too.
     async fn auth_failed(&mut self, user: Option<&str>) {
-        tracing::info!(server = %self.vs.name, peer = %self.conn.peer, user = user.unwrap_or("-"), "authentication failed");
-        self.ctx.throttle.record_failure(self.conn.peer.ip(), Instant::now());
-        tokio::time::sleep(self.ctx.config.auth.failure_delay.0).await;
+        self.log_failure(user);
+        self.ctx.auth_failure(self.conn.peer.ip()).await;
         self.core.login_done(Err(reply::AUTH_FAILED));
+    }
+
+    fn log_failure(&self, user: Option<&str>) {
+        tracing::info!(server = %self.vs.name, peer = %self.conn.peer, user = user.unwrap_or("-"), "authentication failed");
     }
 
     async fn on_retrieve(&mut self, uid: u32) {

@@ -14,7 +14,6 @@ use crate::server::Context;
 use crate::tls::TlsInfo;
 use bytes::BytesMut;
 use std::sync::Arc;
-use std::time::Instant;
 
 /// After this many errors a session is closed (SPEC §4).
 const MAX_ERRORS: u32 = 10;
@@ -202,7 +201,7 @@ impl InboundSession {
     }
 
     async fn on_auth(&mut self, mechanism: &str, initial: Option<String>) {
-        if self.ctx.throttle.is_blocked(self.conn.peer.ip(), Instant::now()) {
+        if self.ctx.auth_throttled(self.conn.peer.ip()) {
             tracing::info!(server = %self.vs.name, peer = %self.conn.peer, "AUTH refused: too many recent failures");
             self.core.auth_done(Err(reply::AUTH_THROTTLED));
             return;
@@ -237,29 +236,30 @@ impl InboundSession {
             }
             Step::Done(creds) => {
                 self.sasl = None;
-                let accounts = self.ctx.accounts.clone();
-                let user = creds.username.clone();
-                let verified = tokio::task::spawn_blocking(move || accounts.verify(&creds.username, &creds.password))
-                    .await
-                    .ok()
-                    .flatten();
-                match verified {
+                let name = creds.username.clone();
+                match self.ctx.authenticate(self.conn.peer.ip(), creds).await {
                     Some(user) => {
                         tracing::info!(server = %self.vs.name, peer = %self.conn.peer, user = %user, "authenticated");
                         self.core.auth_done(Ok(user));
                     }
-                    None => self.auth_failed(Some(&user)).await,
+                    None => {
+                        self.log_failure(Some(&name));
+                        self.core.auth_done(Err(reply::AUTH_FAILED));
+                    }
                 }
             }
         }
     }
 
-    /// Count the failure and answer after a pause that holds up only this session.
+    /// A SASL exchange that made no sense counts as a failure too.
     async fn auth_failed(&mut self, user: Option<&str>) {
-        tracing::info!(server = %self.vs.name, peer = %self.conn.peer, user = user.unwrap_or("-"), "authentication failed");
-        self.ctx.throttle.record_failure(self.conn.peer.ip(), Instant::now());
-        tokio::time::sleep(self.ctx.config.auth.failure_delay.0).await;
+        self.log_failure(user);
+        self.ctx.auth_failure(self.conn.peer.ip()).await;
         self.core.auth_done(Err(reply::AUTH_FAILED));
+    }
+
+    fn log_failure(&self, user: Option<&str>) {
+        tracing::info!(server = %self.vs.name, peer = %self.conn.peer, user = user.unwrap_or("-"), "authentication failed");
     }
 }
 
