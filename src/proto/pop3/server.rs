@@ -110,7 +110,7 @@ pub struct ServerSession {
     deleted: Vec<bool>,
     errors: u32,
     /// Discarding the rest of an overlong line.
-    discarding: bool,
+    lines: crate::proto::LineReader,
 }
 
 impl ServerSession {
@@ -125,7 +125,7 @@ impl ServerSession {
             maildrop: Vec::new(),
             deleted: Vec::new(),
             errors: 0,
-            discarding: false,
+            lines: crate::proto::LineReader::default(),
         }
     }
 
@@ -193,20 +193,14 @@ impl ServerSession {
             if self.errors >= self.settings.max_errors {
                 return self.close_for_errors();
             }
-            let Some(nl) = memchr::memchr(b'\n', input) else {
-                if input.len() > MAX_AUTH_LINE {
-                    // keep nothing of an overlong line; answer when it ends
-                    input.clear();
-                    self.discarding = true;
+            let raw = match self.lines.next_line(input, MAX_AUTH_LINE)? {
+                Ok(line) => line,
+                Err(_) => {
+                    self.reply(&reply::LINE_TOO_LONG);
+                    continue;
                 }
-                return None;
             };
-            let raw = input.split_to(nl + 1);
-            if std::mem::take(&mut self.discarding) || nl > MAX_AUTH_LINE {
-                self.reply(&reply::LINE_TOO_LONG);
-                continue;
-            }
-            let line = raw[..nl].strip_suffix(b"\r").unwrap_or(&raw[..nl]);
+            let line = &raw[..];
             let ev = if matches!(self.state, State::Sasl) {
                 self.sasl_line(line)
             } else if line.len() + 2 > MAX_COMMAND_LINE && !long_line_allowed(line) {
@@ -558,7 +552,7 @@ impl ServerSession {
     /// before the handshake is forgotten.
     pub fn tls_started(&mut self) {
         self.tls = true;
-        self.discarding = false;
+        self.lines.reset();
         if matches!(self.state, State::Authorization { .. } | State::Sasl) {
             self.state = State::Authorization { user: None };
         }

@@ -110,7 +110,7 @@ pub struct ServerSession {
     auth_user: Option<String>,
     errors: u32,
     /// Discarding the rest of an overlong line.
-    discarding: bool,
+    lines: crate::proto::LineReader,
     // the current transaction
     mail_params: MailParams,
     recipients: usize,
@@ -135,7 +135,7 @@ impl ServerSession {
             esmtp: false,
             auth_user: None,
             errors: 0,
-            discarding: false,
+            lines: crate::proto::LineReader::default(),
             mail_params: MailParams::default(),
             recipients: 0,
             transactions: 0,
@@ -247,20 +247,14 @@ impl ServerSession {
                         return self.close_for_errors();
                     }
                     // Read up to the AUTH limit; non-AUTH lines are held to 512 below.
-                    let Some(nl) = memchr::memchr(b'\n', input) else {
-                        if input.len() > MAX_AUTH_LINE {
-                            // keep nothing of an overlong line; answer when it ends
-                            input.clear();
-                            self.discarding = true;
+                    let raw = match self.lines.next_line(input, MAX_AUTH_LINE)? {
+                        Ok(line) => line,
+                        Err(_) => {
+                            self.reply(&reply::LINE_TOO_LONG);
+                            continue;
                         }
-                        return None;
                     };
-                    let raw = input.split_to(nl + 1);
-                    if std::mem::take(&mut self.discarding) || nl > MAX_AUTH_LINE {
-                        self.reply(&reply::LINE_TOO_LONG);
-                        continue;
-                    }
-                    let line = raw[..nl].strip_suffix(b"\r").unwrap_or(&raw[..nl]);
+                    let line = &raw[..];
                     let ev = if matches!(self.state, State::Sasl) {
                         self.sasl_line(line)
                     } else if line.len() + 2 > MAX_COMMAND_LINE && !verb_is(line, "AUTH") {
@@ -665,7 +659,7 @@ impl ServerSession {
         self.auth_user = None;
         self.mail_params = MailParams::default();
         self.recipients = 0;
-        self.discarding = false;
+        self.lines.reset();
         self.state = State::ExpectHelo;
     }
 
