@@ -12,7 +12,7 @@ pub mod views;
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -182,8 +182,6 @@ async fn connection(stream: UnixStream, ctx: std::sync::Arc<crate::server::Conte
         w.write_all(&out).await?;
     }
 }
-
-use tokio::io::AsyncReadExt as _;
 
 /// Client side: send one request to a running server. `Ok(None)` when no
 /// server answers at `path` (the caller then opens the store directly).

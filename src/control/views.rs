@@ -84,7 +84,6 @@ pub fn recipient_view(r: &Recipient) -> RecipientView {
 
 pub fn message_view(m: &Message) -> MessageView {
     let mut dests: Vec<&str> = m.pending().map(|r| r.destination.as_str()).collect();
-    dests.dedup();
     dests.sort_unstable();
     dests.dedup();
     MessageView {

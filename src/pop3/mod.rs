@@ -276,10 +276,7 @@ impl Session for Pop3Session {
     }
 
     fn finished(&mut self, end: &SessionEnd) {
-        let (version, cipher) = match &self.tls {
-            Some(t) => (t.version.as_str(), t.cipher.as_str()),
-            None => ("-", "-"),
-        };
+        let (version, cipher) = TlsInfo::log_fields(self.tls.as_ref());
         tracing::info!(
             server = %self.vs.name,
             peer = %self.conn.peer,

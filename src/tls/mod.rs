@@ -39,6 +39,14 @@ pub struct TlsInfo {
 }
 
 impl TlsInfo {
+    /// Version and cipher for a session's log line, `-` without TLS.
+    pub fn log_fields(tls: Option<&TlsInfo>) -> (&str, &str) {
+        match tls {
+            Some(t) => (t.version.as_str(), t.cipher.as_str()),
+            None => ("-", "-"),
+        }
+    }
+
     pub fn from_common(conn: &rustls::CommonState, sni: Option<String>) -> TlsInfo {
         let version = match conn.protocol_version() {
             Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".to_string(),
