@@ -79,7 +79,8 @@ pub fn check_rcpt(
         return Ok(RcptRoute::Local);
     }
     let ours = |d: &str| config.is_local_domain(d) || config.is_relay_domain(d);
-    if !may_relay(vs, client) && !(ours(&rcpt.domain) && rcpt.hidden_domains().iter().all(|d| ours(d))) {
+    let reaches_only_ours = ours(&rcpt.domain) && rcpt.hidden_domains().iter().all(|d| ours(d));
+    if !reaches_only_ours && !may_relay(vs, client) {
         return Err(reply::RELAY_DENIED);
     }
     if config.is_local_domain(&rcpt.domain) {
