@@ -34,6 +34,7 @@
 //!   install, show) and the self-signed certificate made at first start.
 //! - [`server`]: wires everything together for `postern serve`.
 //! - [`datadir`], [`util`]: the data directory and small shared helpers.
+//! - [`domain`]: the one canonical (A-label) form of every domain name.
 
 pub mod auth;
 pub mod cert;
@@ -41,6 +42,7 @@ pub mod config;
 pub mod control;
 pub mod datadir;
 pub mod delivery;
+pub mod domain;
 pub mod mailbox;
 pub mod net;
 pub mod pop3;

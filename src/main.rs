@@ -310,6 +310,11 @@ fn run(cli: Cli) -> Outcome {
 
 /// Send a request to the running server, or run it on the store directly.
 fn operate(config_path: &Path, req: Request) -> Result<serde_json::Value, Failure> {
+    operate_or(config_path, req, runtime)
+}
+
+/// [`operate`], with the exit status of a refusal chosen by the caller.
+fn operate_or(config_path: &Path, req: Request, refused: fn(String) -> Failure) -> Result<serde_json::Value, Failure> {
     let config = load(config_path)?;
     let socket = config.control_socket();
     let resp = match control::request(&socket, &req) {
@@ -322,7 +327,7 @@ fn operate(config_path: &Path, req: Request) -> Result<serde_json::Value, Failur
     };
     match resp {
         Response { ok: true, data, .. } => Ok(data.unwrap_or(serde_json::Value::Null)),
-        Response { error, .. } => Err(runtime(error.unwrap_or_else(|| "the server refused the request".into()))),
+        Response { error, .. } => Err(refused(error.unwrap_or_else(|| "the server refused the request".into()))),
     }
 }
 
@@ -460,7 +465,8 @@ fn user(config: &Path, cmd: UserCmd) -> Outcome {
 
 fn alias(config: &Path, cmd: AliasCmd) -> Outcome {
     match cmd {
-        AliasCmd::Add { alias, target } => say(operate(config, Request::AliasAdd { alias, target })?),
+        // a refused alias (not a local domain, a loop) is a usage error
+        AliasCmd::Add { alias, target } => say(operate_or(config, Request::AliasAdd { alias, target }, usage)?),
         AliasCmd::Delete { alias, target } => say(operate(config, Request::AliasDelete { alias, target })?),
         AliasCmd::List { alias, json } => {
             let data = operate(config, Request::AliasList { alias })?;

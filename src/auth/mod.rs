@@ -1,7 +1,10 @@
 //! Accounts and authentication: users with Argon2id password hashes,
-//! aliases, SASL PLAIN/LOGIN as a sans-IO exchange shared by SMTP, POP3,
-//! IMAP4 and NNTP, and the per-IP failure throttle. Passwords never leave
-//! this module except as hashes, and nothing here logs one.
+//! aliases and their expansion, SASL PLAIN/LOGIN as a sans-IO exchange
+//! shared by SMTP, POP3, IMAP4 and NNTP, and the per-IP failure throttle.
+//! Passwords never leave this module except as hashes, and nothing here
+//! logs one. Aliases never form a loop that reaches no mailbox: `add_alias`
+//! refuses a target that leads back to the alias, and [`Accounts::expand`]
+//! reports a loop stored before that check as an error, never as nobody.
 
 pub mod sasl;
 pub mod throttle;
@@ -10,6 +13,7 @@ use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::Argon2;
 use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +38,10 @@ pub enum AccountError {
     Db(#[from] sled::Error),
     #[error("account record {0} is damaged: {1}")]
     Corrupt(String, String),
+    #[error("alias loop {0}: refused, mail sent into it would reach no mailbox")]
+    AliasCycle(String),
+    #[error("alias loop {0}: it reaches no mailbox")]
+    AliasLoop(String),
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -62,7 +70,21 @@ pub enum LocalTarget {
     Alias(Vec<String>),
 }
 
-/// Users and aliases, keyed by lower-case `local@domain`.
+/// Where a local address finally delivers, after alias expansion.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reached {
+    /// A local address: a user, the postmaster, or one with no mailbox
+    /// (an alias nested too deep), which local delivery bounces.
+    Local(String),
+    /// An address in a domain that is not local.
+    Remote(String),
+}
+
+/// Aliases nest at most this deep; deeper ones end at the address reached.
+const MAX_ALIAS_DEPTH: usize = 8;
+
+/// Users and aliases, keyed by lower-case `local@domain` (the domain in
+/// its canonical A-label form).
 #[derive(Clone)]
 pub struct Accounts {
     users: sled::Tree,
@@ -93,8 +115,18 @@ fn dummy_hash() -> &'static str {
     H.get_or_init(|| hash_password("postern-dummy-password").unwrap_or_default())
 }
 
+/// The lookup key of an address: lower case, the domain in its canonical
+/// (A-label) form, so `Jörg@BÜCHER.example` and `jörg@xn--bcher-kva.example`
+/// are one account.
 pub fn key(address: &str) -> String {
-    address.trim().to_lowercase()
+    let a = address.trim().to_lowercase();
+    match a.rsplit_once('@') {
+        Some((local, domain)) if !domain.starts_with('[') => match crate::domain::canonical(domain) {
+            Ok(d) => format!("{local}@{d}"),
+            Err(_) => a,
+        },
+        _ => a,
+    }
 }
 
 impl Accounts {
@@ -178,6 +210,10 @@ impl Accounts {
             return Err(AccountError::AliasIsUser(k));
         }
         let target = key(target);
+        // SPEC §13.2: a target that leads back to the alias makes a loop
+        if let Some(path) = self.alias_path(&target, &k)? {
+            return Err(AccountError::AliasCycle(format!("{k} -> {}", path.join(" -> "))));
+        }
         let mut targets = self.alias_targets(&k)?.unwrap_or_default();
         if !targets.contains(&target) {
             targets.push(target);
@@ -229,6 +265,81 @@ impl Accounts {
             out.push(AliasInfo { alias, targets });
         }
         Ok(out)
+    }
+
+    /// A chain of aliases from `from` to `to` (both included), if there is one.
+    fn alias_path(&self, from: &str, to: &str) -> Result<Option<Vec<String>>, AccountError> {
+        let mut parent: HashMap<String, String> = HashMap::new();
+        let mut stack = vec![from.to_string()];
+        let mut seen = HashSet::from([from.to_string()]);
+        while let Some(k) = stack.pop() {
+            if k == to {
+                let mut path = vec![k];
+                while let Some(p) = parent.get(path.last().map(String::as_str).unwrap_or_default()) {
+                    path.push(p.clone());
+                }
+                path.reverse();
+                return Ok(Some(path));
+            }
+            for t in self.alias_targets(&k)?.unwrap_or_default() {
+                let t = key(&t);
+                if seen.insert(t.clone()) {
+                    parent.insert(t.clone(), k.clone());
+                    stack.push(t);
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Expand a local address into what it finally delivers to: aliases,
+    /// recursively (a target reached twice counts once); a `postmaster@`
+    /// with no mailbox goes to `postmaster`; addresses outside `is_local`
+    /// domains are remote. An expansion that reaches nothing at all — only
+    /// loops — is [`AccountError::AliasLoop`] naming the loop.
+    pub fn expand(
+        &self,
+        address: &str,
+        postmaster: &str,
+        is_local: impl Fn(&str) -> bool,
+    ) -> Result<Vec<Reached>, AccountError> {
+        let start = key(address);
+        let postmaster = key(postmaster);
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        let mut stack = vec![(start.clone(), 0usize)];
+        while let Some((k, depth)) = stack.pop() {
+            if !seen.insert(k.clone()) {
+                continue;
+            }
+            let domain = k.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
+            if !is_local(domain) {
+                out.push(Reached::Remote(k));
+                continue;
+            }
+            match self.lookup(&k) {
+                Some(LocalTarget::Alias(targets)) if depth < MAX_ALIAS_DEPTH => {
+                    stack.extend(targets.iter().rev().map(|t| (key(t), depth + 1)));
+                }
+                Some(LocalTarget::User(u)) => out.push(Reached::Local(u)),
+                _ if k.starts_with("postmaster@") && k != postmaster => stack.push((postmaster.clone(), depth + 1)),
+                // nested too deep, or a local address with no mailbox:
+                // local delivery reports it
+                _ => out.push(Reached::Local(k)),
+            }
+        }
+        if !out.is_empty() {
+            return Ok(out);
+        }
+        // nothing reached means a loop: name one for the operator
+        for k in &seen {
+            for t in self.alias_targets(k)?.unwrap_or_default() {
+                if let Some(path) = self.alias_path(&key(&t), k)? {
+                    return Err(AccountError::AliasLoop(format!("{k} -> {}", path.join(" -> "))));
+                }
+            }
+        }
+        Err(AccountError::AliasLoop(start))
     }
 
     /// A user or an alias at this exact address.
@@ -285,5 +396,22 @@ mod tests {
         assert!(a.lookup("sales@example.test").is_none());
         a.delete_user("alice@example.test").unwrap();
         assert!(a.users().unwrap().is_empty());
+    }
+
+    #[test]
+    fn alias_cycles_are_refused_naming_the_cycle() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let a = Accounts::open(&db).unwrap();
+        let e = a.add_alias("a@example.test", "A@example.test").unwrap_err().to_string();
+        assert!(e.contains("a@example.test -> a@example.test"), "{e}");
+        a.add_alias("a@example.test", "b@example.test").unwrap();
+        a.add_alias("b@example.test", "c@example.test").unwrap();
+        let e = a.add_alias("c@example.test", "a@example.test").unwrap_err().to_string();
+        assert!(e.contains("c@example.test -> a@example.test -> b@example.test -> c@example.test"), "{e}");
+        assert_eq!(e.lines().count(), 1);
+        assert_eq!(a.alias_targets("c@example.test").unwrap(), None, "nothing stored");
+        // a target reached twice without a loop is fine
+        a.add_alias("c@example.test", "d@remote.test").unwrap();
+        a.add_alias("b@example.test", "d@remote.test").unwrap();
     }
 }

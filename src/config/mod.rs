@@ -437,13 +437,16 @@ impl Config {
         }
         for (key, list) in [("local_domains", &mut s.local_domains), ("relay_domains", &mut s.relay_domains)] {
             for (i, d) in list.iter_mut().enumerate() {
-                if !is_domain_name(d) {
-                    return Err(Problem::new(
-                        vec![Key("server"), Key(key), Idx(i)],
-                        format!("server.{key}: {d:?} is not a valid domain name"),
-                    ));
+                // one canonical (A-label) form, as the address parser makes
+                match crate::domain::canonical(d) {
+                    Ok(c) if is_domain_name(&c) => *d = c,
+                    _ => {
+                        return Err(Problem::new(
+                            vec![Key("server"), Key(key), Idx(i)],
+                            format!("server.{key}: {d:?} is not a valid domain name"),
+                        ))
+                    }
                 }
-                *d = d.trim_end_matches('.').to_ascii_lowercase();
             }
         }
         if let Some(d) = s.relay_domains.iter().find(|d| s.local_domains.contains(d)) {

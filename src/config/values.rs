@@ -178,14 +178,18 @@ impl TryFrom<String> for AddressSpace {
             return Ok(AddressSpace::Any);
         }
         let (wild, dom) = match t.strip_prefix("*.") {
-            Some(rest) => (true, rest.to_string()),
-            None => (false, t.clone()),
+            Some(rest) => (true, rest),
+            None => (false, t.as_str()),
         };
-        if !is_domain_name(&dom) {
-            return Err(format!(
-                "invalid address space {s:?}: write a domain (\"example.com\"), its subdomains (\"*.example.com\") or \"*\""
-            ));
-        }
+        // the canonical (A-label) form, as recipient domains are parsed
+        let dom = match crate::domain::canonical(dom) {
+            Ok(d) if is_domain_name(&d) => d,
+            _ => {
+                return Err(format!(
+                    "invalid address space {s:?}: write a domain (\"example.com\"), its subdomains (\"*.example.com\") or \"*\""
+                ))
+            }
+        };
         Ok(if wild { AddressSpace::Subdomains(dom) } else { AddressSpace::Exact(dom) })
     }
 }

@@ -24,7 +24,7 @@ use crate::proto::smtp::server::BodyType;
 use crate::routing;
 use crate::util::now_secs;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
@@ -59,11 +59,18 @@ struct Done {
 }
 
 enum WorkerResult {
-    Report(AttemptReport),
-    /// The connector is gone from the config: new destinations per recipient.
-    Rerouted(Vec<(usize, String)>),
+    /// What became of the recipients: one report per attempt that settled
+    /// some of them, and recipients given a new destination (their
+    /// connector is gone from the config), each by its own domain.
+    Done { reports: Vec<AttemptReport>, rerouted: Vec<(usize, String)> },
     /// Nothing was due after all (changed meanwhile).
     Nothing,
+}
+
+impl WorkerResult {
+    fn report(r: AttemptReport) -> WorkerResult {
+        WorkerResult::Done { reports: vec![r], rerouted: Vec::new() }
+    }
 }
 
 /// Handle to the running manager.
@@ -134,8 +141,11 @@ fn rcpt_due(r: &Recipient, now: u64) -> bool {
     r.state == RcptState::Queued && r.next_attempt.is_none_or(|t| t <= now)
 }
 
+/// The canonical domain of a queued address (queued before domains were
+/// canonicalised at parse time, it may still be spelled otherwise).
 fn domain_of(address: &str) -> String {
-    address.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()).unwrap_or_default()
+    let d = address.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
+    crate::domain::canonical(d).unwrap_or_else(|_| d.to_ascii_lowercase())
 }
 
 impl Manager {
@@ -356,52 +366,52 @@ impl Manager {
                 }
             }
             Ok(WorkerResult::Nothing) => {}
-            Ok(WorkerResult::Rerouted(changes)) => {
-                for (i, dest) in changes {
+            Ok(WorkerResult::Done { reports, rerouted }) => {
+                for (i, dest) in rerouted {
                     if let Some(r) = m.recipients.get_mut(i) {
                         tracing::info!(id = %m.id, rcpt = %r.address, from = %r.destination, to = %dest, "rerouted");
                         r.destination = dest;
                         r.next_attempt = None;
                     }
                 }
-            }
-            Ok(WorkerResult::Report(report)) => {
                 let lifetime_end = m.arrived + self.config.queue.max_lifetime.0.as_secs();
-                for (i, outcome) in report.outcomes {
-                    let Some(r) = m.recipients.get(i) else { continue };
-                    if r.state != RcptState::Queued {
-                        continue; // deleted or frozen meanwhile and settled otherwise
-                    }
-                    let attempts = r.attempts + 1;
-                    let retry = self.retry_at(&m, attempts, now);
-                    let r = &mut m.recipients[i];
-                    r.attempts = attempts;
-                    r.last_result = Some(outcome.result().clone());
-                    if report.tls.is_some() {
-                        r.tls = report.tls.clone();
-                    }
-                    let tls = report.tls.as_ref().map(|t| t.to_string()).unwrap_or_else(|| "-".into());
-                    match outcome {
-                        RcptOutcome::Delivered(res) => {
-                            r.state = RcptState::Delivered;
-                            r.next_attempt = None;
-                            tracing::info!(id = %m.id, rcpt = %r.address, via = %d.destination, result = %res, tls = %tls, "delivered");
+                for report in reports {
+                    for (i, outcome) in report.outcomes {
+                        let Some(r) = m.recipients.get(i) else { continue };
+                        if r.state != RcptState::Queued {
+                            continue; // deleted or frozen meanwhile and settled otherwise
                         }
-                        RcptOutcome::Failed(res) => {
-                            r.state = RcptState::Failed;
-                            r.next_attempt = None;
-                            tracing::info!(id = %m.id, rcpt = %r.address, via = %d.destination, result = %res, "failed");
-                            failed.push(i);
+                        let attempts = r.attempts + 1;
+                        let retry = self.retry_at(&m, attempts, now);
+                        let r = &mut m.recipients[i];
+                        r.attempts = attempts;
+                        r.last_result = Some(outcome.result().clone());
+                        if report.tls.is_some() {
+                            r.tls = report.tls.clone();
                         }
-                        RcptOutcome::Deferred(res) if now >= lifetime_end && !m.frozen => {
-                            r.state = RcptState::Expired;
-                            r.next_attempt = None;
-                            tracing::info!(id = %m.id, rcpt = %r.address, result = %res, "expired");
-                            failed.push(i);
-                        }
-                        RcptOutcome::Deferred(res) => {
-                            r.next_attempt = Some(retry);
-                            tracing::info!(id = %m.id, rcpt = %r.address, via = %d.destination, result = %res, next = retry, "deferred");
+                        let tls = report.tls.as_ref().map(|t| t.to_string()).unwrap_or_else(|| "-".into());
+                        match outcome {
+                            RcptOutcome::Delivered(res) => {
+                                r.state = RcptState::Delivered;
+                                r.next_attempt = None;
+                                tracing::info!(id = %m.id, rcpt = %r.address, via = %d.destination, result = %res, tls = %tls, "delivered");
+                            }
+                            RcptOutcome::Failed(res) => {
+                                r.state = RcptState::Failed;
+                                r.next_attempt = None;
+                                tracing::info!(id = %m.id, rcpt = %r.address, via = %d.destination, result = %res, "failed");
+                                failed.push(i);
+                            }
+                            RcptOutcome::Deferred(res) if now >= lifetime_end && !m.frozen => {
+                                r.state = RcptState::Expired;
+                                r.next_attempt = None;
+                                tracing::info!(id = %m.id, rcpt = %r.address, result = %res, "expired");
+                                failed.push(i);
+                            }
+                            RcptOutcome::Deferred(res) => {
+                                r.next_attempt = Some(retry);
+                                tracing::info!(id = %m.id, rcpt = %r.address, via = %d.destination, result = %res, next = retry, "deferred");
+                            }
                         }
                     }
                 }
@@ -645,7 +655,7 @@ async fn work(
     let attempt = Attempt { message: &m, body: &body, recipients: &rcpts };
     if destination == "local" {
         return match local {
-            Some(l) => Ok(WorkerResult::Report(l.deliver(attempt).await)),
+            Some(l) => Ok(WorkerResult::report(l.deliver(attempt).await)),
             None => Ok(WorkerResult::Nothing),
         };
     }
@@ -655,41 +665,70 @@ async fn work(
     let Some((name, _hop)) = routing::parse_destination(destination) else {
         return Err(format!("bad destination {destination:?}"));
     };
-    let domain = domain_of(&m.recipients[rcpts[0]].address);
+    // SPEC §13.9: every routing decision below is made per recipient, by
+    // its own domain — never by whichever recipient happens to come first
+    let mut by_domain: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for &i in &rcpts {
+        by_domain.entry(domain_of(&m.recipients[i].address)).or_default().push(i);
+    }
     let Some(connector) = config.connectors.iter().find(|c| c.name == name) else {
         // the connector is gone (config changed) or there never was a route
-        let group = routing::select(&config.connectors, &domain, &m.source_server);
-        return Ok(match routing::choose(&group) {
-            Some(c) => {
-                let dest = routing::destination(c.connector, &domain);
-                WorkerResult::Rerouted(rcpts.iter().map(|&i| (i, dest.clone())).collect())
+        let mut reports = Vec::new();
+        let mut rerouted = Vec::new();
+        for (domain, idx) in by_domain {
+            match routing::choose(&routing::select(&config.connectors, &domain, &m.source_server)) {
+                Some(c) => {
+                    let dest = routing::destination(c.connector, &domain);
+                    rerouted.extend(idx.iter().map(|&i| (i, dest.clone())));
+                }
+                None => reports.push(failure_all(
+                    &idx,
+                    Stage::Queue,
+                    550,
+                    "5.4.4",
+                    format!("no connector routes {domain} for mail from {:?}", m.source_server),
+                )),
             }
-            None => WorkerResult::Report(failure_all(
-                &rcpts,
-                Stage::Queue,
-                550,
-                "5.4.4",
-                format!("no connector routes {domain} for mail from {:?}", m.source_server),
-            )),
-        });
+        }
+        return Ok(WorkerResult::Done { reports, rerouted });
     };
-    let report = remote.deliver(connector, &domain, attempt).await;
+    // one session for all: a destination is one connector and one next hop
+    // (a smarthost, or the MX of its one domain)
+    let first = by_domain.keys().next().cloned().unwrap_or_default();
+    let mut report = remote.deliver(connector, &first, attempt).await;
     if !report.unreachable {
-        return Ok(WorkerResult::Report(report));
+        return Ok(WorkerResult::report(report));
     }
     // SPEC §6.3: every next hop failed at connect or TLS — try the other
-    // equally specific connectors, cheapest first; never a less specific one.
-    for c in routing::select(&config.connectors, &domain, &m.source_server) {
-        if c.connector.name == connector.name {
-            continue;
+    // connectors equally specific for each recipient's own domain, cheapest
+    // first; never a less specific one, never one that does not cover it
+    let mut reports = Vec::new();
+    let mut still: HashSet<usize> = HashSet::new();
+    for (domain, idx) in &by_domain {
+        let part = Attempt { recipients: idx, ..attempt };
+        let mut settled = None;
+        for c in routing::select(&config.connectors, domain, &m.source_server) {
+            if c.connector.name == connector.name {
+                continue;
+            }
+            tracing::info!(id = %id, domain = %domain, from = %connector.name, to = %c.connector.name, "trying an equally specific connector");
+            let r = remote.deliver(c.connector, domain, part).await;
+            if !r.unreachable {
+                settled = Some(r);
+                break;
+            }
         }
-        tracing::info!(id = %id, from = %connector.name, to = %c.connector.name, "trying an equally specific connector");
-        let r = remote.deliver(c.connector, &domain, attempt).await;
-        if !r.unreachable {
-            return Ok(WorkerResult::Report(r));
+        match settled {
+            Some(r) => reports.push(r),
+            None => still.extend(idx.iter().copied()),
         }
     }
-    Ok(WorkerResult::Report(report))
+    // the rest keep the first connector's outcome (deferred: unreachable)
+    report.outcomes.retain(|(i, _)| still.contains(i));
+    if !report.outcomes.is_empty() {
+        reports.push(report);
+    }
+    Ok(WorkerResult::Done { reports, rerouted: Vec::new() })
 }
 
 #[cfg(test)]

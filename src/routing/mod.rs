@@ -6,7 +6,9 @@
 //! is last; among equally specific matches the lowest cost wins and equal
 //! costs share the load. Only equally specific connectors are failover
 //! candidates, so a domain pinned to a TLS-required connector never leaks
-//! onto an opportunistic one.
+//! onto an opportunistic one. Domains arrive here in their canonical A-label
+//! form ([`crate::domain::canonical`], applied by the address parser and the
+//! config), so every spelling of a pinned domain meets the same connector.
 
 use crate::config::{AddressSpace, Config, Connector, OutboundTls, SmarthostTls};
 use serde::Serialize;
@@ -111,7 +113,10 @@ pub struct PassedOver {
 #[derive(Clone, Debug, Serialize)]
 pub struct Explanation {
     pub address: String,
+    /// The canonical (A-label) form routing uses.
     pub domain: String,
+    /// The same domain in Unicode (U-labels), for people to read.
+    pub domain_unicode: String,
     pub server: String,
     /// Delivered to local mailboxes; connectors are not consulted.
     pub local: bool,
@@ -143,13 +148,12 @@ fn choice(c: &Candidate<'_>, domain: &str) -> RouteChoice {
 /// Explain the route for `address` as received on `server` (default: the
 /// first SMTP virtual server).
 pub fn explain(config: &Config, address: &str, server: Option<&str>) -> Result<Explanation, String> {
-    let domain = address
+    let written = address
         .rsplit_once('@')
         .map(|(_, d)| d)
         .filter(|d| !d.is_empty())
-        .ok_or_else(|| format!("{address:?} is not an address (local@domain)"))?
-        .trim_end_matches('.')
-        .to_ascii_lowercase();
+        .ok_or_else(|| format!("{address:?} is not an address (local@domain)"))?;
+    let domain = crate::domain::canonical(written).map_err(|e| format!("{address:?}: {e}"))?;
     let server = match server {
         Some(s) => {
             config.virtual_server(s).ok_or_else(|| format!("no virtual server named {s:?}"))?;
@@ -165,6 +169,7 @@ pub fn explain(config: &Config, address: &str, server: Option<&str>) -> Result<E
     let mut ex = Explanation {
         address: address.to_string(),
         domain: domain.clone(),
+        domain_unicode: crate::domain::to_unicode(&domain),
         server: server.clone(),
         local: config.is_local_domain(&domain),
         route: None,
@@ -215,7 +220,11 @@ pub fn explain(config: &Config, address: &str, server: Option<&str>) -> Result<E
 
 impl fmt::Display for Explanation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "{} (domain {}, received on virtual server {:?})", self.address, self.domain, self.server)?;
+        writeln!(
+            f,
+            "{} (domain {}, Unicode {}, received on virtual server {:?})",
+            self.address, self.domain, self.domain_unicode, self.server
+        )?;
         if self.local {
             writeln!(f, "route: local delivery ({} is a local domain)", self.domain)?;
         } else {

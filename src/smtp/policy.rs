@@ -1,8 +1,10 @@
 //! Inbound policy: who may send what to whom (SPEC §4, §6, §8). Pure checks
 //! over the config and accounts — no I/O beyond account lookups — so relay
-//! control can be tested on its own ("check, then proceed").
+//! control can be tested on its own ("check, then proceed"). Alias
+//! expansion itself belongs to the accounts ([`Accounts::expand`]); here
+//! its result is routed into queue recipients.
 
-use crate::auth::Accounts;
+use crate::auth::{Accounts, LocalTarget, Reached};
 use crate::config::{Config, VirtualServer};
 use crate::proto::smtp::reply::{self, Reply};
 use crate::proto::smtp::{Address, ReversePath};
@@ -59,9 +61,12 @@ pub fn check_sender(
     }
 }
 
-/// Check `RCPT TO`. Addresses that hide a second hop (`%`, `!`, a quoted
+/// Check `RCPT TO`. Addresses that hide further hops (`%`, `!`, a quoted
 /// `@`) are judged by every domain they could reach, so no trickery turns
-/// a local or relay domain into an open relay.
+/// a local or relay domain into an open relay. A local alias must reach a
+/// mailbox: one that only loops (made before `alias add` refused loops)
+/// is `550 5.4.6`, RFC 3463 "routing loop detected", not a message that
+/// would be queued with nobody to deliver it to.
 pub fn check_rcpt(
     config: &Config,
     accounts: &Accounts,
@@ -74,21 +79,24 @@ pub fn check_rcpt(
         return Ok(RcptRoute::Local);
     }
     let ours = |d: &str| config.is_local_domain(d) || config.is_relay_domain(d);
-    if !may_relay(vs, client) {
-        if !ours(&rcpt.domain) {
-            return Err(reply::RELAY_DENIED);
-        }
-        if let Some(hidden) = rcpt.hidden_domain() {
-            if !ours(&hidden) {
-                return Err(reply::RELAY_DENIED);
-            }
-        }
+    let reaches_only_ours = ours(&rcpt.domain) && rcpt.hidden_domains().iter().all(|d| ours(d));
+    if !reaches_only_ours && !may_relay(vs, client) {
+        return Err(reply::RELAY_DENIED);
     }
     if config.is_local_domain(&rcpt.domain) {
-        if rcpt.local_key() == "postmaster" || accounts.lookup(&rcpt.key()).is_some() {
+        if rcpt.local_key() == "postmaster" {
             return Ok(RcptRoute::Local);
         }
-        return Err(reply::UNKNOWN_USER);
+        return match accounts.lookup(&rcpt.key()) {
+            Some(LocalTarget::User(_)) => Ok(RcptRoute::Local),
+            Some(LocalTarget::Alias(_)) => {
+                match accounts.expand(&rcpt.key(), &config.server.postmaster, |d| config.is_local_domain(d)) {
+                    Ok(_) => Ok(RcptRoute::Local),
+                    Err(e) => Err(reply::ALIAS_LOOP.with_text(format!("Routing loop detected: {e}"))),
+                }
+            }
+            None => Err(reply::UNKNOWN_USER),
+        };
     }
     let group = routing::select(&config.connectors, &rcpt.domain, &vs.name);
     match routing::choose(&group) {
@@ -106,47 +114,39 @@ pub struct QueuedRcpt {
     pub original: Option<String>,
 }
 
-/// Aliases nest at most this deep; deeper (or circular) ones are cut.
-const MAX_ALIAS_DEPTH: usize = 8;
-
 /// Expand a local recipient into the users and remote addresses it stands
-/// for (aliases, recursively; `postmaster` without a mailbox goes to
-/// `server.postmaster`). Remote targets are routed as mail from `source`
-/// would be; one with no route keeps the destination `unroutable/<domain>`
-/// and fails with 5.4.4 when attempted (the alias is the operator's doing,
-/// not the sender's).
+/// for ([`Accounts::expand`]: aliases, recursively; `postmaster` without a
+/// mailbox goes to `server.postmaster`). Remote targets are routed as mail
+/// from `source` would be; one with no route keeps the destination
+/// `unroutable/<domain>` and fails with 5.4.4 when attempted (the alias is
+/// the operator's doing, not the sender's). Never empty (SPEC §13.2): an
+/// expansion that reaches nobody — a loop that slipped in between RCPT and
+/// DATA — stays the address itself, which local delivery then bounces.
 pub fn expand_local(config: &Config, accounts: &Accounts, source: &str, address: &Address) -> Vec<QueuedRcpt> {
     let original = address.to_string();
-    let mut out: Vec<QueuedRcpt> = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    let mut stack = vec![(address.key(), 0usize)];
-    while let Some((key, depth)) = stack.pop() {
-        if !seen.insert(key.clone()) {
-            continue;
+    let reached = accounts.expand(&address.key(), &config.server.postmaster, |d| config.is_local_domain(d));
+    let mut out: Vec<QueuedRcpt> = match reached {
+        Ok(targets) => targets
+            .into_iter()
+            .map(|t| match t {
+                Reached::Local(key) => QueuedRcpt { address: key, destination: "local".into(), original: None },
+                Reached::Remote(key) => {
+                    let domain = key.rsplit_once('@').map(|(_, d)| d.to_string()).unwrap_or_default();
+                    let destination = match routing::choose(&routing::select(&config.connectors, &domain, source)) {
+                        Some(c) => routing::destination(c.connector, &domain),
+                        None => format!("unroutable/{domain}"),
+                    };
+                    QueuedRcpt { address: key, destination, original: None }
+                }
+            })
+            .collect(),
+        Err(e) => {
+            tracing::warn!(rcpt = %original, "alias expansion reaches no mailbox, the message will bounce: {e}");
+            Vec::new()
         }
-        let domain = key.rsplit_once('@').map(|(_, d)| d.to_string()).unwrap_or_default();
-        if !config.is_local_domain(&domain) {
-            let destination = match routing::choose(&routing::select(&config.connectors, &domain, source)) {
-                Some(c) => routing::destination(c.connector, &domain),
-                None => format!("unroutable/{domain}"),
-            };
-            out.push(QueuedRcpt { address: key, destination, original: None });
-            continue;
-        }
-        match accounts.lookup(&key) {
-            Some(crate::auth::LocalTarget::Alias(targets)) if depth < MAX_ALIAS_DEPTH => {
-                stack.extend(targets.into_iter().rev().map(|t| (t, depth + 1)));
-            }
-            Some(crate::auth::LocalTarget::User(u)) => {
-                out.push(QueuedRcpt { address: u, destination: "local".into(), original: None })
-            }
-            _ if key.starts_with("postmaster@") && crate::auth::key(&config.server.postmaster) != key => {
-                stack.push((crate::auth::key(&config.server.postmaster), depth + 1));
-            }
-            // an alias nested too deep, or a local address with no mailbox
-            // (postmaster with no account): local delivery reports it
-            _ => out.push(QueuedRcpt { address: key, destination: "local".into(), original: None }),
-        }
+    };
+    if out.is_empty() {
+        out.push(QueuedRcpt { address: address.key(), destination: "local".into(), original: None });
     }
     for r in &mut out {
         if r.address != address.key() {
@@ -224,6 +224,7 @@ smarthost = "10.1.1.1:25"
             "5.7.1" => 1,
             "5.1.1" => 2,
             "5.4.4" => 3,
+            "5.4.6" => 4,
             _ => 9,
         }
     }
@@ -264,6 +265,67 @@ smarthost = "10.1.1.1:25"
     }
 
     #[test]
+    fn every_hidden_hop_toward_a_relay_domain_is_judged() {
+        let (c, a, _db) = setup();
+        let outside = "192.0.2.9";
+        // SPEC §13.4: with two or more hops only the last one is ours
+        for trick in [
+            "<victim%evil.example%relayed.test@relayed.test>",
+            "<victim%evil.example%example.test@relayed.test>",
+            "<relayed.test!evil.example!victim@relayed.test>",
+            "<example.test!evil.example!victim@relayed.test>",
+            "<\"victim%evil.example@relayed.test\"@relayed.test>",
+            "<evil.example!victim%relayed.test@relayed.test>",
+            "<victim%evil.example%relayed.test@example.test>",
+        ] {
+            assert_eq!(check(&c, &a, outside, None, trick), Err(5501), "{trick}");
+        }
+        // ordinary relay-domain mail, and hops that stay among our domains
+        assert!(check(&c, &a, outside, None, "<x@relayed.test>").is_ok());
+        assert!(check(&c, &a, outside, None, "<x%relayed.test@relayed.test>").is_ok());
+        assert!(check(&c, &a, outside, None, "<relayed.test!x@relayed.test>").is_ok());
+        // clients that may relay anyway are not refused for the trick
+        assert!(check(&c, &a, "10.2.3.4", None, "<victim%evil.example%relayed.test@relayed.test>").is_ok());
+    }
+
+    #[test]
+    fn spellings_of_our_domains_are_our_domains() {
+        let (c, a, _db) = setup();
+        let outside = "192.0.2.9";
+        let partner = Ok(RcptRoute::Remote { destination: "partner/10.1.1.1:25".into() });
+        for rcpt in ["<x@ｒｅｌａｙｅｄ.test>", "<x@RELAYED.test.>", "<x@ＲＥＬＡＹＥＤ．ＴＥＳＴ>"]
+        {
+            assert_eq!(check(&c, &a, outside, None, rcpt), partner, "{rcpt}");
+        }
+        assert_eq!(check(&c, &a, outside, None, "<alice@ｅｘａｍｐｌｅ.test>"), Ok(RcptRoute::Local));
+        assert_eq!(check(&c, &a, outside, None, "<x%ｒｅｍｏｔｅ.test@ｅｘａｍｐｌｅ.test>"), Err(5501));
+    }
+
+    #[test]
+    fn an_alias_that_reaches_no_mailbox_is_refused_at_rcpt() {
+        let (c, a, db) = setup();
+        // loops made before `alias add` refused them are still in the store
+        let raw = db.open_tree("aliases").unwrap();
+        let put = |k: &str, t: &[&str]| raw.insert(k, serde_json::to_vec(t).unwrap()).unwrap();
+        put("self@example.test", &["self@example.test"]);
+        put("ping@example.test", &["pong@example.test"]);
+        put("pong@example.test", &["ping@example.test"]);
+        put("half@example.test", &["ping@example.test", "alice@example.test"]);
+        for rcpt in ["<self@example.test>", "<ping@example.test>", "<Pong@example.test>"] {
+            assert_eq!(check(&c, &a, "192.0.2.9", None, rcpt), Err(5504), "{rcpt}");
+            // and if one slipped through (made between RCPT and DATA), it
+            // still ends in a recipient that local delivery bounces
+            let got = expand_local(&c, &a, "mx", &addr(rcpt));
+            assert_eq!(got.len(), 1, "{rcpt}: {got:?}");
+            assert_eq!(got[0].destination, "local");
+        }
+        // a loop beside a mailbox still reaches the mailbox
+        assert_eq!(check(&c, &a, "192.0.2.9", None, "<half@example.test>"), Ok(RcptRoute::Local));
+        let got = expand_local(&c, &a, "mx", &addr("<half@example.test>"));
+        assert_eq!(got.iter().map(|r| r.address.as_str()).collect::<Vec<_>>(), ["alice@example.test"]);
+    }
+
+    #[test]
     fn no_route_is_554_at_rcpt() {
         let t = CONF.replace("address_spaces = [\"*\"]", "address_spaces = [\"*.corp.test\"]");
         let c = Config::parse(&t, Path::new("t.toml")).unwrap();
@@ -279,7 +341,10 @@ smarthost = "10.1.1.1:25"
         a.add_alias("team@example.test", "bob@example.test").unwrap();
         a.add_alias("team@example.test", "Partner@Remote.test").unwrap();
         a.add_alias("loop@example.test", "loop2@example.test").unwrap();
-        a.add_alias("loop2@example.test", "loop@example.test").unwrap();
+        assert!(matches!(
+            a.add_alias("loop2@example.test", "loop@example.test"),
+            Err(crate::auth::AccountError::AliasCycle(_))
+        ));
         let x = |s: &str| expand_local(&c, &a, "mx", &addr(s));
         let got = x("<Team@example.test>");
         let addrs: Vec<(&str, &str)> = got.iter().map(|r| (r.address.as_str(), r.destination.as_str())).collect();

@@ -1,13 +1,16 @@
 //! Envelope addresses: the RFC 5321 §4.1.2 `Path` grammar (with RFC 6531
 //! UTF-8 when the client asked for SMTPUTF8), and the facts relay control
-//! needs about an address — above all, whether its local part hides a
-//! second hop (`%`, `!`, a quoted `@`), and which domain that hop names.
+//! needs about an address — above all, whether its local part hides
+//! further hops (`%`, `!`, a quoted `@`), and every domain they name.
+//! The domain is kept in its one canonical form (A-label, lower case, no
+//! trailing dot; [`crate::domain::canonical`]) from the moment it is parsed,
+//! so RCPT, relay control, routing and the queue all see the same spelling.
 
 use std::fmt;
 use std::net::IpAddr;
 
 /// A mailbox `local@domain`. The local part is kept as the client wrote it
-/// (quotes included), the domain in lower case.
+/// (quotes included), the domain in its canonical A-label form.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Address {
     pub local: String,
@@ -64,22 +67,16 @@ impl Address {
         self.domain.starts_with('[')
     }
 
-    /// The domain a hidden second hop in the local part would reach:
-    /// `user@other` inside quotes, the `%` hack (`user%other`, last `%`
-    /// wins) and UUCP bang paths (`other!user`, first `!` wins). `None` when
-    /// the local part is plain.
-    pub fn hidden_domain(&self) -> Option<String> {
-        let l = self.local_unquoted();
-        if let Some((_, d)) = l.rsplit_once('@') {
-            return Some(d.to_ascii_lowercase());
-        }
-        if let Some((_, d)) = l.rsplit_once('%') {
-            return Some(d.to_ascii_lowercase());
-        }
-        if let Some((d, _)) = l.split_once('!') {
-            return Some(d.to_ascii_lowercase());
-        }
-        None
+    /// Every domain the local part could send the mail on to (RFC 1123
+    /// §5.2.16 `%` hack, UUCP `!` paths, a quoted `user@other`), in
+    /// canonical form: for `u%a%b` both `a` and `b` (each relay removes one
+    /// `%`), for `a!b!u` both `a` and `b`, and so on through nested forms.
+    /// A token that is no valid domain is returned as written (lower case),
+    /// so it matches none of ours. Empty when the local part is plain.
+    pub fn hidden_domains(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        hops(&self.local_unquoted(), &mut out);
+        out
     }
 
     pub fn is_ascii(&self) -> bool {
@@ -181,12 +178,35 @@ fn parse_mailbox(s: &str, utf8: bool) -> Result<Address, AddressError> {
     let domain = if domain.starts_with('[') {
         check_literal(domain)?;
         domain.to_ascii_lowercase()
-    } else if is_domain(domain, utf8) {
-        domain.trim_end_matches('.').to_lowercase()
     } else {
-        return Err(AddressError::BadDomain);
+        // UTS 46 first (it maps fullwidth forms and ideographic full stops),
+        // then the RFC 5321 grammar on the A-label form
+        let canonical = crate::domain::canonical(domain).map_err(|_| AddressError::BadDomain)?;
+        if !is_domain(&canonical, false) {
+            return Err(AddressError::BadDomain);
+        }
+        canonical
     };
     Ok(Address { local: local.to_string(), domain })
+}
+
+/// Collect the domains a local part names as further hops (see
+/// [`Address::hidden_domains`]). Bounded by the local part's length.
+fn hops(local: &str, out: &mut Vec<String>) {
+    let mut push = |d: &str| {
+        out.push(crate::domain::canonical(d).unwrap_or_else(|_| d.to_lowercase()));
+    };
+    if let Some((inner, d)) = local.rsplit_once('@') {
+        push(d);
+        return hops(inner, out);
+    }
+    if let Some((user, rest)) = local.split_once('%') {
+        rest.split('%').for_each(&mut push);
+        return hops(user, out);
+    }
+    if let Some((path, _user)) = local.rsplit_once('!') {
+        path.split('!').for_each(push);
+    }
 }
 
 fn last_unquoted_at(s: &str) -> Option<usize> {
@@ -343,12 +363,44 @@ mod tests {
     }
 
     #[test]
+    fn every_spelling_of_a_domain_parses_to_its_a_label() {
+        // SPEC §13.9: case, trailing dot, fullwidth forms, U-label or A-label
+        for (spellings, want) in [
+            (
+                &["example.com", "ExAmple.COM.", "ｅｘａｍｐｌｅ.com", "ＥＸＡＭＰＬＥ．ＣＯＭ", "example。com"][..],
+                "example.com",
+            ),
+            (
+                &["bücher.example", "BÜCHER.example", "xn--bcher-kva.example", "XN--BCHER-KVA.example."][..],
+                "xn--bcher-kva.example",
+            ),
+        ] {
+            for s in spellings {
+                let a = match parse_path(&format!("<u@{s}>"), true) {
+                    Ok((ReversePath::Mailbox(a), _)) => a,
+                    other => panic!("{s}: {other:?}"),
+                };
+                assert_eq!(a.domain, want, "{s}");
+                assert_eq!(Address::parse(&format!("u@{s}")).map(|a| a.domain).as_deref(), Ok(want), "{s}");
+            }
+        }
+        // not IDNA-valid: a syntax error (501 5.1.3 at RCPT)
+        for bad in ["<u@xn--a.com>", "<u@a\u{fffd}b.com>", "<u@xn--bcher-kva-.example>"] {
+            assert!(parse_path(bad, true).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn hidden_hops() {
-        assert_eq!(mailbox("<user%remote.com@example.test>").hidden_domain().as_deref(), Some("remote.com"));
-        assert_eq!(mailbox("<remote.com!user@example.test>").hidden_domain().as_deref(), Some("remote.com"));
-        assert_eq!(mailbox("<\"user@remote.com\"@example.test>").hidden_domain().as_deref(), Some("remote.com"));
-        assert_eq!(mailbox("<a%b%Last.COM@example.test>").hidden_domain().as_deref(), Some("last.com"));
-        assert_eq!(mailbox("<plain@example.test>").hidden_domain(), None);
+        let hops = |s: &str| mailbox(s).hidden_domains();
+        assert_eq!(hops("<user%remote.com@example.test>"), ["remote.com"]);
+        assert_eq!(hops("<remote.com!user@example.test>"), ["remote.com"]);
+        assert_eq!(hops("<\"user@remote.com\"@example.test>"), ["remote.com"]);
+        assert_eq!(hops("<a%b%Last.COM@example.test>"), ["b", "last.com"]);
+        assert_eq!(hops("<a.test!B.test!u@example.test>"), ["a.test", "b.test"]);
+        assert_eq!(hops("<a.test!u%b.test@example.test>"), ["b.test", "a.test"]);
+        assert_eq!(hops("<\"u%a.test@b.test\"@example.test>"), ["b.test", "a.test"]);
+        assert!(hops("<plain@example.test>").is_empty());
         // the route is dropped; the mailbox decides
         let a = mailbox("<@example.test,@relay.test:user@remote.com>");
         assert_eq!(a.domain, "remote.com");

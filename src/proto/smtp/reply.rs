@@ -117,6 +117,8 @@ pub const AUTH_NEEDS_TLS: Reply =
 pub const UNKNOWN_USER: Reply = Reply::new(550, "5.1.1", "Recipient address rejected: user unknown");
 pub const RELAY_DENIED: Reply = Reply::new(550, "5.7.1", "Relaying denied");
 pub const NO_ROUTE: Reply = Reply::new(550, "5.4.4", "No route to the recipient's domain");
+/// RFC 3463 X.4.6 "Routing loop detected": a local alias that only loops.
+pub const ALIAS_LOOP: Reply = Reply::new(550, "5.4.6", "Routing loop detected: the alias reaches no mailbox");
 pub const SIZE_EXCEEDED: Reply = Reply::new(552, "5.3.4", "Message size exceeds fixed limit");
 pub const SENDER_NOT_OWNED: Reply = Reply::new(553, "5.7.1", "Sender address not owned by the authenticated user");
 pub const NO_VALID_RECIPIENTS: Reply = Reply::new(554, "5.5.1", "No valid recipients");

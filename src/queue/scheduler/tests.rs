@@ -442,3 +442,61 @@ async fn concurrency_is_bounded_per_destination() {
     until(Duration::from_secs(10), || store.is_empty()).await;
     assert_eq!(peak.lock().unwrap().1, 3);
 }
+
+const PINNED: &str = r#"
+[[connector]]
+name = "shared"
+address_spaces = ["pinned.test", "other.test"]
+smarthost = "127.0.0.1:2525"
+cost = 1
+
+[[connector]]
+name = "pinned-backup"
+address_spaces = ["pinned.test"]
+tls = "verify"
+cost = 5
+
+[[connector]]
+name = "other-backup"
+address_spaces = ["other.test"]
+cost = 5
+
+[[connector]]
+name = "wildcard"
+address_spaces = ["*"]
+"#;
+
+/// Which connectors carried `rcpt`.
+fn carried(fake: &Fake, rcpt: &str) -> Vec<String> {
+    fake.calls().into_iter().filter(|(_, _, a)| a.iter().any(|x| x == rcpt)).map(|c| c.0).collect()
+}
+
+#[tokio::test]
+async fn failover_is_decided_per_recipient_domain() {
+    // SPEC §13.9: a recipient of a pinned domain never leaves on a connector
+    // that does not cover it, whatever other recipients share the message
+    let e = env(conf("retry_schedule = [\"1h\"]", PINNED));
+    e.fake.unreachable.lock().unwrap().insert("shared".into());
+    let id = enqueue(
+        &e.store,
+        "s@example.org",
+        &[("x@other.test", "shared/127.0.0.1:2525"), ("p@pinned.test", "shared/127.0.0.1:2525")],
+    )
+    .await;
+    until(Duration::from_secs(5), || e.store.get(&id).unwrap().is_none()).await;
+    assert_eq!(carried(&e.fake, "p@pinned.test"), ["shared", "pinned-backup"], "{:?}", e.fake.calls());
+    assert_eq!(carried(&e.fake, "x@other.test"), ["shared", "other-backup"], "{:?}", e.fake.calls());
+    assert_eq!(e.fake.delivered_to("p@pinned.test").len(), 1);
+    assert_eq!(e.fake.delivered_to("x@other.test").len(), 1);
+}
+
+#[tokio::test]
+async fn rerouting_is_decided_per_recipient_domain() {
+    let e = env(conf("", PINNED));
+    let id =
+        enqueue(&e.store, "s@example.org", &[("y@else.test", "gone/else.test"), ("p@pinned.test", "gone/else.test")])
+            .await;
+    until(Duration::from_secs(5), || e.store.get(&id).unwrap().is_none()).await;
+    assert_eq!(carried(&e.fake, "p@pinned.test"), ["shared"], "{:?}", e.fake.calls());
+    assert_eq!(carried(&e.fake, "y@else.test"), ["wildcard"], "{:?}", e.fake.calls());
+}
