@@ -254,6 +254,10 @@ pub async fn serve(config: Config) -> Result<(), String> {
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    match net::raise_file_limit() {
+        Ok((old, new)) => tracing::info!(soft_limit = new, was = old, "open-file limit (RLIMIT_NOFILE)"),
+        Err(e) => tracing::warn!("cannot raise the open-file limit (RLIMIT_NOFILE): {e}"),
+    }
     let server = start(config).await?;
     for l in &server.listening {
         // a stable line for people and scripts: which server is where
