@@ -254,7 +254,14 @@ pub async fn serve(config: Config) -> Result<(), String> {
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    // before anything opens descriptors; logged once started, so that a
+    // refused start says only why
+    let file_limit = net::raise_file_limit();
     let server = start(config).await?;
+    match file_limit {
+        Ok((old, new)) => tracing::info!(soft_limit = new, was = old, "open-file limit (RLIMIT_NOFILE)"),
+        Err(e) => tracing::warn!("cannot raise the open-file limit (RLIMIT_NOFILE): {e}"),
+    }
     for l in &server.listening {
         // a stable line for people and scripts: which server is where
         println!("postern: {} ({}, {}) listening on {}", l.name, l.protocol, tls_word(l.tls), l.addr);

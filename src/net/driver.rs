@@ -7,6 +7,23 @@
 //! the client sent after the command** (CVE-2011-0411: nothing pipelined
 //! before the handshake may be executed), runs the handshake, and lets the
 //! session start over.
+//!
+//! Two clocks bound a client's input:
+//! - **Idle**: a read waits at most `idle_timeout` for the next byte (and a
+//!   write at most as long for the client to take our replies).
+//! - **Per record**, after Postfix's `smtpd_per_record_deadline` and
+//!   `smtpd_min_data_rate`: a *record* is what the client sends between two
+//!   of our replies — a command line, a DATA body, an IMAP literal, an
+//!   overlong line being discarded. It starts with its first byte and ends
+//!   when the session answers. It must be complete within `idle_timeout`
+//!   from its first byte, plus one second per [`MIN_RATE`] bytes it has
+//!   brought so far. Otherwise a client sending a byte a second would reset
+//!   the idle clock forever (slowloris); now it is cut off after about one
+//!   `idle_timeout`, while a body arriving at 500 B/s or faster is never
+//!   cut off. The driver sees both from outside the session (bytes read,
+//!   replies written), so every protocol has them. On either expiry the
+//!   session writes its idle-timeout reply (SMTP `421 4.4.2`) and the
+//!   connection is closed.
 
 use super::ShutdownSignal;
 use crate::tls::{Stream, TlsInfo};
@@ -15,11 +32,28 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
 
 /// More unconsumed input than this means the session is not keeping its
 /// own limits; the connection is dropped rather than the memory grown.
 const MAX_UNCONSUMED: usize = 1 << 20;
 const READ_CHUNK: usize = 16 * 1024;
+/// The slowest input a record may arrive at (bytes per second) and still
+/// earn time beyond `idle_timeout`: Postfix's `smtpd_min_data_rate`.
+pub const MIN_RATE: u32 = 500;
+
+/// The record the client is in the middle of sending: since when, how much.
+struct Record {
+    start: Instant,
+    bytes: usize,
+}
+
+impl Record {
+    fn deadline(&self, idle: Duration) -> Instant {
+        let earned = Duration::from_secs(self.bytes as u64) / MIN_RATE;
+        self.start + idle + earned
+    }
+}
 
 /// What the driver should do after a session has handled its input.
 #[derive(Debug, PartialEq, Eq)]
@@ -47,6 +81,8 @@ pub enum SessionEnd {
     TlsFailed(String),
     Io(String),
     InputOverflow,
+    /// A command line or message body outlasted its deadline.
+    TooSlow,
 }
 
 impl std::fmt::Display for SessionEnd {
@@ -59,6 +95,7 @@ impl std::fmt::Display for SessionEnd {
             SessionEnd::TlsFailed(e) => write!(f, "TLS handshake failed: {e}"),
             SessionEnd::Io(e) => write!(f, "I/O error: {e}"),
             SessionEnd::InputOverflow => f.write_str("input overflow"),
+            SessionEnd::TooSlow => f.write_str("input too slow (record deadline)"),
         }
     }
 }
@@ -166,10 +203,17 @@ async fn drive<S: Session>(
     }
     session.greeting(&mut out);
     let mut more = false;
+    let mut record: Option<Record> = None;
     loop {
         if let Err(end) = write_all(stream, &mut out, idle).await {
             return end;
         }
+        // a partial line left behind a reply is the start of the next record
+        if record.is_none() && !input.is_empty() {
+            record = Some(Record { start: Instant::now(), bytes: input.len() });
+        }
+        let idle_deadline = Instant::now() + idle;
+        let record_deadline = record.as_ref().map(|r| r.deadline(idle)).filter(|d| *d < idle_deadline);
         input.reserve(READ_CHUNK);
         tokio::select! {
             biased;
@@ -178,15 +222,15 @@ async fn drive<S: Session>(
                 let _ = write_all(stream, &mut out, idle).await;
                 return SessionEnd::Shutdown;
             }
-            r = tokio::time::timeout(idle, stream.read_buf(&mut input)), if !more => match r {
+            r = tokio::time::timeout_at(record_deadline.unwrap_or(idle_deadline), stream.read_buf(&mut input)), if !more => match r {
                 Err(_) => {
                     session.timed_out(&mut out);
                     let _ = write_all(stream, &mut out, idle).await;
-                    return SessionEnd::IdleTimeout;
+                    return if record_deadline.is_some() { SessionEnd::TooSlow } else { SessionEnd::IdleTimeout };
                 }
                 Ok(Err(e)) => return SessionEnd::Io(e.to_string()),
                 Ok(Ok(0)) => return SessionEnd::PeerClosed,
-                Ok(Ok(_)) => {}
+                Ok(Ok(n)) => record.get_or_insert_with(|| Record { start: Instant::now(), bytes: 0 }).bytes += n,
             },
             // Next::Continue: go straight back to the session (a shutdown still wins)
             _ = std::future::ready(()), if more => {}
@@ -199,7 +243,13 @@ async fn drive<S: Session>(
             }
         }
         more = false;
-        match session.handle(&mut input, &mut out).await {
+        let answered = out.len();
+        let next = session.handle(&mut input, &mut out).await;
+        if out.len() > answered {
+            // the session answered: the record it was reading is complete
+            record = None;
+        }
+        match next {
             Next::Read => {
                 if input.len() > MAX_UNCONSUMED {
                     return SessionEnd::InputOverflow;
@@ -212,6 +262,7 @@ async fn drive<S: Session>(
                 }
                 // CVE-2011-0411: what was pipelined after the command is dropped unread.
                 input.clear();
+                record = None;
                 match handshake(stream, settings).await {
                     Ok(info) => session.tls_started(&info),
                     Err(end) => return end,

@@ -2,6 +2,14 @@
 //! (total and per client IP), graceful shutdown, and handing each accepted
 //! connection to the generic [`driver`]. Nothing here knows which protocol
 //! it carries; a [`Service`] makes the sessions.
+//!
+//! Descriptors: `serve` raises the soft open-file limit to the hard limit
+//! ([`raise_file_limit`]). When accept() still fails for want of
+//! descriptors or memory (EMFILE, ENFILE, ENOMEM, ENOBUFS) the listener
+//! pauses, 50 ms doubling to 1 s, rather than retrying at once (the waiting
+//! connection keeps the listener readable, so a retry loop would spin), and
+//! logs one warning per burst; waiting clients are accepted once
+//! descriptors free up.
 
 pub mod driver;
 
@@ -216,22 +224,92 @@ pub fn spawn_listeners<S: Service>(
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let mut signal = shutdown.signal();
+            let mut backoff = Backoff::default();
             loop {
                 tokio::select! {
                     biased;
                     _ = signal.triggered() => break,
                     r = listener.accept() => match r {
-                        Ok((tcp, peer)) => accept(tcp, peer, &service, &spec, &shutdown),
-                        Err(e) => {
-                            // EMFILE and friends: back off instead of spinning
-                            tracing::warn!(server = %spec.name, "accept failed: {e}");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        Ok((tcp, peer)) => {
+                            backoff.recovered(&spec.name);
+                            accept(tcp, peer, &service, &spec, &shutdown)
                         }
+                        Err(e) => match backoff.failed(&spec.name, &e) {
+                            Some(pause) => tokio::time::sleep(pause).await,
+                            None => continue,
+                        },
                     },
                 }
             }
         });
     }
+}
+
+/// Accept errors that mean the process or the machine is out of something
+/// (descriptors, memory, buffers): the pending connection stays in the
+/// backlog and accept() fails again at once, so retrying without a pause
+/// spins. Anything else (ECONNABORTED, ...) concerns one connection only.
+fn out_of_resources(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS))
+}
+
+const BACKOFF_FIRST: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// The accept loop's pause while out of resources: 50 ms doubling to 1 s,
+/// with one warning when a burst of failures starts and one line when it
+/// ends, not a line per failure.
+#[derive(Default)]
+struct Backoff {
+    pause: Option<Duration>,
+    failures: u64,
+}
+
+impl Backoff {
+    /// How long to pause after `e`, if at all.
+    fn failed(&mut self, server: &str, e: &io::Error) -> Option<Duration> {
+        if !out_of_resources(e) {
+            tracing::debug!(server, "accept failed: {e}");
+            return None;
+        }
+        self.failures += 1;
+        let pause = match self.pause {
+            None => {
+                tracing::warn!(server, "accept failed: {e}; pausing accepts until resources free up");
+                BACKOFF_FIRST
+            }
+            Some(p) => (p * 2).min(BACKOFF_MAX),
+        };
+        self.pause = Some(pause);
+        Some(pause)
+    }
+
+    fn recovered(&mut self, server: &str) {
+        if self.pause.take().is_some() {
+            tracing::info!(server, failures = self.failures, "accepting connections again");
+            self.failures = 0;
+        }
+    }
+}
+
+/// Raise the soft limit on open files to the hard limit: every connection
+/// is a descriptor, and the usual soft default (1024) is far below what a
+/// busy server needs. Returns the (old, new) soft limits.
+pub fn raise_file_limit() -> io::Result<(libc::rlim_t, libc::rlim_t)> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one rlimit through a valid pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let old = lim.rlim_cur;
+    if lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: setrlimit reads one rlimit through a valid pointer.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok((old, lim.rlim_cur))
 }
 
 fn accept<S: Service>(tcp: TcpStream, peer: SocketAddr, service: &Arc<S>, spec: &ListenerSpec, shutdown: &Shutdown) {
@@ -280,6 +358,18 @@ mod tests {
         assert!(socket2::SockRef::from(&l).only_v6().unwrap());
         let v4 = listen("127.0.0.1:0".parse().unwrap()).unwrap();
         assert!(v4.local_addr().unwrap().is_ipv4());
+    }
+
+    #[test]
+    fn accept_backoff_doubles_to_a_second_and_only_for_resources() {
+        let mut b = Backoff::default();
+        let aborted = io::Error::from_raw_os_error(libc::ECONNABORTED);
+        assert_eq!(b.failed("t", &aborted), None, "one connection's error: no pause");
+        let emfile = io::Error::from_raw_os_error(libc::EMFILE);
+        let pauses: Vec<_> = (0..7).map(|_| b.failed("t", &emfile).unwrap().as_millis()).collect();
+        assert_eq!(pauses, [50, 100, 200, 400, 800, 1000, 1000]);
+        b.recovered("t");
+        assert_eq!(b.failed("t", &io::Error::from_raw_os_error(libc::ENFILE)), Some(BACKOFF_FIRST));
     }
 
     #[test]
