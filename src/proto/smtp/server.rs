@@ -31,8 +31,10 @@ pub struct Settings {
     pub max_recipients: usize,
     /// Offer STARTTLS (the listener has `tls = "starttls"`).
     pub starttls: bool,
+    /// No mail commands and no credentials before TLS.
     pub require_tls: bool,
     pub auth: AuthMode,
+    /// Take credentials without TLS; no effect when `require_tls`.
     pub allow_plaintext_auth: bool,
     /// After this many errors the session is closed with 421.
     pub max_errors: u32,
@@ -179,9 +181,14 @@ impl ServerSession {
         into.append(&mut self.out);
     }
 
-    /// AUTH is offered when configured and TLS is up (or plaintext is allowed).
+    /// Whether AUTH is usable on this connection right now: configured, and
+    /// TLS is up or plaintext credentials are allowed — never before TLS on
+    /// a `require_tls` server, whatever `allow_plaintext_auth` says (SPEC
+    /// §13.8). The one decision behind both the EHLO keyword and the AUTH
+    /// command's `538 5.7.11`, so the two cannot disagree.
     pub fn auth_offered(&self) -> bool {
-        self.settings.auth != AuthMode::Off && (self.tls || self.settings.allow_plaintext_auth)
+        let plaintext_ok = self.settings.allow_plaintext_auth && !self.settings.require_tls;
+        self.settings.auth != AuthMode::Off && (self.tls || plaintext_ok)
     }
 
     /// Write a reply, counting errors; at the limit, the 421 and close.
