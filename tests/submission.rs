@@ -301,3 +301,45 @@ auth = "required"
     // the servers without the combination are not warned about
     assert!(!stdout.contains("\"mx\": allow_plaintext_auth"), "{stdout}");
 }
+
+/// Finding 12: the throttle counts attempts in flight, so sessions started
+/// in parallel cannot all get past the limit before any has failed. Every
+/// session opens AUTH LOGIN before any password is sent; only `limit` of
+/// them get to be judged.
+#[test]
+fn parallel_sessions_cannot_race_past_the_failure_limit() {
+    use base64::Engine;
+    use std::sync::{Arc, Barrier};
+    let s = server("[auth]\nfailure_limit = 3\nfailure_window = \"10m\"\nfailure_delay = \"100ms\"\n");
+    let addr = s.addr("submissions");
+    const SESSIONS: usize = 10;
+    let barrier = Arc::new(Barrier::new(SESSIONS));
+    let threads: Vec<_> = (0..SESSIONS)
+        .map(|_| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+                let mut c = Client::connect_tls(addr, "mx.example.test");
+                c.reply();
+                c.expect("EHLO client.test", 250);
+                let started = c.cmd("AUTH LOGIN");
+                // no password goes out before every session has started AUTH
+                barrier.wait();
+                if started.code != 334 {
+                    return started;
+                }
+                c.expect(&b64("alice@example.test"), 334);
+                c.cmd(&b64("wrong password"))
+            })
+        })
+        .collect();
+    let replies: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let judged = replies.iter().filter(|r| r.code == 535).count();
+    let refused = replies.iter().filter(|r| r.code == 454 && r.text().starts_with("4.7.0")).count();
+    assert_eq!((judged, refused), (3, SESSIONS - 3), "{replies:?}");
+    // the limit is used up: even the right password waits for the window
+    let mut c = Client::connect_tls(addr, "mx.example.test");
+    c.reply();
+    c.expect("EHLO client.test", 250);
+    assert_eq!(c.cmd(&format!("AUTH PLAIN {}", plain("alice@example.test", PASSWORD))).code, 454);
+}

@@ -171,6 +171,11 @@ impl ServerSession {
     pub fn is_closed(&self) -> bool {
         matches!(self.state, State::Closed)
     }
+    /// Whether an AUTH exchange is under way (a decision or a client line
+    /// is awaited); false again once it succeeded, failed or was cancelled.
+    pub fn auth_in_progress(&self) -> bool {
+        matches!(self.state, State::Sasl | State::Waiting(Pending::Auth))
+    }
     /// Messages accepted so far in this session.
     pub fn transactions(&self) -> u32 {
         self.transactions
