@@ -546,6 +546,9 @@ fn check_config(path: &Path) -> Outcome {
         return Err(usage(format!("{}: {p}", path.display())));
     }
     println!("{}: OK", path.display());
+    for w in config.warnings() {
+        println!("warning: {w}");
+    }
     println!("hostname:      {}", config.server.hostname);
     println!("data_dir:      {}", dd.display());
     println!("local domains: {}", list_or_dash(&config.server.local_domains));

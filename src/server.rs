@@ -4,7 +4,7 @@
 //! (SIGHUP). This is the only place that wires the pieces together.
 
 use crate::auth::sasl::Credentials;
-use crate::auth::throttle::AuthThrottle;
+use crate::auth::throttle::{Attempt, AuthThrottle};
 use crate::auth::Accounts;
 use crate::config::{Config, Protocol, TlsMode};
 use crate::control::{self, ops, Request, Response};
@@ -60,30 +60,33 @@ impl Context {
         }
     }
 
-    /// SPEC §4: whether this client IP has used up its authentication
-    /// failures for now (the same count for SMTP, POP3, IMAP4 and NNTP).
-    pub fn auth_throttled(&self, ip: IpAddr) -> bool {
-        self.throttle.is_blocked(ip, Instant::now())
+    /// SPEC §4: start an authentication attempt from this client, holding
+    /// one slot of its failure limit (the same count for SMTP, POP3, IMAP4
+    /// and NNTP); `None` when the limit is used up for now. Reserve it when
+    /// the exchange starts, so parallel sessions cannot pass together.
+    pub fn auth_attempt(&self, ip: IpAddr) -> Option<Attempt> {
+        self.throttle.begin(ip, Instant::now())
     }
 
     /// Check credentials off the async threads (Argon2id is slow on
-    /// purpose). A failure counts against the IP and is answered only
+    /// purpose). A failure counts against the client and is answered only
     /// after `failure_delay`, which holds up this caller and nobody else.
     /// Returns the account's key.
-    pub async fn authenticate(&self, ip: IpAddr, creds: Credentials) -> Option<String> {
+    pub async fn authenticate(&self, attempt: Attempt, creds: Credentials) -> Option<String> {
         let accounts = self.accounts.clone();
         let verified =
             tokio::task::spawn_blocking(move || accounts.verify(&creds.username, &creds.password)).await.ok().flatten();
-        if verified.is_none() {
-            self.auth_failure(ip).await;
+        match verified {
+            Some(_) => attempt.succeeded(),
+            None => self.auth_failure(attempt).await,
         }
         verified
     }
 
     /// Count a failed attempt (a wrong password, or a SASL exchange that
     /// made no sense) and wait before answering it.
-    pub async fn auth_failure(&self, ip: IpAddr) {
-        self.throttle.record_failure(ip, Instant::now());
+    pub async fn auth_failure(&self, attempt: Attempt) {
+        attempt.failed(Instant::now());
         tokio::time::sleep(self.config.auth.failure_delay.0).await;
     }
 

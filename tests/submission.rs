@@ -261,3 +261,85 @@ fn curl_submits_with_ssl_reqd() {
     assert_eq!(q.len(), 1);
     assert_eq!(q[0]["auth_user"], "alice@example.test");
 }
+
+/// Finding 8 (SPEC §4, §13.8): `allow_plaintext_auth` does not open a hole
+/// in `require_tls`: no AUTH before STARTTLS, `538 5.7.11` if tried, AUTH
+/// works after it; check-config warns that the setting has no effect.
+#[test]
+fn require_tls_wins_over_allow_plaintext_auth() {
+    let extra = r#"
+[[virtual_server]]
+name = "strict"
+protocol = "smtp"
+listen = ["127.0.0.1:0"]
+tls = "starttls"
+certificates = ["main"]
+require_tls = true
+allow_plaintext_auth = true
+auth = "required"
+"#;
+    let s = TestServer::start(&config("", extra));
+    s.add_user("alice@example.test", PASSWORD);
+    let mut c = Client::connect(s.addr("strict"));
+    c.reply();
+    let ehlo = c.expect("EHLO client.test", 250);
+    assert!(!ehlo.has("AUTH"), "{ehlo:?}");
+    let r = c.cmd(&format!("AUTH PLAIN {}", plain("alice@example.test", PASSWORD)));
+    assert_eq!((r.code, r.text().starts_with("5.7.11")), (538, true), "{r:?}");
+    let r = c.cmd("AUTH LOGIN");
+    assert_eq!(r.code, 538, "{r:?}");
+    let ehlo = c.starttls();
+    assert!(ehlo.lines.iter().any(|l| l == "AUTH PLAIN LOGIN"), "{ehlo:?}");
+    c.expect(&format!("AUTH PLAIN {}", plain("alice@example.test", PASSWORD)), 235);
+
+    let out = s.cli(&["check-config"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let warning = stdout.lines().find(|l| l.contains("warning:") && l.contains("allow_plaintext_auth"));
+    let warning = warning.unwrap_or_else(|| panic!("no allow_plaintext_auth warning in:\n{stdout}"));
+    assert!(warning.contains("\"strict\"") && warning.contains("require_tls"), "{warning}");
+    // the servers without the combination are not warned about
+    assert!(!stdout.contains("\"mx\": allow_plaintext_auth"), "{stdout}");
+}
+
+/// Finding 12: the throttle counts attempts in flight, so sessions started
+/// in parallel cannot all get past the limit before any has failed. Every
+/// session opens AUTH LOGIN before any password is sent; only `limit` of
+/// them get to be judged.
+#[test]
+fn parallel_sessions_cannot_race_past_the_failure_limit() {
+    use base64::Engine;
+    use std::sync::{Arc, Barrier};
+    let s = server("[auth]\nfailure_limit = 3\nfailure_window = \"10m\"\nfailure_delay = \"100ms\"\n");
+    let addr = s.addr("submissions");
+    const SESSIONS: usize = 10;
+    let barrier = Arc::new(Barrier::new(SESSIONS));
+    let threads: Vec<_> = (0..SESSIONS)
+        .map(|_| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+                let mut c = Client::connect_tls(addr, "mx.example.test");
+                c.reply();
+                c.expect("EHLO client.test", 250);
+                let started = c.cmd("AUTH LOGIN");
+                // no password goes out before every session has started AUTH
+                barrier.wait();
+                if started.code != 334 {
+                    return started;
+                }
+                c.expect(&b64("alice@example.test"), 334);
+                c.cmd(&b64("wrong password"))
+            })
+        })
+        .collect();
+    let replies: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let judged = replies.iter().filter(|r| r.code == 535).count();
+    let refused = replies.iter().filter(|r| r.code == 454 && r.text().starts_with("4.7.0")).count();
+    assert_eq!((judged, refused), (3, SESSIONS - 3), "{replies:?}");
+    // the limit is used up: even the right password waits for the window
+    let mut c = Client::connect_tls(addr, "mx.example.test");
+    c.reply();
+    c.expect("EHLO client.test", 250);
+    assert_eq!(c.cmd(&format!("AUTH PLAIN {}", plain("alice@example.test", PASSWORD))).code, 454);
+}

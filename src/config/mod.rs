@@ -426,6 +426,22 @@ impl Config {
         self.control.socket.clone().unwrap_or_else(|| self.server.data_dir.join("control.sock"))
     }
 
+    /// Settings that are valid but do not do what they seem to: check-config
+    /// prints these as warnings, one sentence each.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for v in &self.virtual_servers {
+            if v.require_tls && v.allow_plaintext_auth {
+                out.push(format!(
+                    "virtual server {:?}: allow_plaintext_auth has no effect with require_tls = true \
+                     (credentials are taken only after TLS)",
+                    v.name
+                ));
+            }
+        }
+        out
+    }
+
     fn validate(&mut self) -> Result<(), Problem> {
         use locate::Seg::{Idx, Key};
         let s = &mut self.server;

@@ -1,5 +1,6 @@
-//! The control socket (SPEC §11): a Unix socket, mode 0600, one JSON
-//! request and one JSON response per line. The CLI is its client; when no
+//! The control socket (SPEC §11): a Unix socket, mode 0600 from the moment
+//! it exists (bound in a private directory, then renamed into place), one
+//! JSON request and one JSON response per line. The CLI is its client; when no
 //! server is running the CLI runs the very same operations ([`ops`]) on the
 //! store opened directly, so both paths answer alike.
 //!
@@ -149,18 +150,58 @@ pub async fn serve(path: PathBuf, ctx: std::sync::Arc<crate::server::Context>) -
 }
 
 fn bind(path: &Path) -> std::io::Result<UnixListener> {
-    use std::os::unix::fs::PermissionsExt;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    // A socket left by a server that died; we hold the data directory lock,
-    // so no live server owns it.
-    if path.exists() {
-        std::fs::remove_file(path)?;
-    }
-    let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    bind_with(path, |_| {})
+}
+
+/// [`bind`], calling `after_bind` with the socket's path right after the
+/// `bind` (the test's window into the moment before the chmod).
+///
+/// `bind` makes the socket with the umask's mode, so a chmod afterwards
+/// leaves a moment in which others may connect. Instead the socket is
+/// bound inside a fresh directory only we can enter (0700, made next to
+/// the final path so the rename stays on one file system), set to 0600
+/// there, and renamed into place; the rename also replaces, atomically,
+/// a socket left by a server that died (we hold the data directory lock,
+/// so no live server owns it).
+fn bind_with(path: &Path, after_bind: impl FnOnce(&Path)) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let parent = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    // directories we create for it are ours alone
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(parent)?;
+    let private = PrivateDir::create(parent)?;
+    // short names: a Unix socket path has a length limit of about 100 bytes
+    let staged = private.0.join("s");
+    let listener = UnixListener::bind(&staged)?;
+    after_bind(&staged);
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::rename(&staged, path)?;
     Ok(listener)
+}
+
+/// A directory with mode 0700 that we made (never one that was there
+/// already), removed with whatever is left in it when dropped.
+struct PrivateDir(PathBuf);
+
+impl PrivateDir {
+    fn create(parent: &Path) -> std::io::Result<PrivateDir> {
+        use std::os::unix::fs::DirBuilderExt;
+        let mut tries = 0;
+        loop {
+            let dir = parent.join(format!(".ctl{:x}", fastrand::u32(..)));
+            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => return Ok(PrivateDir(dir)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && tries < 16 => tries += 1,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Drop for PrivateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.0.join("s"));
+        let _ = std::fs::remove_dir(&self.0);
+    }
 }
 
 async fn connection(stream: UnixStream, ctx: std::sync::Arc<crate::server::Context>) -> std::io::Result<()> {
@@ -203,4 +244,47 @@ pub fn request(path: &Path, req: &Request) -> std::io::Result<Option<Response>> 
     serde_json::from_str(&resp)
         .map(Some)
         .map_err(|e| std::io::Error::other(format!("unreadable answer from the server: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    /// SPEC §11: mode 0600, and at no moment reachable by anyone else: right
+    /// after `bind` the socket is either 0600 already or in a directory only
+    /// we can enter.
+    #[tokio::test]
+    async fn the_socket_is_never_reachable_by_others() {
+        let tmp = tempfile::tempdir().unwrap();
+        // a world-searchable parent, as data directories usually are
+        let parent = tmp.path().join("shared");
+        std::fs::create_dir(&parent).unwrap();
+        std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = parent.join("control.sock");
+        std::fs::write(&path, "left by a server that died").unwrap();
+        let mut at_bind = None;
+        let listener = bind_with(&path, |bound| {
+            let dir = bound.parent().unwrap();
+            at_bind = Some((mode(bound), mode(dir)));
+        })
+        .unwrap();
+        let (socket_mode, dir_mode) = at_bind.unwrap();
+        assert!(
+            socket_mode & 0o077 == 0 || dir_mode & 0o077 == 0,
+            "right after bind the socket was {socket_mode:o} in a {dir_mode:o} directory"
+        );
+        assert!(std::fs::metadata(&path).unwrap().file_type().is_socket());
+        assert_eq!(mode(&path), 0o600);
+        let left: Vec<_> = std::fs::read_dir(&parent).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, ["control.sock"], "nothing else is left next to the socket");
+        // and it answers at the configured path
+        let client = tokio::net::UnixStream::connect(&path).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        drop((client, server));
+    }
 }

@@ -1,12 +1,14 @@
 //! The POP3 server: the sans-IO core (`proto::pop3`), driven by
 //! `net::driver`, joined to the accounts (Argon2id, off the async threads),
-//! the failure throttle shared with SMTP AUTH, and the mailbox store.
+//! the failure throttle shared with SMTP AUTH (a login holds its slot from
+//! AUTH or PASS to the outcome), and the mailbox store.
 //! A login takes the user's maildrop exclusively (RFC 1939 §8; a second
 //! session gets `-ERR [IN-USE]`) and lists INBOX once; messages that arrive
 //! later are seen by the next session. Deletions reach the store only at
 //! QUIT (RFC 1939 §6). This module never formats a reply itself.
 
 use crate::auth::sasl::{self, Credentials, Mechanism, Step};
+use crate::auth::throttle::Attempt;
 use crate::config::{TlsMode, VirtualServer};
 use crate::mailbox::{MailboxError, MaildropLock, INBOX};
 use crate::net::{ConnInfo, Next, Service, Session, SessionEnd};
@@ -50,6 +52,7 @@ impl Service for Pop3Service {
             conn: conn.clone(),
             tls: None,
             sasl: None,
+            attempt: None,
             maildrop: None,
             retrieved: 0,
             removed: 0,
@@ -68,6 +71,8 @@ pub struct Pop3Session {
     conn: ConnInfo,
     tls: Option<TlsInfo>,
     sasl: Option<sasl::Exchange>,
+    /// The throttle slot of the login under way (taken at AUTH or PASS).
+    attempt: Option<Attempt>,
     /// Held from login to the end of the session.
     maildrop: Option<MaildropLock>,
     retrieved: u32,
@@ -89,15 +94,17 @@ impl Pop3Session {
     }
 
     async fn on_auth(&mut self, mechanism: &str, initial: Option<String>) {
-        if self.ctx.auth_throttled(self.conn.peer.ip()) {
+        // the slot is taken now, before any credentials arrive
+        let Some(attempt) = self.ctx.auth_attempt(self.conn.peer.ip()) else {
             tracing::info!(server = %self.vs.name, peer = %self.conn.peer, "AUTH refused: too many recent failures");
             self.core.login_done(Err(reply::AUTH_THROTTLED));
             return;
-        }
+        };
         let Some(mech @ Mechanism::Plain) = Mechanism::parse(mechanism) else {
             self.core.login_done(Err(reply::UNKNOWN_MECHANISM));
             return;
         };
+        self.attempt = Some(attempt);
         let (exchange, step) = sasl::Exchange::start(mech, initial.as_deref());
         self.sasl = Some(exchange);
         self.auth_step(step).await;
@@ -108,6 +115,7 @@ impl Pop3Session {
             Step::Challenge(c) => self.core.auth_challenge(&c),
             Step::Failed(sasl::SaslError::BadBase64) => {
                 self.sasl = None;
+                self.attempt = None;
                 self.core.login_done(Err(reply::AUTH_BAD_BASE64));
             }
             Step::Failed(_) => {
@@ -124,13 +132,14 @@ impl Pop3Session {
     /// Check the credentials, take the maildrop and list it. `method` is
     /// for the log: `USER` or `AUTH PLAIN`.
     async fn login(&mut self, creds: Credentials, method: &'static str) {
-        if self.ctx.auth_throttled(self.conn.peer.ip()) {
+        // AUTH took its slot at the start; USER/PASS takes it at PASS
+        let Some(attempt) = self.attempt.take().or_else(|| self.ctx.auth_attempt(self.conn.peer.ip())) else {
             tracing::info!(server = %self.vs.name, peer = %self.conn.peer, "login refused: too many recent failures");
             self.core.login_done(Err(reply::AUTH_THROTTLED));
             return;
-        }
+        };
         let name = creds.username.clone();
-        let Some(user) = self.ctx.authenticate(self.conn.peer.ip(), creds).await else {
+        let Some(user) = self.ctx.authenticate(attempt, creds).await else {
             self.log_failure(Some(&name));
             self.core.login_done(Err(reply::AUTH_FAILED));
             return;
@@ -175,7 +184,9 @@ impl Pop3Session {
     /// A SASL exchange that made no sense counts as a failure too.
     async fn auth_failed(&mut self, user: Option<&str>) {
         self.log_failure(user);
-        self.ctx.auth_failure(self.conn.peer.ip()).await;
+        if let Some(attempt) = self.attempt.take() {
+            self.ctx.auth_failure(attempt).await;
+        }
         self.core.login_done(Err(reply::AUTH_FAILED));
     }
 
@@ -247,6 +258,10 @@ impl Session for Pop3Session {
                 Event::Update { deleted } => self.on_update(deleted).await,
             }
         }
+        if !self.core.auth_in_progress() {
+            // cancelled with "*" or ended by the core: the slot goes back
+            self.attempt = None;
+        }
         let paused = self.core.output_full();
         self.core.take_output(out);
         if self.core.is_closed() {
@@ -262,6 +277,7 @@ impl Session for Pop3Session {
     fn tls_started(&mut self, info: &TlsInfo) {
         self.tls = Some(info.clone());
         self.sasl = None;
+        self.attempt = None;
         self.core.tls_started();
     }
 

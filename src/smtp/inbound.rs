@@ -1,9 +1,13 @@
 //! The inbound SMTP session: the sans-IO core, driven by `net::driver`,
 //! joined to policy (relay, recipients, senders), SASL, and the queue.
+//! An AUTH exchange holds a slot of the failure throttle from its first
+//! line to its outcome (`auth::throttle`), so parallel sessions cannot
+//! race past the limit.
 //! A `250` goes out only after the queue says the message is on disk.
 
 use super::policy::{self, Client, RcptRoute};
 use crate::auth::sasl::{self, Mechanism, Step};
+use crate::auth::throttle::Attempt;
 use crate::config::VirtualServer;
 use crate::net::{ConnInfo, Next, Service, Session, SessionEnd};
 use crate::proto::smtp::reply::{self, Reply};
@@ -51,6 +55,7 @@ impl Service for SmtpService {
             conn: conn.clone(),
             tls: None,
             sasl: None,
+            attempt: None,
             txn: Transaction::default(),
             queued: 0,
         }
@@ -74,6 +79,8 @@ pub struct InboundSession {
     conn: ConnInfo,
     tls: Option<TlsInfo>,
     sasl: Option<sasl::Exchange>,
+    /// The throttle slot of the AUTH exchange under way (SPEC §4).
+    attempt: Option<Attempt>,
     txn: Transaction,
     queued: u32,
 }
@@ -201,15 +208,17 @@ impl InboundSession {
     }
 
     async fn on_auth(&mut self, mechanism: &str, initial: Option<String>) {
-        if self.ctx.auth_throttled(self.conn.peer.ip()) {
+        // the slot is taken now, before any credentials arrive
+        let Some(attempt) = self.ctx.auth_attempt(self.conn.peer.ip()) else {
             tracing::info!(server = %self.vs.name, peer = %self.conn.peer, "AUTH refused: too many recent failures");
             self.core.auth_done(Err(reply::AUTH_THROTTLED));
             return;
-        }
+        };
         let Some(mech) = Mechanism::parse(mechanism) else {
             self.core.auth_done(Err(reply::UNKNOWN_MECHANISM));
             return;
         };
+        self.attempt = Some(attempt);
         let (exchange, step) = sasl::Exchange::start(mech, initial.as_deref());
         self.sasl = Some(exchange);
         self.auth_step(step).await;
@@ -228,6 +237,7 @@ impl InboundSession {
             Step::Challenge(c) => self.core.auth_challenge(&c),
             Step::Failed(sasl::SaslError::BadBase64) => {
                 self.sasl = None;
+                self.attempt = None;
                 self.core.auth_done(Err(reply::AUTH_BAD_BASE64));
             }
             Step::Failed(_) => {
@@ -237,7 +247,11 @@ impl InboundSession {
             Step::Done(creds) => {
                 self.sasl = None;
                 let name = creds.username.clone();
-                match self.ctx.authenticate(self.conn.peer.ip(), creds).await {
+                let verified = match self.attempt.take() {
+                    Some(attempt) => self.ctx.authenticate(attempt, creds).await,
+                    None => None,
+                };
+                match verified {
                     Some(user) => {
                         tracing::info!(server = %self.vs.name, peer = %self.conn.peer, user = %user, "authenticated");
                         self.core.auth_done(Ok(user));
@@ -254,7 +268,9 @@ impl InboundSession {
     /// A SASL exchange that made no sense counts as a failure too.
     async fn auth_failed(&mut self, user: Option<&str>) {
         self.log_failure(user);
-        self.ctx.auth_failure(self.conn.peer.ip()).await;
+        if let Some(attempt) = self.attempt.take() {
+            self.ctx.auth_failure(attempt).await;
+        }
         self.core.auth_done(Err(reply::AUTH_FAILED));
     }
 
@@ -284,6 +300,10 @@ impl Session for InboundSession {
                 Event::AuthResponse(line) => self.on_auth_response(&line).await,
             }
         }
+        if !self.core.auth_in_progress() {
+            // cancelled with "*" or ended by the core: the slot goes back
+            self.attempt = None;
+        }
         self.core.take_output(out);
         if self.core.is_closed() {
             Next::Close
@@ -295,6 +315,7 @@ impl Session for InboundSession {
     fn tls_started(&mut self, info: &TlsInfo) {
         self.tls = Some(info.clone());
         self.sasl = None;
+        self.attempt = None;
         self.txn = Transaction::default();
         self.core.tls_started();
     }

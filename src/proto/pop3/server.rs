@@ -144,6 +144,11 @@ impl ServerSession {
     pub fn is_closed(&self) -> bool {
         matches!(self.state, State::Closed)
     }
+    /// Whether a SASL exchange is under way (a decision or a client line is
+    /// awaited); false again once it ended or was cancelled.
+    pub fn auth_in_progress(&self) -> bool {
+        matches!(self.state, State::Sasl | State::Waiting(Pending::Login))
+    }
     /// Messages marked for deletion right now.
     pub fn marked(&self) -> usize {
         self.deleted.iter().filter(|d| **d).count()

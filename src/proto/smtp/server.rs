@@ -31,8 +31,10 @@ pub struct Settings {
     pub max_recipients: usize,
     /// Offer STARTTLS (the listener has `tls = "starttls"`).
     pub starttls: bool,
+    /// No mail commands and no credentials before TLS.
     pub require_tls: bool,
     pub auth: AuthMode,
+    /// Take credentials without TLS; no effect when `require_tls`.
     pub allow_plaintext_auth: bool,
     /// After this many errors the session is closed with 421.
     pub max_errors: u32,
@@ -169,6 +171,11 @@ impl ServerSession {
     pub fn is_closed(&self) -> bool {
         matches!(self.state, State::Closed)
     }
+    /// Whether an AUTH exchange is under way (a decision or a client line
+    /// is awaited); false again once it succeeded, failed or was cancelled.
+    pub fn auth_in_progress(&self) -> bool {
+        matches!(self.state, State::Sasl | State::Waiting(Pending::Auth))
+    }
     /// Messages accepted so far in this session.
     pub fn transactions(&self) -> u32 {
         self.transactions
@@ -179,9 +186,14 @@ impl ServerSession {
         into.append(&mut self.out);
     }
 
-    /// AUTH is offered when configured and TLS is up (or plaintext is allowed).
+    /// Whether AUTH is usable on this connection right now: configured, and
+    /// TLS is up or plaintext credentials are allowed — never before TLS on
+    /// a `require_tls` server, whatever `allow_plaintext_auth` says (SPEC
+    /// §13.8). The one decision behind both the EHLO keyword and the AUTH
+    /// command's `538 5.7.11`, so the two cannot disagree.
     pub fn auth_offered(&self) -> bool {
-        self.settings.auth != AuthMode::Off && (self.tls || self.settings.allow_plaintext_auth)
+        let plaintext_ok = self.settings.allow_plaintext_auth && !self.settings.require_tls;
+        self.settings.auth != AuthMode::Off && (self.tls || plaintext_ok)
     }
 
     /// Write a reply, counting errors; at the limit, the 421 and close.

@@ -186,6 +186,26 @@ fn auth_offering() {
     assert!(out.ends_with("530 5.7.0 Authentication required\r\n"), "{out}");
 }
 
+/// SPEC §4, §13.8: on a `require_tls` server `allow_plaintext_auth` changes
+/// nothing; AUTH is neither offered nor taken before STARTTLS.
+#[test]
+fn require_tls_overrides_plaintext_auth() {
+    let mut st = settings();
+    st.auth = AuthMode::Optional;
+    st.require_tls = true;
+    st.allow_plaintext_auth = true;
+    let mut s = ServerSession::new(st, false);
+    let (out, events) = run_chunks(&mut s, &[b"EHLO c\r\nAUTH PLAIN AGFAYg==\r\nAUTH LOGIN\r\n"]);
+    assert!(!out.contains("AUTH PLAIN LOGIN"), "{out}");
+    assert_eq!(codes(&out), ["250", "538", "538"], "{out}");
+    assert!(out.contains("538 5.7.11"), "{out}");
+    assert!(events.is_empty(), "{events:?}");
+    let (out, events) = run_chunks(&mut s, &[b"STARTTLS\r\n", b"EHLO c\r\nAUTH PLAIN AGFAYg==\r\n"]);
+    assert!(out.contains("250 AUTH PLAIN LOGIN"), "{out}");
+    assert_eq!(events[0], "StartTls");
+    assert!(events[1].starts_with("Auth {"), "{events:?}");
+}
+
 #[test]
 fn auth_challenge_and_cancel() {
     let mut st = settings();
