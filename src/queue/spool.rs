@@ -18,6 +18,7 @@
 //! halved the cost of each sync. An all-zero header is the clean end of a
 //! segment. Without a spare (slow disk, first start) the writer appends.
 
+use super::fault::FaultPlan;
 use super::message::{Message, SpoolRef};
 use crate::util::{create_dir_durably, fsync_dir};
 use std::collections::HashMap;
@@ -163,14 +164,15 @@ impl SpoolWriter {
         dir: PathBuf,
         first: u32,
         segment_limit: u64,
+        faults: Arc<FaultPlan>,
         after_sync: impl Fn(&[Message]) + Send + 'static,
     ) -> io::Result<SpoolWriter> {
         create_dir_durably(&dir)?;
-        let spares = Spares::start(dir.clone(), segment_limit)?;
+        let spares = Spares::start(dir.clone(), segment_limit, faults.clone())?;
         let active = spares.next_segment(&dir, first)?;
         let (tx, rx) = mpsc::channel::<Job>();
         let thread = std::thread::Builder::new().name("postern-spool".into()).spawn(move || {
-            writer_loop(dir, active, segment_limit, spares, rx, after_sync);
+            writer_loop(dir, active, segment_limit, spares, rx, faults, after_sync);
         })?;
         Ok(SpoolWriter { tx: Some(tx), thread: Some(thread) })
     }
@@ -198,11 +200,13 @@ impl Drop for SpoolWriter {
     }
 }
 
-fn open_segment(dir: &Path, n: u32) -> io::Result<Active> {
+fn open_segment(dir: &Path, n: u32, faults: &FaultPlan) -> io::Result<Active> {
     let path = segment_path(dir, n);
+    faults.check("spool.rotate.open")?;
     let file = OpenOptions::new().create(true).write(true).truncate(false).open(&path)?;
     let len = file.metadata()?.len();
     // the new directory entry must survive a crash before anything in it is acknowledged
+    faults.check("spool.rotate.dirsync")?;
     fsync_dir(dir)?;
     Ok(Active { number: n, file, len })
 }
@@ -213,10 +217,11 @@ struct Spares {
     request: mpsc::Sender<()>,
     /// A spare is ready at `spare_path`.
     ready: mpsc::Receiver<()>,
+    faults: Arc<FaultPlan>,
 }
 
 impl Spares {
-    fn start(dir: PathBuf, size: u64) -> io::Result<Spares> {
+    fn start(dir: PathBuf, size: u64, faults: Arc<FaultPlan>) -> io::Result<Spares> {
         let (request, wanted) = mpsc::channel::<()>();
         let (done, ready) = mpsc::channel::<()>();
         // a spare left by an earlier run is complete (it is renamed into
@@ -227,9 +232,10 @@ impl Spares {
         } else {
             let _ = request.send(());
         }
+        let plan = faults.clone();
         std::thread::Builder::new().name("postern-spare".into()).spawn(move || {
             while wanted.recv().is_ok() {
-                match make_spare(&dir, size) {
+                match make_spare(&dir, size, &plan) {
                     Ok(()) => {
                         if done.send(()).is_err() {
                             return;
@@ -239,7 +245,7 @@ impl Spares {
                 }
             }
         })?;
-        Ok(Spares { request, ready })
+        Ok(Spares { request, ready, faults })
     }
 
     /// Segment `n`: the spare renamed into place if one is ready, else a new
@@ -247,9 +253,11 @@ impl Spares {
     fn next_segment(&self, dir: &Path, n: u32) -> io::Result<Active> {
         if self.ready.try_recv().is_ok() {
             let path = segment_path(dir, n);
-            match std::fs::rename(spare_path(dir), &path) {
+            match self.faults.check("spool.rotate.rename").and_then(|_| std::fs::rename(spare_path(dir), &path)) {
                 Ok(()) => {
+                    self.faults.check("spool.rotate.open")?;
                     let file = OpenOptions::new().write(true).open(&path)?;
+                    self.faults.check("spool.rotate.dirsync")?;
                     fsync_dir(dir)?;
                     let _ = self.request.send(());
                     return Ok(Active { number: n, file, len: 0 });
@@ -260,11 +268,12 @@ impl Spares {
                 }
             }
         }
-        open_segment(dir, n)
+        open_segment(dir, n, &self.faults)
     }
 }
 
-fn make_spare(dir: &Path, size: u64) -> io::Result<()> {
+fn make_spare(dir: &Path, size: u64, faults: &FaultPlan) -> io::Result<()> {
+    faults.check("spool.spare")?;
     let tmp = dir.join("spare.tmp");
     let mut f = OpenOptions::new().create(true).write(true).truncate(true).open(&tmp)?;
     let zeros = vec![0u8; 1 << 20];
@@ -286,6 +295,7 @@ fn writer_loop(
     segment_limit: u64,
     spares: Spares,
     rx: mpsc::Receiver<Job>,
+    faults: Arc<FaultPlan>,
     after_sync: impl Fn(&[Message]),
 ) {
     let mut buf = Vec::with_capacity(1 << 20);
@@ -314,7 +324,11 @@ fn writer_loop(
             // The spool copy carries no SpoolRef: a record's position is
             // where the scanner finds it.
             m.spool = SpoolRef::default();
-            let meta = serde_json::to_vec(&m).unwrap_or_default();
+            let meta = faults
+                .check("spool.encode")
+                .map_err(serde_json::Error::io)
+                .and_then(|_| serde_json::to_vec(&m))
+                .unwrap_or_default();
             let start = active.len + buf.len() as u64;
             m.spool = SpoolRef {
                 segment: active.number,
@@ -325,7 +339,9 @@ fn writer_loop(
             messages.push(m);
             bodies.push(job.done);
         }
-        let result = active.file.write_all_at(&buf, active.len).and_then(|_| active.file.sync_data());
+        let result = write_faulty(&active.file, &buf, active.len, &faults)
+            .and_then(|_| faults.check("spool.sync"))
+            .and_then(|_| active.file.sync_data());
         match result {
             Ok(()) => {
                 active.len += buf.len() as u64;
@@ -346,6 +362,16 @@ fn writer_loop(
             }
         }
     }
+}
+
+/// The batch's write; an injected `spool.write` fault lets half the bytes
+/// reach the file first, as a full disk would.
+fn write_faulty(file: &File, buf: &[u8], at: u64, faults: &FaultPlan) -> io::Result<()> {
+    if let Err(e) = faults.check("spool.write") {
+        file.write_all_at(&buf[..buf.len() / 2], at)?;
+        return Err(e);
+    }
+    file.write_all_at(buf, at)
 }
 
 fn fail_all(batch: Vec<Job>, e: &io::Error) {

@@ -18,6 +18,7 @@
 //! spool data is gone is dropped with a log line. A segment file is deleted,
 //! with its journal, once nothing in it is queued.
 
+use super::fault::{self, FaultPlan};
 use super::id::{IdAllocator, QueueId};
 use super::message::{Message, SpoolRef};
 use super::spool::{self, SpoolReader, SpoolWriter, SEGMENT_LIMIT};
@@ -73,6 +74,7 @@ struct Shared {
     /// Open done journals, by segment.
     journals: Mutex<HashMap<u32, File>>,
     subscriber: Mutex<Option<mpsc::UnboundedSender<QueueId>>>,
+    faults: Arc<FaultPlan>,
 }
 
 pub struct QueueStore {
@@ -120,13 +122,24 @@ fn read_journal(path: &Path) -> io::Result<HashSet<QueueId>> {
 impl QueueStore {
     /// Open the queue in `data_dir`, reconciling index, journals and spool.
     pub fn open(db: &sled::Db, data_dir: &Path) -> Result<(QueueStore, Recovery), StoreError> {
-        Self::open_with_segment_limit(db, data_dir, SEGMENT_LIMIT)
+        let limit = fault::installed_segment_limit().unwrap_or(SEGMENT_LIMIT);
+        Self::open_with(db, data_dir, limit, fault::installed())
     }
 
     pub fn open_with_segment_limit(
         db: &sled::Db,
         data_dir: &Path,
         segment_limit: u64,
+    ) -> Result<(QueueStore, Recovery), StoreError> {
+        Self::open_with(db, data_dir, segment_limit, FaultPlan::none())
+    }
+
+    /// Open with a segment size and a fault plan (the test seams; see `fault`).
+    pub fn open_with(
+        db: &sled::Db,
+        data_dir: &Path,
+        segment_limit: u64,
+        faults: Arc<FaultPlan>,
     ) -> Result<(QueueStore, Recovery), StoreError> {
         let tree = db.open_tree("queue")?;
         let dir = data_dir.join("spool");
@@ -139,6 +152,7 @@ impl QueueStore {
             fresh: Mutex::new(BTreeMap::new()),
             journals: Mutex::new(HashMap::new()),
             subscriber: Mutex::new(None),
+            faults,
         });
         let recovery = shared.reconcile()?;
         let newest_indexed = shared.tree.scan_prefix(b"m/").keys().next_back().transpose()?;
@@ -172,9 +186,13 @@ impl QueueStore {
     fn writer(&self) -> Result<&SpoolWriter, StoreError> {
         let w = self.writer.get_or_init(|| {
             let shared = self.shared.clone();
-            SpoolWriter::start(self.shared.dir.clone(), self.first_segment, self.segment_limit, move |batch| {
-                shared.stored(batch)
-            })
+            SpoolWriter::start(
+                self.shared.dir.clone(),
+                self.first_segment,
+                self.segment_limit,
+                self.shared.faults.clone(),
+                move |batch| shared.stored(batch),
+            )
             .map_err(|e| e.to_string())
         });
         w.as_ref().map_err(|e| StoreError::Io(io::Error::other(e.clone())))
@@ -316,6 +334,7 @@ impl Shared {
     /// Record in its segment's journal that a message is finished. Not
     /// fsynced: a lost line means a repeated delivery after a crash.
     fn mark_done(&self, m: &Message) -> io::Result<()> {
+        self.faults.check("journal.write")?;
         let mut journals = lock(&self.journals);
         let f = match journals.get_mut(&m.spool.segment) {
             Some(f) => f,
