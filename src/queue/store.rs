@@ -24,7 +24,7 @@ use super::message::{Message, SpoolRef};
 use super::spool::{self, SpoolReader, SpoolWriter, SEGMENT_LIMIT};
 use crate::util::fsync_dir;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -55,6 +55,9 @@ pub struct Recovery {
     /// Index entries dropped because their spool data is gone.
     pub dropped: Vec<QueueId>,
     pub torn_segments: Vec<u32>,
+    /// Segments with damaged stretches in the middle (logged at error
+    /// level; the records after the damage are kept, the file too).
+    pub damaged_segments: Vec<u32>,
     pub deleted_segments: usize,
 }
 
@@ -71,8 +74,6 @@ struct Shared {
     segments: Mutex<Segments>,
     /// Queued messages in their arrival state, not in the index.
     fresh: Mutex<BTreeMap<QueueId, Message>>,
-    /// Open done journals, by segment.
-    journals: Mutex<HashMap<u32, File>>,
     subscriber: Mutex<Option<mpsc::UnboundedSender<QueueId>>>,
     faults: Arc<FaultPlan>,
 }
@@ -103,9 +104,7 @@ fn encode(m: &Message) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(m).map_err(|e| StoreError::Corrupt(m.id.to_string(), e.to_string()))
 }
 
-pub fn journal_path(dir: &Path, segment: u32) -> PathBuf {
-    dir.join(format!("{segment:08}.done"))
-}
+pub use super::spool::journal_path;
 
 /// The ids in a done journal; a torn last line is ignored.
 fn read_journal(path: &Path) -> io::Result<HashSet<QueueId>> {
@@ -150,7 +149,6 @@ impl QueueStore {
             dir,
             segments: Mutex::new(Segments::default()),
             fresh: Mutex::new(BTreeMap::new()),
-            journals: Mutex::new(HashMap::new()),
             subscriber: Mutex::new(None),
             faults,
         });
@@ -254,11 +252,13 @@ impl QueueStore {
     /// Take a message out of the queue for good.
     pub fn remove(&self, message: &Message) -> Result<(), StoreError> {
         self.shared.mark_done(message)?;
+        // release the segment only for a message that was really queued:
+        // removing one twice must not count down its neighbours
         let was_fresh = lock(&self.shared.fresh).remove(&message.id).is_some();
-        if !was_fresh {
-            self.shared.tree.remove(mkey(&message.id))?;
+        let was_indexed = !was_fresh && self.shared.tree.remove(mkey(&message.id))?.is_some();
+        if was_fresh || was_indexed {
+            self.shared.release(message.spool.segment);
         }
-        self.shared.release(message.spool.segment);
         Ok(())
     }
 
@@ -269,9 +269,6 @@ impl QueueStore {
     /// Ask sled to write its buffers (not an fsync; see the module docs).
     pub fn flush(&self) -> Result<(), StoreError> {
         self.shared.tree.flush()?;
-        for f in lock(&self.shared.journals).values_mut() {
-            f.flush()?;
-        }
         Ok(())
     }
 
@@ -332,17 +329,12 @@ impl Shared {
     }
 
     /// Record in its segment's journal that a message is finished. Not
-    /// fsynced: a lost line means a repeated delivery after a crash.
+    /// fsynced: a lost line means a repeated delivery after a crash. Opened
+    /// for each line, so a queue of many segments holds no descriptor per
+    /// journal; `O_APPEND` keeps lines whole beside the writer's tombstones.
     fn mark_done(&self, m: &Message) -> io::Result<()> {
         self.faults.check("journal.write")?;
-        let mut journals = lock(&self.journals);
-        let f = match journals.get_mut(&m.spool.segment) {
-            Some(f) => f,
-            None => {
-                let f = OpenOptions::new().create(true).append(true).open(journal_path(&self.dir, m.spool.segment))?;
-                journals.entry(m.spool.segment).or_insert(f)
-            }
-        };
+        let mut f = OpenOptions::new().create(true).append(true).open(journal_path(&self.dir, m.spool.segment))?;
         f.write_all(format!("{}\n", m.id).as_bytes())
     }
 
@@ -371,7 +363,6 @@ impl Shared {
             }
         }
         // the journal only matters while its segment exists
-        lock(&self.journals).remove(&segment);
         let _ = std::fs::remove_file(journal_path(&self.dir, segment));
         let _ = fsync_dir(&self.dir);
         lock(&self.segments).live.remove(&segment);
@@ -400,15 +391,18 @@ impl Shared {
         for &seg in &segments {
             let path = spool::segment_path(&self.dir, seg);
             let done = read_journal(&journal_path(&self.dir, seg))?;
-            let (records, torn) = spool::scan(&path, seg, |m| !indexed.contains_key(&m.id) && !done.contains(&m.id))?;
-            if let Some(at) = torn {
+            let scan = spool::scan(&path, seg, |m| !indexed.contains_key(&m.id) && !done.contains(&m.id))?;
+            if !scan.skipped.is_empty() {
+                rec.damaged_segments.push(seg);
+            }
+            if let Some(at) = scan.torn {
                 tracing::warn!(
                     "spool segment {}: incomplete record at offset {at} ignored (never acknowledged)",
                     path.display()
                 );
                 rec.torn_segments.push(seg);
             }
-            for r in records {
+            for r in scan.records {
                 let id = r.message.id.clone();
                 if done.contains(&id) || seen.contains(&id) {
                     continue;
@@ -463,7 +457,8 @@ impl Shared {
             segs.active = segments.last().copied().unwrap_or(0) + 1;
         }
         for &seg in &segments {
-            if !lock(&self.segments).live.contains_key(&seg) {
+            // a damaged segment stays for the operator to look at
+            if !lock(&self.segments).live.contains_key(&seg) && !rec.damaged_segments.contains(&seg) {
                 self.delete_segment(seg);
                 rec.deleted_segments += 1;
             }
