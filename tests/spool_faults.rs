@@ -228,7 +228,7 @@ fn server_pid(s: &TestServer) -> u32 {
         let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
         let args: Vec<String> =
             cmd.split(|&b| b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
-        if args.iter().any(|a| *a == want) && args.last().is_some_and(|a| a == "serve") {
+        if args.contains(&want) && args.last().is_some_and(|a| a == "serve") {
             return pid;
         }
     }

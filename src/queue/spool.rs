@@ -277,7 +277,7 @@ fn resync<S: Source + ?Sized>(
             }
         }
         // overlap by the magic's length so a header across chunks is seen
-        at += (n as u64).min(CHUNK).max(1);
+        at += (n as u64).clamp(1, CHUNK);
     }
     Ok((None, all_zero))
 }

@@ -16,7 +16,15 @@
 //! queued in its arrival state (so a delivery whose completion was not yet
 //! recorded is repeated: at least once, never lost). An index entry whose
 //! spool data is gone is dropped with a log line. A segment file is deleted,
-//! with its journal, once nothing in it is queued.
+//! with its journal, once nothing in it is queued: at start only when the
+//! scan found no unfinished record in it and no damage (a damaged segment
+//! is kept for the operator), at run time when its count of live messages
+//! reaches zero. That count falls only for a message that was really in the
+//! queue, so removing one twice (an operator naming an id twice) cannot
+//! count down, and delete, its neighbours. The done journals double as the
+//! spool writer's tombstones for batches it could not wipe. Journals are
+//! opened per line, and the spool reader keeps a bounded set of segments
+//! open, so many live segments do not cost a descriptor each.
 
 use super::fault::{self, FaultPlan};
 use super::id::{IdAllocator, QueueId};
