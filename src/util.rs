@@ -56,3 +56,9 @@ pub fn rfc5322_date(secs: u64) -> String {
 pub fn rfc3339(secs: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + std::time::Duration::from_secs(secs)).to_string()
 }
+
+/// Bytes available to us on the file system holding `path`.
+pub fn free_space(path: &Path) -> io::Result<u64> {
+    let st = rustix::fs::statvfs(path).map_err(io::Error::from)?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}

@@ -147,14 +147,19 @@ fn queue_show(s: &Stores<'_>, id: &str) -> Result<Response, String> {
     Ok(Response::ok(detail(s.queue, &m)))
 }
 
-/// The messages a selector names; unknown ids are an error.
+/// The messages a selector names, each once (an id named twice, in any
+/// case, is one message: ids are compared as parsed); unknown ids are an
+/// error.
 pub fn select(queue: &QueueStore, sel: &Selector) -> Result<Vec<Message>, String> {
     if sel.ids.is_empty() && sel.destination.is_none() && !sel.all {
         return Err("name messages by id, --destination or --all".into());
     }
-    let mut out = Vec::new();
+    let mut out: Vec<Message> = Vec::new();
     for id in &sel.ids {
         let qid = parse_id(id)?;
+        if out.iter().any(|o| o.id == qid) {
+            continue;
+        }
         out.push(queue.get(&qid).map_err(|e| e.to_string())?.ok_or_else(|| format!("no message {qid} in the queue"))?);
     }
     if sel.destination.is_some() || sel.all {

@@ -4,6 +4,7 @@
 //! (`dsn`) it sends back. It knows nothing of SMTP sessions.
 
 pub mod dsn;
+pub mod fault;
 pub mod id;
 pub mod message;
 pub mod scheduler;

@@ -16,14 +16,23 @@
 //! queued in its arrival state (so a delivery whose completion was not yet
 //! recorded is repeated: at least once, never lost). An index entry whose
 //! spool data is gone is dropped with a log line. A segment file is deleted,
-//! with its journal, once nothing in it is queued.
+//! with its journal, once nothing in it is queued: at start only when the
+//! scan found no unfinished record in it and no damage (a damaged segment
+//! is kept for the operator), at run time when its count of live messages
+//! reaches zero. That count falls only for a message that was really in the
+//! queue, so removing one twice (an operator naming an id twice) cannot
+//! count down, and delete, its neighbours. The done journals double as the
+//! spool writer's tombstones for batches it could not wipe. Journals are
+//! opened per line, and the spool reader keeps a bounded set of segments
+//! open, so many live segments do not cost a descriptor each.
 
+use super::fault::{self, FaultPlan};
 use super::id::{IdAllocator, QueueId};
 use super::message::{Message, SpoolRef};
 use super::spool::{self, SpoolReader, SpoolWriter, SEGMENT_LIMIT};
 use crate::util::fsync_dir;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -54,6 +63,9 @@ pub struct Recovery {
     /// Index entries dropped because their spool data is gone.
     pub dropped: Vec<QueueId>,
     pub torn_segments: Vec<u32>,
+    /// Segments with damaged stretches in the middle (logged at error
+    /// level; the records after the damage are kept, the file too).
+    pub damaged_segments: Vec<u32>,
     pub deleted_segments: usize,
 }
 
@@ -70,9 +82,8 @@ struct Shared {
     segments: Mutex<Segments>,
     /// Queued messages in their arrival state, not in the index.
     fresh: Mutex<BTreeMap<QueueId, Message>>,
-    /// Open done journals, by segment.
-    journals: Mutex<HashMap<u32, File>>,
     subscriber: Mutex<Option<mpsc::UnboundedSender<QueueId>>>,
+    faults: Arc<FaultPlan>,
 }
 
 pub struct QueueStore {
@@ -101,9 +112,7 @@ fn encode(m: &Message) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(m).map_err(|e| StoreError::Corrupt(m.id.to_string(), e.to_string()))
 }
 
-pub fn journal_path(dir: &Path, segment: u32) -> PathBuf {
-    dir.join(format!("{segment:08}.done"))
-}
+pub use super::spool::journal_path;
 
 /// The ids in a done journal; a torn last line is ignored.
 fn read_journal(path: &Path) -> io::Result<HashSet<QueueId>> {
@@ -120,13 +129,24 @@ fn read_journal(path: &Path) -> io::Result<HashSet<QueueId>> {
 impl QueueStore {
     /// Open the queue in `data_dir`, reconciling index, journals and spool.
     pub fn open(db: &sled::Db, data_dir: &Path) -> Result<(QueueStore, Recovery), StoreError> {
-        Self::open_with_segment_limit(db, data_dir, SEGMENT_LIMIT)
+        let limit = fault::installed_segment_limit().unwrap_or(SEGMENT_LIMIT);
+        Self::open_with(db, data_dir, limit, fault::installed())
     }
 
     pub fn open_with_segment_limit(
         db: &sled::Db,
         data_dir: &Path,
         segment_limit: u64,
+    ) -> Result<(QueueStore, Recovery), StoreError> {
+        Self::open_with(db, data_dir, segment_limit, FaultPlan::none())
+    }
+
+    /// Open with a segment size and a fault plan (the test seams; see `fault`).
+    pub fn open_with(
+        db: &sled::Db,
+        data_dir: &Path,
+        segment_limit: u64,
+        faults: Arc<FaultPlan>,
     ) -> Result<(QueueStore, Recovery), StoreError> {
         let tree = db.open_tree("queue")?;
         let dir = data_dir.join("spool");
@@ -137,8 +157,8 @@ impl QueueStore {
             dir,
             segments: Mutex::new(Segments::default()),
             fresh: Mutex::new(BTreeMap::new()),
-            journals: Mutex::new(HashMap::new()),
             subscriber: Mutex::new(None),
+            faults,
         });
         let recovery = shared.reconcile()?;
         let newest_indexed = shared.tree.scan_prefix(b"m/").keys().next_back().transpose()?;
@@ -172,9 +192,13 @@ impl QueueStore {
     fn writer(&self) -> Result<&SpoolWriter, StoreError> {
         let w = self.writer.get_or_init(|| {
             let shared = self.shared.clone();
-            SpoolWriter::start(self.shared.dir.clone(), self.first_segment, self.segment_limit, move |batch| {
-                shared.stored(batch)
-            })
+            SpoolWriter::start(
+                self.shared.dir.clone(),
+                self.first_segment,
+                self.segment_limit,
+                self.shared.faults.clone(),
+                move |batch| shared.stored(batch),
+            )
             .map_err(|e| e.to_string())
         });
         w.as_ref().map_err(|e| StoreError::Io(io::Error::other(e.clone())))
@@ -236,11 +260,13 @@ impl QueueStore {
     /// Take a message out of the queue for good.
     pub fn remove(&self, message: &Message) -> Result<(), StoreError> {
         self.shared.mark_done(message)?;
+        // release the segment only for a message that was really queued:
+        // removing one twice must not count down its neighbours
         let was_fresh = lock(&self.shared.fresh).remove(&message.id).is_some();
-        if !was_fresh {
-            self.shared.tree.remove(mkey(&message.id))?;
+        let was_indexed = !was_fresh && self.shared.tree.remove(mkey(&message.id))?.is_some();
+        if was_fresh || was_indexed {
+            self.shared.release(message.spool.segment);
         }
-        self.shared.release(message.spool.segment);
         Ok(())
     }
 
@@ -251,9 +277,6 @@ impl QueueStore {
     /// Ask sled to write its buffers (not an fsync; see the module docs).
     pub fn flush(&self) -> Result<(), StoreError> {
         self.shared.tree.flush()?;
-        for f in lock(&self.shared.journals).values_mut() {
-            f.flush()?;
-        }
         Ok(())
     }
 
@@ -314,16 +337,12 @@ impl Shared {
     }
 
     /// Record in its segment's journal that a message is finished. Not
-    /// fsynced: a lost line means a repeated delivery after a crash.
+    /// fsynced: a lost line means a repeated delivery after a crash. Opened
+    /// for each line, so a queue of many segments holds no descriptor per
+    /// journal; `O_APPEND` keeps lines whole beside the writer's tombstones.
     fn mark_done(&self, m: &Message) -> io::Result<()> {
-        let mut journals = lock(&self.journals);
-        let f = match journals.get_mut(&m.spool.segment) {
-            Some(f) => f,
-            None => {
-                let f = OpenOptions::new().create(true).append(true).open(journal_path(&self.dir, m.spool.segment))?;
-                journals.entry(m.spool.segment).or_insert(f)
-            }
-        };
+        self.faults.check("journal.write")?;
+        let mut f = OpenOptions::new().create(true).append(true).open(journal_path(&self.dir, m.spool.segment))?;
         f.write_all(format!("{}\n", m.id).as_bytes())
     }
 
@@ -352,7 +371,6 @@ impl Shared {
             }
         }
         // the journal only matters while its segment exists
-        lock(&self.journals).remove(&segment);
         let _ = std::fs::remove_file(journal_path(&self.dir, segment));
         let _ = fsync_dir(&self.dir);
         lock(&self.segments).live.remove(&segment);
@@ -381,15 +399,18 @@ impl Shared {
         for &seg in &segments {
             let path = spool::segment_path(&self.dir, seg);
             let done = read_journal(&journal_path(&self.dir, seg))?;
-            let (records, torn) = spool::scan(&path, seg, |m| !indexed.contains_key(&m.id) && !done.contains(&m.id))?;
-            if let Some(at) = torn {
+            let scan = spool::scan(&path, seg, |m| !indexed.contains_key(&m.id) && !done.contains(&m.id))?;
+            if !scan.skipped.is_empty() {
+                rec.damaged_segments.push(seg);
+            }
+            if let Some(at) = scan.torn {
                 tracing::warn!(
                     "spool segment {}: incomplete record at offset {at} ignored (never acknowledged)",
                     path.display()
                 );
                 rec.torn_segments.push(seg);
             }
-            for r in records {
+            for r in scan.records {
                 let id = r.message.id.clone();
                 if done.contains(&id) || seen.contains(&id) {
                     continue;
@@ -444,7 +465,8 @@ impl Shared {
             segs.active = segments.last().copied().unwrap_or(0) + 1;
         }
         for &seg in &segments {
-            if !lock(&self.segments).live.contains_key(&seg) {
+            // a damaged segment stays for the operator to look at
+            if !lock(&self.segments).live.contains_key(&seg) && !rec.damaged_segments.contains(&seg) {
                 self.delete_segment(seg);
                 rec.deleted_segments += 1;
             }
