@@ -250,7 +250,9 @@ pub fn spawn_listeners<S: Service>(
 /// backlog and accept() fails again at once, so retrying without a pause
 /// spins. Anything else (ECONNABORTED, ...) concerns one connection only.
 fn out_of_resources(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS))
+    use rustix::io::Errno;
+    let out_of = [Errno::MFILE, Errno::NFILE, Errno::NOMEM, Errno::NOBUFS];
+    e.raw_os_error().is_some_and(|n| out_of.iter().any(|x| x.raw_os_error() == n))
 }
 
 const BACKOFF_FIRST: Duration = Duration::from_millis(50);
@@ -295,21 +297,16 @@ impl Backoff {
 /// Raise the soft limit on open files to the hard limit: every connection
 /// is a descriptor, and the usual soft default (1024) is far below what a
 /// busy server needs. Returns the (old, new) soft limits.
-pub fn raise_file_limit() -> io::Result<(libc::rlim_t, libc::rlim_t)> {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit writes one rlimit through a valid pointer.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(io::Error::last_os_error());
+/// `u64::MAX` stands for "unlimited".
+pub fn raise_file_limit() -> io::Result<(u64, u64)> {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let lim = getrlimit(Resource::Nofile);
+    let old = lim.current.unwrap_or(u64::MAX);
+    let max = lim.maximum.unwrap_or(u64::MAX);
+    if old < max {
+        setrlimit(Resource::Nofile, Rlimit { current: lim.maximum, maximum: lim.maximum })?;
     }
-    let old = lim.rlim_cur;
-    if lim.rlim_cur < lim.rlim_max {
-        lim.rlim_cur = lim.rlim_max;
-        // SAFETY: setrlimit reads one rlimit through a valid pointer.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok((old, lim.rlim_cur))
+    Ok((old, max.max(old)))
 }
 
 fn accept<S: Service>(tcp: TcpStream, peer: SocketAddr, service: &Arc<S>, spec: &ListenerSpec, shutdown: &Shutdown) {
@@ -361,13 +358,13 @@ mod tests {
     #[test]
     fn accept_backoff_doubles_to_a_second_and_only_for_resources() {
         let mut b = Backoff::default();
-        let aborted = io::Error::from_raw_os_error(libc::ECONNABORTED);
+        let aborted = io::Error::from_raw_os_error(rustix::io::Errno::CONNABORTED.raw_os_error());
         assert_eq!(b.failed("t", &aborted), None, "one connection's error: no pause");
-        let emfile = io::Error::from_raw_os_error(libc::EMFILE);
+        let emfile = io::Error::from_raw_os_error(rustix::io::Errno::MFILE.raw_os_error());
         let pauses: Vec<_> = (0..7).map(|_| b.failed("t", &emfile).unwrap().as_millis()).collect();
         assert_eq!(pauses, [50, 100, 200, 400, 800, 1000, 1000]);
         b.recovered("t");
-        assert_eq!(b.failed("t", &io::Error::from_raw_os_error(libc::ENFILE)), Some(BACKOFF_FIRST));
+        assert_eq!(b.failed("t", &io::Error::from_raw_os_error(rustix::io::Errno::NFILE.raw_os_error())), Some(BACKOFF_FIRST));
     }
 
     #[test]
