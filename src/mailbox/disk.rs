@@ -3,7 +3,13 @@
 //! ours and temporary: `.tmp-*` message files not yet linked, `.new-f*`
 //! folders not yet renamed into place, `.del-f*` folders being removed.
 //! Reconciliation deletes them. Nothing here touches the index.
+//!
+//! Every operation first asks the fault seam ([`super::fault`]) whether to
+//! fail, and every failure cleans up what it made before returning, so a
+//! failed write leaves no name behind that a retry or a restart would take
+//! for a message.
 
+use super::fault::{Faults, Step};
 use crate::util::fsync_dir;
 use serde::{Deserialize, Serialize};
 use std::fs::{self, DirBuilder, OpenOptions};
@@ -11,6 +17,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::index::SpecialUse;
@@ -31,6 +38,7 @@ pub struct FolderState {
 
 pub struct Disk {
     root: PathBuf,
+    faults: Arc<Faults>,
 }
 
 /// `[a-z0-9.@_+-]` stay; every other byte (and a leading `.`) becomes `%XX`.
@@ -89,25 +97,58 @@ pub fn parse_folder_dir_name(name: &str) -> Option<u32> {
     name.strip_prefix('f')?.parse().ok()
 }
 
-fn mkdir(path: &Path) -> io::Result<()> {
-    DirBuilder::new().mode(0o700).create(path)
-}
-
 /// A name no other writer in this process uses.
 fn nonce() -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
-}
-
 impl Disk {
+    #[cfg(test)]
     pub fn new(root: PathBuf) -> Disk {
-        Disk { root }
+        Disk::with_faults(root, Arc::new(Faults::none()))
+    }
+
+    pub fn with_faults(root: PathBuf, faults: Arc<Faults>) -> Disk {
+        Disk { root, faults }
+    }
+
+    fn mkdir(&self, path: &Path) -> io::Result<()> {
+        self.faults.check(Step::Folder)?;
+        DirBuilder::new().mode(0o700).create(path)
+    }
+
+    fn rename_dir(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.faults.check(Step::Folder)?;
+        fs::rename(from, to)
+    }
+
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.faults.check(Step::Folder)?;
+        fs::remove_dir_all(path)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.faults.check(Step::Unlink)?;
+        fs::remove_file(path)
+    }
+
+    /// A new file with `bytes`, fsynced (not yet its directory). With the
+    /// mtime set when `date` is given.
+    fn write_synced(&self, path: &Path, bytes: &[u8], date: Option<u64>) -> io::Result<()> {
+        self.faults.check(Step::Create)?;
+        let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+        if let Err(e) = self.faults.check(Step::Write) {
+            // a disk that fills up mid-write leaves a partial file behind
+            let _ = f.write_all(&bytes[..bytes.len() / 2]);
+            return Err(e);
+        }
+        f.write_all(bytes)?;
+        if let Some(date) = date {
+            f.set_modified(UNIX_EPOCH + Duration::from_secs(date))?;
+        }
+        self.faults.check(Step::Fsync)?;
+        f.sync_all()
     }
 
     pub fn root(&self) -> &Path {
@@ -136,22 +177,37 @@ impl Disk {
     pub fn create_folder(&self, user: &str, fid: u32, state: &FolderState) -> io::Result<()> {
         let udir = self.user_dir(user);
         if !udir.is_dir() {
-            mkdir(&udir).or_else(|e| if e.kind() == io::ErrorKind::AlreadyExists { Ok(()) } else { Err(e) })?;
-            fsync_dir(&self.root)?;
+            self.mkdir(&udir).or_else(|e| if e.kind() == io::ErrorKind::AlreadyExists { Ok(()) } else { Err(e) })?;
         }
+        // every time, not only after the mkdir: an earlier attempt may
+        // have made the directory and then failed to make it durable
+        self.sync_dir(&self.root)?;
         let tmp = udir.join(format!(".new-{}", folder_dir_name(fid)));
         if tmp.exists() {
-            fs::remove_dir_all(&tmp)?;
+            self.remove_dir_all(&tmp)?;
         }
-        mkdir(&tmp)?;
-        write_synced(&tmp.join(STATE_FILE), &serde_json::to_vec(state).unwrap_or_default())?;
-        fsync_dir(&tmp)?;
-        fs::rename(&tmp, udir.join(folder_dir_name(fid)))?;
-        fsync_dir(&udir)
+        self.mkdir(&tmp)?;
+        let built = self
+            .write_synced(&tmp.join(STATE_FILE), &serde_json::to_vec(state).unwrap_or_default(), None)
+            .and_then(|()| self.sync_dir(&tmp))
+            .and_then(|()| self.rename_dir(&tmp, &udir.join(folder_dir_name(fid))));
+        if let Err(e) = built {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        if let Err(e) = self.sync_dir(&udir) {
+            // in place but not known to be durable, and the caller will not
+            // index it: take it back, or it would stand in the way of the
+            // retry and come back as a folder at the next start
+            self.discard_folder(user, fid);
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Replace a folder's state file durably (rename, a raised UIDNEXT floor).
     pub fn write_state(&self, dir: &Path, state: &FolderState) -> io::Result<()> {
+        self.faults.check(Step::State)?;
         crate::util::write_file_durably(&dir.join(STATE_FILE), &serde_json::to_vec(state).unwrap_or_default(), 0o600)
     }
 
@@ -165,39 +221,47 @@ impl Disk {
     /// hard link never overwrites, so no UID is ever written twice.
     pub fn write_message(&self, dir: &Path, uid: u32, date: u64, bytes: &[u8]) -> io::Result<()> {
         let tmp = dir.join(format!(".tmp-{}", nonce()));
-        let written = (|| {
-            let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-            f.write_all(bytes)?;
-            f.set_modified(UNIX_EPOCH + Duration::from_secs(date))?;
-            f.sync_all()
-        })();
-        let linked = written.and_then(|()| fs::hard_link(&tmp, dir.join(message_name(uid))));
+        let name = dir.join(message_name(uid));
+        let linked = self.write_synced(&tmp, bytes, Some(date)).and_then(|()| self.link(&tmp, &name));
         let _ = fs::remove_file(&tmp);
         linked?;
-        fsync_dir(dir)
+        if let Err(e) = self.sync_dir(dir) {
+            // Linked but not known to be durable, and never acknowledged:
+            // take the name back, or a restart would re-index it and the
+            // retry the caller makes would deliver it a second time.
+            let _ = fs::remove_file(&name).and_then(|()| fsync_dir(dir));
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.faults.check(Step::Link)?;
+        fs::hard_link(from, to)
     }
 
     /// Give an existing message file a second name in `dir` (IMAP COPY:
     /// same bytes, same internal date); the caller fsyncs `dir` once for a
     /// batch with [`Disk::sync_dir`].
     pub fn link_message(&self, from: &Path, dir: &Path, uid: u32) -> io::Result<()> {
-        fs::hard_link(from, dir.join(message_name(uid)))
+        self.link(from, &dir.join(message_name(uid)))
     }
 
     pub fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.faults.check(Step::DirSync)?;
         fsync_dir(dir)
     }
 
     /// Unlink message files (already-missing ones are fine) and fsync the directory.
     pub fn remove_messages(&self, dir: &Path, names: &[String]) -> io::Result<()> {
         for n in names {
-            match fs::remove_file(dir.join(n)) {
+            match self.remove_file(&dir.join(n)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }
         }
-        fsync_dir(dir)
+        self.sync_dir(dir)
     }
 
     /// Take a folder directory away atomically (renamed aside, then removed).
@@ -205,11 +269,32 @@ impl Disk {
         let udir = self.user_dir(user);
         let aside = udir.join(format!(".del-{}", folder_dir_name(fid)));
         if aside.exists() {
-            fs::remove_dir_all(&aside)?;
+            self.remove_dir_all(&aside)?;
         }
-        fs::rename(udir.join(folder_dir_name(fid)), &aside)?;
-        fsync_dir(&udir)?;
-        fs::remove_dir_all(&aside)
+        self.rename_dir(&udir.join(folder_dir_name(fid)), &aside)?;
+        self.sync_dir(&udir)?;
+        // the folder is gone for good once the rename is durable; what is
+        // left under `.del-` is reconciliation's to remove
+        if let Err(e) = self.remove_dir_all(&aside) {
+            tracing::warn!("cannot remove {}: {e}; removed at the next start", aside.display());
+        }
+        Ok(())
+    }
+
+    /// Take back names a failed write made (best effort, no fault seam:
+    /// this is the cleanup after a failure, not a step of the write).
+    pub fn discard_messages(&self, dir: &Path, names: &[String]) {
+        for n in names {
+            let _ = fs::remove_file(dir.join(n));
+        }
+        let _ = fsync_dir(dir);
+    }
+
+    /// Take back a folder a failed creation made (best effort, like
+    /// [`Disk::discard_messages`]).
+    pub fn discard_folder(&self, user: &str, fid: u32) {
+        let _ = fs::remove_dir_all(self.folder_dir(user, fid));
+        let _ = fsync_dir(&self.user_dir(user));
     }
 
     pub fn read_message(path: &Path) -> io::Result<Vec<u8>> {

@@ -38,6 +38,18 @@
 //! the right direction. Flags live only in sled: a flag change in the last
 //! moment before a crash may be lost; a delivered message never is.
 //!
+//! # Failures
+//!
+//! A write that fails (EIO, ENOSPC, EMFILE...) is a temporary error
+//! ([`MailboxError::is_permanent`] is false; local delivery defers and the
+//! queue retries) and leaves the index agreeing with the disk: an add takes
+//! back every name it made, including a message file linked to its UID
+//! whose directory fsync failed, so neither the retry nor a restart makes
+//! a second copy; a removal drops the records of the files already gone.
+//! A new user's default folders are made with INBOX last, so a failure
+//! part-way is finished by the next attempt. [`fault`] is the test seam
+//! that injects such errors at every step (`POSTERN_MAILBOX_FAULTS`).
+//!
 //! # Concurrency
 //!
 //! Readers (listings, message bytes) take no lock: records are read from
@@ -67,6 +79,7 @@
 //! ```
 
 mod disk;
+pub mod fault;
 mod index;
 mod notify;
 mod reconcile;
@@ -116,6 +129,8 @@ pub enum MailboxError {
     Corrupt(String, String),
     #[error("mailbox user lookup: {0}")]
     Accounts(#[from] crate::auth::AccountError),
+    #[error("{0}")]
+    Faults(String),
 }
 
 impl MailboxError {

@@ -2,9 +2,15 @@
 //! listings, message bytes, flags, expunge, copy and folder management —
 //! built from the files ([`super::disk`]) and the index ([`super::index`])
 //! in the order the parent module's durability argument needs: files before
-//! records when adding, files before records when removing.
+//! records when adding, files before records when removing. When a step
+//! fails, the index follows the disk: an add takes back the names it made
+//! (so neither the retry nor a restart makes a second copy), a removal
+//! drops the records of what is already gone (so no listing shows a
+//! message that cannot be read). Every index write goes through the fault
+//! seam ([`super::fault`]) like the disk's.
 
 use super::disk::{Disk, FolderState};
+use super::fault::{Faults, Step};
 use super::index::{self, FolderRecord, MessageRecord};
 use super::notify::{Change, ChangeKind, MaildropLock, Notifier};
 use super::{
@@ -27,6 +33,7 @@ const MAX_FOLDER_NAME: usize = 512;
 pub struct MailboxStore {
     tree: sled::Tree,
     disk: Disk,
+    faults: Arc<Faults>,
     accounts: Accounts,
     /// One writer per user.
     writers: Mutex<HashMap<String, Arc<Mutex<()>>>>,
@@ -74,14 +81,28 @@ fn check_folder_name(name: &str) -> Result<(), MailboxError> {
 impl MailboxStore {
     /// Open the store in `data_dir` on the shared database, reconciling the
     /// index with the message files (see the parent module).
+    /// Faults named by `POSTERN_MAILBOX_FAULTS` are armed (a test seam, see
+    /// [`super::fault`]).
     pub fn open(db: &sled::Db, data_dir: &Path, accounts: Accounts) -> Result<(MailboxStore, Recovery), MailboxError> {
+        let faults = Faults::from_env().map_err(|e| MailboxError::Faults(e.to_string()))?;
+        MailboxStore::open_with_faults(db, data_dir, accounts, Arc::new(faults))
+    }
+
+    /// [`MailboxStore::open`] with the given fault seam (tests).
+    pub fn open_with_faults(
+        db: &sled::Db,
+        data_dir: &Path,
+        accounts: Accounts,
+        faults: Arc<Faults>,
+    ) -> Result<(MailboxStore, Recovery), MailboxError> {
         let tree = db.open_tree("mailbox")?;
-        let disk = Disk::new(data_dir.join("mail"));
+        let disk = Disk::with_faults(data_dir.join("mail"), faults.clone());
         disk.init().map_err(|e| MailboxError::io(disk.root(), e))?;
         let (recovery, max_uidvalidity) = super::reconcile::reconcile(&tree, &disk)?;
         let store = MailboxStore {
             tree,
             disk,
+            faults,
             accounts,
             writers: Mutex::new(HashMap::new()),
             last_uidvalidity: Mutex::new(max_uidvalidity),
@@ -124,10 +145,10 @@ impl MailboxStore {
         let mut batch = sled::Batch::default();
         batch.insert(index::message_key(&user, f.fid, uid), index::encode(&rec));
         batch.insert(index::folder_key(&user, f.fid), index::encode(&f.rec));
-        if let Err(e) = self.tree.apply_batch(batch) {
+        if let Err(e) = self.apply(batch) {
             // not acknowledged: take the file back so a retry does not duplicate it
-            let _ = self.disk.remove_messages(&dir, &[super::disk::message_name(uid)]);
-            return Err(e.into());
+            self.disk.discard_messages(&dir, &[super::disk::message_name(uid)]);
+            return Err(e);
         }
         self.notify(&user, &f, ChangeKind::Appended(vec![uid]));
         Ok(Appended { uidvalidity: f.rec.uidvalidity, uid })
@@ -137,7 +158,7 @@ impl MailboxStore {
     pub fn folders(&self, user: &str) -> Result<Vec<FolderInfo>, MailboxError> {
         let user = user_key(user)?;
         let mut all = self.folder_records(&user)?;
-        if all.is_empty() {
+        if !all.iter().any(|f| f.rec.name == INBOX) {
             let lock = self.writer(&user);
             let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
             self.ensure_defaults(&user)?;
@@ -217,7 +238,9 @@ impl MailboxStore {
             }
             out.push((uid, rec.flags));
         }
-        self.tree.apply_batch(batch)?;
+        if !changed.is_empty() {
+            self.apply(batch)?;
+        }
         if !changed.is_empty() {
             self.notify(&user, &f, ChangeKind::Flags(changed));
         }
@@ -250,14 +273,25 @@ impl MailboxStore {
             f.rec.durable_uidnext = f.rec.uidnext;
         }
         let names: Vec<String> = gone.iter().map(|&u| super::disk::message_name(u)).collect();
-        self.disk.remove_messages(&dir, &names).map_err(|e| MailboxError::io(&dir, e))?;
-        let mut batch = sled::Batch::default();
-        for &uid in &gone {
-            batch.remove(index::message_key(&user, f.fid, uid));
+        let removed = self.disk.remove_messages(&dir, &names);
+        let gone = match &removed {
+            Ok(()) => gone,
+            // some files may be gone already: their records go too, so that
+            // no listing offers a message that cannot be read
+            Err(_) => gone.into_iter().filter(|&u| !self.disk.message_path(&user, f.fid, u).exists()).collect(),
+        };
+        if !gone.is_empty() || removed.is_ok() {
+            let mut batch = sled::Batch::default();
+            for &uid in &gone {
+                batch.remove(index::message_key(&user, f.fid, uid));
+            }
+            batch.insert(index::folder_key(&user, f.fid), index::encode(&f.rec));
+            self.apply(batch)?;
+            if !gone.is_empty() {
+                self.notify(&user, &f, ChangeKind::Expunged(gone.clone()));
+            }
         }
-        batch.insert(index::folder_key(&user, f.fid), index::encode(&f.rec));
-        self.tree.apply_batch(batch)?;
-        self.notify(&user, &f, ChangeKind::Expunged(gone.clone()));
+        removed.map_err(|e| MailboxError::io(&dir, e))?;
         Ok(gone)
     }
 
@@ -298,12 +332,12 @@ impl MailboxStore {
             }
             self.disk.sync_dir(&dst_dir).map_err(|e| MailboxError::io(&dst_dir, e))?;
             batch.insert(index::folder_key(&user, dst.fid), index::encode(&dst.rec));
-            Ok(self.tree.apply_batch(std::mem::take(&mut batch))?)
+            self.apply(std::mem::take(&mut batch))
         };
         if let Err(e) = link_all() {
             // not acknowledged: take the new names back so they are not re-indexed later
             let made: Vec<String> = pairs.iter().map(|p| super::disk::message_name(p.1)).collect();
-            let _ = self.disk.remove_messages(&dst_dir, &made);
+            self.disk.discard_messages(&dst_dir, &made);
             return Err(e);
         }
         if pairs.is_empty() {
@@ -350,7 +384,14 @@ impl MailboxStore {
         let dir = self.disk.folder_dir(&user, f.fid);
         self.disk.write_state(&dir, &state_of(&f.rec)).map_err(|e| MailboxError::io(&dir, e))?;
         f.rec.durable_uidnext = f.rec.uidnext;
-        self.tree.insert(index::folder_key(&user, f.fid), index::encode(&f.rec))?;
+        if let Err(e) = self.insert(index::folder_key(&user, f.fid), index::encode(&f.rec)) {
+            // the disk decides a folder's name at the next start: give it
+            // back the old one, as the caller was told the rename failed
+            if let Err(e) = self.disk.write_state(&dir, &state_of(&old.rec)) {
+                tracing::warn!("{}: cannot restore the name {:?}: {e}", dir.display(), old.rec.name);
+            }
+            return Err(e);
+        }
         self.notify(&user, &old, ChangeKind::Folders);
         Ok(())
     }
@@ -365,15 +406,21 @@ impl MailboxStore {
         let lock = self.writer(&user);
         let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
         let f = self.folder_locked(&user, name)?;
-        self.disk.remove_folder(&user, f.fid).map_err(|e| MailboxError::io(self.disk.folder_dir(&user, f.fid), e))?;
+        let dir = self.disk.folder_dir(&user, f.fid);
+        let removed = self.disk.remove_folder(&user, f.fid);
+        if removed.is_err() && dir.exists() {
+            return removed.map_err(|e| MailboxError::io(dir, e));
+        }
+        // the directory is gone (perhaps not durably, the error says so):
+        // so is the folder, or its listing would offer what is not there
         let mut batch = sled::Batch::default();
         batch.remove(index::folder_key(&user, f.fid));
         for k in self.tree.scan_prefix(index::message_prefix(&user, f.fid)).keys() {
             batch.remove(k?);
         }
-        self.tree.apply_batch(batch)?;
+        self.apply(batch)?;
         self.notify(&user, &f, ChangeKind::Folders);
-        Ok(())
+        removed.map_err(|e| MailboxError::io(dir, e))
     }
 
     /// Mark a folder subscribed or not (IMAP SUBSCRIBE / UNSUBSCRIBE).
@@ -383,7 +430,7 @@ impl MailboxStore {
         let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut f = self.folder_locked(&user, name)?;
         f.rec.subscribed = subscribed;
-        self.tree.insert(index::folder_key(&user, f.fid), index::encode(&f.rec))?;
+        self.insert(index::folder_key(&user, f.fid), index::encode(&f.rec))?;
         Ok(())
     }
 
@@ -401,11 +448,24 @@ impl MailboxStore {
 
     /// Ask sled to write its buffers (not an fsync; see the module docs).
     pub fn flush(&self) -> Result<(), MailboxError> {
+        self.faults.check(Step::Flush).map_err(sled::Error::Io)?;
         self.tree.flush()?;
         Ok(())
     }
 
     // ------------------------------------------------------------ helpers
+
+    /// Every index write: one atomic batch, through the fault seam.
+    fn apply(&self, batch: sled::Batch) -> Result<(), MailboxError> {
+        self.faults.check(Step::Index).map_err(sled::Error::Io)?;
+        Ok(self.tree.apply_batch(batch)?)
+    }
+
+    fn insert(&self, key: Vec<u8>, value: Vec<u8>) -> Result<(), MailboxError> {
+        let mut batch = sled::Batch::default();
+        batch.insert(key, value);
+        self.apply(batch)
+    }
 
     fn writer(&self, user: &str) -> Arc<Mutex<()>> {
         let mut w = self.writers.lock().unwrap_or_else(|p| p.into_inner());
@@ -462,7 +522,8 @@ impl MailboxStore {
         if let Some(f) = self.lookup(user, name)? {
             return Ok(f);
         }
-        if self.tree.scan_prefix(index::folder_prefix(user)).next().is_none() {
+        if self.lookup(user, INBOX)?.is_none() {
+            // a user never seen, or whose defaults a failure cut short
             let lock = self.writer(user);
             let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
             self.ensure_defaults(user)?;
@@ -481,22 +542,42 @@ impl MailboxStore {
     }
 
     /// SPEC §9: every user has INBOX, Sent, Drafts, Trash and Junk. Made on
-    /// first use; a user who later deletes Trash does not get it back. Hold
-    /// the user's writer lock.
+    /// first use; a user who later deletes Trash does not get it back. INBOX
+    /// is made last (and cannot be deleted): while it is missing, a failure
+    /// cut the defaults short and the missing ones are made now. Each
+    /// default keeps its place (INBOX is folder 1) so listings come out in
+    /// the usual order. Hold the user's writer lock.
     fn ensure_defaults(&self, user: &str) -> Result<(), MailboxError> {
         let existing = self.folder_records(user)?;
-        if existing.is_empty() {
-            for (name, special) in DEFAULT_FOLDERS {
-                self.new_folder(user, name, special)?;
+        if existing.iter().any(|f| f.rec.name == INBOX) {
+            return Ok(());
+        }
+        let order = DEFAULT_FOLDERS.iter().enumerate().skip(1).chain(DEFAULT_FOLDERS.iter().enumerate().take(1));
+        let mut taken: Vec<u32> = existing.iter().map(|f| f.fid).collect();
+        for (i, &(name, special)) in order {
+            if existing.iter().any(|f| f.rec.name == name) {
+                continue;
             }
-        } else if !existing.iter().any(|f| f.rec.name == INBOX) {
-            self.new_folder(user, INBOX, None)?;
+            let place = i as u32 + 1;
+            let fid = if taken.contains(&place) { taken.iter().max().map_or(1, |m| m + 1) } else { place };
+            self.new_folder_at(user, fid, name, special)?;
+            taken.push(fid);
         }
         Ok(())
     }
 
     fn new_folder(&self, user: &str, name: &str, special_use: Option<SpecialUse>) -> Result<Folder, MailboxError> {
         let fid = self.folder_records(user)?.iter().map(|f| f.fid).max().map_or(1, |m| m + 1);
+        self.new_folder_at(user, fid, name, special_use)
+    }
+
+    fn new_folder_at(
+        &self,
+        user: &str,
+        fid: u32,
+        name: &str,
+        special_use: Option<SpecialUse>,
+    ) -> Result<Folder, MailboxError> {
         let uidvalidity = {
             let mut last = self.last_uidvalidity.lock().unwrap_or_else(|p| p.into_inner());
             // unique per folder ever made here, and time-based so that a
@@ -515,7 +596,12 @@ impl MailboxStore {
         self.disk
             .create_folder(user, fid, &state_of(&rec))
             .map_err(|e| MailboxError::io(self.disk.user_dir(user), e))?;
-        self.tree.insert(index::folder_key(user, fid), index::encode(&rec))?;
+        if let Err(e) = self.insert(index::folder_key(user, fid), index::encode(&rec)) {
+            // not made: take the directory back, or the next attempt at the
+            // same folder id would find it in the way
+            self.disk.discard_folder(user, fid);
+            return Err(e);
+        }
         Ok(Folder { fid, rec })
     }
 
