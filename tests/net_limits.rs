@@ -8,90 +8,40 @@
 mod common;
 
 use common::*;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The real server, started directly (optionally under `prlimit`) so the
-/// test knows its process id and can read /proc.
-struct Proc {
-    dir: tempfile::TempDir,
-    child: Child,
-    addrs: Vec<(String, SocketAddr)>,
-}
+/// The real server, optionally under util-linux `prlimit` (which sets the
+/// limit and execs the server, so the child's pid is the server's), with
+/// what the tests read from /proc.
+struct Proc(TestServer);
 
 impl Proc {
-    /// Start `postern serve` with `config`; `nofile` ("soft:hard") runs it
-    /// under util-linux `prlimit`, which sets the limit and execs the server
-    /// (so the child's pid is the server's).
+    /// Start `postern serve` with `config`; `nofile` is "soft:hard".
     fn start(config: &str, nofile: Option<&str>) -> Proc {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config_path = dir.path().join("postern.toml");
-        std::fs::write(&config_path, config).expect("write config");
-        let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
-        let mut cmd = match nofile {
+        match nofile {
             Some(limit) => {
                 let ok = Command::new("prlimit").arg("--version").output().map(|o| o.status.success());
                 assert!(
                     matches!(ok, Ok(true)),
                     "this test needs the `prlimit` tool from util-linux to start the server with a low file limit"
                 );
-                let mut c = Command::new("prlimit");
-                c.arg(format!("--nofile={limit}")).arg("--").arg(BIN);
-                c
+                Proc(TestServer::start_under(config, &["prlimit", &format!("--nofile={limit}"), "--"]))
             }
-            None => Command::new(BIN),
-        };
-        let mut child = cmd
-            .arg("--config")
-            .arg(&config_path)
-            .arg("serve")
-            .current_dir(dir.path())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("spawn postern");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut addrs = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(line) if line == "postern: ready" => break,
-                Ok(line) => {
-                    if let Some((head, addr)) = line.split_once(" listening on ") {
-                        let name = head.trim_start_matches("postern: ").split(' ').next().unwrap().to_string();
-                        addrs.push((name, addr.parse().expect("addr")));
-                    }
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
-                    panic!("server did not become ready; log:\n{log}");
-                }
-            }
+            None => Proc(TestServer::start(config)),
         }
-        Proc { dir, child, addrs }
     }
 
     fn addr(&self, name: &str) -> SocketAddr {
-        self.addrs.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no listener {name}")).1
+        self.0.addr(name)
     }
 
     fn proc_file(&self, name: &str) -> String {
-        std::fs::read_to_string(format!("/proc/{}/{name}", self.child.id())).expect("read /proc")
+        std::fs::read_to_string(format!("/proc/{}/{name}", self.0.pid())).expect("read /proc")
     }
 
     /// CPU time (user + system) the server has used so far.
@@ -116,18 +66,7 @@ impl Proc {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.path().join("server.log")).unwrap_or_default()
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.0.log()
     }
 }
 

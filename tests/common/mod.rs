@@ -70,17 +70,31 @@ pub struct TestServer {
     child: Option<Child>,
     pub addrs: HashMap<String, SocketAddr>,
     starts: usize,
+    /// A command the server is started under (e.g. `prlimit --nofile=64:64 --`),
+    /// which must exec it, so that the child's pid is the server's.
+    wrapper: Vec<String>,
 }
 
 impl TestServer {
     /// Write `config` and start the server.
     pub fn start(config: &str) -> TestServer {
+        TestServer::start_under(config, &[])
+    }
+
+    /// Start the server under `wrapper` (a command that execs its arguments).
+    pub fn start_under(config: &str, wrapper: &[&str]) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("postern.toml");
         std::fs::write(&config_path, config).expect("write config");
-        let mut s = TestServer { dir, config_path, child: None, addrs: HashMap::new(), starts: 0 };
+        let wrapper = wrapper.iter().map(|s| s.to_string()).collect();
+        let mut s = TestServer { dir, config_path, child: None, addrs: HashMap::new(), starts: 0, wrapper };
         s.spawn();
         s
+    }
+
+    /// The server's process id (for /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server is running").id()
     }
 
     pub fn path(&self) -> &Path {
@@ -90,7 +104,15 @@ impl TestServer {
     fn spawn(&mut self) {
         self.starts += 1;
         let log = std::fs::File::create(self.dir.path().join(format!("server-{}.log", self.starts))).expect("log file");
-        let mut child = Command::new(BIN)
+        let mut cmd = match self.wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let mut child = cmd
             .args(["--config", self.config_path.to_str().unwrap(), "serve"])
             .current_dir(self.dir.path())
             .stdout(Stdio::piped())
