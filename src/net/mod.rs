@@ -364,7 +364,10 @@ mod tests {
         let pauses: Vec<_> = (0..7).map(|_| b.failed("t", &emfile).unwrap().as_millis()).collect();
         assert_eq!(pauses, [50, 100, 200, 400, 800, 1000, 1000]);
         b.recovered("t");
-        assert_eq!(b.failed("t", &io::Error::from_raw_os_error(rustix::io::Errno::NFILE.raw_os_error())), Some(BACKOFF_FIRST));
+        assert_eq!(
+            b.failed("t", &io::Error::from_raw_os_error(rustix::io::Errno::NFILE.raw_os_error())),
+            Some(BACKOFF_FIRST)
+        );
     }
 
     #[test]
