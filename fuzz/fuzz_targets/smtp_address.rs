@@ -8,7 +8,7 @@ use libfuzzer_sys::fuzz_target;
 use postern::proto::smtp::address::{is_domain, literal_ip, parse_path, Address, ReversePath};
 
 fn facts(a: &Address) {
-    let _ = (a.local_unquoted(), a.local_key(), a.key(), a.is_domain_literal(), a.hidden_domain(), a.is_ascii());
+    let _ = (a.local_unquoted(), a.local_key(), a.key(), a.is_domain_literal(), a.hidden_domains(), a.is_ascii());
     let _ = literal_ip(&a.domain);
     let _ = a.to_string();
 }
@@ -20,7 +20,8 @@ fuzz_target!(|data: &[u8]| {
             assert!(s.ends_with(rest));
             if let ReversePath::Mailbox(a) = path {
                 facts(&a);
-                let again = parse_path(&format!("<{a}>"), utf8);
+                let text = format!("<{a}>");
+                let again = parse_path(&text, utf8);
                 assert!(matches!(&again, Ok((ReversePath::Mailbox(b), "")) if *b == a), "{a} -> {again:?}");
             }
         }
