@@ -132,8 +132,8 @@ mod tests {
             let mut r = DotReader::new(1000);
             let mut buf = BytesMut::from(&input[..cut]);
             let mut got = r.feed(&mut buf);
+            buf.extend_from_slice(&input[cut..]);
             if got.is_none() {
-                buf.extend_from_slice(&input[cut..]);
                 got = r.feed(&mut buf);
             }
             assert_eq!(got, expected, "split at {cut}");
