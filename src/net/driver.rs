@@ -24,6 +24,15 @@
 //!   replies written), so every protocol has them. On either expiry the
 //!   session writes its idle-timeout reply (SMTP `421 4.4.2`) and the
 //!   connection is closed.
+//!
+//! `idle_timeout` is the listener's unless the session says otherwise for
+//! its current state ([`Session::idle_timeout`], asked before every wait):
+//! IMAP keeps authenticated and IDLE sessions 30 minutes (SPEC §9). The same
+//! bound applies to the session itself: a `handle` that has not finished
+//! within it (a stuck store, a slow lookup) ends the connection with the
+//! idle-timeout reply, and a shutdown does not wait for it. What
+//! [`Session::on_notify`] returns is acted on exactly like what `handle`
+//! returns, so a notification may close, continue or upgrade.
 
 use super::ShutdownSignal;
 use crate::tls::{Stream, TlsInfo};
@@ -83,6 +92,8 @@ pub enum SessionEnd {
     InputOverflow,
     /// A command line or message body outlasted its deadline.
     TooSlow,
+    /// The session itself took longer than the idle timeout to answer.
+    Stalled,
 }
 
 impl std::fmt::Display for SessionEnd {
@@ -96,6 +107,7 @@ impl std::fmt::Display for SessionEnd {
             SessionEnd::Io(e) => write!(f, "I/O error: {e}"),
             SessionEnd::InputOverflow => f.write_str("input overflow"),
             SessionEnd::TooSlow => f.write_str("input too slow (record deadline)"),
+            SessionEnd::Stalled => f.write_str("the server took too long to answer"),
         }
     }
 }
@@ -125,9 +137,17 @@ pub trait Session: Send + 'static {
         std::future::pending()
     }
 
-    /// Write what [`Session::notified`] announced.
+    /// Write what [`Session::notified`] announced; what it returns is acted
+    /// on like the result of [`Session::handle`].
     fn on_notify(&mut self, _out: &mut Vec<u8>) -> Next {
         Next::Read
+    }
+
+    /// The idle timeout for the state the session is in now, when it is not
+    /// the listener's (IMAP: 30 minutes once authenticated, SPEC §9).
+    /// Asked before every wait; `None` keeps the listener's.
+    fn idle_timeout(&self) -> Option<Duration> {
+        None
     }
 
     /// The connection is over; log it.
@@ -192,7 +212,6 @@ async fn drive<S: Session>(
     settings: &DriverSettings,
     shutdown: &mut ShutdownSignal,
 ) -> SessionEnd {
-    let idle = settings.idle_timeout;
     let mut out = Vec::with_capacity(1024);
     let mut input = BytesMut::with_capacity(READ_CHUNK);
     if settings.implicit_tls {
@@ -205,6 +224,8 @@ async fn drive<S: Session>(
     let mut more = false;
     let mut record: Option<Record> = None;
     loop {
+        // asked anew each time: the session's state decides (SPEC §9)
+        let idle = session.idle_timeout().unwrap_or(settings.idle_timeout);
         if let Err(end) = write_all(stream, &mut out, idle).await {
             return end;
         }
@@ -215,7 +236,7 @@ async fn drive<S: Session>(
         let idle_deadline = Instant::now() + idle;
         let record_deadline = record.as_ref().map(|r| r.deadline(idle)).filter(|d| *d < idle_deadline);
         input.reserve(READ_CHUNK);
-        tokio::select! {
+        let notified = tokio::select! {
             biased;
             _ = shutdown.triggered() => {
                 session.shutting_down(&mut out);
@@ -230,25 +251,49 @@ async fn drive<S: Session>(
                 }
                 Ok(Err(e)) => return SessionEnd::Io(e.to_string()),
                 Ok(Ok(0)) => return SessionEnd::PeerClosed,
-                Ok(Ok(n)) => record.get_or_insert_with(|| Record { start: Instant::now(), bytes: 0 }).bytes += n,
+                Ok(Ok(n)) => {
+                    record.get_or_insert_with(|| Record { start: Instant::now(), bytes: 0 }).bytes += n;
+                    None
+                }
             },
             // Next::Continue: go straight back to the session (a shutdown still wins)
-            _ = std::future::ready(()), if more => {}
-            _ = session.notified(), if !more => {
-                if session.on_notify(&mut out) == Next::Close {
-                    let _ = write_all(stream, &mut out, idle).await;
-                    return SessionEnd::Closed;
-                }
-                continue;
-            }
-        }
+            _ = std::future::ready(()), if more => None,
+            _ = session.notified(), if !more => Some(session.on_notify(&mut out)),
+        };
         more = false;
-        let answered = out.len();
-        let next = session.handle(&mut input, &mut out).await;
-        if out.len() > answered {
-            // the session answered: the record it was reading is complete
-            record = None;
-        }
+        let next = match notified {
+            // news the client did not ask for: it answers no record of theirs
+            Some(next) => next,
+            None => {
+                let answered = out.len();
+                // bounded like the client: a stuck session neither holds the
+                // connection forever nor delays a shutdown
+                let handled = tokio::select! {
+                    biased;
+                    _ = shutdown.triggered() => None,
+                    r = tokio::time::timeout(idle, session.handle(&mut input, &mut out)) => Some(r),
+                };
+                match handled {
+                    None => {
+                        session.shutting_down(&mut out);
+                        let _ = write_all(stream, &mut out, idle).await;
+                        return SessionEnd::Shutdown;
+                    }
+                    Some(Err(_)) => {
+                        session.timed_out(&mut out);
+                        let _ = write_all(stream, &mut out, idle).await;
+                        return SessionEnd::Stalled;
+                    }
+                    Some(Ok(next)) => {
+                        if out.len() > answered {
+                            // the session answered: the record it was reading is complete
+                            record = None;
+                        }
+                        next
+                    }
+                }
+            }
+        };
         match next {
             Next::Read => {
                 if input.len() > MAX_UNCONSUMED {
@@ -273,5 +318,165 @@ async fn drive<S: Session>(
                 return SessionEnd::Closed;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! A line session over a real loopback socket pair: `LONG` switches to a
+    //! long idle timeout, `SLOW` never finishes handling, anything else is
+    //! echoed; a notification asks to be handled like input (`Continue`).
+    use super::*;
+    use crate::net::Shutdown;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::mpsc;
+
+    /// Far beyond anything a slow machine needs; a hang fails, not blocks.
+    const GENEROUS: Duration = Duration::from_secs(20);
+
+    struct LineSession {
+        long: bool,
+        news: mpsc::UnboundedReceiver<()>,
+        pending_news: bool,
+        ended: mpsc::UnboundedSender<SessionEnd>,
+    }
+
+    impl Session for LineSession {
+        fn greeting(&mut self, out: &mut Vec<u8>) {
+            out.extend_from_slice(b"HELLO\r\n");
+        }
+
+        async fn handle(&mut self, input: &mut BytesMut, out: &mut Vec<u8>) -> Next {
+            if std::mem::take(&mut self.pending_news) {
+                out.extend_from_slice(b"NEWS HANDLED\r\n");
+            }
+            while let Some(end) = input.iter().position(|&b| b == b'\n') {
+                let line = input.split_to(end + 1);
+                match line.trim_ascii() {
+                    b"LONG" => self.long = true,
+                    b"SLOW" => std::future::pending::<()>().await,
+                    _ => {}
+                }
+                out.extend_from_slice(b"OK ");
+                out.extend_from_slice(&line);
+            }
+            Next::Read
+        }
+
+        fn tls_started(&mut self, _info: &TlsInfo) {}
+
+        fn timed_out(&mut self, out: &mut Vec<u8>) {
+            out.extend_from_slice(b"TIMEOUT\r\n");
+        }
+
+        fn shutting_down(&mut self, out: &mut Vec<u8>) {
+            out.extend_from_slice(b"BYE\r\n");
+        }
+
+        async fn notified(&mut self) {
+            if self.news.recv().await.is_none() {
+                std::future::pending::<()>().await;
+            }
+        }
+
+        fn on_notify(&mut self, out: &mut Vec<u8>) -> Next {
+            out.extend_from_slice(b"NEWS\r\n");
+            self.pending_news = true;
+            Next::Continue
+        }
+
+        fn idle_timeout(&self) -> Option<Duration> {
+            self.long.then_some(GENEROUS)
+        }
+
+        fn finished(&mut self, end: &SessionEnd) {
+            let _ = self.ended.send(end.clone());
+        }
+    }
+
+    struct Harness {
+        client: BufReader<TcpStream>,
+        news: mpsc::UnboundedSender<()>,
+        ended: mpsc::UnboundedReceiver<SessionEnd>,
+        shutdown: Shutdown,
+    }
+
+    impl Harness {
+        async fn start(idle: Duration) -> Harness {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+            let (server, _) = listener.accept().await.unwrap();
+            let (news_tx, news) = mpsc::unbounded_channel();
+            let (ended_tx, ended) = mpsc::unbounded_channel();
+            let shutdown = Shutdown::new();
+            let session = LineSession { long: false, news, pending_news: false, ended: ended_tx };
+            let settings = DriverSettings { idle_timeout: idle, tls: None, implicit_tls: false };
+            tokio::spawn(run(Stream::Plain(server), session, settings, shutdown.signal()));
+            let mut h = Harness { client: BufReader::new(client), news: news_tx, ended, shutdown };
+            assert_eq!(h.line().await, "HELLO");
+            h
+        }
+
+        async fn line(&mut self) -> String {
+            let mut l = String::new();
+            tokio::time::timeout(GENEROUS, self.client.read_line(&mut l)).await.expect("the server answers").unwrap();
+            l.trim_end().to_string()
+        }
+
+        async fn send(&mut self, s: &str) {
+            self.client.get_mut().write_all(s.as_bytes()).await.unwrap();
+        }
+
+        async fn end(&mut self) -> SessionEnd {
+            tokio::time::timeout(GENEROUS, self.ended.recv()).await.expect("the session ends").unwrap()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_session_sets_the_idle_timeout_of_its_state() {
+        let short = Duration::from_millis(300);
+        let mut h = Harness::start(short).await;
+        h.send("LONG\r\n").await;
+        assert_eq!(h.line().await, "OK LONG");
+        // several listener timeouts pass: the session's own keeps it open
+        tokio::time::sleep(short * 5).await;
+        h.send("PING\r\n").await;
+        assert_eq!(h.line().await, "OK PING");
+
+        // a session that says nothing keeps the listener's
+        let mut h = Harness::start(short).await;
+        assert_eq!(h.line().await, "TIMEOUT");
+        assert_eq!(h.end().await, SessionEnd::IdleTimeout);
+    }
+
+    #[tokio::test]
+    async fn a_notification_result_is_acted_on_like_input() {
+        let mut h = Harness::start(GENEROUS).await;
+        h.news.send(()).unwrap();
+        assert_eq!(h.line().await, "NEWS");
+        // Next::Continue from on_notify: handle runs without new input
+        assert_eq!(h.line().await, "NEWS HANDLED");
+        h.send("PING\r\n").await;
+        assert_eq!(h.line().await, "OK PING");
+    }
+
+    #[tokio::test]
+    async fn a_stuck_handle_is_bounded_by_the_idle_timeout() {
+        let mut h = Harness::start(Duration::from_millis(300)).await;
+        h.send("SLOW\r\n").await;
+        assert_eq!(h.line().await, "TIMEOUT");
+        assert_eq!(h.end().await, SessionEnd::Stalled);
+    }
+
+    #[tokio::test]
+    async fn a_stuck_handle_does_not_delay_shutdown() {
+        let mut h = Harness::start(GENEROUS * 3).await;
+        h.send("SLOW\r\n").await;
+        // let the session get into its handle before shutting down
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        h.shutdown.trigger_and_wait(Duration::ZERO).await;
+        assert_eq!(h.line().await, "BYE");
+        assert_eq!(h.end().await, SessionEnd::Shutdown);
     }
 }

@@ -1,7 +1,10 @@
 //! Sans-IO protocol cores. Each takes bytes and returns replies and events;
 //! none touches a socket, a clock or a disk. `net::driver` runs them.
 
+pub mod dot;
+pub mod literal;
 pub mod pop3;
+pub mod sasl;
 pub mod smtp;
 
 use bytes::BytesMut;

@@ -525,7 +525,7 @@ impl Manager {
         let domain = domain_of(to);
         if self.config.is_local_domain(&domain) {
             if let Ok(a) = crate::proto::smtp::Address::parse(to) {
-                return crate::smtp::policy::expand_local(&self.config, &self.accounts, source, &a)
+                return routing::expand::expand_local(&self.config, &self.accounts, source, &a)
                     .into_iter()
                     .map(|q| {
                         let mut r = Recipient::new(q.address, q.destination);
@@ -535,11 +535,7 @@ impl Manager {
                     .collect();
             }
         }
-        let dest = match routing::choose(&routing::select(&self.config.connectors, &domain, source)) {
-            Some(c) => routing::destination(c.connector, &domain),
-            None => format!("unroutable/{domain}"),
-        };
-        vec![Recipient::new(to.to_string(), dest)]
+        vec![Recipient::new(to.to_string(), routing::expand::route_remote(&self.config, &domain, source))]
     }
 
     async fn control(&mut self, op: ControlOp) -> Result<Vec<String>, String> {

@@ -263,5 +263,7 @@ pub fn requires_tls(c: &Connector) -> bool {
     matches!(c.tls, OutboundTls::Required | OutboundTls::Verify) || c.smarthost_tls == SmarthostTls::Implicit
 }
 
+pub mod expand;
+
 #[cfg(test)]
 mod tests;

@@ -1,10 +1,10 @@
 //! Inbound policy: who may send what to whom (SPEC §4, §6, §8). Pure checks
 //! over the config and accounts — no I/O beyond account lookups — so relay
 //! control can be tested on its own ("check, then proceed"). Alias
-//! expansion itself belongs to the accounts ([`Accounts::expand`]); here
-//! its result is routed into queue recipients.
+//! expansion belongs to the accounts ([`Accounts::expand`]) and the routing
+//! of its targets to [`crate::routing::expand`], which the queue shares.
 
-use crate::auth::{Accounts, LocalTarget, Reached};
+use crate::auth::{Accounts, LocalTarget};
 use crate::config::{Config, VirtualServer};
 use crate::proto::smtp::reply::{self, Reply};
 use crate::proto::smtp::{Address, ReversePath};
@@ -105,59 +105,10 @@ pub fn check_rcpt(
     }
 }
 
-/// A recipient as it goes into the queue.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct QueuedRcpt {
-    pub address: String,
-    pub destination: String,
-    /// The address the client gave, when expansion replaced it.
-    pub original: Option<String>,
-}
-
-/// Expand a local recipient into the users and remote addresses it stands
-/// for ([`Accounts::expand`]: aliases, recursively; `postmaster` without a
-/// mailbox goes to `server.postmaster`). Remote targets are routed as mail
-/// from `source` would be; one with no route keeps the destination
-/// `unroutable/<domain>` and fails with 5.4.4 when attempted (the alias is
-/// the operator's doing, not the sender's). Never empty (SPEC §13.2): an
-/// expansion that reaches nobody — a loop that slipped in between RCPT and
-/// DATA — stays the address itself, which local delivery then bounces.
-pub fn expand_local(config: &Config, accounts: &Accounts, source: &str, address: &Address) -> Vec<QueuedRcpt> {
-    let original = address.to_string();
-    let reached = accounts.expand(&address.key(), &config.server.postmaster, |d| config.is_local_domain(d));
-    let mut out: Vec<QueuedRcpt> = match reached {
-        Ok(targets) => targets
-            .into_iter()
-            .map(|t| match t {
-                Reached::Local(key) => QueuedRcpt { address: key, destination: "local".into(), original: None },
-                Reached::Remote(key) => {
-                    let domain = key.rsplit_once('@').map(|(_, d)| d.to_string()).unwrap_or_default();
-                    let destination = match routing::choose(&routing::select(&config.connectors, &domain, source)) {
-                        Some(c) => routing::destination(c.connector, &domain),
-                        None => format!("unroutable/{domain}"),
-                    };
-                    QueuedRcpt { address: key, destination, original: None }
-                }
-            })
-            .collect(),
-        Err(e) => {
-            tracing::warn!(rcpt = %original, "alias expansion reaches no mailbox, the message will bounce: {e}");
-            Vec::new()
-        }
-    };
-    if out.is_empty() {
-        out.push(QueuedRcpt { address: address.key(), destination: "local".into(), original: None });
-    }
-    for r in &mut out {
-        if r.address != address.key() {
-            r.original = Some(original.clone());
-        } else {
-            // keep the client's spelling when nothing was expanded
-            r.address = original.clone();
-        }
-    }
-    out
-}
+// Expansion and its routing live beside routing (the queue expands DSN
+// recipients too, and must not import this service); re-exported for the
+// SMTP service.
+pub use crate::routing::expand::{expand_local, QueuedRcpt};
 
 #[cfg(test)]
 mod tests {

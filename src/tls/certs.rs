@@ -240,8 +240,9 @@ impl CertStore {
 
 /// Write a fresh self-signed certificate and key for `hostname`.
 fn generate_missing(name: &str, c: &CertificateConfig, hostname: &str) -> Result<(), CertError> {
-    let (cert_pem, key_pem) = crate::cert::self_signed_pem(&[hostname.to_string()], crate::cert::KeyType::EcdsaP256)
-        .map_err(|message| CertError::Generate { name: name.into(), message })?;
+    let (cert_pem, key_pem) =
+        super::selfsigned::self_signed_pem(&[hostname.to_string()], super::selfsigned::KeyType::EcdsaP256)
+            .map_err(|message| CertError::Generate { name: name.into(), message })?;
     write_private(&c.key, key_pem.as_bytes()).map_err(|source| CertError::Write {
         name: name.into(),
         path: c.key.clone(),

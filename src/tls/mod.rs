@@ -8,6 +8,7 @@
 //! having two compiled in would make rustls panic.
 
 pub mod certs;
+pub mod selfsigned;
 mod stream;
 
 pub use certs::{CertError, CertStore, LoadedCert, ReloadReport};

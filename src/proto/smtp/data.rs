@@ -1,118 +1,10 @@
-//! The DATA phase: reading a message body up to `<CRLF>.<CRLF>`.
-//!
-//! The end marker is recognised only as a line that is exactly `.` between
-//! two real CRLFs (RFC 5321 §4.1.1.4). A bare LF or bare CR never ends a line
-//! here, so `\n.\n`, `\r.\r\n` and their cousins are just text (SMTP
-//! smuggling); inside the body each bare CR or LF is rewritten to CRLF, so
-//! what we store and relay has only CRLF line endings. Dot-stuffing is
-//! undone at the start of each real line (§4.5.2). Memory is bounded: past
-//! the size limit the body is dropped and only counted, and long lines are
-//! consumed in fragments.
+//! The DATA phase: the body is read by the protocol-neutral
+//! [`crate::proto::dot::DotReader`] (only `<CRLF>.<CRLF>` ends it; bare CR
+//! and LF are data, rewritten to CRLF; bounded), here under its SMTP names,
+//! with what SMTP adds on top (counting `Received:` fields for loops).
 
-use bytes::{Buf, BytesMut};
-
-/// A line longer than this is consumed in fragments rather than buffered whole.
-const FRAGMENT: usize = 8192;
-
-#[derive(Debug)]
-pub struct DataReader {
-    body: Vec<u8>,
-    limit: usize,
-    /// Bytes the message would have had, counted past the limit too.
-    size: usize,
-    at_line_start: bool,
-}
-
-/// How the DATA phase ended.
-#[derive(Debug, PartialEq, Eq)]
-pub enum DataEnd {
-    /// The whole message, CRLF-only, unstuffed.
-    Complete(Vec<u8>),
-    /// More than the limit arrived; the body was discarded.
-    TooBig { size: usize },
-}
-
-impl DataReader {
-    pub fn new(limit: usize) -> DataReader {
-        DataReader { body: Vec::with_capacity(limit.min(64 * 1024)), limit, size: 0, at_line_start: true }
-    }
-
-    /// Consume what can be consumed from `input`. Returns `Some` once the
-    /// terminating line has been read; bytes after it stay in `input`.
-    pub fn feed(&mut self, input: &mut BytesMut) -> Option<DataEnd> {
-        loop {
-            match crlf(input) {
-                Some(pos) => {
-                    if self.at_line_start && &input[..pos] == b"." {
-                        input.advance(pos + 2);
-                        return Some(self.finish());
-                    }
-                    let line = input.split_to(pos + 2);
-                    self.append_line_part(&line[..pos], true);
-                }
-                None => {
-                    // No complete line. Keep a possible CR (half a CRLF), and
-                    // the short start of a line that might turn out to be ".".
-                    if input.len() <= FRAGMENT {
-                        return None;
-                    }
-                    let mut take = input.len();
-                    if input[take - 1] == b'\r' {
-                        take -= 1;
-                    }
-                    let part = input.split_to(take);
-                    self.append_line_part(&part, false);
-                }
-            }
-        }
-    }
-
-    fn append_line_part(&mut self, mut part: &[u8], ends_line: bool) {
-        if self.at_line_start && part.first() == Some(&b'.') {
-            part = &part[1..]; // RFC 5321 §4.5.2: undo dot-stuffing
-        }
-        // every bare CR or LF becomes CRLF: one byte more each
-        let bare = memchr::memchr2_iter(b'\r', b'\n', part).count();
-        self.size += part.len() + bare + if ends_line { 2 } else { 0 };
-        if self.size <= self.limit {
-            let mut rest = part;
-            while let Some(p) = memchr::memchr2(b'\r', b'\n', rest) {
-                self.body.extend_from_slice(&rest[..p]);
-                self.body.extend_from_slice(b"\r\n");
-                rest = &rest[p + 1..];
-            }
-            self.body.extend_from_slice(rest);
-            if ends_line {
-                self.body.extend_from_slice(b"\r\n");
-            }
-        } else if !self.body.is_empty() {
-            self.body = Vec::new();
-        }
-        self.at_line_start = ends_line;
-    }
-
-    fn finish(&mut self) -> DataEnd {
-        if self.size > self.limit {
-            DataEnd::TooBig { size: self.size }
-        } else {
-            DataEnd::Complete(std::mem::take(&mut self.body))
-        }
-    }
-}
-
-/// The first CRLF in `b`: a LF whose previous byte is CR (memmem would
-/// build a searcher on every call).
-fn crlf(b: &[u8]) -> Option<usize> {
-    let mut from = 1;
-    while from < b.len() {
-        let p = memchr::memchr(b'\n', &b[from..])? + from;
-        if b[p - 1] == b'\r' {
-            return Some(p - 1);
-        }
-        from = p + 1;
-    }
-    None
-}
+// The reading itself is shared with every dot-terminated protocol.
+pub use crate::proto::dot::{DotEnd as DataEnd, DotReader as DataReader};
 
 /// Count the `Received:` fields in the header section of a CRLF message.
 pub fn count_received(message: &[u8]) -> usize {
@@ -132,6 +24,7 @@ pub fn count_received(message: &[u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
 
     fn read_all(chunks: &[&[u8]], limit: usize) -> (Option<DataEnd>, Vec<u8>) {
         let mut r = DataReader::new(limit);
