@@ -48,3 +48,49 @@ fn every_acknowledged_message_survives_sigkill() {
     let v: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
     assert!(v["headers"].as_str().unwrap().contains("Subject: "), "{v}");
 }
+
+/// Issue 9, point 4: a record damaged in the middle of a segment (a bad
+/// sector, a stray write) costs that record only; every message acknowledged
+/// after it is still queued after a restart, and the log says what was lost.
+#[test]
+fn a_damaged_record_mid_segment_costs_only_that_record() {
+    let mut s = TestServer::start(&config("relay_networks = [\"127.0.0.0/8\"]", ""));
+    let mut c = Client::connect(s.addr("mx"));
+    c.reply();
+    c.expect("EHLO client.test", 250);
+    let ids: Vec<String> = (0..4)
+        .map(|i| {
+            let body = format!("Subject: {i}\r\n\r\nMARKER-{i}-{}\r\n", "x".repeat(200));
+            queued_id(&c.send_mail("sender@example.org", &[&format!("user{i}@remote.test")], &body))
+        })
+        .collect();
+    c.expect("QUIT", 221);
+    s.kill9();
+    // flip one byte of the second message's body in its segment
+    let spool = s.path().join("data/spool");
+    let mut damaged = 0;
+    for e in std::fs::read_dir(&spool).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "seg") && !p.ends_with("spare.seg") {
+            let mut bytes = std::fs::read(&p).unwrap();
+            if let Some(at) = bytes.windows(9).position(|w| w == b"MARKER-1-") {
+                bytes[at + 12] ^= 0x55;
+                std::fs::write(&p, &bytes).unwrap();
+                damaged += 1;
+            }
+        }
+    }
+    assert_eq!(damaged, 1, "the second message's record was not found in {}", spool.display());
+    s.start_again();
+    let queued: Vec<String> = s.queue().iter().map(|m| m["id"].as_str().unwrap().to_string()).collect();
+    for i in [0, 2, 3] {
+        assert!(
+            queued.contains(&ids[i]),
+            "message {i} ({}) was lost with the damaged record; queued: {queued:?}",
+            ids[i]
+        );
+    }
+    assert!(!queued.contains(&ids[1]), "the damaged record came back as mail");
+    let log = s.log();
+    assert!(log.contains("damaged") || log.contains("skipped"), "the damage is logged:\n{log}");
+}
