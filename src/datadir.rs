@@ -32,3 +32,21 @@ impl DataDir {
         Ok(DataDir { path: path.to_path_buf(), db })
     }
 }
+
+#[cfg(test)]
+impl DataDir {
+    /// For tests that simulate a restart in one process: open, waiting out
+    /// sled's lock, which a store dropped just before lets go of only once
+    /// sled's background thread has finished (a moment on a loaded machine).
+    pub fn open_when_free(path: &Path) -> DataDir {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            match DataDir::open(path) {
+                Err(DataDirError::Locked(_)) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                r => return r.expect("open the data directory"),
+            }
+        }
+    }
+}

@@ -11,7 +11,7 @@ use std::path::Path;
 const ALICE: &str = "alice@example.test";
 
 fn open(dir: &Path) -> (DataDir, MailboxStore, Recovery) {
-    let data = DataDir::open(dir).unwrap();
+    let data = DataDir::open_when_free(dir);
     let accounts = Accounts::open(&data.db).unwrap();
     if !accounts.user_exists(ALICE) {
         accounts.add_user(ALICE, "pw").unwrap();
@@ -324,7 +324,7 @@ impl Table {
 }
 
 fn open_faulty(dir: &Path) -> (DataDir, MailboxStore, Arc<Faults>) {
-    let data = DataDir::open(dir).unwrap();
+    let data = DataDir::open_when_free(dir);
     let accounts = Accounts::open(&data.db).unwrap();
     if !accounts.user_exists(ALICE) {
         accounts.add_user(ALICE, "pw").unwrap();

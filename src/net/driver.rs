@@ -47,6 +47,9 @@ use tokio::time::Instant;
 /// own limits; the connection is dropped rather than the memory grown.
 const MAX_UNCONSUMED: usize = 1 << 20;
 const READ_CHUNK: usize = 16 * 1024;
+/// How long a session's `handle` may go on finishing its work once a
+/// shutdown has begun (the server waits 30 s for all sessions).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// The slowest input a record may arrive at (bytes per second) and still
 /// earn time beyond `idle_timeout`: Postfix's `smtpd_min_data_rate`.
 pub const MIN_RATE: u32 = 500;
@@ -267,11 +270,18 @@ async fn drive<S: Session>(
             None => {
                 let answered = out.len();
                 // bounded like the client: a stuck session neither holds the
-                // connection forever nor delays a shutdown
-                let handled = tokio::select! {
-                    biased;
-                    _ = shutdown.triggered() => None,
-                    r = tokio::time::timeout(idle, session.handle(&mut input, &mut out)) => Some(r),
+                // connection forever nor delays a shutdown. Work under way
+                // (a message being made durable) gets SHUTDOWN_GRACE to finish
+                // and answer, so a shutdown does not turn an accepted message
+                // into a client's retry and a second copy.
+                let handled = {
+                    let work = tokio::time::timeout(idle, session.handle(&mut input, &mut out));
+                    tokio::pin!(work);
+                    tokio::select! {
+                        biased;
+                        r = &mut work => Some(r),
+                        _ = shutdown.triggered() => tokio::time::timeout(SHUTDOWN_GRACE, work).await.ok(),
+                    }
                 };
                 match handled {
                     None => {
@@ -356,6 +366,7 @@ mod tests {
                 match line.trim_ascii() {
                     b"LONG" => self.long = true,
                     b"SLOW" => std::future::pending::<()>().await,
+                    b"COMMIT" => tokio::time::sleep(Duration::from_secs(1)).await,
                     _ => {}
                 }
                 out.extend_from_slice(b"OK ");
@@ -476,6 +487,18 @@ mod tests {
         // let the session get into its handle before shutting down
         tokio::time::sleep(Duration::from_millis(200)).await;
         h.shutdown.trigger_and_wait(Duration::ZERO).await;
+        assert_eq!(h.line().await, "BYE");
+        assert_eq!(h.end().await, SessionEnd::Shutdown);
+    }
+
+    #[tokio::test]
+    async fn work_under_way_at_shutdown_finishes_and_answers_first() {
+        let mut h = Harness::start(GENEROUS).await;
+        h.send("COMMIT\r\n").await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        h.shutdown.trigger_and_wait(Duration::ZERO).await;
+        // the commit's answer reaches the client before the goodbye
+        assert_eq!(h.line().await, "OK COMMIT");
         assert_eq!(h.line().await, "BYE");
         assert_eq!(h.end().await, SessionEnd::Shutdown);
     }

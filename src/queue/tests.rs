@@ -27,7 +27,7 @@ fn message(store: &QueueStore, rcpts: &[&str]) -> Message {
 }
 
 fn open(dir: &Path, limit: u64) -> (DataDir, QueueStore, Recovery) {
-    let data = DataDir::open(dir).unwrap();
+    let data = DataDir::open_when_free(dir);
     let (store, rec) = QueueStore::open_with_segment_limit(&data.db, dir, limit).unwrap();
     (data, store, rec)
 }

@@ -69,11 +69,24 @@ pub async fn serve(zone: Zone) -> TestDns {
     .expect("zone");
     let mut catalog = Catalog::new();
     catalog.upsert(LowerName::from(zone.origin), vec![Arc::new(handler) as Arc<dyn ZoneHandler>]);
-    let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind udp");
+    // DNS wants UDP and TCP on one port; the kernel picks a free UDP port,
+    // whose TCP twin may be some other test's connection: try again then.
+    let mut tries = 0;
+    let (udp, tcp) = loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind udp");
+        match TcpListener::bind(udp.local_addr().expect("addr")).await {
+            Ok(tcp) => break (udp, tcp),
+            Err(e) if tries < 50 => {
+                tries += 1;
+                eprintln!("DNS test server: TCP twin of {:?} taken ({e}); another port", udp.local_addr());
+            }
+            Err(e) => panic!("bind tcp: no UDP port with a free TCP twin after 50 tries: {e}"),
+        }
+    };
     let addr = udp.local_addr().expect("addr");
     let mut server = Server::new(catalog);
     server.register_socket(udp);
-    server.register_listener(TcpListener::bind(addr).await.expect("bind tcp"), Duration::from_secs(5), 16);
+    server.register_listener(tcp, Duration::from_secs(5), 16);
     TestDns { addr, _server: server }
 }
 
