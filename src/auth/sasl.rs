@@ -5,36 +5,10 @@
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use std::fmt;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mechanism {
-    Plain,
-    Login,
-}
-
-impl Mechanism {
-    pub fn parse(name: &str) -> Option<Mechanism> {
-        match name.to_ascii_uppercase().as_str() {
-            "PLAIN" => Some(Mechanism::Plain),
-            "LOGIN" => Some(Mechanism::Login),
-            _ => None,
-        }
-    }
-}
-
-/// A user name and password, as the client sent them. Debug never shows the password.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Credentials {
-    pub username: String,
-    pub password: String,
-}
-
-impl fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Credentials").field("username", &self.username).field("password", &"<redacted>").finish()
-    }
-}
+// One mechanism list and one credentials type for every protocol: the
+// kit's (`proto::sasl`), which the cores will drive directly (issue 10).
+pub use crate::proto::sasl::{Credentials, Mechanism};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SaslError {
