@@ -1,9 +1,31 @@
-//! Small helpers shared across modules: durable file writes and time.
+//! Small helpers shared across modules: durable file writes, time, and
+//! locks that survive a panicked holder ([`LockExt`], [`RwLockExt`]).
+//!
+//! Why recovering from a poisoned lock is right here: a poisoned lock means
+//! some thread panicked while holding it. That is a bug, and the panic has
+//! already ended its session or task; refusing the lock from then on would
+//! turn that one bug into a panic in every later caller, and the server
+//! would stop serving mail for data that is still good. It is still good
+//! because every lock in this crate guards a short critical section of
+//! plain collection and counter updates that runs no caller's code and
+//! leaves the data valid between any two statements: connection and
+//! throttle counts, idle-session and TLS-config caches, the queue's
+//! in-memory index, open-file tables, fault-seam rules. The worst a panic
+//! part way can leave is a stale entry (a slot not given back, a session
+//! not returned to the pool), never a broken structure. The mailbox's
+//! per-user writer locks guard `()`: they only serialise writes, and the
+//! files and index keep their own invariants by the order of the steps
+//! (see [`crate::mailbox`]), so a writer that died half way leaves what a
+//! crash would, which the next writer and the start-up reconciliation
+//! cope with. A lock whose data is only consistent again at the end of a
+//! section (an invariant broken across steps) must not use these helpers;
+//! there is none today.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// fsync a directory, so that entries created or renamed in it survive a crash.
@@ -61,4 +83,76 @@ pub fn rfc3339(secs: u64) -> String {
 pub fn free_space(path: &Path) -> io::Result<u64> {
     let st = rustix::fs::statvfs(path).map_err(io::Error::from)?;
     Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// [`Mutex::lock`] that takes the data over from a holder that panicked
+/// (see the module docs for why that is safe here).
+pub trait LockExt<T: ?Sized> {
+    fn lock_or_recover(&self) -> MutexGuard<'_, T>;
+}
+
+impl<T: ?Sized> LockExt<T> for Mutex<T> {
+    fn lock_or_recover(&self) -> MutexGuard<'_, T> {
+        self.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// [`RwLock::read`] and [`RwLock::write`] that take the data over from a
+/// holder that panicked (see the module docs for why that is safe here).
+pub trait RwLockExt<T: ?Sized> {
+    fn read_or_recover(&self) -> RwLockReadGuard<'_, T>;
+    fn write_or_recover(&self) -> RwLockWriteGuard<'_, T>;
+}
+
+impl<T: ?Sized> RwLockExt<T> for RwLock<T> {
+    fn read_or_recover(&self) -> RwLockReadGuard<'_, T> {
+        self.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write_or_recover(&self) -> RwLockWriteGuard<'_, T> {
+        self.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// Panic in another thread while holding the lock, poisoning it.
+    fn poison<L: Send + Sync + 'static>(lock: &Arc<L>, hold: fn(&L)) {
+        let l = lock.clone();
+        let joined = std::thread::spawn(move || {
+            hold(&l);
+        })
+        .join();
+        assert!(joined.is_err(), "the holder was meant to panic");
+    }
+
+    #[test]
+    fn a_poisoned_mutex_still_hands_out_its_data() {
+        let m = Arc::new(Mutex::new(vec![1]));
+        poison(&m, |m| {
+            let mut g = m.lock().unwrap();
+            g.push(2);
+            panic!("a holder panics");
+        });
+        assert!(m.is_poisoned());
+        m.lock_or_recover().push(3);
+        assert_eq!(*m.lock_or_recover(), [1, 2, 3]);
+    }
+
+    #[test]
+    fn a_poisoned_rwlock_still_reads_and_writes() {
+        let l = Arc::new(RwLock::new(1));
+        poison(&l, |l| {
+            let mut g = l.write().unwrap();
+            *g = 2;
+            panic!("a writer panics");
+        });
+        assert!(l.is_poisoned());
+        assert_eq!(*l.read_or_recover(), 2);
+        *l.write_or_recover() = 3;
+        assert_eq!(*l.read_or_recover(), 3);
+    }
 }

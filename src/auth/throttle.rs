@@ -17,9 +17,10 @@
 //! one pushes out the least recently active (amortised O(1) through a
 //! queue of touches with lazy deletion). The clock is passed in.
 
+use crate::util::LockExt;
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv6Addr};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// At most this many clients are tracked at once.
@@ -112,10 +113,6 @@ pub struct AuthThrottle {
     table: Arc<Mutex<Table>>,
 }
 
-fn lock(table: &Mutex<Table>) -> MutexGuard<'_, Table> {
-    table.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl AuthThrottle {
     pub fn new(limit: u32, window: Duration) -> AuthThrottle {
         let table = Table {
@@ -133,7 +130,7 @@ impl AuthThrottle {
     /// attempts it has in flight already reach the limit.
     pub fn begin(&self, ip: IpAddr, now: Instant) -> Option<Attempt> {
         let key = client_key(ip);
-        let mut t = lock(&self.table);
+        let mut t = self.table.lock_or_recover();
         if t.used(key, now) >= t.limit {
             return None;
         }
@@ -144,7 +141,7 @@ impl AuthThrottle {
     /// Whether an attempt from `ip` would be refused now.
     pub fn is_blocked(&self, ip: IpAddr, now: Instant) -> bool {
         let key = client_key(ip);
-        let mut t = lock(&self.table);
+        let mut t = self.table.lock_or_recover();
         let blocked = t.used(key, now) >= t.limit;
         t.drop_if_idle(key);
         blocked
@@ -152,7 +149,7 @@ impl AuthThrottle {
 
     /// Clients tracked right now.
     pub fn tracked(&self) -> usize {
-        lock(&self.table).entries.len()
+        self.table.lock_or_recover().entries.len()
     }
 }
 
@@ -170,7 +167,7 @@ impl Attempt {
     /// stays used, as a failure, for the window.
     pub fn failed(mut self, now: Instant) {
         self.open = false;
-        let mut t = lock(&self.table);
+        let mut t = self.table.lock_or_recover();
         t.prune(self.key, now);
         let limit = t.limit as usize;
         let e = t.touch(self.key);
@@ -191,7 +188,7 @@ impl Drop for Attempt {
         if !self.open {
             return;
         }
-        let mut t = lock(&self.table);
+        let mut t = self.table.lock_or_recover();
         if let Some(e) = t.entries.get_mut(&self.key) {
             e.in_flight = e.in_flight.saturating_sub(1);
         }

@@ -10,6 +10,7 @@
 //! handed back to the caller to close.
 
 use super::session::Session;
+use crate::util::LockExt;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -50,7 +51,7 @@ impl Pool {
     /// value holds expired sessions (of any key) for the caller to close.
     pub fn take(&self, key: &PoolKey) -> (Option<Session>, Vec<Session>) {
         let now = Instant::now();
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = self.idle.lock_or_recover();
         let expired = self.sweep(&mut idle, now);
         let s = idle.get_mut(key).and_then(Vec::pop);
         (s, expired)
@@ -61,7 +62,7 @@ impl Pool {
     pub fn put(&self, key: PoolKey, mut s: Session) -> Vec<Session> {
         let now = Instant::now();
         s.idle_since = now;
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = self.idle.lock_or_recover();
         let mut close = self.sweep(&mut idle, now);
         if !s.is_reusable() || !self.fresh(&s, now) || self.limits.max_idle_per_key == 0 {
             close.push(s);
@@ -93,15 +94,15 @@ impl Pool {
 
     /// Every idle session, to close at shutdown.
     pub fn drain(&self) -> Vec<Session> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = self.idle.lock_or_recover();
         idle.drain().flat_map(|(_, l)| l).collect()
     }
 
     pub fn idle_count(&self) -> usize {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).values().map(Vec::len).sum()
+        self.idle.lock_or_recover().values().map(Vec::len).sum()
     }
 
     pub fn has_idle(&self, key: &PoolKey) -> bool {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).get(key).is_some_and(|l| !l.is_empty())
+        self.idle.lock_or_recover().get(key).is_some_and(|l| !l.is_empty())
     }
 }

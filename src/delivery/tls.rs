@@ -10,6 +10,7 @@
 //! the host. Nothing here opens a connection or reads a secret.
 
 use crate::config::Connector;
+use crate::util::LockExt;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -54,7 +55,7 @@ pub(crate) struct TlsClients {
 impl TlsClients {
     pub fn for_connector(&self, c: &Connector) -> Result<ConnectorTls, TlsSetupError> {
         let key = c.tls_ca_file.clone();
-        if let Some(t) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        if let Some(t) = self.cache.lock_or_recover().get(&key) {
             return Ok(t.clone());
         }
         let roots = match &key {
@@ -62,7 +63,7 @@ impl TlsClients {
             None => RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() },
         };
         let t = build(roots).map_err(|e| TlsSetupError(format!("connector {:?}: TLS setup failed: {e}", c.name)))?;
-        self.cache.lock().unwrap_or_else(|e| e.into_inner()).insert(key, t.clone());
+        self.cache.lock_or_recover().insert(key, t.clone());
         Ok(t)
     }
 }

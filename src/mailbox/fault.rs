@@ -20,6 +20,7 @@
 //! the first fsync and the third index write after start fail once. The
 //! queue has its own, independent seam.
 
+use crate::util::LockExt;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -126,7 +127,7 @@ impl Faults {
             let step = Step::ALL.into_iter().find(|s| s.name() == step.trim()).ok_or_else(bad)?;
             let errno = errno(err.trim()).ok_or_else(bad)?;
             let at: u64 = at.trim().parse().ok().filter(|n| *n > 0).ok_or_else(bad)?;
-            faults.lock().push(Rule { step, errno, at });
+            faults.rules.lock_or_recover().push(Rule { step, errno, at });
         }
         Ok(faults)
     }
@@ -146,13 +147,13 @@ impl Faults {
     /// Make the `n`th hit of `step` from now fail with `errno` (tests).
     pub fn inject(&self, step: Step, errno: i32, n: u64) {
         let at = self.hits[step.index()].load(Ordering::SeqCst) + n;
-        self.lock().push(Rule { step, errno, at });
+        self.rules.lock_or_recover().push(Rule { step, errno, at });
     }
 
     /// Count a hit of `step`; an error if a fault is armed for this hit.
     pub fn check(&self, step: Step) -> io::Result<()> {
         let hit = self.hits[step.index()].fetch_add(1, Ordering::SeqCst) + 1;
-        let mut rules = self.lock();
+        let mut rules = self.rules.lock_or_recover();
         if rules.is_empty() {
             return Ok(());
         }
@@ -166,10 +167,6 @@ impl Faults {
 
     /// True while some armed fault has not fired yet.
     pub fn pending(&self) -> bool {
-        !self.lock().is_empty()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Rule>> {
-        self.rules.lock().unwrap_or_else(|p| p.into_inner())
+        !self.rules.lock_or_recover().is_empty()
     }
 }

@@ -4,6 +4,7 @@
 //! (RFC 1939 §8: one session per maildrop). Both live in memory only; sled
 //! already guarantees that one process owns the data directory.
 
+use crate::util::LockExt;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
@@ -53,18 +54,18 @@ impl MaildropLock {
 
 impl Drop for MaildropLock {
     fn drop(&mut self) {
-        self.held.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.user);
+        self.held.lock_or_recover().remove(&self.user);
     }
 }
 
 impl Notifier {
     pub fn subscribe(&self, user: &str) -> broadcast::Receiver<Change> {
-        let mut ch = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ch = self.channels.lock_or_recover();
         ch.entry(user.to_string()).or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0).subscribe()
     }
 
     pub fn send(&self, user: &str, change: Change) {
-        let mut ch = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ch = self.channels.lock_or_recover();
         if let Some(tx) = ch.get(user) {
             if tx.send(change).is_err() {
                 // nobody listens any more
@@ -74,7 +75,7 @@ impl Notifier {
     }
 
     pub fn lock_maildrop(&self, user: &str) -> Option<MaildropLock> {
-        let mut held = self.maildrops.lock().unwrap_or_else(|p| p.into_inner());
+        let mut held = self.maildrops.lock_or_recover();
         held.insert(user.to_string()).then(|| MaildropLock { user: user.to_string(), held: self.maildrops.clone() })
     }
 }

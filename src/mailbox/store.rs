@@ -18,6 +18,7 @@ use super::{
     DEFAULT_FOLDERS, INBOX,
 };
 use crate::auth::Accounts;
+use crate::util::LockExt;
 use std::collections::HashMap;
 use std::io;
 use std::path::Path;
@@ -136,7 +137,7 @@ impl MailboxStore {
     ) -> Result<Appended, MailboxError> {
         let user = user_key(user)?;
         let lock = self.writer(&user);
-        let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _held = lock.lock_or_recover();
         let mut f = self.folder_locked(&user, folder)?;
         let dir = self.disk.folder_dir(&user, f.fid);
         let uid = self.write_new(&dir, &f.rec, |uid| self.disk.write_message(&dir, uid, internal_date, message))?;
@@ -160,7 +161,7 @@ impl MailboxStore {
         let mut all = self.folder_records(&user)?;
         if !all.iter().any(|f| f.rec.name == INBOX) {
             let lock = self.writer(&user);
-            let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
+            let _held = lock.lock_or_recover();
             self.ensure_defaults(&user)?;
             all = self.folder_records(&user)?;
         }
@@ -217,7 +218,7 @@ impl MailboxStore {
     ) -> Result<Vec<(u32, Flags)>, MailboxError> {
         let user = user_key(user)?;
         let lock = self.writer(&user);
-        let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _held = lock.lock_or_recover();
         let f = self.folder_locked(&user, folder)?;
         let mut batch = sled::Batch::default();
         let mut out = Vec::new();
@@ -252,7 +253,7 @@ impl MailboxStore {
     pub fn expunge(&self, user: &str, folder: &str, uids: &[u32]) -> Result<Vec<u32>, MailboxError> {
         let user = user_key(user)?;
         let lock = self.writer(&user);
-        let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _held = lock.lock_or_recover();
         let mut f = self.folder_locked(&user, folder)?;
         let mut gone = uids.to_vec();
         gone.sort_unstable();
@@ -301,7 +302,7 @@ impl MailboxStore {
     pub fn copy(&self, user: &str, from: &str, uids: &[u32], to: &str) -> Result<(u32, Vec<(u32, u32)>), MailboxError> {
         let user = user_key(user)?;
         let lock = self.writer(&user);
-        let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _held = lock.lock_or_recover();
         let src = self.folder_locked(&user, from)?;
         let mut dst = self.folder_locked(&user, to)?;
         let dst_dir = self.disk.folder_dir(&user, dst.fid);
@@ -354,7 +355,7 @@ impl MailboxStore {
         check_folder_name(name)?;
         let name = canonical_folder(name);
         let lock = self.writer(&user);
-        let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _held = lock.lock_or_recover();
         self.ensure_defaults(&user)?;
         if self.lookup(&user, name)?.is_some() {
             return Err(MailboxError::FolderExists { user, folder: name.to_string() });
@@ -374,7 +375,7 @@ impl MailboxStore {
             return Err(MailboxError::InvalidFolderName(INBOX.into(), "INBOX cannot be renamed or replaced"));
         }
         let lock = self.writer(&user);
-        let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _held = lock.lock_or_recover();
         let mut f = self.folder_locked(&user, from)?;
         if self.lookup(&user, to)?.is_some() {
             return Err(MailboxError::FolderExists { user, folder: to.to_string() });
@@ -404,7 +405,7 @@ impl MailboxStore {
             return Err(MailboxError::InvalidFolderName(INBOX.into(), "INBOX cannot be deleted"));
         }
         let lock = self.writer(&user);
-        let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _held = lock.lock_or_recover();
         let f = self.folder_locked(&user, name)?;
         let dir = self.disk.folder_dir(&user, f.fid);
         let removed = self.disk.remove_folder(&user, f.fid);
@@ -427,7 +428,7 @@ impl MailboxStore {
     pub fn set_subscribed(&self, user: &str, name: &str, subscribed: bool) -> Result<(), MailboxError> {
         let user = user_key(user)?;
         let lock = self.writer(&user);
-        let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _held = lock.lock_or_recover();
         let mut f = self.folder_locked(&user, name)?;
         f.rec.subscribed = subscribed;
         self.insert(index::folder_key(&user, f.fid), index::encode(&f.rec))?;
@@ -468,7 +469,7 @@ impl MailboxStore {
     }
 
     fn writer(&self, user: &str) -> Arc<Mutex<()>> {
-        let mut w = self.writers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut w = self.writers.lock_or_recover();
         w.entry(user.to_string()).or_default().clone()
     }
 
@@ -525,7 +526,7 @@ impl MailboxStore {
         if self.lookup(user, INBOX)?.is_none() {
             // a user never seen, or whose defaults a failure cut short
             let lock = self.writer(user);
-            let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
+            let _held = lock.lock_or_recover();
             self.ensure_defaults(user)?;
             if let Some(f) = self.lookup(user, name)? {
                 return Ok(f);
@@ -579,7 +580,7 @@ impl MailboxStore {
         special_use: Option<SpecialUse>,
     ) -> Result<Folder, MailboxError> {
         let uidvalidity = {
-            let mut last = self.last_uidvalidity.lock().unwrap_or_else(|p| p.into_inner());
+            let mut last = self.last_uidvalidity.lock_or_recover();
             // unique per folder ever made here, and time-based so that a
             // store rebuilt from scratch does not repeat old values
             *last = (crate::util::now_secs() as u32).max(last.saturating_add(1));

@@ -17,6 +17,7 @@ pub use driver::{DriverSettings, Next, Session, SessionEnd};
 
 use crate::config::{canonical_ip, TlsMode, VirtualServer};
 use crate::tls::Stream;
+use crate::util::LockExt;
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -63,7 +64,7 @@ impl Limits {
 
     pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Option<ConnGuard> {
         let ip = canonical_ip(ip);
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.state.lock_or_recover();
         let per_ip = st.1.get(&ip).copied().unwrap_or(0);
         if st.0 >= self.max_total || per_ip >= self.max_per_ip {
             return None;
@@ -74,13 +75,13 @@ impl Limits {
     }
 
     pub fn current(&self) -> usize {
-        self.state.lock().map(|s| s.0).unwrap_or(0)
+        self.state.lock_or_recover().0
     }
 }
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        let mut st = self.limits.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.limits.state.lock_or_recover();
         st.0 = st.0.saturating_sub(1);
         if let Some(n) = st.1.get_mut(&self.ip) {
             *n -= 1;

@@ -15,6 +15,7 @@
 //! `POSTERN_SPOOL_SEGMENT_LIMIT` (bytes) is the second seam, read at the
 //! same time: small segments let tests make many of them.
 
+use crate::util::LockExt;
 use std::io;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -95,18 +96,18 @@ impl FaultPlan {
             let errno = errno(name).ok_or_else(|| format!("fault {part:?}: unknown errno {name:?}"))?;
             new.push(Rule { step: step.to_string(), errno, from: from.max(1), times, seen: 0 });
         }
-        self.rules.lock().unwrap_or_else(|p| p.into_inner()).extend(new);
+        self.rules.lock_or_recover().extend(new);
         Ok(())
     }
 
     /// Forget every rule: the disk works again.
     pub fn clear(&self) {
-        self.rules.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.rules.lock_or_recover().clear();
     }
 
     /// Called at `step`: the injected error, if the plan says this use fails.
     pub fn check(&self, step: &str) -> io::Result<()> {
-        let mut rules = self.rules.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rules = self.rules.lock_or_recover();
         for r in rules.iter_mut().filter(|r| r.step == step) {
             r.seen += 1;
             let fails = r.seen >= r.from && r.times.is_none_or(|t| r.seen < r.from + t);

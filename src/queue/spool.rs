@@ -49,7 +49,7 @@
 
 use super::fault::FaultPlan;
 use super::message::{Message, SpoolRef};
-use crate::util::{create_dir_durably, fsync_dir};
+use crate::util::{create_dir_durably, fsync_dir, LockExt};
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -780,7 +780,7 @@ impl SpoolReader {
     }
 
     fn file(&self, segment: u32) -> io::Result<Arc<File>> {
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let mut open = self.open.lock_or_recover();
         open.tick += 1;
         let tick = open.tick;
         if let Some((f, used)) = open.files.get_mut(&segment) {
@@ -815,6 +815,6 @@ impl SpoolReader {
 
     /// Forget an open handle (before the segment is deleted).
     pub fn forget(&self, segment: u32) {
-        self.open.lock().unwrap_or_else(|p| p.into_inner()).files.remove(&segment);
+        self.open.lock_or_recover().files.remove(&segment);
     }
 }

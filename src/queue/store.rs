@@ -30,12 +30,12 @@ use super::fault::{self, FaultPlan};
 use super::id::{IdAllocator, QueueId};
 use super::message::{Message, SpoolRef};
 use super::spool::{self, SpoolReader, SpoolWriter, SEGMENT_LIMIT};
-use crate::util::fsync_dir;
+use crate::util::{fsync_dir, LockExt};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::mpsc;
 
 /// Fresh messages kept in memory at most; beyond this they are indexed in
@@ -92,10 +92,6 @@ pub struct QueueStore {
     first_segment: u32,
     segment_limit: u64,
     writer: OnceLock<Result<SpoolWriter, String>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn mkey(id: &QueueId) -> Vec<u8> {
@@ -163,9 +159,9 @@ impl QueueStore {
         let recovery = shared.reconcile()?;
         let newest_indexed = shared.tree.scan_prefix(b"m/").keys().next_back().transpose()?;
         let newest_indexed = newest_indexed.and_then(|k| QueueId::parse(&String::from_utf8_lossy(&k[2..])));
-        let newest_fresh = lock(&shared.fresh).keys().next_back().cloned();
+        let newest_fresh = shared.fresh.lock_or_recover().keys().next_back().cloned();
         let newest = newest_indexed.max(newest_fresh);
-        let first_segment = lock(&shared.segments).active;
+        let first_segment = shared.segments.lock_or_recover().active;
         Ok((
             QueueStore {
                 shared,
@@ -185,7 +181,7 @@ impl QueueStore {
     /// Receive the id of every message stored from now on.
     pub fn subscribe(&self) -> mpsc::UnboundedReceiver<QueueId> {
         let (tx, rx) = mpsc::unbounded_channel();
-        *lock(&self.shared.subscriber) = Some(tx);
+        *self.shared.subscriber.lock_or_recover() = Some(tx);
         rx
     }
 
@@ -211,7 +207,7 @@ impl QueueStore {
     }
 
     pub fn get(&self, id: &QueueId) -> Result<Option<Message>, StoreError> {
-        if let Some(m) = lock(&self.shared.fresh).get(id) {
+        if let Some(m) = self.shared.fresh.lock_or_recover().get(id) {
             return Ok(Some(m.clone()));
         }
         let k = mkey(id);
@@ -223,7 +219,8 @@ impl QueueStore {
 
     /// Every queued message, oldest first.
     pub fn iter(&self) -> impl Iterator<Item = Result<Message, StoreError>> + '_ {
-        let mut all: Vec<Result<Message, StoreError>> = lock(&self.shared.fresh).values().cloned().map(Ok).collect();
+        let mut all: Vec<Result<Message, StoreError>> =
+            self.shared.fresh.lock_or_recover().values().cloned().map(Ok).collect();
         all.extend(self.shared.tree.scan_prefix(b"m/").map(|r| {
             let (k, v) = r?;
             decode(&k, &v)
@@ -238,11 +235,11 @@ impl QueueStore {
     }
 
     pub fn len(&self) -> usize {
-        lock(&self.shared.fresh).len() + self.shared.tree.scan_prefix(b"m/").count()
+        self.shared.fresh.lock_or_recover().len() + self.shared.tree.scan_prefix(b"m/").count()
     }
 
     pub fn is_empty(&self) -> bool {
-        lock(&self.shared.fresh).is_empty() && self.shared.tree.scan_prefix(b"m/").next().is_none()
+        self.shared.fresh.lock_or_recover().is_empty() && self.shared.tree.scan_prefix(b"m/").next().is_none()
     }
 
     /// Save a message's new state. A message whose recipients are all final
@@ -253,7 +250,7 @@ impl QueueStore {
         }
         // into the index first, so a reader always finds it somewhere
         self.shared.tree.insert(mkey(&message.id), encode(message)?)?;
-        lock(&self.shared.fresh).remove(&message.id);
+        self.shared.fresh.lock_or_recover().remove(&message.id);
         Ok(())
     }
 
@@ -262,7 +259,7 @@ impl QueueStore {
         self.shared.mark_done(message)?;
         // release the segment only for a message that was really queued:
         // removing one twice must not count down its neighbours
-        let was_fresh = lock(&self.shared.fresh).remove(&message.id).is_some();
+        let was_fresh = self.shared.fresh.lock_or_recover().remove(&message.id).is_some();
         let was_indexed = !was_fresh && self.shared.tree.remove(mkey(&message.id))?.is_some();
         if was_fresh || was_indexed {
             self.shared.release(message.spool.segment);
@@ -291,7 +288,7 @@ impl Shared {
         let mut overflow = sled::Batch::default();
         let mut overflowed = false;
         {
-            let mut fresh = lock(&self.fresh);
+            let mut fresh = self.fresh.lock_or_recover();
             for m in batch {
                 if fresh.len() < FRESH_LIMIT {
                     fresh.insert(m.id.clone(), m.clone());
@@ -314,7 +311,7 @@ impl Shared {
         }
         let mut stale = Vec::new();
         {
-            let mut segs = lock(&self.segments);
+            let mut segs = self.segments.lock_or_recover();
             for m in batch {
                 *segs.live.entry(m.spool.segment).or_insert(0) += 1;
                 if m.spool.segment > segs.active {
@@ -329,7 +326,7 @@ impl Shared {
         for s in stale {
             self.delete_segment(s);
         }
-        if let Some(tx) = lock(&self.subscriber).as_ref() {
+        if let Some(tx) = self.subscriber.lock_or_recover().as_ref() {
             for m in batch {
                 let _ = tx.send(m.id.clone());
             }
@@ -349,7 +346,7 @@ impl Shared {
     /// One message in `segment` left the queue.
     fn release(&self, segment: u32) {
         let empty = {
-            let mut segs = lock(&self.segments);
+            let mut segs = self.segments.lock_or_recover();
             let n = segs.live.entry(segment).or_insert(1);
             *n = n.saturating_sub(1);
             *n == 0 && segment < segs.active
@@ -373,7 +370,7 @@ impl Shared {
         // the journal only matters while its segment exists
         let _ = std::fs::remove_file(journal_path(&self.dir, segment));
         let _ = fsync_dir(&self.dir);
-        lock(&self.segments).live.remove(&segment);
+        self.segments.lock_or_recover().live.remove(&segment);
     }
 
     fn reconcile(&self) -> Result<Recovery, StoreError> {
@@ -457,16 +454,16 @@ impl Shared {
             }
         }
         rec.messages = seen.len();
-        *lock(&self.fresh) = fresh;
+        *self.fresh.lock_or_recover() = fresh;
         {
-            let mut segs = lock(&self.segments);
+            let mut segs = self.segments.lock_or_recover();
             segs.live = live;
             // every existing segment is closed; the writer starts a new one
             segs.active = segments.last().copied().unwrap_or(0) + 1;
         }
         for &seg in &segments {
             // a damaged segment stays for the operator to look at
-            if !lock(&self.segments).live.contains_key(&seg) && !rec.damaged_segments.contains(&seg) {
+            if !self.segments.lock_or_recover().live.contains_key(&seg) && !rec.damaged_segments.contains(&seg) {
                 self.delete_segment(seg);
                 rec.deleted_segments += 1;
             }

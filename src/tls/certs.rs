@@ -4,6 +4,7 @@
 //! looks its certificate up at the moment it happens.
 
 use crate::config::{CertificateConfig, Config};
+use crate::util::RwLockExt;
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -184,10 +185,7 @@ impl CertStore {
     }
 
     pub fn snapshot(&self) -> Arc<BTreeMap<String, Arc<LoadedCert>>> {
-        match self.loaded.read() {
-            Ok(g) => g.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
+        self.loaded.read_or_recover().clone()
     }
 
     /// Re-read every certificate from disk. A certificate that fails to load
@@ -204,11 +202,7 @@ impl CertStore {
                 Err(e) => report.failed.push((name.clone(), e.to_string())),
             }
         }
-        let mut guard = match self.loaded.write() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        *guard = Arc::new(next);
+        *self.loaded.write_or_recover() = Arc::new(next);
         report
     }
 
