@@ -1,11 +1,28 @@
 //! Small value types that appear in the config file: durations, sizes, TLS
 //! versions and modes, CIDR lists and address spaces. Each parses from the
-//! string an operator writes and fails with a sentence that says what was
-//! expected, so the loader can prefix the file, line and key.
+//! string an operator writes and fails with a [`ValueError`], a sentence
+//! that says what was expected, so the loader can prefix the file, line and
+//! key.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::Duration;
+
+/// A config value that does not parse. The text names the value as written
+/// and what to write instead; the loader puts the file, line and key before it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error("invalid duration {0:?}: write a number and a unit, e.g. \"30s\", \"5m\", \"4h\", \"2d\"")]
+    Duration(String),
+    #[error("invalid size {0:?}: write a number of bytes or e.g. \"512KB\", \"25MB\", \"1GB\"")]
+    Size(String),
+    #[error(
+        "invalid address space {0:?}: write a domain (\"example.com\"), its subdomains (\"*.example.com\") or \"*\""
+    )]
+    AddressSpace(String),
+    #[error("invalid host {0:?}: write \"host\" or \"host:port\"")]
+    Host(String),
+}
 
 /// A duration written `"30s"`, `"5m"`, `"4h"`, `"2d"` (humantime syntax).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -13,11 +30,12 @@ use std::time::Duration;
 pub struct Dur(pub Duration);
 
 impl TryFrom<String> for Dur {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        humantime::parse_duration(s.trim()).map(Dur).map_err(|_| {
-            format!("invalid duration {s:?}: write a number and a unit, e.g. \"30s\", \"5m\", \"4h\", \"2d\"")
-        })
+    type Error = ValueError;
+    fn try_from(s: String) -> Result<Self, ValueError> {
+        match humantime::parse_duration(s.trim()) {
+            Ok(d) => Ok(Dur(d)),
+            Err(_) => Err(ValueError::Duration(s)),
+        }
     }
 }
 
@@ -56,11 +74,11 @@ impl<'de> Deserialize<'de> for Size {
     }
 }
 
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub fn parse_size(s: &str) -> Result<u64, ValueError> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let err = || format!("invalid size {s:?}: write a number of bytes or e.g. \"512KB\", \"25MB\", \"1GB\"");
+    let err = || ValueError::Size(s.to_string());
     let n: u64 = num.parse().map_err(|_| err())?;
     let mult: u64 = match unit.trim().to_ascii_uppercase().as_str() {
         "" | "B" => 1,
@@ -171,8 +189,8 @@ pub enum AddressSpace {
 }
 
 impl TryFrom<String> for AddressSpace {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
+    type Error = ValueError;
+    fn try_from(s: String) -> Result<Self, ValueError> {
         let t = s.trim().to_ascii_lowercase();
         if t == "*" {
             return Ok(AddressSpace::Any);
@@ -184,11 +202,7 @@ impl TryFrom<String> for AddressSpace {
         // the canonical (A-label) form, as recipient domains are parsed
         let dom = match crate::domain::canonical(dom) {
             Ok(d) if is_domain_name(&d) => d,
-            _ => {
-                return Err(format!(
-                    "invalid address space {s:?}: write a domain (\"example.com\"), its subdomains (\"*.example.com\") or \"*\""
-                ))
-            }
+            _ => return Err(ValueError::AddressSpace(s)),
         };
         Ok(if wild { AddressSpace::Subdomains(dom) } else { AddressSpace::Exact(dom) })
     }
@@ -234,9 +248,9 @@ pub struct HostPort {
 }
 
 impl HostPort {
-    pub fn parse(s: &str) -> Result<HostPort, String> {
+    pub fn parse(s: &str) -> Result<HostPort, ValueError> {
         let t = s.trim();
-        let err = || format!("invalid host {s:?}: write \"host\" or \"host:port\"");
+        let err = || ValueError::Host(s.to_string());
         let (host, port) = if let Some(rest) = t.strip_prefix('[') {
             let (h, after) = rest.split_once(']').ok_or_else(err)?;
             let port = match after.strip_prefix(':') {
@@ -306,6 +320,24 @@ mod tests {
         );
         assert!(AddressSpace::try_from("*.*".to_string()).is_err());
         assert!(AddressSpace::try_from("exa mple".to_string()).is_err());
+    }
+
+    #[test]
+    fn value_errors_name_the_value_and_what_to_write() {
+        let text = |e: ValueError| e.to_string();
+        assert_eq!(
+            text(Dur::try_from("soon".to_string()).unwrap_err()),
+            r#"invalid duration "soon": write a number and a unit, e.g. "30s", "5m", "4h", "2d""#
+        );
+        assert_eq!(
+            text(parse_size("9 parsecs").unwrap_err()),
+            r#"invalid size "9 parsecs": write a number of bytes or e.g. "512KB", "25MB", "1GB""#
+        );
+        assert_eq!(
+            text(AddressSpace::try_from("*.*".to_string()).unwrap_err()),
+            r#"invalid address space "*.*": write a domain ("example.com"), its subdomains ("*.example.com") or "*""#
+        );
+        assert_eq!(text(HostPort::parse("a b").unwrap_err()), r#"invalid host "a b": write "host" or "host:port""#);
     }
 
     #[test]
