@@ -4,7 +4,8 @@
 //! and the warnings worth acting on: expired or expiring within 30 days,
 //! not yet valid, names that do not cover the server's hostname, RSA keys
 //! under 2048 bits, a chain out of order. The same facts serve `cert
-//! install`'s checks. This module only reads; it never writes a file.
+//! install`'s checks. This module only reads; it never writes a file. A
+//! file that holds no usable chain is a [`ChainError`].
 
 use super::{same_file, CommandError};
 use crate::config::Config;
@@ -66,34 +67,51 @@ pub struct UsedBy {
     pub default: bool,
 }
 
+/// Why bytes read from a file are not a usable certificate chain. The text
+/// is what follows the file's name in the operator's sentence ("FILE holds
+/// no PEM certificate"): the caller, who knows the file, puts it first.
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    #[error("holds broken PEM: {0}")]
+    BrokenPem(#[source] rustls_pki_types::pem::Error),
+    #[error("holds no PEM certificate")]
+    NoPemCertificate,
+    #[error("holds neither a PEM nor a DER certificate")]
+    NeitherPemNorDer,
+    #[error("holds no certificate")]
+    Empty,
+    /// `position` counts from 1, the leaf.
+    #[error("certificate {position} of the chain is not valid X.509: {source}")]
+    NotX509 { position: usize, source: x509_parser::nom::Err<X509Error> },
+}
+
 /// Read a chain from PEM (any number of `CERTIFICATE` blocks) or from a
 /// single DER certificate, as some CAs hand them out.
-pub fn parse_chain(bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+pub fn parse_chain(bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, ChainError> {
     if memchr::memmem::find(bytes, b"-----BEGIN").is_some() {
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(bytes)
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("holds broken PEM: {e}"))?;
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(bytes).collect::<Result<_, _>>().map_err(ChainError::BrokenPem)?;
         if chain.is_empty() {
-            return Err("holds no PEM certificate".into());
+            return Err(ChainError::NoPemCertificate);
         }
         return Ok(chain);
     }
     match X509Certificate::from_der(bytes) {
         Ok((&[], _)) => Ok(vec![CertificateDer::from(bytes.to_vec())]),
-        _ => Err("holds neither a PEM nor a DER certificate".into()),
+        _ => Err(ChainError::NeitherPemNorDer),
     }
 }
 
 /// The facts of a chain's leaf, and the warnings that need no configuration.
-pub fn describe(chain: &[CertificateDer<'_>], now: i64) -> Result<CertInfo, String> {
+pub fn describe(chain: &[CertificateDer<'_>], now: i64) -> Result<CertInfo, ChainError> {
     let mut parsed = Vec::with_capacity(chain.len());
     for (i, der) in chain.iter().enumerate() {
         match X509Certificate::from_der(der.as_ref()) {
             Ok((_, c)) => parsed.push(c),
-            Err(e) => return Err(format!("certificate {} of the chain is not valid X.509: {e}", i + 1)),
+            Err(source) => return Err(ChainError::NotX509 { position: i + 1, source }),
         }
     }
-    let Some(leaf) = parsed.first() else { return Err("holds no certificate".into()) };
+    let Some(leaf) = parsed.first() else { return Err(ChainError::Empty) };
     let mut sans = Vec::new();
     let mut dns_names = Vec::new();
     if let Ok(Some(san)) = leaf.subject_alternative_name() {
@@ -172,7 +190,7 @@ pub fn describe(chain: &[CertificateDer<'_>], now: i64) -> Result<CertInfo, Stri
 }
 
 /// [`describe`] for PEM text.
-pub fn describe_pem(pem: &[u8], now: i64) -> Result<CertInfo, String> {
+pub fn describe_pem(pem: &[u8], now: i64) -> Result<CertInfo, ChainError> {
     describe(&parse_chain(pem)?, now)
 }
 
@@ -429,9 +447,10 @@ mod tests {
         let pem = cert_with(&["a.test"], 0, 4_000_000_000);
         let der = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
         assert_eq!(parse_chain(der.as_ref()).unwrap().len(), 1);
-        assert!(parse_chain(b"hello").unwrap_err().contains("neither"));
+        assert!(parse_chain(b"hello").unwrap_err().to_string().contains("neither"));
         assert!(parse_chain(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
             .unwrap_err()
+            .to_string()
             .contains("no PEM certificate"));
     }
 

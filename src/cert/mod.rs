@@ -183,7 +183,7 @@ mod tests {
         for k in KeyType::ALL {
             assert_eq!(k.as_str().parse::<KeyType>(), Ok(k));
         }
-        assert!("dsa".parse::<KeyType>().unwrap_err().contains("ecdsa-p256, rsa2048 or rsa3072"));
+        assert!("dsa".parse::<KeyType>().unwrap_err().to_string().contains("ecdsa-p256, rsa2048 or rsa3072"));
     }
 
     #[test]

@@ -70,7 +70,7 @@ pub fn request_pem(subject: &Subject, key_type: KeyType) -> Result<(String, Stri
         }
         dn.push(ty, v.clone());
     }
-    let key = super::generate_key(key_type).map_err(CommandError::runtime)?;
+    let key = super::generate_key(key_type).map_err(|e| CommandError::runtime(e.to_string()))?;
     let csr = params
         .serialize_request(&key)
         .and_then(|c| c.pem())

@@ -23,12 +23,14 @@ pub enum CertError {
     NoKey { name: String, path: PathBuf },
     #[error("certificate {name:?}: the private key in {key} does not match the certificate in {cert}")]
     Mismatch { name: String, cert: PathBuf, key: PathBuf },
-    #[error("certificate {name:?}: {path}: {message}")]
-    Invalid { name: String, path: PathBuf, message: String },
+    #[error("certificate {name:?}: {path}: {source}")]
+    Pem { name: String, path: PathBuf, source: rustls_pki_types::pem::Error },
+    #[error("certificate {name:?}: {path}: not a valid X.509 certificate: {source}")]
+    NotX509 { name: String, path: PathBuf, source: x509_parser::nom::Err<x509_parser::error::X509Error> },
     #[error("certificate {name:?}: cannot write {path}: {source}")]
     Write { name: String, path: PathBuf, source: std::io::Error },
-    #[error("certificate {name:?}: cannot generate a self-signed certificate: {message}")]
-    Generate { name: String, message: String },
+    #[error("certificate {name:?}: cannot generate a self-signed certificate: {source}")]
+    Generate { name: String, source: super::selfsigned::GenerateError },
     #[error("no certificate named {0:?} is configured")]
     Unknown(String),
 }
@@ -83,16 +85,16 @@ pub fn load_pair(name: &str, cert_path: &Path, key_path: &Path) -> Result<Loaded
     })?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<_, _>>()
-        .map_err(|e| CertError::Invalid { name: name.into(), path: cert_path.into(), message: e.to_string() })?;
+        .map_err(|source| CertError::Pem { name: name.into(), path: cert_path.into(), source })?;
     if chain.is_empty() {
         return Err(CertError::NoCertificate { name: name.into(), path: cert_path.into() });
     }
     let key = PrivateKeyDer::from_pem_slice(&key_pem)
         .map_err(|_| CertError::NoKey { name: name.into(), path: key_path.into() })?;
-    let facts = parse_facts(&chain[0]).map_err(|message| CertError::Invalid {
+    let facts = parse_facts(&chain[0]).map_err(|source| CertError::NotX509 {
         name: name.into(),
         path: cert_path.into(),
-        message,
+        source,
     })?;
     let provider = super::provider();
     let signing = provider
@@ -120,10 +122,9 @@ struct Facts {
     not_after: i64,
 }
 
-fn parse_facts(der: &CertificateDer<'_>) -> Result<Facts, String> {
+fn parse_facts(der: &CertificateDer<'_>) -> Result<Facts, x509_parser::nom::Err<x509_parser::error::X509Error>> {
     use x509_parser::prelude::*;
-    let (_, cert) =
-        X509Certificate::from_der(der.as_ref()).map_err(|e| format!("not a valid X.509 certificate: {e}"))?;
+    let (_, cert) = X509Certificate::from_der(der.as_ref())?;
     let mut dns_names = Vec::new();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for n in &san.value.general_names {
@@ -236,7 +237,7 @@ impl CertStore {
 fn generate_missing(name: &str, c: &CertificateConfig, hostname: &str) -> Result<(), CertError> {
     let (cert_pem, key_pem) =
         super::selfsigned::self_signed_pem(&[hostname.to_string()], super::selfsigned::KeyType::EcdsaP256)
-            .map_err(|message| CertError::Generate { name: name.into(), message })?;
+            .map_err(|source| CertError::Generate { name: name.into(), source })?;
     write_private(&c.key, key_pem.as_bytes()).map_err(|source| CertError::Write {
         name: name.into(),
         path: c.key.clone(),
