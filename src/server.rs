@@ -189,7 +189,7 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Server,
             tracing::warn!(server = %vs.name, "protocol {} is not implemented yet; virtual server not started", vs.protocol);
             continue;
         }
-        let listeners = net::bind(vs).await?;
+        let listeners = net::bind(vs).await.map_err(|e| e.to_string())?;
         bound.push((vs.clone(), listeners));
     }
 

@@ -168,12 +168,21 @@ impl ShutdownSignal {
     }
 }
 
+/// A `listen` address of a virtual server that could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("virtual server {server:?}: cannot listen on {addr}: {source}")]
+pub struct BindError {
+    pub server: String,
+    pub addr: SocketAddr,
+    pub source: io::Error,
+}
+
 /// Bind every `listen` address of a virtual server. Errors name the server
 /// and the address.
-pub async fn bind(vs: &VirtualServer) -> Result<Vec<TcpListener>, String> {
+pub async fn bind(vs: &VirtualServer) -> Result<Vec<TcpListener>, BindError> {
     let mut out = Vec::new();
     for addr in &vs.listen_addrs {
-        let l = listen(*addr).map_err(|e| format!("virtual server {:?}: cannot listen on {addr}: {e}", vs.name))?;
+        let l = listen(*addr).map_err(|source| BindError { server: vs.name.clone(), addr: *addr, source })?;
         out.push(l);
     }
     Ok(out)
@@ -354,6 +363,16 @@ mod tests {
         assert!(socket2::SockRef::from(&l).only_v6().unwrap());
         let v4 = listen("127.0.0.1:0".parse().unwrap()).unwrap();
         assert!(v4.local_addr().unwrap().is_ipv4());
+    }
+
+    #[test]
+    fn a_bind_error_names_the_server_and_the_address() {
+        let e = BindError {
+            server: "mx".into(),
+            addr: "127.0.0.1:25".parse().unwrap(),
+            source: io::Error::from(io::ErrorKind::AddrInUse),
+        };
+        assert_eq!(e.to_string(), "virtual server \"mx\": cannot listen on 127.0.0.1:25: address in use");
     }
 
     #[test]
