@@ -269,7 +269,7 @@ fn run(cli: Cli) -> Outcome {
         Command::Serve => {
             let config = load(&cli.config)?;
             init_logging(&config);
-            postern::queue::fault::install_from_env().map_err(runtime)?;
+            postern::queue::fault::install_from_env().map_err(|e| runtime(e.to_string()))?;
             let rt = match config.server.worker_threads {
                 1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
                 0 => tokio::runtime::Builder::new_multi_thread().enable_all().build(),

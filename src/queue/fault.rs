@@ -13,7 +13,9 @@
 //! `POSTERN_FAULTS="spool.sync=EIO@3x1,spool.spare=ENOSPC"`.
 //!
 //! `POSTERN_SPOOL_SEGMENT_LIMIT` (bytes) is the second seam, read at the
-//! same time: small segments let tests make many of them.
+//! same time: small segments let tests make many of them. A spec that does
+//! not parse is a [`SpecError`] naming the part at fault; [`EnvError`] adds
+//! which variable held it.
 
 use crate::util::LockExt;
 use std::io;
@@ -40,6 +42,30 @@ pub const STEPS: &[&str] = &[
     // appending to a done journal
     "journal.write",
 ];
+
+/// A fault spec that does not parse, naming the comma-separated part at fault.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error("fault {part:?}: expected step=ERRNO")]
+    Syntax { part: String },
+    #[error("fault {part:?}: unknown step {step:?} (known: {})", STEPS.join(", "))]
+    UnknownStep { part: String, step: String },
+    #[error("fault {part:?}: bad count {count:?}")]
+    Count { part: String, count: String },
+    #[error("fault {part:?}: bad position {position:?}")]
+    Position { part: String, position: String },
+    #[error("fault {part:?}: unknown errno {errno:?}")]
+    Errno { part: String, errno: String },
+}
+
+/// A test-seam variable [`install_from_env`] could not use.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EnvError {
+    #[error("POSTERN_FAULTS: {0}")]
+    Faults(#[from] SpecError),
+    #[error("POSTERN_SPOOL_SEGMENT_LIMIT: {0:?} is not a number")]
+    SegmentLimit(String),
+}
 
 #[derive(Debug)]
 struct Rule {
@@ -71,29 +97,37 @@ impl FaultPlan {
     }
 
     /// Parse a spec (see the module docs).
-    pub fn parse(spec: &str) -> Result<FaultPlan, String> {
+    pub fn parse(spec: &str) -> Result<FaultPlan, SpecError> {
         let plan = FaultPlan::default();
         plan.add(spec)?;
         Ok(plan)
     }
 
     /// Add the rules of `spec` to the plan.
-    pub fn add(&self, spec: &str) -> Result<(), String> {
+    pub fn add(&self, spec: &str) -> Result<(), SpecError> {
         let mut new = Vec::new();
         for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (step, rest) = part.split_once('=').ok_or_else(|| format!("fault {part:?}: expected step=ERRNO"))?;
+            let (step, rest) = part.split_once('=').ok_or_else(|| SpecError::Syntax { part: part.into() })?;
             if !STEPS.contains(&step) {
-                return Err(format!("fault {part:?}: unknown step {step:?} (known: {})", STEPS.join(", ")));
+                return Err(SpecError::UnknownStep { part: part.into(), step: step.into() });
             }
             let (rest, times) = match rest.split_once('x') {
-                Some((r, t)) => (r, Some(t.parse::<u64>().map_err(|_| format!("fault {part:?}: bad count {t:?}"))?)),
+                Some((r, t)) => {
+                    let count =
+                        t.parse::<u64>().map_err(|_| SpecError::Count { part: part.into(), count: t.into() })?;
+                    (r, Some(count))
+                }
                 None => (rest, None),
             };
             let (name, from) = match rest.split_once('@') {
-                Some((n, f)) => (n, f.parse::<u64>().map_err(|_| format!("fault {part:?}: bad position {f:?}"))?),
+                Some((n, f)) => {
+                    let from =
+                        f.parse::<u64>().map_err(|_| SpecError::Position { part: part.into(), position: f.into() })?;
+                    (n, from)
+                }
                 None => (rest, 1),
             };
-            let errno = errno(name).ok_or_else(|| format!("fault {part:?}: unknown errno {name:?}"))?;
+            let errno = errno(name).ok_or_else(|| SpecError::Errno { part: part.into(), errno: name.into() })?;
             new.push(Rule { step: step.to_string(), errno, from: from.max(1), times, seen: 0 });
         }
         self.rules.lock_or_recover().extend(new);
@@ -123,10 +157,10 @@ static INSTALLED: OnceLock<(Arc<FaultPlan>, Option<u64>)> = OnceLock::new();
 
 /// Read `POSTERN_FAULTS` and `POSTERN_SPOOL_SEGMENT_LIMIT` (called by `serve`
 /// before the queue opens). A spec that does not parse is an error naming it.
-pub fn install_from_env() -> Result<(), String> {
+pub fn install_from_env() -> Result<(), EnvError> {
     let plan = match std::env::var("POSTERN_FAULTS") {
         Ok(spec) if !spec.is_empty() => {
-            let p = FaultPlan::parse(&spec).map_err(|e| format!("POSTERN_FAULTS: {e}"))?;
+            let p = FaultPlan::parse(&spec)?;
             tracing::warn!("POSTERN_FAULTS is set: the test seam injects disk errors ({spec})");
             p
         }
@@ -134,7 +168,7 @@ pub fn install_from_env() -> Result<(), String> {
     };
     let limit = match std::env::var("POSTERN_SPOOL_SEGMENT_LIMIT") {
         Ok(s) if !s.is_empty() => {
-            let n = s.parse::<u64>().map_err(|_| format!("POSTERN_SPOOL_SEGMENT_LIMIT: {s:?} is not a number"))?;
+            let n = s.parse::<u64>().map_err(|_| EnvError::SegmentLimit(s.clone()))?;
             tracing::warn!("POSTERN_SPOOL_SEGMENT_LIMIT is set: spool segments rotate past {n} bytes (test seam)");
             Some(n.max(1))
         }
@@ -167,7 +201,21 @@ mod tests {
         assert!(p.check("spool.write").is_ok());
         p.clear();
         assert!(p.check("spool.spare").is_ok());
-        assert!(FaultPlan::parse("spool.nope=EIO").unwrap_err().contains("spool.nope"));
+        assert!(FaultPlan::parse("spool.nope=EIO").unwrap_err().to_string().contains("spool.nope"));
         assert!(FaultPlan::parse("spool.sync=EFOO").is_err());
+    }
+
+    #[test]
+    fn spec_errors_name_the_part_at_fault() {
+        let text = |spec: &str| FaultPlan::parse(spec).unwrap_err().to_string();
+        assert_eq!(text("spool.sync"), r#"fault "spool.sync": expected step=ERRNO"#);
+        assert_eq!(text("spool.sync=EIOx2y"), r#"fault "spool.sync=EIOx2y": bad count "2y""#);
+        assert_eq!(text("spool.sync=EIO@z"), r#"fault "spool.sync=EIO@z": bad position "z""#);
+        assert_eq!(text("spool.sync=EFOO"), r#"fault "spool.sync=EFOO": unknown errno "EFOO""#);
+        assert!(text("x=EIO").starts_with(r#"fault "x=EIO": unknown step "x" (known: spool.write, spool.sync, "#));
+        let env = EnvError::from(FaultPlan::parse("spool.sync").unwrap_err());
+        assert_eq!(env.to_string(), r#"POSTERN_FAULTS: fault "spool.sync": expected step=ERRNO"#);
+        let limit = EnvError::SegmentLimit("lots".into());
+        assert_eq!(limit.to_string(), r#"POSTERN_SPOOL_SEGMENT_LIMIT: "lots" is not a number"#);
     }
 }

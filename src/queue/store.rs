@@ -91,7 +91,9 @@ pub struct QueueStore {
     ids: IdAllocator,
     first_segment: u32,
     segment_limit: u64,
-    writer: OnceLock<Result<SpoolWriter, String>>,
+    /// Started on first use; a failure to start is kept and reported to
+    /// every caller (shared, as `io::Error` is not `Clone`).
+    writer: OnceLock<Result<SpoolWriter, Arc<io::Error>>>,
 }
 
 fn mkey(id: &QueueId) -> Vec<u8> {
@@ -195,9 +197,9 @@ impl QueueStore {
                 self.shared.faults.clone(),
                 move |batch| shared.stored(batch),
             )
-            .map_err(|e| e.to_string())
+            .map_err(Arc::new)
         });
-        w.as_ref().map_err(|e| StoreError::Io(io::Error::other(e.clone())))
+        w.as_ref().map_err(|e| StoreError::Io(io::Error::other(Arc::clone(e))))
     }
 
     /// Store a new message. Returns once it is durable on disk; the returned
