@@ -89,10 +89,15 @@ impl From<Flag> for String {
     }
 }
 
+/// Stored text that is neither a system flag nor an atom (a damaged record).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a flag")]
+pub struct NotAFlag(pub String);
+
 impl TryFrom<String> for Flag {
-    type Error = String;
-    fn try_from(s: String) -> Result<Flag, String> {
-        Flag::parse(&s).ok_or_else(|| format!("{s:?} is not a flag"))
+    type Error = NotAFlag;
+    fn try_from(s: String) -> Result<Flag, NotAFlag> {
+        Flag::parse(&s).ok_or(NotAFlag(s))
     }
 }
 
