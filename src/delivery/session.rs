@@ -131,6 +131,16 @@ impl IoFailure {
     }
 }
 
+/// A client TLS handshake that did not complete. The text is the short one
+/// the queue reports (`certificate expired`, `handshake failed: timed out`).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HandshakeError {
+    #[error("handshake failed: timed out")]
+    TimedOut,
+    #[error("{}", handshake_failure_text(.0))]
+    Failed(#[source] io::Error),
+}
+
 /// Short texts for socket errors (`connect: refused`, ...).
 pub(crate) fn io_text(e: &io::Error) -> String {
     match e.kind() {
@@ -216,9 +226,9 @@ impl Session {
             if verify && !name_ok {
                 return Err(HopFailure::new(Stage::Tls, "certificate name mismatch").enhanced("4.7.5"));
             }
-            s.handshake(p, name.clone()).await.map_err(|text| HopFailure {
-                tls: Some(plaintext(text.clone())),
-                ..HopFailure::new(Stage::Tls, text).enhanced("4.7.5")
+            s.handshake(p, name.clone()).await.map_err(|e| HopFailure {
+                tls: Some(plaintext(e.to_string())),
+                ..HopFailure::new(Stage::Tls, e.to_string()).enhanced("4.7.5")
             })?;
         }
 
@@ -294,7 +304,8 @@ impl Session {
         // RFC 3207 §4.2 (and CVE-2011-0411 in reverse): nothing the server
         // sent before the handshake may be acted upon.
         discard(&mut self.buf);
-        if let Err(text) = self.handshake(p, name).await {
+        if let Err(e) = self.handshake(p, name).await {
+            let text = e.to_string();
             let reason = text.strip_prefix("handshake failed: ").unwrap_or(&text);
             let f = HopFailure {
                 tls: Some(plaintext(text.clone())),
@@ -313,21 +324,19 @@ impl Session {
     }
 
     /// Run the client handshake in place; on success record the outcome.
-    /// The error is the short text for the queue.
     async fn handshake(
         &mut self,
         p: &OpenParams<'_>,
         name: rustls_pki_types::ServerName<'static>,
-    ) -> Result<(), String> {
+    ) -> Result<(), HandshakeError> {
         let verify = p.policy == OutboundTls::Verify;
         let config = if verify { p.tls.verifying.clone() } else { p.tls.any.clone() };
         let started = tokio::time::timeout(p.timeouts.tls_handshake, self.stream.connect_tls(config, name.clone()));
         let info = match started.await {
-            Err(_) => return Err("handshake failed: timed out".into()),
+            Err(_) => return Err(HandshakeError::TimedOut),
             Ok(Err(e)) => {
-                let text = handshake_failure_text(&e);
                 tracing::debug!(host = %p.host, addr = %p.addr, "TLS handshake failed: {e}");
-                return Err(text);
+                return Err(HandshakeError::Failed(e));
             }
             Ok(Ok(info)) => info,
         };

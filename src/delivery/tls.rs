@@ -41,10 +41,28 @@ impl ConnectorTls {
     }
 }
 
-/// A connector's trust roots could not be loaded.
+/// A connector's TLS client configuration could not be made: its trust
+/// roots did not load, or rustls refused the configuration.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct TlsSetupError(pub String);
+pub enum TlsSetupError {
+    #[error("connector {connector:?}: tls_ca_file {path}: {source}")]
+    CaFile { connector: String, path: PathBuf, source: rustls_pki_types::pem::Error },
+    #[error("connector {connector:?}: tls_ca_file {path}: not a usable CA certificate: {source}")]
+    UnusableCa { connector: String, path: PathBuf, source: rustls::Error },
+    #[error("connector {connector:?}: tls_ca_file {path}: no certificates in the file")]
+    NoCertificates { connector: String, path: PathBuf },
+    #[error("connector {connector:?}: TLS setup failed: {source}")]
+    Build { connector: String, source: BuildError },
+}
+
+/// rustls refused to build a client configuration from the trust roots.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Verifier(#[from] rustls::client::VerifierBuilderError),
+    #[error(transparent)]
+    Config(#[from] rustls::Error),
+}
 
 /// Builds and caches [`ConnectorTls`] per trust store.
 #[derive(Debug, Default)]
@@ -62,40 +80,40 @@ impl TlsClients {
             Some(path) => roots_from_file(path, &c.name)?,
             None => RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() },
         };
-        let t = build(roots).map_err(|e| TlsSetupError(format!("connector {:?}: TLS setup failed: {e}", c.name)))?;
+        let t = build(roots).map_err(|source| TlsSetupError::Build { connector: c.name.clone(), source })?;
         self.cache.lock_or_recover().insert(key, t.clone());
         Ok(t)
     }
 }
 
 fn roots_from_file(path: &Path, connector: &str) -> Result<RootCertStore, TlsSetupError> {
-    let err = |m: String| TlsSetupError(format!("connector {connector:?}: tls_ca_file {}: {m}", path.display()));
+    let (connector, path) = (connector.to_string(), path.to_path_buf());
     let mut roots = RootCertStore::empty();
-    let iter = CertificateDer::pem_file_iter(path).map_err(|e| err(e.to_string()))?;
-    for cert in iter {
-        let cert = cert.map_err(|e| err(e.to_string()))?;
-        roots.add(cert).map_err(|e| err(format!("not a usable CA certificate: {e}")))?;
+    let unreadable = |source| TlsSetupError::CaFile { connector: connector.clone(), path: path.clone(), source };
+    for cert in CertificateDer::pem_file_iter(&path).map_err(unreadable)? {
+        let cert = cert.map_err(unreadable)?;
+        roots.add(cert).map_err(|source| TlsSetupError::UnusableCa {
+            connector: connector.clone(),
+            path: path.clone(),
+            source,
+        })?;
     }
     if roots.is_empty() {
-        return Err(err("no certificates in the file".into()));
+        return Err(TlsSetupError::NoCertificates { connector, path });
     }
     Ok(roots)
 }
 
-fn build(roots: RootCertStore) -> Result<ConnectorTls, String> {
+fn build(roots: RootCertStore) -> Result<ConnectorTls, BuildError> {
     let provider = crate::tls::provider();
     let versions: &[&'static rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
-    let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .map_err(|e| e.to_string())?;
+    let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build()?;
     let verifying = ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(versions)
-        .map_err(|e| e.to_string())?
+        .with_protocol_versions(versions)?
         .with_webpki_verifier(verifier.clone())
         .with_no_client_auth();
     let any = ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(versions)
-        .map_err(|e| e.to_string())?
+        .with_protocol_versions(versions)?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
         .with_no_client_auth();
