@@ -6,18 +6,19 @@
 //! already ended its session or task; refusing the lock from then on would
 //! turn that one bug into a panic in every later caller, and the server
 //! would stop serving mail for data that is still good. It is still good
-//! because every lock in this crate guards a short critical section of
-//! plain collection and counter updates that runs no caller's code and
-//! leaves the data valid between any two statements: connection and
-//! throttle counts, idle-session and TLS-config caches, the queue's
+//! because every lock taken through these helpers guards a short critical
+//! section of plain collection and counter updates that runs no caller's
+//! code and leaves the data valid between any two statements: connection
+//! and throttle counts, idle-session and TLS-config caches, the queue's
 //! in-memory index, open-file tables, fault-seam rules. The worst a panic
 //! part way can leave is a stale entry (a slot not given back, a session
 //! not returned to the pool), never a broken structure. The mailbox's
 //! per-user writer locks guard `()`: they only serialise writes, and the
-//! files and index keep their own invariants by the order of the steps
-//! (see [`crate::mailbox`]), so a writer that died half way leaves what a
-//! crash would, which the next writer and the start-up reconciliation
-//! cope with. A lock whose data is only consistent again at the end of a
+//! files and index keep their own invariants by the order of the steps (see
+//! [`crate::mailbox`]), so a writer that died half way leaves what a crash
+//! at that point would, which the store is built to survive (the next
+//! append steps over a file at UIDNEXT; start-up reconciliation repairs the
+//! rest). A lock whose data is only consistent again at the end of a
 //! section (an invariant broken across steps) must not use these helpers;
 //! there is none today.
 
