@@ -648,7 +648,16 @@ async fn work(
         return Ok(WorkerResult::Nothing);
     }
     let body = store.read_body(&m).map_err(|e| format!("cannot read {id} from the spool: {e}"))?;
-    let attempt = Attempt { message: &m, body: &body, recipients: &rcpts };
+    let addressed: Vec<(usize, &str)> = rcpts.iter().map(|&i| (i, m.recipients[i].address.as_str())).collect();
+    let attempt = Attempt {
+        id: m.id.as_str(),
+        sender: &m.sender,
+        arrived: m.arrived,
+        body_type: m.body_type,
+        smtputf8: m.smtputf8,
+        body: &body,
+        recipients: &addressed,
+    };
     if destination == "local" {
         return match local {
             Some(l) => Ok(WorkerResult::report(l.deliver(attempt).await)),
@@ -701,7 +710,8 @@ async fn work(
     let mut reports = Vec::new();
     let mut still: HashSet<usize> = HashSet::new();
     for (domain, idx) in &by_domain {
-        let part = Attempt { recipients: idx, ..attempt };
+        let part: Vec<(usize, &str)> = addressed.iter().copied().filter(|(i, _)| idx.contains(i)).collect();
+        let part = Attempt { recipients: &part, ..attempt };
         let mut settled = None;
         for c in routing::select(&config.connectors, domain, &m.source_server) {
             if c.connector.name == connector.name {
