@@ -35,31 +35,37 @@ pub struct Context {
     pub data: DataDir,
 }
 
-impl Context {
-    /// Answer a control-socket request.
-    pub async fn control(self: &Arc<Self>, req: Request) -> Response {
-        let op = match req {
-            Request::Reload => return Response::ok(self.reload()),
-            Request::QueueRetry { select } => ControlOp::Retry(select),
-            Request::QueueFreeze { select } => ControlOp::Freeze(select),
-            Request::QueueThaw { select } => ControlOp::Thaw(select),
-            Request::QueueDelete { select, ndr } => ControlOp::Delete { select, ndr },
-            req => {
-                let ctx = self.clone();
-                // account changes hash passwords; listing a big queue takes a while
-                return tokio::task::spawn_blocking(move || {
-                    ops::execute(&ops::Stores { config: &ctx.config, queue: &ctx.queue, accounts: &ctx.accounts }, req)
-                })
-                .await
-                .unwrap_or_else(|e| Response::err(format!("internal error: {e}")));
+/// The control socket's requests: queue actions go through the queue
+/// manager (so they never race a delivery), reload to the certificates,
+/// the rest to [`ops`] on the stores.
+impl control::Handler for Context {
+    fn handle(&self, req: Request) -> control::BoxFuture<'_, Response> {
+        Box::pin(async move {
+            let op = match req {
+                Request::Reload => return Response::ok(self.reload()),
+                Request::QueueRetry { select } => ControlOp::Retry(select),
+                Request::QueueFreeze { select } => ControlOp::Freeze(select),
+                Request::QueueThaw { select } => ControlOp::Thaw(select),
+                Request::QueueDelete { select, ndr } => ControlOp::Delete { select, ndr },
+                req => {
+                    let (config, queue, accounts) = (self.config.clone(), self.queue.clone(), self.accounts.clone());
+                    // account changes hash passwords; listing a big queue takes a while
+                    return tokio::task::spawn_blocking(move || {
+                        ops::execute(&ops::Stores { config: &config, queue: &queue, accounts: &accounts }, req)
+                    })
+                    .await
+                    .unwrap_or_else(|e| Response::err(format!("internal error: {e}")));
+                }
+            };
+            match self.scheduler.control(op).await {
+                Ok(ids) => Response::ok(ids),
+                Err(e) => Response::err(e),
             }
-        };
-        match self.scheduler.control(op).await {
-            Ok(ids) => Response::ok(ids),
-            Err(e) => Response::err(e),
-        }
+        })
     }
+}
 
+impl Context {
     /// SPEC §4: start an authentication attempt from this client, holding
     /// one slot of its failure limit (the same count for SMTP, POP3, IMAP4
     /// and NNTP); `None` when the limit is used up for now. Reserve it when

@@ -7,12 +7,16 @@
 //! Requests are objects tagged by `op`, e.g.
 //! `{"op":"queue_list","state":"queued"}`; responses are
 //! `{"ok":true,"data":...}` or `{"ok":false,"error":"one sentence"}`.
+//!
+//! The socket knows nothing of the server behind it: [`serve`] takes a
+//! [`Handler`] that answers each request (the server implements it).
 
 pub mod ops;
 pub mod views;
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
@@ -105,16 +109,23 @@ impl Response {
 /// Largest request line accepted (a password or a long id list fits easily).
 const MAX_REQUEST: usize = 1 << 20;
 
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// What answers the requests that arrive on the control socket.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, req: Request) -> BoxFuture<'_, Response>;
+}
+
 /// Serve the control socket until the task is dropped.
-pub async fn serve(path: PathBuf, ctx: std::sync::Arc<crate::server::Context>) -> std::io::Result<()> {
+pub async fn serve(path: PathBuf, handler: Arc<dyn Handler>) -> std::io::Result<()> {
     let listener = bind(&path)?;
     tokio::spawn(async move {
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
-                    let ctx = ctx.clone();
+                    let handler = handler.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = connection(stream, ctx).await {
+                        if let Err(e) = connection(stream, &*handler).await {
                             tracing::debug!("control connection: {e}");
                         }
                     });
@@ -184,7 +195,7 @@ impl Drop for PrivateDir {
     }
 }
 
-async fn connection(stream: UnixStream, ctx: std::sync::Arc<crate::server::Context>) -> std::io::Result<()> {
+async fn connection(stream: UnixStream, handler: &dyn Handler) -> std::io::Result<()> {
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
     let mut line = String::new();
@@ -195,7 +206,7 @@ async fn connection(stream: UnixStream, ctx: std::sync::Arc<crate::server::Conte
             return Ok(());
         }
         let resp = match serde_json::from_str::<Request>(line.trim()) {
-            Ok(req) => ctx.control(req).await,
+            Ok(req) => handler.handle(req).await,
             Err(e) => Response::err(format!("bad request: {e}")),
         };
         let mut out = serde_json::to_vec(&resp).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
