@@ -115,7 +115,6 @@ pub fn select(queue: &QueueStore, sel: &Selector) -> Result<Vec<Message>, Select
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::{MessageKind, Recipient, SpoolRef};
 
     fn store() -> (tempfile::TempDir, QueueStore) {
         let dir = tempfile::tempdir().unwrap();
@@ -125,31 +124,16 @@ mod tests {
     }
 
     async fn put(q: &QueueStore, sender: &str, rcpt: &str, destination: &str) -> QueueId {
-        let id = q.new_id();
-        let m = Message {
-            id: id.clone(),
-            sender: sender.into(),
-            source_server: "mx".into(),
-            client_ip: None,
-            client_helo: None,
-            auth_user: None,
-            tls: None,
-            arrived: 0,
-            size: 4,
-            body_type: Default::default(),
-            smtputf8: false,
-            kind: MessageKind::Inbound,
-            frozen: false,
-            delay_warned: false,
-            recipients: vec![Recipient::new(rcpt.into(), destination.into())],
-            spool: SpoolRef::default(),
-        };
+        let mut m = crate::queue::tests::message(q, &[rcpt]);
+        m.sender = sender.into();
+        m.recipients[0].destination = destination.into();
+        let id = m.id.clone();
         q.enqueue(m, b"x\r\n".to_vec()).await.unwrap();
         id
     }
 
-    fn ids(ms: &[Message]) -> Vec<QueueId> {
-        ms.iter().map(|m| m.id.clone()).collect()
+    fn ids(ms: &[Message]) -> Vec<String> {
+        ms.iter().map(|m| m.id.to_string()).collect()
     }
 
     #[tokio::test]
@@ -159,9 +143,9 @@ mod tests {
         let b = put(&q, "s@x.test", "r@z.test", "out/z.test").await;
         let upper = a.to_string().to_ascii_uppercase();
         let twice = Selector { ids: vec![a.to_string(), upper, a.to_string()], ..Default::default() };
-        assert_eq!(ids(&select(&q, &twice).unwrap()), [a.clone()]);
+        assert_eq!(ids(&select(&q, &twice).unwrap()), [a.to_string()]);
         let dest = Selector { ids: vec![a.to_string()], destination: Some("OUT/Y.TEST".into()), all: false };
-        assert_eq!(ids(&select(&q, &dest).unwrap()), [a.clone()]);
+        assert_eq!(ids(&select(&q, &dest).unwrap()), [a.to_string()]);
         let every = Selector { ids: vec![b.to_string()], all: true, ..Default::default() };
         assert_eq!(ids(&select(&q, &every).unwrap()).len(), 2);
         assert_eq!(
