@@ -110,3 +110,31 @@ impl fmt::Display for TlsOutcome {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The JSON the queue has on disk (sled and spool) for these types: a
+    /// record written before they moved here, and their form today.
+    #[test]
+    fn the_stored_json_form_is_unchanged() {
+        let stored = r#"{"code":451,"enhanced":"4.7.5","text":"certificate name mismatch","remote_host":"mx.example.test","stage":"tls","at":1700000000}"#;
+        let r: AttemptResult = serde_json::from_str(stored).unwrap();
+        assert_eq!(r.stage, Stage::Tls);
+        assert_eq!(r.category(), "tls: 451 4.7.5");
+        assert_eq!(serde_json::to_string(&r).unwrap(), stored);
+        let old: AttemptResult = serde_json::from_str(r#"{"text":"refused","stage":"connect","at":1}"#).unwrap();
+        assert_eq!(old.to_string(), "connect: refused");
+
+        let tls = TlsOutcome {
+            info: Some(TlsInfo { version: "TLSv1.3".into(), cipher: "TLS13_AES_128_GCM_SHA256".into(), sni: None }),
+            verified: true,
+            note: None,
+        };
+        let json = r#"{"info":{"version":"TLSv1.3","cipher":"TLS13_AES_128_GCM_SHA256"},"verified":true,"note":null}"#;
+        assert_eq!(serde_json::to_string(&tls).unwrap(), json);
+        assert_eq!(serde_json::from_str::<TlsOutcome>(json).unwrap(), tls);
+        assert_eq!(serde_json::from_str::<TlsOutcome>("{}").unwrap().to_string(), "plaintext");
+    }
+}
