@@ -11,7 +11,7 @@
 //! client ─▶ net (listener, limits, driver) ─▶ tls (certificates, SNI, upgrade)
 //!        ─▶ proto::smtp (sans-IO core) ─▶ smtp (inbound policy, session)
 //!        ─▶ queue (spool fsync + sled index) ◀─ control (socket, ops) ◀─ CLI (main.rs)
-//!        ─▶ routing (connectors, address spaces)
+//!        ─▶ queue::scheduler ─▶ routing (connectors, address spaces)
 //!        ─▶ delivery (local: mailbox::MailboxStore::deliver | SMTP)
 //! client ─▶ net ─▶ tls ─▶ proto::pop3 (sans-IO core) ─▶ pop3 (session) ─▶ mailbox (files fsync + sled index)
 //! ```
@@ -22,14 +22,21 @@
 //!   and the generic driver that runs any protocol session.
 //! - [`proto`]: sans-IO protocol cores (no sockets, clocks or disks).
 //! - [`smtp`]: inbound policy (relay, recipients, senders) and the SMTP session.
-//! - [`auth`]: accounts (Argon2id), aliases, SASL, failure throttling.
-//! - [`queue`]: queue ids, message records, the spool and the store.
-//! - [`routing`]: most-specific connector selection and `route explain`.
-//! - [`delivery`]: one delivery attempt: local mailboxes, or SMTP to the next hop.
+//! - [`auth`]: accounts (Argon2id), aliases and their expansion
+//!   ([`auth::Accounts::expand`], the one place), SASL, failure throttling.
+//! - [`queue`]: queue ids, message records, the spool and the store, which
+//!   messages an operator's selection names ([`queue::select`]), and the
+//!   queue manager that drives delivery ([`queue::scheduler`]).
+//! - [`routing`]: most-specific connector selection, `route explain`, and
+//!   expanded recipients turned into queue recipients ([`routing::expand`],
+//!   shared by the SMTP service and the queue's reports).
+//! - [`delivery`]: one delivery attempt: local mailboxes, or SMTP to the next
+//!   hop; it owns the attempt's result types, which the queue stores.
 //! - [`mailbox`]: users' folders, UIDs, flags and message files behind POP3
 //!   and IMAP4; the durable local-delivery API.
 //! - [`pop3`]: the POP3 service and session (login, maildrop lock, UPDATE at QUIT).
-//! - [`control`]: the control socket, its JSON shapes, the operator actions.
+//! - [`control`]: the control socket, its JSON shapes, the operator actions;
+//!   requests are answered by a [`control::Handler`] (the server is one).
 //! - [`cert`]: the `cert` subcommands (self-signed, request with pending keys,
 //!   install, show); key generation and the first-start self-signed
 //!   certificate are the TLS layer's ([`tls::selfsigned`]).
@@ -43,7 +50,10 @@
 //! (`crate::X`, or `super::` climbing out of its own module). The
 //! composition root `server` wires the services; the services (`smtp`,
 //! `pop3`) use the stores below them; the sans-IO cores under `proto` know
-//! nothing of ours but `util` and `domain`. `tests/architecture.rs` reads
+//! nothing of ours but `util` and `domain`. The queue's manager sits above
+//! `delivery` and hands it a `delivery::Attempt` (never the queue's own
+//! record); `control` sits above the queue and answers through a handler the
+//! server gives it, so nothing but the root imports `server`. `tests/architecture.rs` reads
 //! this table and every file under `src/`, and fails on an import it does
 //! not allow (its `KNOWN_VIOLATIONS` lists the edges still to untangle, and
 //! may only shrink).

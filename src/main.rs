@@ -276,12 +276,13 @@ fn run(cli: Cli) -> Outcome {
                 n => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build(),
             }
             .map_err(|e| runtime(format!("cannot start the runtime: {e}")))?;
-            rt.block_on(postern::server::serve(config)).map_err(runtime)
+            rt.block_on(postern::server::serve(config)).map_err(|e| runtime(e.to_string()))
         }
         Command::CheckConfig => check_config(&cli.config),
         Command::Route(RouteCmd::Explain { address, server, json }) => {
             let config = load(&cli.config)?;
-            let ex = postern::routing::explain(&config, &address, server.as_deref()).map_err(usage)?;
+            let ex =
+                postern::routing::explain(&config, &address, server.as_deref()).map_err(|e| usage(e.to_string()))?;
             if json {
                 println!("{}", serde_json::to_string(&ex).unwrap_or_default());
             } else {

@@ -35,31 +35,37 @@ pub struct Context {
     pub data: DataDir,
 }
 
-impl Context {
-    /// Answer a control-socket request.
-    pub async fn control(self: &Arc<Self>, req: Request) -> Response {
-        let op = match req {
-            Request::Reload => return Response::ok(self.reload()),
-            Request::QueueRetry { select } => ControlOp::Retry(select),
-            Request::QueueFreeze { select } => ControlOp::Freeze(select),
-            Request::QueueThaw { select } => ControlOp::Thaw(select),
-            Request::QueueDelete { select, ndr } => ControlOp::Delete { select, ndr },
-            req => {
-                let ctx = self.clone();
-                // account changes hash passwords; listing a big queue takes a while
-                return tokio::task::spawn_blocking(move || {
-                    ops::execute(&ops::Stores { config: &ctx.config, queue: &ctx.queue, accounts: &ctx.accounts }, req)
-                })
-                .await
-                .unwrap_or_else(|e| Response::err(format!("internal error: {e}")));
+/// The control socket's requests: queue actions go through the queue
+/// manager (so they never race a delivery), reload to the certificates,
+/// the rest to [`ops`] on the stores.
+impl control::Handler for Context {
+    fn handle(&self, req: Request) -> control::BoxFuture<'_, Response> {
+        Box::pin(async move {
+            let op = match req {
+                Request::Reload => return Response::ok(self.reload()),
+                Request::QueueRetry { select } => ControlOp::Retry(select),
+                Request::QueueFreeze { select } => ControlOp::Freeze(select),
+                Request::QueueThaw { select } => ControlOp::Thaw(select),
+                Request::QueueDelete { select, ndr } => ControlOp::Delete { select, ndr },
+                req => {
+                    let (config, queue, accounts) = (self.config.clone(), self.queue.clone(), self.accounts.clone());
+                    // account changes hash passwords; listing a big queue takes a while
+                    return tokio::task::spawn_blocking(move || {
+                        ops::execute(&ops::Stores { config: &config, queue: &queue, accounts: &accounts }, req)
+                    })
+                    .await
+                    .unwrap_or_else(|e| Response::err(format!("internal error: {e}")));
+                }
+            };
+            match self.scheduler.control(op).await {
+                Ok(ids) => Response::ok(ids),
+                Err(e) => Response::err(e),
             }
-        };
-        match self.scheduler.control(op).await {
-            Ok(ids) => Response::ok(ids),
-            Err(e) => Response::err(e),
-        }
+        })
     }
+}
 
+impl Context {
     /// SPEC §4: start an authentication attempt from this client, holding
     /// one slot of its failure limit (the same count for SMTP, POP3, IMAP4
     /// and NNTP); `None` when the limit is used up for now. Reserve it when
@@ -126,29 +132,57 @@ pub struct StartOptions {
     pub transport: TransportSettings,
 }
 
-/// Start everything the config describes. Errors are one sentence naming
-/// the culprit (a file, an address, a certificate).
-pub async fn start(config: Config) -> Result<Server, String> {
+/// Why the server did not start, or stopped serving: each names its
+/// culprit (a file, an address, a certificate, a virtual server).
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Certificates(#[from] crate::tls::CertError),
+    #[error(transparent)]
+    DataDir(#[from] crate::datadir::DataDirError),
+    #[error(transparent)]
+    Queue(#[from] crate::queue::StoreError),
+    #[error(transparent)]
+    Accounts(#[from] crate::auth::AccountError),
+    #[error(transparent)]
+    Mailboxes(#[from] crate::mailbox::MailboxError),
+    #[error("outbound SMTP: {0}")]
+    Transport(#[source] crate::delivery::TransportError),
+    /// A listener could not be bound (the error names the address).
+    #[error(transparent)]
+    Listen(#[from] net::BindError),
+    #[error("control socket {}: {source}", path.display())]
+    ControlSocket { path: PathBuf, source: std::io::Error },
+    #[error("virtual server {0:?}: TLS setup failed: {1}")]
+    Tls(String, #[source] rustls::Error),
+    #[error("cannot read the bound listeners' addresses: {0}")]
+    LocalAddrs(#[source] std::io::Error),
+    #[error("cannot install the signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+}
+
+/// Start everything the config describes.
+pub async fn start(config: Config) -> Result<Server, ServeError> {
     start_with(config, StartOptions::default()).await
 }
 
-pub async fn start_with(config: Config, options: StartOptions) -> Result<Server, String> {
+pub async fn start_with(config: Config, options: StartOptions) -> Result<Server, ServeError> {
     let config = Arc::new(config);
     // Certificates first: a broken key refuses to start before anything is touched.
-    let certs = Arc::new(CertStore::open(&config).map_err(|e| e.to_string())?);
+    let certs = Arc::new(CertStore::open(&config)?);
     for w in certs.warnings(&config) {
         tracing::warn!("{w}");
     }
-    let data = DataDir::open(&config.server.data_dir).map_err(|e| e.to_string())?;
-    let (queue, recovery) = QueueStore::open(&data.db, &data.path).map_err(|e| e.to_string())?;
+    let data = DataDir::open(&config.server.data_dir)?;
+    let (queue, recovery) = QueueStore::open(&data.db, &data.path)?;
     tracing::info!(
         messages = recovery.messages,
         from_spool = recovery.from_spool.len(),
         dropped = recovery.dropped.len(),
         "queue opened"
     );
-    let accounts = Accounts::open(&data.db).map_err(|e| e.to_string())?;
-    let (mailboxes, found) = MailboxStore::open(&data.db, &data.path, accounts.clone()).map_err(|e| e.to_string())?;
+    let accounts = Accounts::open(&data.db)?;
+    let (mailboxes, found) = MailboxStore::open(&data.db, &data.path, accounts.clone())?;
     tracing::info!(
         users = found.users,
         folders = found.folders,
@@ -159,9 +193,8 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Server,
     );
     let mailboxes = Arc::new(mailboxes);
     let queue = Arc::new(queue);
-    let transport = Arc::new(
-        SmtpTransport::with_settings(config.clone(), options.transport).map_err(|e| format!("outbound SMTP: {e}"))?,
-    );
+    let transport =
+        Arc::new(SmtpTransport::with_settings(config.clone(), options.transport).map_err(ServeError::Transport)?);
     let scheduler = Scheduler::start(
         queue.clone(),
         config.clone(),
@@ -189,14 +222,14 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Server,
             tracing::warn!(server = %vs.name, "protocol {} is not implemented yet; virtual server not started", vs.protocol);
             continue;
         }
-        let listeners = net::bind(vs).await.map_err(|e| e.to_string())?;
+        let listeners = net::bind(vs).await?;
         bound.push((vs.clone(), listeners));
     }
 
     let control_socket = config.control_socket();
     control::serve(control_socket.clone(), ctx.clone())
         .await
-        .map_err(|e| format!("control socket {}: {e}", control_socket.display()))?;
+        .map_err(|source| ServeError::ControlSocket { path: control_socket.clone(), source })?;
 
     let mut listening = Vec::new();
     for (vs, listeners) in bound {
@@ -204,10 +237,10 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Server,
             TlsMode::None => None,
             _ => Some(
                 crate::tls::server_config(certs.clone(), &vs.certificates, vs.min_tls_version)
-                    .map_err(|e| format!("virtual server {:?}: TLS setup failed: {e}", vs.name))?,
+                    .map_err(|e| ServeError::Tls(vs.name.clone(), e))?,
             ),
         };
-        for addr in net::local_addrs(&listeners).map_err(|e| e.to_string())? {
+        for addr in net::local_addrs(&listeners).map_err(ServeError::LocalAddrs)? {
             listening.push(Listening { name: vs.name.clone(), protocol: vs.protocol, tls: vs.tls, addr });
         }
         let spec = ListenerSpec::new(&vs, tls);
@@ -252,11 +285,11 @@ fn tls_word(t: TlsMode) -> &'static str {
 }
 
 /// `postern serve`: run until SIGTERM or SIGINT; SIGHUP reloads certificates.
-pub async fn serve(config: Config) -> Result<(), String> {
+pub async fn serve(config: Config) -> Result<(), ServeError> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-    let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    let mut term = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(ServeError::Signals)?;
     // before anything opens descriptors; logged once started, so that a
     // refused start says only why
     let file_limit = net::raise_file_limit();

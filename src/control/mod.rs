@@ -7,37 +7,21 @@
 //! Requests are objects tagged by `op`, e.g.
 //! `{"op":"queue_list","state":"queued"}`; responses are
 //! `{"ok":true,"data":...}` or `{"ok":false,"error":"one sentence"}`.
+//!
+//! The socket knows nothing of the server behind it: [`serve`] takes a
+//! [`Handler`] that answers each request (the server implements it).
 
 pub mod ops;
 pub mod views;
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QueueFilter {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub destination: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sender: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub recipient: Option<String>,
-}
-
-/// Which messages a queue action applies to.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Selector {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ids: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub destination: Option<String>,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub all: bool,
-}
+// the queue decides what a selection names; requests carry them as they are
+pub use crate::queue::select::{QueueFilter, Selector};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -125,16 +109,23 @@ impl Response {
 /// Largest request line accepted (a password or a long id list fits easily).
 const MAX_REQUEST: usize = 1 << 20;
 
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// What answers the requests that arrive on the control socket.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, req: Request) -> BoxFuture<'_, Response>;
+}
+
 /// Serve the control socket until the task is dropped.
-pub async fn serve(path: PathBuf, ctx: std::sync::Arc<crate::server::Context>) -> std::io::Result<()> {
+pub async fn serve(path: PathBuf, handler: Arc<dyn Handler>) -> std::io::Result<()> {
     let listener = bind(&path)?;
     tokio::spawn(async move {
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
-                    let ctx = ctx.clone();
+                    let handler = handler.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = connection(stream, ctx).await {
+                        if let Err(e) = connection(stream, &*handler).await {
                             tracing::debug!("control connection: {e}");
                         }
                     });
@@ -204,7 +195,7 @@ impl Drop for PrivateDir {
     }
 }
 
-async fn connection(stream: UnixStream, ctx: std::sync::Arc<crate::server::Context>) -> std::io::Result<()> {
+async fn connection(stream: UnixStream, handler: &dyn Handler) -> std::io::Result<()> {
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
     let mut line = String::new();
@@ -215,7 +206,7 @@ async fn connection(stream: UnixStream, ctx: std::sync::Arc<crate::server::Conte
             return Ok(());
         }
         let resp = match serde_json::from_str::<Request>(line.trim()) {
-            Ok(req) => ctx.control(req).await,
+            Ok(req) => handler.handle(req).await,
             Err(e) => Response::err(format!("bad request: {e}")),
         };
         let mut out = serde_json::to_vec(&resp).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());

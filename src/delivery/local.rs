@@ -7,8 +7,8 @@
 //! mailbox even before the operator creates the account to read it.
 
 use super::{Attempt, AttemptReport, BoxFuture, Local, RcptOutcome};
+use super::{AttemptResult, Stage};
 use crate::mailbox::{Flags, MailboxStore, INBOX};
-use crate::queue::{AttemptResult, Stage};
 use std::sync::Arc;
 
 pub struct LocalDelivery {
@@ -26,12 +26,11 @@ impl LocalDelivery {
 impl Local for LocalDelivery {
     fn deliver<'a>(&'a self, attempt: Attempt<'a>) -> BoxFuture<'a, AttemptReport> {
         Box::pin(async move {
-            let m = attempt.message;
             let users: Vec<(usize, String)> =
-                attempt.recipients.iter().map(|&i| (i, crate::auth::key(&m.recipients[i].address))).collect();
+                attempt.recipients.iter().map(|&(i, address)| (i, crate::auth::key(address))).collect();
             let store = self.mailboxes.clone();
             let body = attempt.body.to_vec();
-            let arrived = m.arrived;
+            let arrived = attempt.arrived;
             let postmaster = self.postmaster.clone();
             // the store blocks (it fsyncs): one blocking task for all recipients
             let results = tokio::task::spawn_blocking(move || {
@@ -82,7 +81,7 @@ impl Local for LocalDelivery {
                 Err(e) => attempt
                     .recipients
                     .iter()
-                    .map(|&i| {
+                    .map(|&(i, _)| {
                         (i, RcptOutcome::Deferred(result(451, "4.3.0", format!("local delivery task failed: {e}"))))
                     })
                     .collect(),

@@ -2,19 +2,24 @@
 //! another SMTP server chosen by the recipient domain's MX (or a smarthost)
 //! under the connector's TLS policy. The scheduler (`queue::scheduler`)
 //! decides *when*; this module does one attempt and reports, per recipient,
-//! what happened. It never changes the queue itself.
+//! what happened. It never changes the queue itself, and knows nothing of
+//! it: an [`Attempt`] carries what delivery needs of a queued message, and
+//! the result types ([`AttemptResult`], [`Stage`], [`TlsOutcome`]) are
+//! delivery's, kept by the queue as they are.
 
 mod local;
 pub mod mx;
 mod pool;
+mod result;
 mod session;
 pub mod smtp;
 mod tls;
 
 pub use local::LocalDelivery;
+pub use result::{AttemptResult, Stage, TlsOutcome};
 pub use smtp::{OutboundMessage, SmtpTransport, Timeouts, TransportError, TransportSettings};
 
-use crate::queue::{AttemptResult, TlsOutcome};
+use crate::proto::smtp::server::BodyType;
 
 /// What one attempt did for one recipient.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,13 +52,22 @@ pub struct AttemptReport {
     pub unreachable: bool,
 }
 
-/// What one delivery attempt works on: a message, its bytes, and the
-/// indices of the recipients to try (all for one destination).
-#[derive(Clone, Copy)]
+/// What one delivery attempt works on: what delivery needs of a queued
+/// message, its bytes, and the recipients to try (all for one destination).
+#[derive(Clone, Copy, Debug)]
 pub struct Attempt<'a> {
-    pub message: &'a crate::queue::Message,
+    /// The queue id, for logs and the `Received` trail.
+    pub id: &'a str,
+    /// The reverse-path; empty for the null sender `<>`.
+    pub sender: &'a str,
+    /// Unix seconds the message arrived (a mailbox keeps it as its date).
+    pub arrived: u64,
+    pub body_type: BodyType,
+    pub smtputf8: bool,
     pub body: &'a [u8],
-    pub recipients: &'a [usize],
+    /// The recipients to try: each one's index in the queued message (the
+    /// report names it by that) and its address.
+    pub recipients: &'a [(usize, &'a str)],
 }
 
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
@@ -84,16 +98,13 @@ impl Remote for SmtpTransport {
         attempt: Attempt<'a>,
     ) -> BoxFuture<'a, AttemptReport> {
         Box::pin(async move {
-            let m = attempt.message;
-            let recipients: Vec<(usize, &str)> =
-                attempt.recipients.iter().map(|&i| (i, m.recipients[i].address.as_str())).collect();
             let msg = OutboundMessage {
-                id: m.id.as_str(),
-                sender: &m.sender,
-                recipients: &recipients,
+                id: attempt.id,
+                sender: attempt.sender,
+                recipients: attempt.recipients,
                 body: attempt.body,
-                body_type: m.body_type,
-                smtputf8: m.smtputf8,
+                body_type: attempt.body_type,
+                smtputf8: attempt.smtputf8,
             };
             SmtpTransport::deliver(self, connector, domain, &msg).await
         })

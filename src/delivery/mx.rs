@@ -11,9 +11,9 @@
 //! summary`. This module only asks DNS; it never connects to a mail server
 //! and never decides what a failure means for a message.
 
+use super::{AttemptResult, Stage};
 use crate::config::DnsSection;
 use crate::proto::smtp::address::literal_ip;
-use crate::queue::{AttemptResult, Stage};
 use hickory_resolver::config::{ConnectionConfig, LookupIpStrategy, NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};

@@ -9,12 +9,12 @@
 //! to STARTTLS it discards whatever else the server sent in plaintext.
 
 use super::tls::{handshake_failure_text, server_name, ConnectorTls};
+use super::{Stage, TlsOutcome};
 use crate::config::OutboundTls;
 use crate::proto::smtp::client::{
     clean_text, discard, AuthMechanism, ClientSession, Envelope, Event, RcptResult, Secret, ServerReply,
     TransactionResult, TxStage, Waiting,
 };
-use crate::queue::{Stage, TlsOutcome};
 use crate::tls::Stream;
 use bytes::BytesMut;
 use std::io;

@@ -4,6 +4,8 @@
 //! older records still read.
 
 use super::QueueId;
+// what a delivery attempt reports is delivery's; the queue keeps it as it is
+pub use crate::delivery::{AttemptResult, Stage, TlsOutcome};
 use crate::proto::smtp::server::BodyType;
 use crate::tls::TlsInfo;
 use serde::{Deserialize, Serialize};
@@ -149,109 +151,5 @@ impl fmt::Display for RcptState {
             RcptState::Expired => "expired",
             RcptState::Deleted => "deleted",
         })
-    }
-}
-
-/// Where in a delivery attempt a result came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Stage {
-    Dns,
-    Connect,
-    Tls,
-    Auth,
-    Mail,
-    Rcpt,
-    Data,
-    Local,
-    Queue,
-}
-
-impl fmt::Display for Stage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Stage::Dns => "dns",
-            Stage::Connect => "connect",
-            Stage::Tls => "tls",
-            Stage::Auth => "auth",
-            Stage::Mail => "mail",
-            Stage::Rcpt => "rcpt",
-            Stage::Data => "data",
-            Stage::Local => "local",
-            Stage::Queue => "queue",
-        })
-    }
-}
-
-/// The result of the last attempt for one recipient.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AttemptResult {
-    #[serde(default)]
-    pub code: Option<u16>,
-    #[serde(default)]
-    pub enhanced: Option<String>,
-    pub text: String,
-    #[serde(default)]
-    pub remote_host: Option<String>,
-    pub stage: Stage,
-    /// Unix seconds.
-    pub at: u64,
-}
-
-impl AttemptResult {
-    /// The short category `queue summary` shows, e.g. `rcpt: 550 5.1.1`,
-    /// `tls: STARTTLS not offered`, `connect: refused`.
-    pub fn category(&self) -> String {
-        match (self.code, &self.enhanced) {
-            (Some(c), Some(e)) => format!("{}: {c} {e}", self.stage),
-            (Some(c), None) => format!("{}: {c}", self.stage),
-            _ => format!("{}: {}", self.stage, self.text),
-        }
-    }
-}
-
-impl fmt::Display for AttemptResult {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:", self.stage)?;
-        if let Some(c) = self.code {
-            write!(f, " {c}")?;
-        }
-        if let Some(e) = &self.enhanced {
-            write!(f, " {e}")?;
-        }
-        write!(f, " {}", self.text)?;
-        if let Some(h) = &self.remote_host {
-            write!(f, " (from {h})")?;
-        }
-        Ok(())
-    }
-}
-
-/// TLS as it went on the last outbound attempt.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TlsOutcome {
-    /// `None` when the attempt went in plaintext.
-    #[serde(default)]
-    pub info: Option<TlsInfo>,
-    /// The peer's certificate verified against the trust roots and names the host.
-    #[serde(default)]
-    pub verified: bool,
-    /// E.g. "plaintext after a failed handshake: ...".
-    #[serde(default)]
-    pub note: Option<String>,
-}
-
-impl fmt::Display for TlsOutcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.info {
-            Some(i) => {
-                write!(f, "{} {}{}", i.version, i.cipher, if self.verified { " verified" } else { " unverified" })?
-            }
-            None => f.write_str("plaintext")?,
-        }
-        if let Some(n) = &self.note {
-            write!(f, " ({n})")?;
-        }
-        Ok(())
     }
 }

@@ -1,13 +1,16 @@
 //! The persistent delivery queue: queue ids, the message and recipient
 //! records, the spool that makes a `250` true, and the store that keeps the
 //! current state of everything queued, and the delivery status reports
-//! (`dsn`) it sends back. It knows nothing of SMTP sessions.
+//! (`dsn`) it sends back, which messages an operator's selection names
+//! (`select`), and the manager that drives delivery (`scheduler`). It knows
+//! nothing of SMTP sessions or of the control socket.
 
 pub mod dsn;
 pub mod fault;
 pub mod id;
 pub mod message;
 pub mod scheduler;
+pub mod select;
 pub mod spool;
 pub mod store;
 

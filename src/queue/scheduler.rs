@@ -15,10 +15,10 @@
 
 use super::dsn::{self, ReportKind};
 use super::message::{AttemptResult, Message, MessageKind, RcptState, Recipient, SpoolRef, Stage};
-use super::{QueueId, QueueStore};
+use super::select::{self, SelectError, Selector};
+use super::{QueueId, QueueStore, StoreError};
 use crate::auth::Accounts;
 use crate::config::Config;
-use crate::control::{ops, Selector};
 use crate::delivery::{Attempt, AttemptReport, Local, RcptOutcome, Remote};
 use crate::proto::smtp::server::BodyType;
 use crate::routing;
@@ -47,15 +47,50 @@ impl ControlOp {
     }
 }
 
+/// Why the queue manager did not carry out an operator command.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("the queue manager has stopped")]
+    Stopped,
+    #[error(transparent)]
+    Select(#[from] SelectError),
+    /// `delete --ndr`: the NDR could not be queued, so nothing was deleted.
+    #[error(transparent)]
+    Report(#[from] ReportError),
+}
+
+/// Why a delivery status notification could not be queued.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("cannot read {0}: {1}")]
+    Body(QueueId, #[source] std::io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a worker could not make its attempt at all (its recipients are
+/// tried again a minute later).
+#[derive(Debug, thiserror::Error)]
+enum WorkError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0} left the queue")]
+    Gone(QueueId),
+    #[error("cannot read {0} from the spool: {1}")]
+    Body(QueueId, #[source] std::io::Error),
+    #[error("bad destination {0:?}")]
+    BadDestination(String),
+}
+
 enum Command {
-    Control(ControlOp, oneshot::Sender<Result<Vec<String>, String>>),
+    Control(ControlOp, oneshot::Sender<Result<Vec<String>, ControlError>>),
     Done(Done),
 }
 
 struct Done {
     id: QueueId,
     destination: String,
-    result: Result<WorkerResult, String>,
+    result: Result<WorkerResult, WorkError>,
 }
 
 enum WorkerResult {
@@ -111,10 +146,10 @@ impl Scheduler {
     }
 
     /// Carry out an operator command; returns the ids it changed.
-    pub async fn control(&self, op: ControlOp) -> Result<Vec<String>, String> {
+    pub async fn control(&self, op: ControlOp) -> Result<Vec<String>, ControlError> {
         let (reply, wait) = oneshot::channel();
-        self.tx.send(Command::Control(op, reply)).map_err(|_| "the queue manager has stopped".to_string())?;
-        wait.await.map_err(|_| "the queue manager has stopped".to_string())?
+        self.tx.send(Command::Control(op, reply)).map_err(|_| ControlError::Stopped)?;
+        wait.await.map_err(|_| ControlError::Stopped)?
     }
 }
 
@@ -470,7 +505,7 @@ impl Manager {
     /// Queue an NDR (or delay DSN) about `rcpts` of `m`. A message with a
     /// null sender never gets one; a report of ours that fails goes to the
     /// postmaster; one to the postmaster that fails is logged and dropped.
-    async fn bounce(&self, m: &Message, rcpts: &[usize], kind: ReportKind) -> Result<(), String> {
+    async fn bounce(&self, m: &Message, rcpts: &[usize], kind: ReportKind) -> Result<(), ReportError> {
         let postmaster = crate::auth::key(&self.config.server.postmaster);
         let to = match m.kind {
             MessageKind::Inbound if m.is_null_sender() => {
@@ -490,7 +525,7 @@ impl Manager {
                 postmaster.clone()
             }
         };
-        let body = self.store.read_body(m).map_err(|e| format!("cannot read {}: {e}", m.id))?;
+        let body = self.store.read_body(m).map_err(|e| ReportError::Body(m.id.clone(), e))?;
         let list: Vec<&Recipient> = rcpts.iter().filter_map(|&i| m.recipients.get(i)).collect();
         let now = now_secs();
         let report = dsn::compose(kind, &self.config.server.hostname, m, &list, dsn::header_section(&body), now);
@@ -516,7 +551,7 @@ impl Manager {
             recipients,
             spool: SpoolRef::default(),
         };
-        self.store.enqueue(msg, report).await.map_err(|e| e.to_string())?;
+        self.store.enqueue(msg, report).await?;
         tracing::info!(id = %m.id, report = %id, to = %to, kind = ?kind, recipients = rcpts.len(), "delivery status notification queued");
         Ok(())
     }
@@ -538,8 +573,8 @@ impl Manager {
         vec![Recipient::new(to.to_string(), routing::expand::route_remote(&self.config, &domain, source))]
     }
 
-    async fn control(&mut self, op: ControlOp) -> Result<Vec<String>, String> {
-        let messages = ops::select(&self.store, op.selector())?;
+    async fn control(&mut self, op: ControlOp) -> Result<Vec<String>, ControlError> {
+        let messages = select::select(&self.store, op.selector())?;
         let mut changed = Vec::new();
         for mut m in messages {
             if let ControlOp::Delete { ndr: true, .. } = op {
@@ -638,8 +673,8 @@ async fn work(
     local: Option<&dyn Local>,
     id: &QueueId,
     destination: &str,
-) -> Result<WorkerResult, String> {
-    let m = store.get(id).map_err(|e| e.to_string())?.ok_or_else(|| format!("{id} left the queue"))?;
+) -> Result<WorkerResult, WorkError> {
+    let m = store.get(id)?.ok_or_else(|| WorkError::Gone(id.clone()))?;
     let now = now_secs();
     let rcpts: Vec<usize> = (0..m.recipients.len())
         .filter(|&i| m.recipients[i].destination == destination && rcpt_due(&m.recipients[i], now))
@@ -647,8 +682,17 @@ async fn work(
     if rcpts.is_empty() || m.frozen {
         return Ok(WorkerResult::Nothing);
     }
-    let body = store.read_body(&m).map_err(|e| format!("cannot read {id} from the spool: {e}"))?;
-    let attempt = Attempt { message: &m, body: &body, recipients: &rcpts };
+    let body = store.read_body(&m).map_err(|e| WorkError::Body(id.clone(), e))?;
+    let addressed: Vec<(usize, &str)> = rcpts.iter().map(|&i| (i, m.recipients[i].address.as_str())).collect();
+    let attempt = Attempt {
+        id: m.id.as_str(),
+        sender: &m.sender,
+        arrived: m.arrived,
+        body_type: m.body_type,
+        smtputf8: m.smtputf8,
+        body: &body,
+        recipients: &addressed,
+    };
     if destination == "local" {
         return match local {
             Some(l) => Ok(WorkerResult::report(l.deliver(attempt).await)),
@@ -659,7 +703,7 @@ async fn work(
         return Ok(WorkerResult::Nothing);
     };
     let Some((name, _hop)) = routing::parse_destination(destination) else {
-        return Err(format!("bad destination {destination:?}"));
+        return Err(WorkError::BadDestination(destination.to_string()));
     };
     // SPEC §13.9: every routing decision below is made per recipient, by
     // its own domain — never by whichever recipient happens to come first
@@ -701,7 +745,8 @@ async fn work(
     let mut reports = Vec::new();
     let mut still: HashSet<usize> = HashSet::new();
     for (domain, idx) in &by_domain {
-        let part = Attempt { recipients: idx, ..attempt };
+        let part: Vec<(usize, &str)> = addressed.iter().copied().filter(|(i, _)| idx.contains(i)).collect();
+        let part = Attempt { recipients: &part, ..attempt };
         let mut settled = None;
         for c in routing::select(&config.connectors, domain, &m.source_server) {
             if c.connector.name == connector.name {

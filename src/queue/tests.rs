@@ -5,7 +5,8 @@ use super::*;
 use crate::datadir::DataDir;
 use std::path::Path;
 
-fn message(store: &QueueStore, rcpts: &[&str]) -> Message {
+/// A message to `rcpts` (all local), shared with the other queue tests.
+pub(super) fn message(store: &QueueStore, rcpts: &[&str]) -> Message {
     Message {
         id: store.new_id(),
         sender: "sender@example.org".into(),

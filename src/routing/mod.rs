@@ -145,18 +145,29 @@ fn choice(c: &Candidate<'_>, domain: &str) -> RouteChoice {
     }
 }
 
+/// Why `route explain` has nothing to explain.
+#[derive(Debug, thiserror::Error)]
+pub enum ExplainError {
+    #[error("{0:?} is not an address (local@domain)")]
+    NotAnAddress(String),
+    #[error("{0:?}: {1}")]
+    BadDomain(String, #[source] crate::domain::DomainError),
+    #[error("no virtual server named {0:?}")]
+    NoSuchServer(String),
+}
+
 /// Explain the route for `address` as received on `server` (default: the
 /// first SMTP virtual server).
-pub fn explain(config: &Config, address: &str, server: Option<&str>) -> Result<Explanation, String> {
+pub fn explain(config: &Config, address: &str, server: Option<&str>) -> Result<Explanation, ExplainError> {
     let written = address
         .rsplit_once('@')
         .map(|(_, d)| d)
         .filter(|d| !d.is_empty())
-        .ok_or_else(|| format!("{address:?} is not an address (local@domain)"))?;
-    let domain = crate::domain::canonical(written).map_err(|e| format!("{address:?}: {e}"))?;
+        .ok_or_else(|| ExplainError::NotAnAddress(address.to_string()))?;
+    let domain = crate::domain::canonical(written).map_err(|e| ExplainError::BadDomain(address.to_string(), e))?;
     let server = match server {
         Some(s) => {
-            config.virtual_server(s).ok_or_else(|| format!("no virtual server named {s:?}"))?;
+            config.virtual_server(s).ok_or_else(|| ExplainError::NoSuchServer(s.to_string()))?;
             s.to_string()
         }
         None => config

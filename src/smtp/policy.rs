@@ -105,9 +105,10 @@ pub fn check_rcpt(
     }
 }
 
-// Expansion and its routing live beside routing (the queue expands DSN
+// One place: aliases expand in `auth::Accounts::expand`, and the result
+// becomes queue recipients in `routing::expand` (the queue expands DSN
 // recipients too, and must not import this service); re-exported for the
-// SMTP service.
+// SMTP service, which may as well name `routing::expand` itself.
 pub use crate::routing::expand::{expand_local, QueuedRcpt};
 
 #[cfg(test)]

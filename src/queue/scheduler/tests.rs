@@ -45,7 +45,7 @@ impl Fake {
         self.delivered.lock().unwrap().iter().filter(|(r, _)| r == rcpt).map(|(_, b)| b.clone()).collect()
     }
     fn answer(&self, connector: &str, domain: &str, a: Attempt<'_>) -> AttemptReport {
-        let addrs: Vec<String> = a.recipients.iter().map(|&i| a.message.recipients[i].address.clone()).collect();
+        let addrs: Vec<String> = a.recipients.iter().map(|&(_, address)| address.to_string()).collect();
         self.calls.lock().unwrap().push((connector.into(), domain.into(), addrs));
         let res = |code: u16, enh: &str, stage: Stage| AttemptResult {
             code: Some(code),
@@ -60,7 +60,7 @@ impl Fake {
                 outcomes: a
                     .recipients
                     .iter()
-                    .map(|&i| {
+                    .map(|&(i, _)| {
                         (
                             i,
                             RcptOutcome::Deferred(AttemptResult {
@@ -81,8 +81,8 @@ impl Fake {
         let outcomes = a
             .recipients
             .iter()
-            .map(|&i| {
-                let addr = &a.message.recipients[i].address;
+            .map(|&(i, address)| {
+                let addr = &address.to_string();
                 let o = match self.next(addr) {
                     Act::Deliver => {
                         self.delivered.lock().unwrap().push((addr.clone(), a.body.to_vec()));
