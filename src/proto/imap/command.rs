@@ -803,6 +803,9 @@ impl<'a> Cursor<'a> {
             "COPY" | "MOVE" => self.copy_move(&name, false)?,
             "UID" => {
                 let sub = self.upper_atom("a UID command")?;
+                if !["FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE"].contains(&sub.as_str()) {
+                    return Err(CommandError::UnknownName { what: "UID command", name: shown(sub.as_bytes()) });
+                }
                 self.sp()?;
                 match sub.as_str() {
                     "FETCH" => self.fetch(true)?,
@@ -1223,4 +1226,451 @@ impl<'a> Cursor<'a> {
 #[cfg(test)]
 pub(crate) fn cursor(buf: &[u8]) -> Cursor<'_> {
     Cursor { buf, pos: 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::imap::types::SeqBound::{Num, Star};
+
+    fn ok(line: &str) -> CommandKind {
+        match parse(line.as_bytes()) {
+            Ok(c) => {
+                assert_eq!(c.tag, "a1");
+                c.kind
+            }
+            Err(b) => panic!("{line:?}: {}", b.error),
+        }
+    }
+
+    fn bad(line: &[u8]) -> BadCommand {
+        match parse(line) {
+            Ok(c) => panic!("{:?} parsed as {c:?}", String::from_utf8_lossy(line)),
+            Err(b) => b,
+        }
+    }
+
+    fn mb(s: &str) -> Mailbox {
+        Mailbox::new(s.into())
+    }
+
+    fn set(ranges: &[(SeqBound, SeqBound)]) -> SequenceSet {
+        SequenceSet(ranges.iter().map(|&(start, end)| SeqRange { start, end }).collect())
+    }
+
+    #[test]
+    fn imap_simple_commands_any_case() {
+        for (line, kind) in [
+            ("a1 CAPABILITY", CommandKind::Capability),
+            ("a1 noop", CommandKind::Noop),
+            ("a1 Logout", CommandKind::Logout),
+            ("a1 STARTTLS", CommandKind::StartTls),
+            ("a1 CHECK", CommandKind::Check),
+            ("a1 CLOSE", CommandKind::Close),
+            ("a1 UNSELECT", CommandKind::Unselect),
+            ("a1 EXPUNGE", CommandKind::Expunge),
+            ("a1 IDLE", CommandKind::Idle),
+            ("a1 NAMESPACE", CommandKind::Namespace),
+        ] {
+            assert_eq!(ok(line), kind, "{line}");
+        }
+        assert!(is_done(b"done") && !is_done(b"DONE "));
+    }
+
+    #[test]
+    fn imap_tags_and_untagged_errors() {
+        assert_eq!(bad(b""), BadCommand { tag: None, error: CommandError::Empty });
+        assert_eq!(bad(b"+a NOOP").tag, None, "+ cannot start a tag");
+        assert_eq!(bad(b"(x) NOOP").tag, None);
+        assert_eq!(bad(b" NOOP").tag, None);
+        assert_eq!(bad(b"a1").error, CommandError::NoCommand);
+        assert_eq!(bad(b"a1").tag.as_deref(), Some("a1"));
+        assert_eq!(bad(b"a1 ").error, CommandError::NoCommand);
+        assert_eq!(bad(b"a1 FROB x").error, CommandError::Unknown("FROB".into()));
+        assert_eq!(bad(b"a1 NOOP extra").error, CommandError::Trailing(7));
+        assert_eq!(bad(b"a1 NOOP extra").line(), b"a1 BAD Unexpected text after the command at octet 7\r\n");
+        assert_eq!(bad(b"\xff NOOP").line(), b"* BAD The tag is missing or not valid\r\n");
+        assert_eq!(parse(b"A.b]c NOOP").map(|c| c.tag), Ok("A.b]c".to_string()), "] is an ASTRING-CHAR");
+    }
+
+    #[test]
+    fn imap_authenticate_and_login() {
+        assert_eq!(ok("a1 AUTHENTICATE plain"), CommandKind::Authenticate { mechanism: "PLAIN".into(), initial: None });
+        assert_eq!(
+            ok("a1 AUTHENTICATE PLAIN AGFsaWNlAHB3"),
+            CommandKind::Authenticate { mechanism: "PLAIN".into(), initial: Some(b"AGFsaWNlAHB3".to_vec()) }
+        );
+        assert_eq!(
+            ok("a1 AUTHENTICATE PLAIN ="),
+            CommandKind::Authenticate { mechanism: "PLAIN".into(), initial: Some(b"=".to_vec()) }
+        );
+        assert!(matches!(bad(b"a1 AUTHENTICATE PLAIN a!b").error, CommandError::Trailing(_)));
+        assert!(matches!(bad(b"a1 AUTHENTICATE").error, CommandError::Expected { .. }));
+        let login = |u: &str, p: &str| CommandKind::Login(Credentials { username: u.into(), password: p.into() });
+        assert_eq!(ok("a1 LOGIN alice secret"), login("alice", "secret"));
+        assert_eq!(ok(r#"a1 LOGIN "al ice" "se\"c\\ret""#), login("al ice", "se\"c\\ret"));
+        assert_eq!(ok("a1 LOGIN {5}\r\nalice {3+}\r\np w"), login("alice", "p w"));
+        assert_eq!(ok("a1 LOGIN \"\" \"\""), login("", ""));
+        assert!(matches!(bad(b"a1 LOGIN alice").error, CommandError::Expected { .. }));
+        assert!(matches!(bad(b"a1 LOGIN \"alice pw").error, CommandError::Expected { .. }));
+        assert!(matches!(bad(b"a1 LOGIN \"a\\x\" pw").error, CommandError::Expected { .. }), "only \\\" and \\\\");
+        assert_eq!(bad(b"a1 LOGIN {2}\r\n\xff\xfe pw").error, CommandError::NotUtf8("a user name"));
+        assert!(matches!(bad(b"a1 LOGIN {9}\r\nab pw").error, CommandError::NumberRange(_)), "short literal");
+    }
+
+    #[test]
+    fn imap_mailbox_commands() {
+        assert_eq!(ok("a1 SELECT inbox"), CommandKind::Select { mailbox: mb("INBOX"), condstore: false });
+        assert_eq!(ok("a1 select \"INBOX\""), CommandKind::Select { mailbox: mb("INBOX"), condstore: false });
+        assert_eq!(
+            ok("a1 SELECT Archive (CONDSTORE)"),
+            CommandKind::Select { mailbox: mb("Archive"), condstore: true }
+        );
+        assert_eq!(ok("a1 EXAMINE &ZeVnLIqe-"), CommandKind::Examine { mailbox: mb("&ZeVnLIqe-"), condstore: false });
+        assert!(matches!(bad(b"a1 SELECT x (QRESYNC)").error, CommandError::UnknownName { .. }));
+        assert_eq!(ok("a1 CREATE a/b"), CommandKind::Create(mb("a/b")));
+        assert_eq!(ok("a1 DELETE \"a b\""), CommandKind::Delete(mb("a b")));
+        assert_eq!(ok("a1 RENAME a b"), CommandKind::Rename { from: mb("a"), to: mb("b") });
+        assert_eq!(ok("a1 SUBSCRIBE a"), CommandKind::Subscribe(mb("a")));
+        assert_eq!(ok("a1 UNSUBSCRIBE a"), CommandKind::Unsubscribe(mb("a")));
+        assert!(matches!(bad(b"a1 CREATE a%").error, CommandError::Trailing(_)), "no wildcards in a mailbox");
+        assert!(matches!(bad(b"a1 RENAME a").error, CommandError::Expected { .. }));
+        assert_eq!(
+            ok("a1 STATUS INBOX (MESSAGES RECENT UIDNEXT UIDVALIDITY UNSEEN HIGHESTMODSEQ)"),
+            CommandKind::Status {
+                mailbox: mb("INBOX"),
+                items: vec![
+                    StatusItem::Messages,
+                    StatusItem::Recent,
+                    StatusItem::UidNext,
+                    StatusItem::UidValidity,
+                    StatusItem::Unseen,
+                    StatusItem::HighestModSeq
+                ]
+            }
+        );
+        assert!(matches!(bad(b"a1 STATUS INBOX (SIZE)").error, CommandError::UnknownName { .. }));
+        assert!(matches!(bad(b"a1 STATUS INBOX ()").error, CommandError::Expected { .. }));
+    }
+
+    #[test]
+    fn imap_list_and_lsub() {
+        let classic = |r: &str, p: &str| CommandKind::List {
+            selection: ListSelection::default(),
+            reference: r.into(),
+            patterns: vec![p.into()],
+            returns: ListReturn::default(),
+        };
+        assert_eq!(ok("a1 LIST \"\" *"), classic("", "*"));
+        assert_eq!(ok("a1 LIST ~/Mail/ %"), classic("~/Mail/", "%"));
+        assert_eq!(ok("a1 LIST \"\" INBOX.%.x]"), classic("", "INBOX.%.x]"));
+        assert_eq!(
+            ok("a1 LIST (SPECIAL-USE RECURSIVEMATCH) \"\" (INBOX* \"Sent\") RETURN (CHILDREN SPECIAL-USE SUBSCRIBED STATUS (MESSAGES))"),
+            CommandKind::List {
+                selection: ListSelection { special_use: true, recursive_match: true, ..Default::default() },
+                reference: String::new(),
+                patterns: vec!["INBOX*".into(), "Sent".into()],
+                returns: ListReturn {
+                    children: true,
+                    special_use: true,
+                    subscribed: true,
+                    status: Some(vec![StatusItem::Messages])
+                },
+            }
+        );
+        assert!(matches!(ok("a1 LIST () \"\" % RETURN ()"), CommandKind::List { .. }));
+        assert!(matches!(bad(b"a1 LIST (RECURSIVEMATCH) \"\" %").error, CommandError::Expected { .. }));
+        assert!(matches!(bad(b"a1 LIST \"\" % RETURN (FOO)").error, CommandError::UnknownName { .. }));
+        assert!(matches!(bad(b"a1 LIST \"\"").error, CommandError::Expected { .. }));
+        assert_eq!(ok("a1 LSUB \"\" *"), CommandKind::Lsub { reference: String::new(), pattern: "*".into() });
+    }
+
+    #[test]
+    fn imap_append() {
+        assert_eq!(
+            ok("a1 APPEND Drafts (\\Seen \\Draft $Fwd) \" 5-Mar-2024 07:08:09 -0130\" {12}\r\nhello\r\nworld"),
+            CommandKind::Append {
+                mailbox: mb("Drafts"),
+                flags: vec![Flag::Seen, Flag::Draft, Flag::Keyword("$Fwd".into())],
+                date: Some(DateTime {
+                    date: Date::new(2024, 3, 5).unwrap(),
+                    hour: 7,
+                    minute: 8,
+                    second: 9,
+                    zone_minutes: -90
+                }),
+                message: b"hello\r\nworld".to_vec(),
+            }
+        );
+        assert_eq!(
+            ok("a1 APPEND INBOX {3+}\r\nabc"),
+            CommandKind::Append { mailbox: mb("INBOX"), flags: vec![], date: None, message: b"abc".to_vec() }
+        );
+        assert!(matches!(ok("a1 APPEND INBOX () \"05-Mar-2024 23:59:60 +1400\" {0}\r\n"), CommandKind::Append { .. }));
+        assert!(matches!(bad(b"a1 APPEND INBOX \"message\"").error, CommandError::Expected { .. }));
+        assert!(matches!(
+            bad(b"a1 APPEND INBOX \"31-Feb-2024 00:00:00 +0000\" {0}\r\n").error,
+            CommandError::BadDate(_)
+        ));
+        assert!(matches!(
+            bad(b"a1 APPEND INBOX \"01-Feb-2024 24:00:00 +0000\" {0}\r\n").error,
+            CommandError::BadDate(_)
+        ));
+        assert!(matches!(
+            bad(b"a1 APPEND INBOX \"01-Foo-2024 00:00:00 +0000\" {0}\r\n").error,
+            CommandError::BadDate(_)
+        ));
+        assert!(matches!(bad(b"a1 APPEND INBOX (\\Seen {0}\r\n").error, CommandError::Expected { .. }));
+        assert!(matches!(bad(b"a1 APPEND INBOX {3}\r\nabcd").error, CommandError::Trailing(_)));
+    }
+
+    #[test]
+    fn imap_sequence_sets_and_bounds() {
+        let fetch_set = |line: &str| match ok(line) {
+            CommandKind::Fetch { set, .. } => set,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(fetch_set("a1 FETCH 1 FLAGS"), set(&[(Num(1), Num(1))]));
+        assert_eq!(
+            fetch_set("a1 FETCH 1:3,5,7:*,* FLAGS"),
+            set(&[(Num(1), Num(3)), (Num(5), Num(5)), (Num(7), Star), (Star, Star)])
+        );
+        assert_eq!(fetch_set("a1 FETCH 4:2 FLAGS"), set(&[(Num(4), Num(2))]));
+        assert_eq!(fetch_set("a1 FETCH 4294967295 FLAGS"), set(&[(Num(u32::MAX), Num(u32::MAX))]));
+        for wrong in
+            [&b"a1 FETCH 0 FLAGS"[..], b"a1 FETCH 4294967296 FLAGS", b"a1 FETCH 1: FLAGS", b"a1 FETCH ,1 FLAGS"]
+        {
+            let e = bad(wrong).error;
+            assert!(matches!(e, CommandError::NumberRange(_) | CommandError::Expected { .. }), "{e:?}");
+        }
+        let many = (0..MAX_SEQUENCE_RANGES).map(|i| (2 * i + 1).to_string()).collect::<Vec<_>>().join(",");
+        assert!(matches!(ok(&format!("a1 FETCH {many} FLAGS")), CommandKind::Fetch { .. }));
+        assert_eq!(bad(format!("a1 FETCH {many},1 FLAGS").as_bytes()).error, CommandError::TooManyRanges);
+    }
+
+    #[test]
+    fn imap_fetch_items() {
+        let items = |line: &str| match ok(line) {
+            CommandKind::Fetch { items, changed_since, .. } => (items, changed_since),
+            other => panic!("{other:?}"),
+        };
+        use FetchAttr::*;
+        assert_eq!(items("a1 FETCH 1 ALL").0, vec![Flags, InternalDate, Rfc822Size, Envelope]);
+        assert_eq!(items("a1 FETCH 1 fast").0, vec![Flags, InternalDate, Rfc822Size]);
+        assert_eq!(items("a1 FETCH 1 FULL").0, vec![Flags, InternalDate, Rfc822Size, Envelope, Body]);
+        assert_eq!(
+            items("a1 FETCH 1:* (FLAGS INTERNALDATE RFC822 RFC822.HEADER RFC822.SIZE RFC822.TEXT UID ENVELOPE BODY BODYSTRUCTURE MODSEQ)").0,
+            vec![Flags, InternalDate, Rfc822, Rfc822Header, Rfc822Size, Rfc822Text, Uid, Envelope, Body, BodyStructure, ModSeq]
+        );
+        let sect = |part: Vec<u32>, text: Option<SectionText>| Section { part, text };
+        assert_eq!(
+            items("a1 FETCH 1 (BODY[] BODY.PEEK[1.2] body[HEADER]<0.100> BODY.PEEK[2.TEXT] BODY[1.MIME] BODY[TEXT])").0,
+            vec![
+                BodySection { peek: false, section: sect(vec![], None), partial: None },
+                BodySection { peek: true, section: sect(vec![1, 2], None), partial: None },
+                BodySection { peek: false, section: sect(vec![], Some(SectionText::Header)), partial: Some((0, 100)) },
+                BodySection { peek: true, section: sect(vec![2], Some(SectionText::Text)), partial: None },
+                BodySection { peek: false, section: sect(vec![1], Some(SectionText::Mime)), partial: None },
+                BodySection { peek: false, section: sect(vec![], Some(SectionText::Text)), partial: None },
+            ]
+        );
+        assert_eq!(
+            items("a1 FETCH 1 (BODY.PEEK[HEADER.FIELDS (From \"Subject\" X-A)] BODY[1.HEADER.FIELDS.NOT (To)])").0,
+            vec![
+                BodySection {
+                    peek: true,
+                    section: sect(
+                        vec![],
+                        Some(SectionText::HeaderFields(vec!["From".into(), "Subject".into(), "X-A".into()]))
+                    ),
+                    partial: None
+                },
+                BodySection {
+                    peek: false,
+                    section: sect(vec![1], Some(SectionText::HeaderFieldsNot(vec!["To".into()]))),
+                    partial: None
+                },
+            ]
+        );
+        assert_eq!(items("a1 FETCH 1:* (UID FLAGS) (CHANGEDSINCE 12345)"), (vec![Uid, Flags], Some(12345)));
+        assert_eq!(
+            items("a1 FETCH 1 BODY[]<5.10>").0,
+            vec![BodySection { peek: false, section: Section::default(), partial: Some((5, 10)) }]
+        );
+        for wrong in [
+            &b"a1 FETCH 1 (FLAGS"[..],
+            b"a1 FETCH 1 ()",
+            b"a1 FETCH 1 FOO",
+            b"a1 FETCH 1 BODY[MIME]",
+            b"a1 FETCH 1 BODY[0]",
+            b"a1 FETCH 1 BODY[1.2",
+            b"a1 FETCH 1 BODY[HEADER.FIELDS ()]",
+            b"a1 FETCH 1 BODY[HEADER.FIELDS (a:b)]",
+            b"a1 FETCH 1 BODY[]<5>",
+            b"a1 FETCH 1 BODY[]<5.0>",
+            b"a1 FETCH 1 BODY.PEEK",
+            b"a1 FETCH 1 FLAGS (CHANGEDSINCE 0)",
+            b"a1 FETCH 1 FLAGS (VANISHED)",
+            b"a1 FETCH 1 FLAGS (CHANGEDSINCE 9223372036854775808)",
+            b"a1 FETCH FLAGS",
+        ] {
+            let b = bad(wrong);
+            assert_eq!(b.tag.as_deref(), Some("a1"), "{:?}", String::from_utf8_lossy(wrong));
+        }
+    }
+
+    #[test]
+    fn imap_store_copy_move_uid() {
+        assert_eq!(
+            ok("a1 STORE 1:2 +FLAGS.SILENT (\\Deleted)"),
+            CommandKind::Store {
+                uid: false,
+                set: set(&[(Num(1), Num(2))]),
+                unchanged_since: None,
+                mode: StoreMode::Add,
+                silent: true,
+                flags: vec![Flag::Deleted]
+            }
+        );
+        assert_eq!(
+            ok("a1 UID STORE 7 (UNCHANGEDSINCE 300) -flags \\Seen $Junk"),
+            CommandKind::Store {
+                uid: true,
+                set: set(&[(Num(7), Num(7))]),
+                unchanged_since: Some(300),
+                mode: StoreMode::Remove,
+                silent: false,
+                flags: vec![Flag::Seen, Flag::Keyword("$Junk".into())]
+            }
+        );
+        assert!(matches!(ok("a1 STORE * FLAGS ()"), CommandKind::Store { mode: StoreMode::Replace, .. }));
+        assert!(matches!(bad(b"a1 STORE 1 FLAGS").error, CommandError::Expected { .. }));
+        assert!(matches!(bad(b"a1 STORE 1 LABELS (x)").error, CommandError::UnknownName { .. }));
+        assert!(matches!(bad(b"a1 STORE 1 (UNCHANGEDSINCE x) FLAGS ()").error, CommandError::Expected { .. }));
+        assert_eq!(
+            ok("a1 COPY 1:* Trash"),
+            CommandKind::Copy { uid: false, set: set(&[(Num(1), Star)]), mailbox: mb("Trash") }
+        );
+        assert_eq!(
+            ok("a1 UID MOVE 5 inbox"),
+            CommandKind::Move { uid: true, set: set(&[(Num(5), Num(5))]), mailbox: mb("INBOX") }
+        );
+        assert_eq!(
+            ok("a1 MOVE 5 x"),
+            CommandKind::Move { uid: false, set: set(&[(Num(5), Num(5))]), mailbox: mb("x") }
+        );
+        assert!(matches!(ok("a1 UID COPY 5 x"), CommandKind::Copy { uid: true, .. }));
+        assert!(matches!(ok("a1 UID FETCH 1:* FLAGS"), CommandKind::Fetch { uid: true, .. }));
+        assert!(matches!(ok("a1 UID SEARCH ALL"), CommandKind::Search { uid: true, .. }));
+        assert_eq!(ok("a1 UID EXPUNGE 3:5"), CommandKind::UidExpunge(set(&[(Num(3), Num(5))])));
+        assert!(matches!(bad(b"a1 UID NOOP").error, CommandError::UnknownName { .. }));
+        assert!(matches!(bad(b"a1 UID").error, CommandError::Expected { .. }));
+    }
+
+    #[test]
+    fn imap_search_keys() {
+        let crit = |line: &str| match ok(line) {
+            CommandKind::Search { criteria, charset, .. } => (charset, criteria),
+            other => panic!("{other:?}"),
+        };
+        use SearchKey::*;
+        let d = |y, m, day| Date::new(y, m, day).unwrap();
+        assert_eq!(
+            crit("a1 SEARCH ALL ANSWERED DELETED DRAFT FLAGGED NEW OLD RECENT SEEN UNANSWERED UNDELETED UNDRAFT UNFLAGGED UNSEEN").1,
+            vec![All, Answered, Deleted, Draft, Flagged, New, Old, Recent, Seen, Unanswered, Undeleted, Undraft, Unflagged, Unseen]
+        );
+        assert_eq!(
+            crit("a1 SEARCH BCC a BODY \"b c\" CC c FROM d SUBJECT {2}\r\nhi TEXT t TO u HEADER X-Spam yes KEYWORD $a UNKEYWORD $b").1,
+            vec![
+                Bcc("a".into()),
+                Body("b c".into()),
+                Cc("c".into()),
+                From("d".into()),
+                Subject("hi".into()),
+                Text("t".into()),
+                To("u".into()),
+                Header("X-Spam".into(), "yes".into()),
+                Keyword("$a".into()),
+                Unkeyword("$b".into())
+            ]
+        );
+        assert_eq!(
+            crit("a1 SEARCH BEFORE 1-Feb-1994 ON \"01-Feb-1994\" SINCE 29-feb-2024 SENTBEFORE 1-Jan-2000 SENTON 2-Jan-2000 SENTSINCE 3-Jan-2000").1,
+            vec![Before(d(1994, 2, 1)), On(d(1994, 2, 1)), Since(d(2024, 2, 29)), SentBefore(d(2000, 1, 1)), SentOn(d(2000, 1, 2)), SentSince(d(2000, 1, 3))]
+        );
+        assert_eq!(
+            crit("a1 SEARCH LARGER 100 SMALLER 2000 UID 1:5 2,4:* MODSEQ 7 MODSEQ \"/flags/\\\\draft\" all 620162338")
+                .1,
+            vec![
+                Larger(100),
+                Smaller(2000),
+                Uid(set(&[(Num(1), Num(5))])),
+                SequenceSet(set(&[(Num(2), Num(2)), (Num(4), Star)])),
+                ModSeq { entry: None, modseq: 7 },
+                ModSeq { entry: Some(("/flags/\\draft".into(), "ALL".into())), modseq: 620162338 }
+            ]
+        );
+        assert_eq!(
+            crit("a1 SEARCH CHARSET utf-8 OR NOT SEEN (FROM \"ä\" TO b) NOT NOT 3"),
+            (
+                Some("UTF-8".into()),
+                vec![
+                    Or(Box::new(Not(Box::new(Seen))), Box::new(And(vec![From("ä".into()), To("b".into())]))),
+                    Not(Box::new(Not(Box::new(SequenceSet(set(&[(Num(3), Num(3))]))))))
+                ]
+            )
+        );
+        let deep = format!("a1 SEARCH {}ALL{}", "(".repeat(MAX_SEARCH_DEPTH), ")".repeat(MAX_SEARCH_DEPTH));
+        assert_eq!(bad(deep.as_bytes()).error, CommandError::TooDeep);
+        let deep_not = format!("a1 SEARCH {}ALL", "NOT ".repeat(MAX_SEARCH_DEPTH));
+        assert_eq!(bad(deep_not.as_bytes()).error, CommandError::TooDeep);
+        let ok_depth = format!("a1 SEARCH {}ALL{}", "(".repeat(MAX_SEARCH_DEPTH - 1), ")".repeat(MAX_SEARCH_DEPTH - 1));
+        assert!(matches!(ok(&ok_depth), CommandKind::Search { .. }));
+        for wrong in [
+            &b"a1 SEARCH"[..],
+            b"a1 SEARCH FOO",
+            b"a1 SEARCH OR SEEN",
+            b"a1 SEARCH (SEEN",
+            b"a1 SEARCH ()",
+            b"a1 SEARCH BEFORE 1-Feb-94",
+            b"a1 SEARCH ON 30-Feb-2024",
+            b"a1 SEARCH LARGER x",
+            b"a1 SEARCH HEADER X",
+            b"a1 SEARCH FROM {2}\r\n\xff\xfe",
+            b"a1 SEARCH MODSEQ \"/flags/x\" BOTH 3",
+            b"a1 SEARCH CHARSET",
+        ] {
+            assert_eq!(bad(wrong).tag.as_deref(), Some("a1"), "{:?}", String::from_utf8_lossy(wrong));
+        }
+    }
+
+    #[test]
+    fn imap_id_and_enable() {
+        assert_eq!(ok("a1 ID NIL"), CommandKind::Id(None));
+        assert_eq!(ok("a1 ID ()"), CommandKind::Id(Some(vec![])));
+        assert_eq!(
+            ok("a1 ID (\"name\" \"imaplib\" \"version\" NIL)"),
+            CommandKind::Id(Some(vec![("name".into(), Some("imaplib".into())), ("version".into(), None)]))
+        );
+        let many = (0..=MAX_ID_PAIRS).map(|i| format!("\"k{i}\" NIL")).collect::<Vec<_>>().join(" ");
+        assert_eq!(bad(format!("a1 ID ({many})").as_bytes()).error, CommandError::TooManyIdPairs);
+        assert!(matches!(bad(b"a1 ID (name x)").error, CommandError::Expected { .. }));
+        assert_eq!(
+            ok("a1 ENABLE condstore utf8=accept"),
+            CommandKind::Enable(vec!["CONDSTORE".into(), "UTF8=ACCEPT".into()])
+        );
+        assert!(matches!(bad(b"a1 ENABLE").error, CommandError::Expected { .. }));
+    }
+
+    #[test]
+    fn imap_cursor_strings() {
+        let mut c = cursor(b"NIL");
+        assert_eq!(c.nstring("x"), Ok(None));
+        let mut c = cursor(b"\"NIL\"");
+        assert_eq!(c.nstring("x"), Ok(Some(b"NIL".to_vec())));
+        let mut c = cursor(b"{3}\r\na\"b");
+        assert_eq!(c.astring("x"), Ok(b"a\"b".to_vec()));
+        let mut c = cursor(b"{99999999999999999999}\r\n");
+        assert!(c.string("x").is_err());
+    }
 }
