@@ -259,6 +259,10 @@ pub enum CommandError {
     TooManyIdPairs,
     #[error("Unknown {what} {name}")]
     UnknownName { what: &'static str, name: String },
+    /// SEARCH in a charset other than UTF-8 and US-ASCII: the core answers
+    /// `NO [BADCHARSET (UTF-8 US-ASCII)]` rather than BAD (RFC 3501 §6.4.4).
+    #[error("The charset {0} is not supported")]
+    Charset(String),
     #[error("The command line is too long")]
     LineTooLong,
     #[error("The command has too many literals")]
@@ -587,10 +591,8 @@ impl<'a> Cursor<'a> {
 
     fn flag(&mut self) -> R<Flag> {
         let at = self.pos;
+        // `\*` is only for PERMANENTFLAGS in responses: here it fails as no atom
         let system = self.eat(b'\\');
-        if system && self.eat(b'*') {
-            return Ok(Flag::Wildcard);
-        }
         let a = self.atom("a flag").map_err(|_| CommandError::Expected { what: "a flag", at })?;
         let name = String::from_utf8_lossy(a);
         Ok(if system { Flag::from_name(&format!("\\{name}")) } else { Flag::Keyword(name.into_owned()) })
@@ -1076,7 +1078,13 @@ impl<'a> Cursor<'a> {
         let mut charset = None;
         if self.keyword("CHARSET") {
             self.sp()?;
-            charset = Some(self.astring_utf8("a charset")?.to_ascii_uppercase());
+            let name = self.astring_utf8("a charset")?.to_ascii_uppercase();
+            // known before any string is read, so an 8-bit string in another
+            // charset gets NO [BADCHARSET], not a BAD about UTF-8
+            if name != "UTF-8" && name != "US-ASCII" {
+                return Err(CommandError::Charset(shown(name.as_bytes())));
+            }
+            charset = Some(name);
             self.sp()?;
         }
         let mut criteria = vec![self.search_key(0)?];
@@ -1545,6 +1553,7 @@ mod tests {
         );
         assert!(matches!(ok("a1 STORE * FLAGS ()"), CommandKind::Store { mode: StoreMode::Replace, .. }));
         assert!(matches!(bad(b"a1 STORE 1 FLAGS").error, CommandError::Expected { .. }));
+        assert!(matches!(bad(b"a1 STORE 1 FLAGS (\\*)").error, CommandError::Expected { .. }), "\\* is not a flag");
         assert!(matches!(bad(b"a1 STORE 1 LABELS (x)").error, CommandError::UnknownName { .. }));
         assert!(matches!(bad(b"a1 STORE 1 (UNCHANGEDSINCE x) FLAGS ()").error, CommandError::Expected { .. }));
         assert_eq!(
@@ -1622,6 +1631,11 @@ mod tests {
         );
         let deep = format!("a1 SEARCH {}ALL{}", "(".repeat(MAX_SEARCH_DEPTH), ")".repeat(MAX_SEARCH_DEPTH));
         assert_eq!(bad(deep.as_bytes()).error, CommandError::TooDeep);
+        assert_eq!(
+            bad(b"a1 SEARCH CHARSET iso-8859-1 TEXT {1}\r\n\xe9").error,
+            CommandError::Charset("ISO-8859-1".into())
+        );
+        assert!(matches!(ok("a1 SEARCH CHARSET US-ASCII ALL"), CommandKind::Search { .. }));
         let deep_not = format!("a1 SEARCH {}ALL", "NOT ".repeat(MAX_SEARCH_DEPTH));
         assert_eq!(bad(deep_not.as_bytes()).error, CommandError::TooDeep);
         let ok_depth = format!("a1 SEARCH {}ALL{}", "(".repeat(MAX_SEARCH_DEPTH - 1), ")".repeat(MAX_SEARCH_DEPTH - 1));
