@@ -627,6 +627,22 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// `(` [option *(SP option)] `)` of upper-cased atoms, each handed to `f`.
+    fn options(&mut self, what: &'static str, mut f: impl FnMut(&mut Self, String) -> R<()>) -> R<()> {
+        self.expect(b'(', what)?;
+        if self.eat(b')') {
+            return Ok(());
+        }
+        loop {
+            let opt = self.upper_atom(what)?;
+            f(self, opt)?;
+            if self.eat(b')') {
+                return Ok(());
+            }
+            self.sp()?;
+        }
+    }
+
     fn month(&mut self) -> R<u8> {
         let at = self.pos;
         let m =
@@ -840,23 +856,16 @@ impl<'a> Cursor<'a> {
     fn list(&mut self) -> R<CommandKind> {
         let mut selection = ListSelection::default();
         if self.peek() == Some(b'(') {
-            self.pos += 1;
-            if !self.eat(b')') {
-                loop {
-                    let opt = self.upper_atom("a selection option")?;
-                    match opt.as_str() {
-                        "SUBSCRIBED" => selection.subscribed = true,
-                        "REMOTE" => selection.remote = true,
-                        "RECURSIVEMATCH" => selection.recursive_match = true,
-                        "SPECIAL-USE" => selection.special_use = true,
-                        _ => return Err(CommandError::UnknownName { what: "selection option", name: opt }),
-                    }
-                    if self.eat(b')') {
-                        break;
-                    }
-                    self.sp()?;
+            self.options("a selection option", |_, opt| {
+                match opt.as_str() {
+                    "SUBSCRIBED" => selection.subscribed = true,
+                    "REMOTE" => selection.remote = true,
+                    "RECURSIVEMATCH" => selection.recursive_match = true,
+                    "SPECIAL-USE" => selection.special_use = true,
+                    _ => return Err(CommandError::UnknownName { what: "selection option", name: opt }),
                 }
-            }
+                Ok(())
+            })?;
             self.sp()?;
         }
         let reference = self.astring_utf8("a reference name")?;
@@ -872,26 +881,19 @@ impl<'a> Cursor<'a> {
                 return Err(self.expected("RETURN"));
             }
             self.sp()?;
-            self.expect(b'(', "a list of return options")?;
-            if !self.eat(b')') {
-                loop {
-                    let opt = self.upper_atom("a return option")?;
-                    match opt.as_str() {
-                        "SUBSCRIBED" => returns.subscribed = true,
-                        "CHILDREN" => returns.children = true,
-                        "SPECIAL-USE" => returns.special_use = true,
-                        "STATUS" => {
-                            self.sp()?;
-                            returns.status = Some(self.status_items()?);
-                        }
-                        _ => return Err(CommandError::UnknownName { what: "return option", name: opt }),
+            self.options("a return option", |c, opt| {
+                match opt.as_str() {
+                    "SUBSCRIBED" => returns.subscribed = true,
+                    "CHILDREN" => returns.children = true,
+                    "SPECIAL-USE" => returns.special_use = true,
+                    "STATUS" => {
+                        c.sp()?;
+                        returns.status = Some(c.status_items()?);
                     }
-                    if self.eat(b')') {
-                        break;
-                    }
-                    self.sp()?;
+                    _ => return Err(CommandError::UnknownName { what: "return option", name: opt }),
                 }
-            }
+                Ok(())
+            })?;
         }
         if selection.recursive_match && !(selection.subscribed || selection.special_use) {
             // RFC 5258 §3: RECURSIVEMATCH alone is a syntax error

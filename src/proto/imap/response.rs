@@ -107,8 +107,7 @@ fn write_code(out: &mut Vec<u8>, code: &Code) {
     // writes to a Vec cannot fail
     let _ = match code {
         Code::Capability(caps) => {
-            out.extend_from_slice(b"CAPABILITY");
-            atoms(out, caps);
+            atoms(out, b"CAPABILITY", caps);
             Ok(())
         }
         Code::PermanentFlags(flags) => {
@@ -122,14 +121,8 @@ fn write_code(out: &mut Vec<u8>, code: &Code) {
         Code::BadCharset(cs) => {
             out.extend_from_slice(b"BADCHARSET");
             if !cs.is_empty() {
-                out.extend_from_slice(b" (");
-                for (i, c) in cs.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b' ');
-                    }
-                    astring(out, c.as_bytes());
-                }
-                out.push(b')');
+                out.push(b' ');
+                list(out, cs, |out, c| astring(out, c.as_bytes()));
             }
             Ok(())
         }
@@ -142,9 +135,10 @@ fn write_code(out: &mut Vec<u8>, code: &Code) {
     out.extend_from_slice(b"] ");
 }
 
-/// ` A B C` for names that must be atoms (capabilities, ENABLED); anything
-/// not an atom is dropped rather than sent broken.
-fn atoms(out: &mut Vec<u8>, names: &[String]) {
+/// `HEAD A B C` for names that must be atoms (capabilities, ENABLED);
+/// anything not an atom is dropped rather than sent broken.
+fn atoms(out: &mut Vec<u8>, head: &[u8], names: &[String]) {
+    out.extend_from_slice(head);
     for n in names.iter().filter(|n| !n.is_empty() && n.bytes().all(super::command::is_atom_char)) {
         out.push(b' ');
         out.extend_from_slice(n.as_bytes());
@@ -393,14 +387,26 @@ fn params(out: &mut Vec<u8>, ps: &[(String, String)]) {
         out.extend_from_slice(b"NIL");
         return;
     }
-    out.push(b'(');
-    for (i, (k, v)) in ps.iter().enumerate() {
-        if i > 0 {
-            out.push(b' ');
-        }
+    pairs(out, ps);
+}
+
+/// `("k" "v" "k2" "v2")`.
+fn pairs(out: &mut Vec<u8>, ps: &[(String, String)]) {
+    list(out, ps, |out, (k, v)| {
         string(out, k.as_bytes());
         out.push(b' ');
         string(out, v.as_bytes());
+    });
+}
+
+/// `(a b c)`, each item written by `item`.
+fn list<T>(out: &mut Vec<u8>, items: &[T], mut item: impl FnMut(&mut Vec<u8>, &T)) {
+    out.push(b'(');
+    for (i, t) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b' ');
+        }
+        item(out, t);
     }
     out.push(b')');
 }
@@ -421,16 +427,7 @@ fn extension(out: &mut Vec<u8>, ext: &Extension) {
     match ext.language.as_slice() {
         [] => out.extend_from_slice(b"NIL"),
         [one] => string(out, one.as_bytes()),
-        many => {
-            out.push(b'(');
-            for (i, l) in many.iter().enumerate() {
-                if i > 0 {
-                    out.push(b' ');
-                }
-                string(out, l.as_bytes());
-            }
-            out.push(b')');
-        }
+        many => list(out, many, |out, l| string(out, l.as_bytes())),
     }
     out.push(b' ');
     nstring(out, ext.location.as_ref().map(|l| l.as_bytes()));
@@ -631,13 +628,11 @@ pub fn data(out: &mut Vec<u8>, d: &Data<'_>) {
     out.extend_from_slice(b"* ");
     let _ = match d {
         Data::Capability(caps) => {
-            out.extend_from_slice(b"CAPABILITY");
-            atoms(out, caps);
+            atoms(out, b"CAPABILITY", caps);
             Ok(())
         }
         Data::Enabled(caps) => {
-            out.extend_from_slice(b"ENABLED");
-            atoms(out, caps);
+            atoms(out, b"ENABLED", caps);
             Ok(())
         }
         Data::Flags(f) => {
@@ -649,7 +644,7 @@ pub fn data(out: &mut Vec<u8>, d: &Data<'_>) {
         Data::Recent(n) => write!(out, "{n} RECENT"),
         Data::Expunge(n) => write!(out, "{n} EXPUNGE"),
         Data::List { lsub, attributes, delimiter: d, mailbox } => {
-            out.extend_from_slice(if *lsub { b"LSUB (" } else { b"LIST (" });
+            out.extend_from_slice(if *lsub { b"LSUB " } else { b"LIST " });
             let attrs: Vec<&String> = attributes
                 .iter()
                 .filter(|a| {
@@ -657,13 +652,8 @@ pub fn data(out: &mut Vec<u8>, d: &Data<'_>) {
                     !n.is_empty() && n.bytes().all(super::command::is_atom_char)
                 })
                 .collect();
-            for (i, a) in attrs.iter().enumerate() {
-                if i > 0 {
-                    out.push(b' ');
-                }
-                out.extend_from_slice(a.as_bytes());
-            }
-            out.extend_from_slice(b") ");
+            list(out, &attrs, |out, a| out.extend_from_slice(a.as_bytes()));
+            out.push(b' ');
             delimiter(out, *d);
             out.push(b' ');
             astring(out, mailbox.as_bytes());
@@ -672,14 +662,10 @@ pub fn data(out: &mut Vec<u8>, d: &Data<'_>) {
         Data::Status { mailbox, items } => {
             out.extend_from_slice(b"STATUS ");
             astring(out, mailbox.as_bytes());
-            out.extend_from_slice(b" (");
-            for (i, (item, n)) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b' ');
-                }
+            out.push(b' ');
+            list(out, items, |out, (item, n)| {
                 let _ = write!(out, "{} {n}", item.name());
-            }
-            out.push(b')');
+            });
             Ok(())
         }
         Data::Search { ids, modseq } => {
@@ -701,17 +687,9 @@ pub fn data(out: &mut Vec<u8>, d: &Data<'_>) {
             Ok(())
         }
         Data::Id(None) => write!(out, "ID NIL"),
-        Data::Id(Some(pairs)) => {
-            out.extend_from_slice(b"ID (");
-            for (i, (k, v)) in pairs.iter().enumerate() {
-                if i > 0 {
-                    out.push(b' ');
-                }
-                string(out, k.as_bytes());
-                out.push(b' ');
-                string(out, v.as_bytes());
-            }
-            out.push(b')');
+        Data::Id(Some(ps)) => {
+            out.extend_from_slice(b"ID ");
+            pairs(out, ps);
             Ok(())
         }
     };
