@@ -10,7 +10,7 @@
 //! decides what to answer (that is the core's) or reads a message (the
 //! store's). Human-readable text is stripped of CR, LF and other controls.
 
-use super::types::{DateTime, Flag, Section, SequenceSet, StatusItem};
+use super::types::{DateTime, Flag, Section, SectionText, SequenceSet, StatusItem};
 use std::io::Write;
 
 /// The status of a status response.
@@ -433,6 +433,9 @@ fn extension(out: &mut Vec<u8>, ext: &Extension) {
     nstring(out, ext.location.as_ref().map(|l| l.as_bytes()));
 }
 
+/// An empty text part, shown where the grammar needs a part and there is none.
+const EMPTY_PART: &[u8] = b"(\"text\" \"plain\" NIL NIL NIL \"7bit\" 0 0)";
+
 /// The body structure: `extensible` gives BODYSTRUCTURE (with MD5,
 /// disposition, language, location), otherwise BODY.
 pub fn body_structure(out: &mut Vec<u8>, b: &BodyStructure, extensible: bool) {
@@ -451,14 +454,28 @@ pub fn body_structure(out: &mut Vec<u8>, b: &BodyStructure, extensible: bool) {
             out.push(b' ');
             string(out, part.encoding.as_bytes());
             let _ = write!(out, " {}", part.size);
-            if let Some(m) = &part.message {
+            // the grammar decides by the type what follows the size: a
+            // message/rfc822 part always has envelope, body and lines, a text
+            // part lines, any other nothing — whatever the store filled in
+            let is_message =
+                part.media_type.eq_ignore_ascii_case("message") && part.subtype.eq_ignore_ascii_case("rfc822");
+            if is_message {
                 out.push(b' ');
-                envelope(out, &m.0);
-                out.push(b' ');
-                body_structure(out, &m.1, extensible);
+                match &part.message {
+                    Some(m) => {
+                        envelope(out, &m.0);
+                        out.push(b' ');
+                        body_structure(out, &m.1, extensible);
+                    }
+                    None => {
+                        envelope(out, &Envelope::default());
+                        out.extend_from_slice(b" ");
+                        out.extend_from_slice(EMPTY_PART);
+                    }
+                }
             }
-            if let Some(lines) = part.lines {
-                let _ = write!(out, " {lines}");
+            if is_message || part.media_type.eq_ignore_ascii_case("text") {
+                let _ = write!(out, " {}", part.lines.unwrap_or(0));
             }
             if extensible {
                 out.push(b' ');
@@ -469,7 +486,7 @@ pub fn body_structure(out: &mut Vec<u8>, b: &BodyStructure, extensible: bool) {
         BodyStructure::Multipart { parts, subtype, params: ps, ext } => {
             if parts.is_empty() {
                 // body-type-mpart needs a part; an empty multipart shows one empty text part
-                out.extend_from_slice(b"(\"text\" \"plain\" NIL NIL NIL \"7bit\" 0 0)");
+                out.extend_from_slice(EMPTY_PART);
             }
             for p in parts {
                 body_structure(out, p, extensible);
@@ -484,6 +501,29 @@ pub fn body_structure(out: &mut Vec<u8>, b: &BodyStructure, extensible: bool) {
         }
     }
     out.push(b')');
+}
+
+/// The specifier between the brackets, as the client wrote it (part
+/// numbers, HEADER, HEADER.FIELDS with the field names as astrings, ...).
+fn section_spec(out: &mut Vec<u8>, s: &Section) {
+    for (i, p) in s.part.iter().enumerate() {
+        let _ = write!(out, "{}{p}", if i > 0 { "." } else { "" });
+    }
+    let Some(text) = &s.text else { return };
+    if !s.part.is_empty() {
+        out.push(b'.');
+    }
+    let (name, fields): (&[u8], _) = match text {
+        SectionText::Header => (b"HEADER", None),
+        SectionText::HeaderFields(h) => (b"HEADER.FIELDS ", Some(h)),
+        SectionText::HeaderFieldsNot(h) => (b"HEADER.FIELDS.NOT ", Some(h)),
+        SectionText::Text => (b"TEXT", None),
+        SectionText::Mime => (b"MIME", None),
+    };
+    out.extend_from_slice(name);
+    if let Some(fields) = fields {
+        list(out, fields, |out, f| astring(out, f.as_bytes()));
+    }
 }
 
 /// One FETCH data item in a response.
@@ -552,7 +592,9 @@ pub fn fetch(out: &mut Vec<u8>, seq: u32, items: &[FetchItem<'_>]) {
                 body_structure(out, b, true);
             }
             FetchItem::BodySection { section, origin, data } => {
-                let _ = write!(out, "BODY[{section}]");
+                out.extend_from_slice(b"BODY[");
+                section_spec(out, section);
+                out.push(b']');
                 if let Some(o) = origin {
                     let _ = write!(out, "<{o}>");
                 }

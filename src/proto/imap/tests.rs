@@ -358,6 +358,37 @@ fn imap_writer_envelope_and_bodystructure_of_a_multipart() {
         s.starts_with("(\"MESSAGE\" \"RFC822\" NIL NIL NIL \"7BIT\" 100 (\"Wed,") && s.ends_with("\"MIXED\") 4)"),
         "{s}"
     );
+    // the grammar's shape holds whatever the store left out or added
+    let bare = |media: &str, sub: &str, lines: Option<u32>| BodyStructure::Single {
+        part: SinglePart {
+            media_type: media.into(),
+            subtype: sub.into(),
+            params: vec![],
+            id: None,
+            description: None,
+            encoding: "7bit".into(),
+            size: 1,
+            lines,
+            message: None,
+            md5: None,
+        },
+        ext: Extension::default(),
+    };
+    let enc = |b: &BodyStructure| {
+        let mut out = Vec::new();
+        body_structure(&mut out, b, false);
+        String::from_utf8(out).unwrap()
+    };
+    assert_eq!(enc(&bare("text", "html", None)), "(\"text\" \"html\" NIL NIL NIL \"7bit\" 1 0)");
+    assert_eq!(enc(&bare("image", "png", Some(3))), "(\"image\" \"png\" NIL NIL NIL \"7bit\" 1)");
+    assert_eq!(
+        enc(&bare("message", "rfc822", None)),
+        "(\"message\" \"rfc822\" NIL NIL NIL \"7bit\" 1 (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL) \
+         (\"text\" \"plain\" NIL NIL NIL \"7bit\" 0 0) 0)"
+    );
+    let empty =
+        BodyStructure::Multipart { parts: vec![], subtype: "mixed".into(), params: vec![], ext: Extension::default() };
+    assert_eq!(enc(&empty), "((\"text\" \"plain\" NIL NIL NIL \"7bit\" 0 0) \"mixed\")");
 }
 
 #[test]

@@ -351,48 +351,6 @@ pub struct Section {
     pub text: Option<SectionText>,
 }
 
-impl fmt::Display for Section {
-    /// The specifier between the brackets, as a FETCH response names it.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, p) in self.part.iter().enumerate() {
-            if i > 0 {
-                f.write_str(".")?;
-            }
-            write!(f, "{p}")?;
-        }
-        let Some(text) = &self.text else { return Ok(()) };
-        if !self.part.is_empty() {
-            f.write_str(".")?;
-        }
-        let (name, fields) = match text {
-            SectionText::Header => ("HEADER", None),
-            SectionText::HeaderFields(h) => ("HEADER.FIELDS", Some(h)),
-            SectionText::HeaderFieldsNot(h) => ("HEADER.FIELDS.NOT", Some(h)),
-            SectionText::Text => ("TEXT", None),
-            SectionText::Mime => ("MIME", None),
-        };
-        f.write_str(name)?;
-        if let Some(fields) = fields {
-            // field names are atoms or were given as strings; an atom-safe
-            // name goes bare, anything else quoted (names never hold quotes:
-            // the grammar's header-fld-name is an astring we sanitised)
-            f.write_str(" (")?;
-            for (i, h) in fields.iter().enumerate() {
-                if i > 0 {
-                    f.write_str(" ")?;
-                }
-                if !h.is_empty() && h.bytes().all(super::command::is_astring_char) {
-                    f.write_str(h)?;
-                } else {
-                    write!(f, "\"{}\"", h.replace(['\\', '"'], ""))?;
-                }
-            }
-            f.write_str(")")?;
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
