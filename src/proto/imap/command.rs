@@ -8,9 +8,11 @@
 //! `<tag> BAD ...` (or `* BAD ...` when no tag could be read).
 //!
 //! Only syntax lives here: whether a command is allowed in the session's
-//! state, what a sequence number or mailbox names, which charsets SEARCH
-//! supports and which SASL mechanisms exist are the core's and the
-//! service's. Bounds: a sequence set holds at most
+//! state, what a sequence number or mailbox names and which SASL mechanisms
+//! exist are the core's and the service's. One exception: SEARCH in a
+//! charset other than UTF-8 or US-ASCII is its own error
+//! ([`CommandError::Charset`]), which the core answers `NO [BADCHARSET]`
+//! rather than BAD. Bounds: a sequence set holds at most
 //! [`super::types::MAX_SEQUENCE_RANGES`] ranges, search keys nest at most
 //! [`MAX_SEARCH_DEPTH`] deep, ID carries at most 30 pairs.
 

@@ -1,8 +1,9 @@
 //! The IMAP values shared by the command grammar and the response writer:
 //! sequence sets, flags, mailbox names, dates and date-times, STATUS items
-//! and FETCH body sections (RFC 3501 §9). Plain data with their IMAP text
-//! forms; what a value means for a mailbox (which messages `*` names, which
-//! flags may be stored) is the core's and the store's business.
+//! and FETCH body sections (RFC 3501 §9). Plain data, with the text forms
+//! of the simple ones (sequence sets, flags, dates); what a value means for
+//! a mailbox (which messages `*` names, which flags may be stored) is the
+//! core's and the store's business.
 
 use std::fmt;
 
