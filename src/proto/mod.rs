@@ -2,6 +2,7 @@
 //! none touches a socket, a clock or a disk. `net::driver` runs them.
 
 pub mod dot;
+pub mod imap;
 pub mod literal;
 pub mod pop3;
 pub mod sasl;
