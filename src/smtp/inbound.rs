@@ -11,7 +11,7 @@ use crate::auth::throttle::Attempt;
 use crate::config::VirtualServer;
 use crate::net::{ConnInfo, Next, Service, Session, SessionEnd};
 use crate::proto::smtp::reply::{self, Reply};
-use crate::proto::smtp::server::{Event, ServerSession, Settings};
+use crate::proto::smtp::server::{AuthMode, Event, ServerSession, Settings};
 use crate::proto::smtp::{Address, ReversePath};
 use crate::queue::{Message, MessageKind, Recipient, SpoolRef};
 use crate::server::Context;
@@ -36,7 +36,11 @@ impl SmtpService {
             max_recipients: vs.max_recipients,
             starttls: vs.tls == crate::config::TlsMode::Starttls,
             require_tls: vs.require_tls,
-            auth: vs.auth,
+            auth: match vs.auth {
+                crate::config::AuthMode::Off => AuthMode::Off,
+                crate::config::AuthMode::Optional => AuthMode::Optional,
+                crate::config::AuthMode::Required => AuthMode::Required,
+            },
             allow_plaintext_auth: vs.allow_plaintext_auth,
             max_errors: MAX_ERRORS,
         };

@@ -13,7 +13,6 @@
 use super::address::{parse_path, Address, AddressError, ReversePath};
 use super::data::{count_received, DataEnd, DataReader};
 use super::reply::{self, Reply};
-use crate::config::AuthMode;
 use bytes::BytesMut;
 
 /// RFC 5321 §4.5.3.1.4: a command line is at most 512 octets with its CRLF.
@@ -40,13 +39,22 @@ pub struct Settings {
     pub max_errors: u32,
 }
 
-/// The body encoding the client declared with `BODY=`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// Whether the server takes AUTH; the service maps its configuration here.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AuthMode {
+    #[default]
+    Off,
+    Optional,
+    /// No MAIL before AUTH.
+    Required,
+}
+
+/// The body encoding the client declared with `BODY=`. How the queue
+/// stores it is the queue's business (`queue::message`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum BodyType {
     #[default]
-    #[serde(rename = "7bit")]
     SevenBit,
-    #[serde(rename = "8bitmime")]
     EightBitMime,
 }
 
