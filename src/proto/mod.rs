@@ -5,6 +5,7 @@ pub mod dot;
 pub mod literal;
 pub mod pop3;
 pub mod sasl;
+pub mod session;
 pub mod smtp;
 
 use bytes::BytesMut;

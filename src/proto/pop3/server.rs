@@ -8,13 +8,16 @@
 //! [`Event`] for anything that needs the outside world: credentials to
 //! check, a message to fetch, deletions to carry out at QUIT. The caller
 //! answers with the matching decision method before feeding again.
+//! Lines are read by the kit's skeleton (`proto::session`) and AUTH runs
+//! the kit's SASL exchange (`proto::sasl`) with `+ ` framing.
 //! Deletions are only marks until QUIT (RFC 1939 §6): a session that ends
 //! any other way never asks for them. The core never touches a socket, a
 //! clock or a disk.
 
 use super::message::write_multiline;
 use super::reply::{self, Reply};
-use crate::auth::sasl::Credentials;
+use crate::proto::sasl::{Credentials, Exchange, Framing, Mechanism, SaslFailure};
+use crate::proto::session::{self, Before, LineCore};
 use bytes::BytesMut;
 
 /// RFC 2449 §4: a command line is at most 255 octets with its CRLF.
@@ -59,11 +62,14 @@ pub enum Event {
     /// USER/PASS: check them, take the maildrop, and answer with
     /// [`ServerSession::login_done`].
     Login(Credentials),
-    /// `AUTH mechanism [initial-response]`; answer with
-    /// [`ServerSession::auth_challenge`] or [`ServerSession::login_done`].
-    Auth { mechanism: String, initial: Option<String> },
-    /// The client's answer to a `+ ` challenge (base64 text, `=` for empty).
-    AuthResponse(String),
+    /// `AUTH mechanism [initial-response]` is about to start: take the
+    /// throttle slot, then answer with [`ServerSession::auth_begin`].
+    Auth { mechanism: Mechanism },
+    /// The AUTH exchange gave these: as for [`Event::Login`].
+    Credentials(Credentials),
+    /// The AUTH exchange made no sense; it counts as a failure. Answer with
+    /// [`ServerSession::login_done`].
+    AuthFailed(SaslFailure),
     /// RETR, or TOP with `top` body lines: answer with [`ServerSession::message`].
     Retrieve { uid: u32, top: Option<u64> },
     /// QUIT in the TRANSACTION state: remove these UIDs (maybe none), then
@@ -91,6 +97,8 @@ enum State {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pending {
+    /// AUTH waits to be let start (the throttle).
+    AuthStart(Mechanism),
     Login,
     /// RETR, or TOP with this many body lines.
     Message {
@@ -111,6 +119,11 @@ pub struct ServerSession {
     errors: u32,
     /// Discarding the rest of an overlong line.
     lines: crate::proto::LineReader,
+    /// The exchange under way, and the initial response of one to start.
+    sasl: Option<Exchange>,
+    initial: Option<Vec<u8>>,
+    /// An event produced by a decision method, returned by the next `feed`.
+    ready: Option<Event>,
 }
 
 impl ServerSession {
@@ -126,6 +139,9 @@ impl ServerSession {
             deleted: Vec::new(),
             errors: 0,
             lines: crate::proto::LineReader::default(),
+            sasl: None,
+            initial: None,
+            ready: None,
         }
     }
 
@@ -147,7 +163,7 @@ impl ServerSession {
     /// Whether a SASL exchange is under way (a decision or a client line is
     /// awaited); false again once it ended or was cancelled.
     pub fn auth_in_progress(&self) -> bool {
-        matches!(self.state, State::Sasl | State::Waiting(Pending::Login))
+        matches!(self.state, State::Sasl | State::Waiting(Pending::Login | Pending::AuthStart(_)))
     }
     /// Messages marked for deletion right now.
     pub fn marked(&self) -> usize {
@@ -177,63 +193,9 @@ impl ServerSession {
         }
     }
 
-    fn close_for_errors(&mut self) -> Option<Event> {
-        reply::TOO_MANY_ERRORS.write(&mut self.out);
-        self.state = State::Closed;
-        Some(Event::TooManyErrors)
-    }
-
     /// Process input until an event needs a decision or more input is needed.
     pub fn feed(&mut self, input: &mut BytesMut) -> Option<Event> {
-        loop {
-            match self.state {
-                State::Closed => {
-                    input.clear();
-                    return None;
-                }
-                State::Waiting(_) => return None,
-                _ if self.output_full() => return None,
-                _ => {}
-            }
-            if self.errors >= self.settings.max_errors {
-                return self.close_for_errors();
-            }
-            let raw = match self.lines.next_line(input, MAX_AUTH_LINE)? {
-                Ok(line) => line,
-                Err(_) => {
-                    self.reply(&reply::LINE_TOO_LONG);
-                    continue;
-                }
-            };
-            let line = &raw[..];
-            let ev = if matches!(self.state, State::Sasl) {
-                self.sasl_line(line)
-            } else if line.len() + 2 > MAX_COMMAND_LINE && !long_line_allowed(line) {
-                self.reply(&reply::LINE_TOO_LONG);
-                None
-            } else {
-                self.command(line)
-            };
-            if ev.is_some() {
-                return ev;
-            }
-        }
-    }
-
-    fn sasl_line(&mut self, line: &[u8]) -> Option<Event> {
-        // RFC 5034 §4: "*" cancels
-        if line == b"*" {
-            self.state = State::Authorization { user: None };
-            self.reply(&reply::AUTH_CANCELLED);
-            return None;
-        }
-        let Ok(text) = std::str::from_utf8(line) else {
-            self.state = State::Authorization { user: None };
-            self.reply(&reply::AUTH_BAD_BASE64);
-            return None;
-        };
-        self.state = State::Waiting(Pending::Login);
-        Some(Event::AuthResponse(text.to_string()))
+        session::feed(self, input)
     }
 
     fn command(&mut self, line: &[u8]) -> Option<Event> {
@@ -349,13 +311,13 @@ impl ServerSession {
             self.reply(&reply::SYNTAX);
             return None;
         }
-        let mechanism = args[0].to_ascii_uppercase();
-        if mechanism != "PLAIN" {
+        let Some(mechanism @ Mechanism::Plain) = Mechanism::parse(args[0]) else {
             self.reply(&reply::UNKNOWN_MECHANISM);
             return None;
-        }
-        self.state = State::Waiting(Pending::Login);
-        Some(Event::Auth { mechanism, initial: args.get(1).map(|s| s.to_string()) })
+        };
+        self.initial = args.get(1).map(|s| s.as_bytes().to_vec());
+        self.state = State::Waiting(Pending::AuthStart(mechanism));
+        Some(Event::Auth { mechanism })
     }
 
     fn write_capabilities(&mut self) {
@@ -485,15 +447,21 @@ impl ServerSession {
         matches!(self.state, State::Waiting(w) if w == p)
     }
 
-    /// Answer an AUTH step with a challenge: `+ <base64>` (RFC 5034 §4).
-    pub fn auth_challenge(&mut self, challenge_b64: &str) {
-        if !self.expect_decision(Pending::Login) {
-            return;
+    /// Answer [`Event::Auth`]: `Ok(())` starts the exchange (the slot is
+    /// taken), `Err(reply)` refuses it (throttled).
+    pub fn auth_begin(&mut self, slot: Result<(), Reply>) {
+        let State::Waiting(Pending::AuthStart(mechanism)) = self.state else { return };
+        let initial = self.initial.take();
+        match slot {
+            Ok(()) => self.ready = session::sasl_begin(self, mechanism, initial.as_deref()),
+            Err(r) => self.not_logged_in(&r),
         }
-        self.out.extend_from_slice(b"+ ");
-        self.out.extend(challenge_b64.bytes().filter(|b| b.is_ascii_graphic()));
-        self.out.extend_from_slice(b"\r\n");
-        self.state = State::Sasl;
+    }
+
+    /// Back to AUTHORIZATION with the reply that says why.
+    fn not_logged_in(&mut self, r: &Reply) {
+        self.state = State::Authorization { user: None };
+        self.reply(r);
     }
 
     /// Finish [`Event::Login`] or an AUTH exchange: `Ok((user, maildrop))`
@@ -511,10 +479,7 @@ impl ServerSession {
                 let (n, size) = self.totals();
                 Reply::ok_owned(format!("Logged in, {n} messages ({size} octets)")).write(&mut self.out);
             }
-            Err(r) => {
-                self.state = State::Authorization { user: None };
-                self.reply(&r);
-            }
+            Err(r) => self.not_logged_in(&r),
         }
     }
 
@@ -558,6 +523,7 @@ impl ServerSession {
     pub fn tls_started(&mut self) {
         self.tls = true;
         self.lines.reset();
+        self.sasl = None;
         if matches!(self.state, State::Authorization { .. } | State::Sasl) {
             self.state = State::Authorization { user: None };
         }
@@ -571,10 +537,67 @@ impl ServerSession {
     }
 }
 
-/// AUTH and PASS may be longer than an ordinary command line.
-fn long_line_allowed(line: &[u8]) -> bool {
-    let verb = line.split(|&b| b == b' ').next().unwrap_or_default();
-    verb.eq_ignore_ascii_case(b"AUTH") || verb.eq_ignore_ascii_case(b"PASS")
+impl LineCore for ServerSession {
+    type Event = Event;
+    const MAX_LINE: usize = MAX_AUTH_LINE;
+    const MAX_COMMAND: usize = MAX_COMMAND_LINE;
+    const FRAMING: Framing = Framing::Continuation;
+
+    fn before_line(&mut self, input: &mut BytesMut) -> Before<Event> {
+        match self.state {
+            State::Closed => {
+                input.clear();
+                Before::Return(None)
+            }
+            State::Waiting(_) => Before::Return(self.ready.take()),
+            _ if self.output_full() => Before::Return(None),
+            _ => Before::ReadLine,
+        }
+    }
+    fn lines(&mut self) -> &mut crate::proto::LineReader {
+        &mut self.lines
+    }
+    fn over_error_limit(&self) -> bool {
+        self.errors >= self.settings.max_errors
+    }
+    fn close_for_errors(&mut self) -> Option<Event> {
+        reply::TOO_MANY_ERRORS.write(&mut self.out);
+        self.state = State::Closed;
+        Some(Event::TooManyErrors)
+    }
+    fn line_too_long(&mut self) {
+        self.reply(&reply::LINE_TOO_LONG);
+    }
+    /// AUTH and PASS may be longer than an ordinary command line.
+    fn long_allowed(line: &[u8]) -> bool {
+        let verb = line.split(|&b| b == b' ').next().unwrap_or_default();
+        verb.eq_ignore_ascii_case(b"AUTH") || verb.eq_ignore_ascii_case(b"PASS")
+    }
+    fn command(&mut self, line: &[u8]) -> Option<Event> {
+        ServerSession::command(self, line)
+    }
+    fn sasl(&mut self) -> &mut Option<Exchange> {
+        &mut self.sasl
+    }
+    fn challenge(&mut self, line: &[u8]) {
+        self.out.extend_from_slice(line);
+        self.state = State::Sasl;
+    }
+    /// RFC 5034 §4: "*" cancels.
+    fn sasl_refused(&mut self, why: SaslFailure) {
+        let r = match why {
+            SaslFailure::Cancelled => reply::AUTH_CANCELLED,
+            _ => reply::AUTH_BAD_BASE64,
+        };
+        self.not_logged_in(&r);
+    }
+    fn sasl_finished(&mut self, result: Result<Credentials, SaslFailure>) -> Event {
+        self.state = State::Waiting(Pending::Login);
+        match result {
+            Ok(credentials) => Event::Credentials(credentials),
+            Err(why) => Event::AuthFailed(why),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -5,14 +5,18 @@
 //! [`ServerSession::feed`] takes the bytes a client sent and either answers
 //! them itself (syntax, sequence, limits, everything that needs no outside
 //! knowledge) or returns an [`Event`] for a decision it cannot make alone —
-//! a sender, a recipient, a finished message, a SASL step. The caller then
-//! answers with the matching decision method before feeding again. Replies
+//! a sender, a recipient, a finished message, credentials to check. The
+//! caller then answers with the matching decision method before feeding
+//! again. Lines are read by the kit's skeleton (`proto::session`) and AUTH
+//! runs the kit's SASL exchange (`proto::sasl`) with `334` framing. Replies
 //! accumulate in an output buffer the caller drains. The session never
 //! touches a socket, a clock or a disk.
 
 use super::address::{parse_path, Address, AddressError, ReversePath};
 use super::data::{count_received, DataEnd, DataReader};
 use super::reply::{self, Reply};
+use crate::proto::sasl::{Credentials, Exchange, Framing, Mechanism, SaslFailure};
+use crate::proto::session::{self, Before, LineCore};
 use bytes::BytesMut;
 
 /// RFC 5321 §4.5.3.1.4: a command line is at most 512 octets with its CRLF.
@@ -71,11 +75,15 @@ pub enum Event {
     /// The 220 is queued; flush it, drop buffered input, start TLS, then
     /// call [`ServerSession::tls_started`].
     StartTls,
-    /// `AUTH mechanism [initial-response]`; answer with
-    /// [`ServerSession::auth_challenge`] or [`ServerSession::auth_done`].
-    Auth { mechanism: String, initial: Option<String> },
-    /// The client's answer to a 334 challenge (base64 text, `=` for empty).
-    AuthResponse(String),
+    /// `AUTH mechanism [initial-response]` is about to start: take the
+    /// throttle slot, then answer with [`ServerSession::auth_begin`].
+    Auth { mechanism: Mechanism },
+    /// The exchange gave these; check them and answer with
+    /// [`ServerSession::auth_done`].
+    Credentials(Credentials),
+    /// The exchange made no sense; it counts as a failure. Answer with
+    /// [`ServerSession::auth_done`].
+    AuthFailed(SaslFailure),
     /// Answer with [`ServerSession::mail_decision`].
     Mail { from: ReversePath, params: MailParams },
     /// Answer with [`ServerSession::rcpt_decision`].
@@ -95,6 +103,7 @@ enum State {
     ExpectMail,
     ExpectRcptOrData,
     Data(DataReader),
+    /// A SASL exchange awaits the client's next line.
     Sasl,
     /// An event is out; nothing is read until the decision comes back.
     Waiting(Pending),
@@ -106,6 +115,9 @@ enum Pending {
     Mail,
     Rcpt,
     Message,
+    /// AUTH waits to be let start (the throttle).
+    AuthStart(Mechanism),
+    /// Credentials or a failed exchange wait for their verdict.
     Auth,
 }
 
@@ -121,6 +133,11 @@ pub struct ServerSession {
     errors: u32,
     /// Discarding the rest of an overlong line.
     lines: crate::proto::LineReader,
+    /// The exchange under way, and the initial response of one to start.
+    sasl: Option<Exchange>,
+    initial: Option<Vec<u8>>,
+    /// An event produced by a decision method, returned by the next `feed`.
+    ready: Option<Event>,
     // the current transaction
     mail_params: MailParams,
     recipients: usize,
@@ -146,6 +163,9 @@ impl ServerSession {
             auth_user: None,
             errors: 0,
             lines: crate::proto::LineReader::default(),
+            sasl: None,
+            initial: None,
+            ready: None,
             mail_params: MailParams::default(),
             recipients: 0,
             transactions: 0,
@@ -182,7 +202,7 @@ impl ServerSession {
     /// Whether an AUTH exchange is under way (a decision or a client line
     /// is awaited); false again once it succeeded, failed or was cancelled.
     pub fn auth_in_progress(&self) -> bool {
-        matches!(self.state, State::Sasl | State::Waiting(Pending::Auth))
+        matches!(self.state, State::Sasl | State::Waiting(Pending::Auth | Pending::AuthStart(_)))
     }
     /// Messages accepted so far in this session.
     pub fn transactions(&self) -> u32 {
@@ -212,16 +232,6 @@ impl ServerSession {
         }
     }
 
-    fn over_error_limit(&self) -> bool {
-        self.errors >= self.settings.max_errors
-    }
-
-    fn close_for_errors(&mut self) -> Option<Event> {
-        reply::TOO_MANY_ERRORS.write(&mut self.out);
-        self.state = State::Closed;
-        Some(Event::TooManyErrors)
-    }
-
     fn reset_transaction(&mut self) {
         self.mail_params = MailParams::default();
         self.recipients = 0;
@@ -232,78 +242,28 @@ impl ServerSession {
 
     /// Process input until an event needs a decision or more input is needed.
     pub fn feed(&mut self, input: &mut BytesMut) -> Option<Event> {
-        loop {
-            match &mut self.state {
-                State::Closed => {
-                    input.clear();
-                    return None;
-                }
-                State::Waiting(_) => return None,
-                State::Data(reader) => match reader.feed(input)? {
-                    DataEnd::TooBig { .. } => {
-                        self.state = State::ExpectMail;
-                        self.reset_transaction();
-                        self.reply(&reply::SIZE_EXCEEDED);
-                        if self.over_error_limit() {
-                            return self.close_for_errors();
-                        }
-                    }
-                    DataEnd::Complete(body) => {
-                        if count_received(&body) > MAX_RECEIVED {
-                            self.state = State::ExpectMail;
-                            self.reset_transaction();
-                            self.reply(&reply::TOO_MANY_HOPS);
-                            if self.over_error_limit() {
-                                return self.close_for_errors();
-                            }
-                            continue;
-                        }
-                        self.state = State::Waiting(Pending::Message);
-                        return Some(Event::Message { body });
-                    }
-                },
-                _ => {
-                    if self.over_error_limit() {
-                        return self.close_for_errors();
-                    }
-                    // Read up to the AUTH limit; non-AUTH lines are held to 512 below.
-                    let raw = match self.lines.next_line(input, MAX_AUTH_LINE)? {
-                        Ok(line) => line,
-                        Err(_) => {
-                            self.reply(&reply::LINE_TOO_LONG);
-                            continue;
-                        }
-                    };
-                    let line = &raw[..];
-                    let ev = if matches!(self.state, State::Sasl) {
-                        self.sasl_line(line)
-                    } else if line.len() + 2 > MAX_COMMAND_LINE && !verb_is(line, "AUTH") {
-                        self.reply(&reply::LINE_TOO_LONG);
-                        None
-                    } else {
-                        self.command(line)
-                    };
-                    if ev.is_some() {
-                        return ev;
-                    }
-                }
-            }
-        }
+        session::feed(self, input)
     }
 
-    fn sasl_line(&mut self, line: &[u8]) -> Option<Event> {
-        if line == b"*" {
-            self.state = self.after_auth_state();
-            self.reply(&reply::AUTH_CANCELLED);
-            return None;
-        }
-        let Ok(text) = std::str::from_utf8(line) else {
-            self.state = self.after_auth_state();
-            self.reply(&reply::AUTH_BAD_BASE64);
-            return None;
+    /// What DATA does with the input: the body, then back to commands.
+    fn data(&mut self, input: &mut BytesMut) -> Before<Event> {
+        let State::Data(reader) = &mut self.state else { return Before::ReadLine };
+        let Some(end) = reader.feed(input) else { return Before::Return(None) };
+        let refusal = match end {
+            DataEnd::TooBig { .. } => reply::SIZE_EXCEEDED,
+            DataEnd::Complete(body) if count_received(&body) <= MAX_RECEIVED => {
+                self.state = State::Waiting(Pending::Message);
+                return Before::Return(Some(Event::Message { body }));
+            }
+            DataEnd::Complete(_) => reply::TOO_MANY_HOPS,
         };
-        self.state = State::Waiting(Pending::Auth);
-        Some(Event::AuthResponse(text.to_string()))
+        self.state = State::ExpectMail;
+        self.reset_transaction();
+        self.reply(&refusal);
+        match self.over_error_limit() {
+            true => Before::Return(self.close_for_errors()),
+            false => Before::Again,
+        }
     }
 
     fn after_auth_state(&self) -> State {
@@ -578,21 +538,22 @@ impl ServerSession {
             return None;
         }
         let mut parts = arg.split(' ').filter(|s| !s.is_empty());
-        let Some(mechanism) = parts.next().map(|m| m.to_ascii_uppercase()) else {
+        let Some(mechanism) = parts.next() else {
             self.reply(&reply::SYNTAX_PARAMS);
             return None;
         };
-        if mechanism != "PLAIN" && mechanism != "LOGIN" {
+        let Some(mechanism) = Mechanism::parse(mechanism) else {
             self.reply(&reply::UNKNOWN_MECHANISM);
             return None;
-        }
-        let initial = parts.next().map(str::to_string);
+        };
+        let initial = parts.next();
         if parts.next().is_some() {
             self.reply(&reply::SYNTAX_PARAMS);
             return None;
         }
-        self.state = State::Waiting(Pending::Auth);
-        Some(Event::Auth { mechanism, initial })
+        self.initial = initial.map(|i| i.as_bytes().to_vec());
+        self.state = State::Waiting(Pending::AuthStart(mechanism));
+        Some(Event::Auth { mechanism })
     }
 
     fn expect_decision(&mut self, p: Pending) -> bool {
@@ -646,13 +607,21 @@ impl ServerSession {
         self.reply(&r);
     }
 
-    /// Answer an AUTH step with a challenge: `334 <base64>`.
-    pub fn auth_challenge(&mut self, challenge_b64: &str) {
-        if !self.expect_decision(Pending::Auth) {
-            return;
+    /// Answer [`Event::Auth`]: `Ok(())` starts the exchange (the slot is
+    /// taken), `Err(reply)` refuses it (throttled).
+    pub fn auth_begin(&mut self, slot: Result<(), Reply>) {
+        let State::Waiting(Pending::AuthStart(mechanism)) = self.state else { return };
+        let initial = self.initial.take();
+        match slot {
+            Ok(()) => self.ready = session::sasl_begin(self, mechanism, initial.as_deref()),
+            Err(r) => self.sasl_over(&r),
         }
-        Reply::owned(334, "", challenge_b64.to_string()).write(&mut self.out);
-        self.state = State::Sasl;
+    }
+
+    /// The exchange is over without a login: back to commands, and the reply.
+    fn sasl_over(&mut self, r: &Reply) {
+        self.state = self.after_auth_state();
+        self.reply(r);
     }
 
     /// Finish an AUTH exchange: `Ok(user)` is 235, `Err(reply)` the failure.
@@ -680,6 +649,7 @@ impl ServerSession {
         self.mail_params = MailParams::default();
         self.recipients = 0;
         self.lines.reset();
+        self.sasl = None;
         self.state = State::ExpectHelo;
     }
 
@@ -687,6 +657,66 @@ impl ServerSession {
     pub fn close_with(&mut self, r: &Reply) {
         r.write(&mut self.out);
         self.state = State::Closed;
+    }
+}
+
+impl LineCore for ServerSession {
+    type Event = Event;
+    const MAX_LINE: usize = MAX_AUTH_LINE;
+    const MAX_COMMAND: usize = MAX_COMMAND_LINE;
+    const FRAMING: Framing = Framing::Smtp;
+
+    fn before_line(&mut self, input: &mut BytesMut) -> Before<Event> {
+        match self.state {
+            State::Closed => {
+                input.clear();
+                Before::Return(None)
+            }
+            State::Waiting(_) => Before::Return(self.ready.take()),
+            State::Data(_) => self.data(input),
+            _ => Before::ReadLine,
+        }
+    }
+    fn lines(&mut self) -> &mut crate::proto::LineReader {
+        &mut self.lines
+    }
+    fn over_error_limit(&self) -> bool {
+        self.errors >= self.settings.max_errors
+    }
+    fn close_for_errors(&mut self) -> Option<Event> {
+        reply::TOO_MANY_ERRORS.write(&mut self.out);
+        self.state = State::Closed;
+        Some(Event::TooManyErrors)
+    }
+    fn line_too_long(&mut self) {
+        self.reply(&reply::LINE_TOO_LONG);
+    }
+    fn long_allowed(line: &[u8]) -> bool {
+        verb_is(line, "AUTH")
+    }
+    fn command(&mut self, line: &[u8]) -> Option<Event> {
+        ServerSession::command(self, line)
+    }
+    fn sasl(&mut self) -> &mut Option<Exchange> {
+        &mut self.sasl
+    }
+    fn challenge(&mut self, line: &[u8]) {
+        self.out.extend_from_slice(line);
+        self.state = State::Sasl;
+    }
+    fn sasl_refused(&mut self, why: SaslFailure) {
+        let r = match why {
+            SaslFailure::Cancelled => reply::AUTH_CANCELLED,
+            _ => reply::AUTH_BAD_BASE64,
+        };
+        self.sasl_over(&r);
+    }
+    fn sasl_finished(&mut self, result: Result<Credentials, SaslFailure>) -> Event {
+        self.state = State::Waiting(Pending::Auth);
+        match result {
+            Ok(credentials) => Event::Credentials(credentials),
+            Err(why) => Event::AuthFailed(why),
+        }
     }
 }
 
