@@ -96,10 +96,13 @@ impl Login {
         }
     }
 
-    /// The attempt ended without an outcome (cancelled, bad base64, TLS
-    /// started): its slot goes back.
-    pub fn release(&mut self) {
-        self.attempt = None;
+    /// After the core has had its input: unless its exchange is still
+    /// under way, an attempt that ended without an outcome (cancelled, bad
+    /// base64, TLS started) gives its slot back.
+    pub fn settle(&mut self, in_progress: bool) {
+        if !in_progress {
+            self.attempt = None;
+        }
     }
 
     /// Count the failure and wait before it is answered; the delay holds
@@ -139,7 +142,7 @@ mod tests {
         let mut b = gate.session("mx", peer);
         assert!(a.begin("AUTH") && b.begin("AUTH"));
         assert!(!gate.session("mx", peer).begin("AUTH"), "both slots are held");
-        a.release();
+        a.settle(false);
         assert_eq!(a.verify(creds("pw")).await, Ok("alice@example.test".into()), "a slot is taken when none is held");
         b.failed().await;
         assert_eq!(a.verify(creds("wrong")).await, Err(Refused::Failed));

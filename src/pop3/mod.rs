@@ -14,6 +14,7 @@ use crate::net::{ConnInfo, Next, Service, Session, SessionEnd};
 use crate::proto::pop3::reply;
 use crate::proto::pop3::server::{Entry, Event, ServerSession, Settings};
 use crate::proto::sasl::Credentials;
+use crate::proto::session::AuthEvent;
 use crate::tls::TlsInfo;
 use bytes::BytesMut;
 use std::sync::Arc;
@@ -198,9 +199,9 @@ impl Session for Pop3Session {
                 }
                 Event::Quit | Event::TooManyErrors => break,
                 Event::Login(creds) => self.log_in(creds, "USER").await,
-                Event::Auth { .. } => self.on_auth(),
-                Event::Credentials(creds) => self.log_in(creds, "AUTH PLAIN").await,
-                Event::AuthFailed(_) => {
+                Event::Auth(AuthEvent::Start { .. }) => self.on_auth(),
+                Event::Auth(AuthEvent::Credentials(creds)) => self.log_in(creds, "AUTH PLAIN").await,
+                Event::Auth(AuthEvent::Failed(_)) => {
                     self.login.failed().await;
                     self.core.login_done(Err(reply::AUTH_FAILED));
                 }
@@ -208,10 +209,7 @@ impl Session for Pop3Session {
                 Event::Update { deleted } => self.on_update(deleted).await,
             }
         }
-        if !self.core.auth_in_progress() {
-            // cancelled with "*" or ended by the core: the slot goes back
-            self.login.release();
-        }
+        self.login.settle(self.core.auth_in_progress());
         let paused = self.core.output_full();
         self.core.take_output(out);
         if self.core.is_closed() {
@@ -226,8 +224,8 @@ impl Session for Pop3Session {
 
     fn tls_started(&mut self, info: &TlsInfo) {
         self.tls = Some(info.clone());
-        self.login.release();
         self.core.tls_started();
+        self.login.settle(false);
     }
 
     fn timed_out(&mut self, out: &mut Vec<u8>) {

@@ -11,6 +11,7 @@ use crate::auth::{Accounts, Gate, Login, Refused};
 use crate::config::{Config, VirtualServer};
 use crate::net::{ConnInfo, Next, Service, Session, SessionEnd};
 use crate::proto::sasl::Credentials;
+use crate::proto::session::AuthEvent;
 use crate::proto::smtp::reply::{self, Reply};
 use crate::proto::smtp::server::{AuthMode, Event, ServerSession, Settings};
 use crate::proto::smtp::{Address, ReversePath};
@@ -221,6 +222,12 @@ impl InboundSession {
         }
     }
 
+    /// The driver ends the session (idle, shutdown) with this reply.
+    fn close(&mut self, r: &Reply, out: &mut Vec<u8>) {
+        self.core.close_with(r);
+        self.core.take_output(out);
+    }
+
     fn on_auth(&mut self) {
         // the slot is taken now, before any credentials arrive
         let slot = if self.login.begin("AUTH") { Ok(()) } else { Err(reply::AUTH_THROTTLED) };
@@ -253,18 +260,15 @@ impl Session for InboundSession {
                 Event::Mail { from, .. } => self.on_mail(from),
                 Event::Rcpt { to } => self.on_rcpt(to),
                 Event::Message { body } => self.on_message(body).await,
-                Event::Auth { .. } => self.on_auth(),
-                Event::Credentials(creds) => self.on_credentials(creds).await,
-                Event::AuthFailed(_) => {
+                Event::Auth(AuthEvent::Start { .. }) => self.on_auth(),
+                Event::Auth(AuthEvent::Credentials(creds)) => self.on_credentials(creds).await,
+                Event::Auth(AuthEvent::Failed(_)) => {
                     self.login.failed().await;
                     self.core.auth_done(Err(reply::AUTH_FAILED));
                 }
             }
         }
-        if !self.core.auth_in_progress() {
-            // cancelled with "*" or ended by the core: the slot goes back
-            self.login.release();
-        }
+        self.login.settle(self.core.auth_in_progress());
         self.core.take_output(out);
         if self.core.is_closed() {
             Next::Close
@@ -273,21 +277,19 @@ impl Session for InboundSession {
         }
     }
 
-    fn tls_started(&mut self, info: &TlsInfo) {
-        self.tls = Some(info.clone());
-        self.login.release();
-        self.txn = Transaction::default();
-        self.core.tls_started();
-    }
-
     fn timed_out(&mut self, out: &mut Vec<u8>) {
-        self.core.close_with(&reply::IDLE_TIMEOUT);
-        self.core.take_output(out);
+        self.close(&reply::IDLE_TIMEOUT, out);
     }
 
     fn shutting_down(&mut self, out: &mut Vec<u8>) {
-        self.core.close_with(&reply::SHUTTING_DOWN);
-        self.core.take_output(out);
+        self.close(&reply::SHUTTING_DOWN, out);
+    }
+
+    fn tls_started(&mut self, info: &TlsInfo) {
+        self.tls = Some(info.clone());
+        self.txn = Transaction::default();
+        self.core.tls_started();
+        self.login.settle(false);
     }
 
     fn finished(&mut self, end: &SessionEnd) {

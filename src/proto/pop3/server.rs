@@ -16,8 +16,8 @@
 
 use super::message::write_multiline;
 use super::reply::{self, Reply};
-use crate::proto::sasl::{Credentials, Exchange, Framing, Mechanism, SaslFailure};
-use crate::proto::session::{self, Before, LineCore};
+use crate::proto::sasl::{Credentials, Framing, Mechanism};
+use crate::proto::session::{self, AuthEvent, AuthSlot, AuthStage, Before, LineCore, Phase};
 use bytes::BytesMut;
 
 /// RFC 2449 §4: a command line is at most 255 octets with its CRLF.
@@ -62,14 +62,10 @@ pub enum Event {
     /// USER/PASS: check them, take the maildrop, and answer with
     /// [`ServerSession::login_done`].
     Login(Credentials),
-    /// `AUTH mechanism [initial-response]` is about to start: take the
-    /// throttle slot, then answer with [`ServerSession::auth_begin`].
-    Auth { mechanism: Mechanism },
-    /// The AUTH exchange gave these: as for [`Event::Login`].
-    Credentials(Credentials),
-    /// The AUTH exchange made no sense; it counts as a failure. Answer with
-    /// [`ServerSession::login_done`].
-    AuthFailed(SaslFailure),
+    /// AUTH: `Start` is answered with [`ServerSession::auth_begin`];
+    /// `Credentials` as [`Event::Login`] is; `Failed` (it counts as a
+    /// failure) with [`ServerSession::login_done`].
+    Auth(AuthEvent),
     /// RETR, or TOP with `top` body lines: answer with [`ServerSession::message`].
     Retrieve { uid: u32, top: Option<u64> },
     /// QUIT in the TRANSACTION state: remove these UIDs (maybe none), then
@@ -98,7 +94,7 @@ enum State {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pending {
     /// AUTH waits to be let start (the throttle).
-    AuthStart(Mechanism),
+    AuthStart,
     Login,
     /// RETR, or TOP with this many body lines.
     Message {
@@ -119,11 +115,65 @@ pub struct ServerSession {
     errors: u32,
     /// Discarding the rest of an overlong line.
     lines: crate::proto::LineReader,
-    /// The exchange under way, and the initial response of one to start.
-    sasl: Option<Exchange>,
-    initial: Option<Vec<u8>>,
-    /// An event produced by a decision method, returned by the next `feed`.
-    ready: Option<Event>,
+    auth: AuthSlot<Event>,
+}
+
+impl LineCore for ServerSession {
+    type Event = Event;
+    type Reply = Reply;
+    const MAX_LINE: usize = MAX_AUTH_LINE;
+    const MAX_COMMAND: usize = MAX_COMMAND_LINE;
+    const FRAMING: Framing = Framing::Continuation;
+    const AUTH_EVENT: fn(AuthEvent) -> Event = Event::Auth;
+    const CLOSED_FOR_ERRORS: Event = Event::TooManyErrors;
+
+    fn phase(&self) -> Phase {
+        match self.state {
+            State::Waiting(_) => Phase::Waiting,
+            State::Closed => Phase::Closed,
+            _ => Phase::Open,
+        }
+    }
+    fn before_line(&mut self, _input: &mut BytesMut) -> Before<Event> {
+        // SPEC §12.7: pause while the output waits to be taken
+        if self.output_full() {
+            return Before::Return(None);
+        }
+        Before::ReadLine
+    }
+    fn auth_stage(&mut self, stage: AuthStage<'_, Reply>) {
+        match stage {
+            AuthStage::Exchange => self.state = State::Sasl,
+            AuthStage::Verdict => self.state = State::Waiting(Pending::Login),
+            AuthStage::Over(r) => self.not_logged_in(r),
+        }
+    }
+    fn auth(&mut self) -> &mut AuthSlot<Event> {
+        &mut self.auth
+    }
+    /// AUTH and PASS may be longer than an ordinary command line.
+    fn long_allowed(line: &[u8]) -> bool {
+        let verb = line.split(|&b| b == b' ').next().unwrap_or_default();
+        verb.eq_ignore_ascii_case(b"AUTH") || verb.eq_ignore_ascii_case(b"PASS")
+    }
+    fn command(&mut self, line: &[u8]) -> Option<Event> {
+        ServerSession::command(self, line)
+    }
+    fn line_too_long(&mut self) {
+        self.reply(&reply::LINE_TOO_LONG);
+    }
+    fn close(&mut self, r: &Reply) {
+        self.close_with(r);
+    }
+    fn over_error_limit(&self) -> bool {
+        self.errors >= self.settings.max_errors
+    }
+    fn output(&mut self) -> &mut Vec<u8> {
+        &mut self.out
+    }
+    fn lines(&mut self) -> &mut crate::proto::LineReader {
+        &mut self.lines
+    }
 }
 
 impl ServerSession {
@@ -139,9 +189,7 @@ impl ServerSession {
             deleted: Vec::new(),
             errors: 0,
             lines: crate::proto::LineReader::default(),
-            sasl: None,
-            initial: None,
-            ready: None,
+            auth: AuthSlot::default(),
         }
     }
 
@@ -163,7 +211,7 @@ impl ServerSession {
     /// Whether a SASL exchange is under way (a decision or a client line is
     /// awaited); false again once it ended or was cancelled.
     pub fn auth_in_progress(&self) -> bool {
-        matches!(self.state, State::Sasl | State::Waiting(Pending::Login | Pending::AuthStart(_)))
+        matches!(self.state, State::Sasl | State::Waiting(Pending::Login | Pending::AuthStart))
     }
     /// Messages marked for deletion right now.
     pub fn marked(&self) -> usize {
@@ -315,9 +363,8 @@ impl ServerSession {
             self.reply(&reply::UNKNOWN_MECHANISM);
             return None;
         };
-        self.initial = args.get(1).map(|s| s.as_bytes().to_vec());
-        self.state = State::Waiting(Pending::AuthStart(mechanism));
-        Some(Event::Auth { mechanism })
+        self.state = State::Waiting(Pending::AuthStart);
+        Some(Event::Auth(self.auth.request(mechanism, args.get(1).copied())))
     }
 
     fn write_capabilities(&mut self) {
@@ -450,11 +497,8 @@ impl ServerSession {
     /// Answer [`Event::Auth`]: `Ok(())` starts the exchange (the slot is
     /// taken), `Err(reply)` refuses it (throttled).
     pub fn auth_begin(&mut self, slot: Result<(), Reply>) {
-        let State::Waiting(Pending::AuthStart(mechanism)) = self.state else { return };
-        let initial = self.initial.take();
-        match slot {
-            Ok(()) => self.ready = session::sasl_begin(self, mechanism, initial.as_deref()),
-            Err(r) => self.not_logged_in(&r),
+        if self.expect_decision(Pending::AuthStart) {
+            session::auth_begin(self, slot);
         }
     }
 
@@ -523,7 +567,7 @@ impl ServerSession {
     pub fn tls_started(&mut self) {
         self.tls = true;
         self.lines.reset();
-        self.sasl = None;
+        self.auth.reset();
         if matches!(self.state, State::Authorization { .. } | State::Sasl) {
             self.state = State::Authorization { user: None };
         }
@@ -534,69 +578,6 @@ impl ServerSession {
     pub fn close_with(&mut self, r: &Reply) {
         r.write(&mut self.out);
         self.state = State::Closed;
-    }
-}
-
-impl LineCore for ServerSession {
-    type Event = Event;
-    const MAX_LINE: usize = MAX_AUTH_LINE;
-    const MAX_COMMAND: usize = MAX_COMMAND_LINE;
-    const FRAMING: Framing = Framing::Continuation;
-
-    fn before_line(&mut self, input: &mut BytesMut) -> Before<Event> {
-        match self.state {
-            State::Closed => {
-                input.clear();
-                Before::Return(None)
-            }
-            State::Waiting(_) => Before::Return(self.ready.take()),
-            _ if self.output_full() => Before::Return(None),
-            _ => Before::ReadLine,
-        }
-    }
-    fn lines(&mut self) -> &mut crate::proto::LineReader {
-        &mut self.lines
-    }
-    fn over_error_limit(&self) -> bool {
-        self.errors >= self.settings.max_errors
-    }
-    fn close_for_errors(&mut self) -> Option<Event> {
-        reply::TOO_MANY_ERRORS.write(&mut self.out);
-        self.state = State::Closed;
-        Some(Event::TooManyErrors)
-    }
-    fn line_too_long(&mut self) {
-        self.reply(&reply::LINE_TOO_LONG);
-    }
-    /// AUTH and PASS may be longer than an ordinary command line.
-    fn long_allowed(line: &[u8]) -> bool {
-        let verb = line.split(|&b| b == b' ').next().unwrap_or_default();
-        verb.eq_ignore_ascii_case(b"AUTH") || verb.eq_ignore_ascii_case(b"PASS")
-    }
-    fn command(&mut self, line: &[u8]) -> Option<Event> {
-        ServerSession::command(self, line)
-    }
-    fn sasl(&mut self) -> &mut Option<Exchange> {
-        &mut self.sasl
-    }
-    fn challenge(&mut self, line: &[u8]) {
-        self.out.extend_from_slice(line);
-        self.state = State::Sasl;
-    }
-    /// RFC 5034 §4: "*" cancels.
-    fn sasl_refused(&mut self, why: SaslFailure) {
-        let r = match why {
-            SaslFailure::Cancelled => reply::AUTH_CANCELLED,
-            _ => reply::AUTH_BAD_BASE64,
-        };
-        self.not_logged_in(&r);
-    }
-    fn sasl_finished(&mut self, result: Result<Credentials, SaslFailure>) -> Event {
-        self.state = State::Waiting(Pending::Login);
-        match result {
-            Ok(credentials) => Event::Credentials(credentials),
-            Err(why) => Event::AuthFailed(why),
-        }
     }
 }
 

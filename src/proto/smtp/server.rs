@@ -15,8 +15,8 @@
 use super::address::{parse_path, Address, AddressError, ReversePath};
 use super::data::{count_received, DataEnd, DataReader};
 use super::reply::{self, Reply};
-use crate::proto::sasl::{Credentials, Exchange, Framing, Mechanism, SaslFailure};
-use crate::proto::session::{self, Before, LineCore};
+use crate::proto::sasl::{Framing, Mechanism};
+use crate::proto::session::{self, AuthEvent, AuthSlot, AuthStage, Before, LineCore, Phase};
 use bytes::BytesMut;
 
 /// RFC 5321 §4.5.3.1.4: a command line is at most 512 octets with its CRLF.
@@ -75,15 +75,9 @@ pub enum Event {
     /// The 220 is queued; flush it, drop buffered input, start TLS, then
     /// call [`ServerSession::tls_started`].
     StartTls,
-    /// `AUTH mechanism [initial-response]` is about to start: take the
-    /// throttle slot, then answer with [`ServerSession::auth_begin`].
-    Auth { mechanism: Mechanism },
-    /// The exchange gave these; check them and answer with
-    /// [`ServerSession::auth_done`].
-    Credentials(Credentials),
-    /// The exchange made no sense; it counts as a failure. Answer with
-    /// [`ServerSession::auth_done`].
-    AuthFailed(SaslFailure),
+    /// AUTH: `Start` is answered with [`ServerSession::auth_begin`],
+    /// `Credentials` and `Failed` with [`ServerSession::auth_done`].
+    Auth(AuthEvent),
     /// Answer with [`ServerSession::mail_decision`].
     Mail { from: ReversePath, params: MailParams },
     /// Answer with [`ServerSession::rcpt_decision`].
@@ -116,7 +110,7 @@ enum Pending {
     Rcpt,
     Message,
     /// AUTH waits to be let start (the throttle).
-    AuthStart(Mechanism),
+    AuthStart,
     /// Credentials or a failed exchange wait for their verdict.
     Auth,
 }
@@ -133,11 +127,7 @@ pub struct ServerSession {
     errors: u32,
     /// Discarding the rest of an overlong line.
     lines: crate::proto::LineReader,
-    /// The exchange under way, and the initial response of one to start.
-    sasl: Option<Exchange>,
-    initial: Option<Vec<u8>>,
-    /// An event produced by a decision method, returned by the next `feed`.
-    ready: Option<Event>,
+    auth: AuthSlot<Event>,
     // the current transaction
     mail_params: MailParams,
     recipients: usize,
@@ -163,9 +153,7 @@ impl ServerSession {
             auth_user: None,
             errors: 0,
             lines: crate::proto::LineReader::default(),
-            sasl: None,
-            initial: None,
-            ready: None,
+            auth: AuthSlot::default(),
             mail_params: MailParams::default(),
             recipients: 0,
             transactions: 0,
@@ -202,7 +190,7 @@ impl ServerSession {
     /// Whether an AUTH exchange is under way (a decision or a client line
     /// is awaited); false again once it succeeded, failed or was cancelled.
     pub fn auth_in_progress(&self) -> bool {
-        matches!(self.state, State::Sasl | State::Waiting(Pending::Auth | Pending::AuthStart(_)))
+        matches!(self.state, State::Sasl | State::Waiting(Pending::Auth | Pending::AuthStart))
     }
     /// Messages accepted so far in this session.
     pub fn transactions(&self) -> u32 {
@@ -260,10 +248,7 @@ impl ServerSession {
         self.state = State::ExpectMail;
         self.reset_transaction();
         self.reply(&refusal);
-        match self.over_error_limit() {
-            true => Before::Return(self.close_for_errors()),
-            false => Before::Again,
-        }
+        Before::Again
     }
 
     fn after_auth_state(&self) -> State {
@@ -551,9 +536,8 @@ impl ServerSession {
             self.reply(&reply::SYNTAX_PARAMS);
             return None;
         }
-        self.initial = initial.map(|i| i.as_bytes().to_vec());
-        self.state = State::Waiting(Pending::AuthStart(mechanism));
-        Some(Event::Auth { mechanism })
+        self.state = State::Waiting(Pending::AuthStart);
+        Some(Event::Auth(self.auth.request(mechanism, initial)))
     }
 
     fn expect_decision(&mut self, p: Pending) -> bool {
@@ -610,18 +594,9 @@ impl ServerSession {
     /// Answer [`Event::Auth`]: `Ok(())` starts the exchange (the slot is
     /// taken), `Err(reply)` refuses it (throttled).
     pub fn auth_begin(&mut self, slot: Result<(), Reply>) {
-        let State::Waiting(Pending::AuthStart(mechanism)) = self.state else { return };
-        let initial = self.initial.take();
-        match slot {
-            Ok(()) => self.ready = session::sasl_begin(self, mechanism, initial.as_deref()),
-            Err(r) => self.sasl_over(&r),
+        if self.expect_decision(Pending::AuthStart) {
+            session::auth_begin(self, slot);
         }
-    }
-
-    /// The exchange is over without a login: back to commands, and the reply.
-    fn sasl_over(&mut self, r: &Reply) {
-        self.state = self.after_auth_state();
-        self.reply(r);
     }
 
     /// Finish an AUTH exchange: `Ok(user)` is 235, `Err(reply)` the failure.
@@ -649,7 +624,7 @@ impl ServerSession {
         self.mail_params = MailParams::default();
         self.recipients = 0;
         self.lines.reset();
-        self.sasl = None;
+        self.auth.reset();
         self.state = State::ExpectHelo;
     }
 
@@ -662,31 +637,34 @@ impl ServerSession {
 
 impl LineCore for ServerSession {
     type Event = Event;
+    type Reply = Reply;
     const MAX_LINE: usize = MAX_AUTH_LINE;
     const MAX_COMMAND: usize = MAX_COMMAND_LINE;
     const FRAMING: Framing = Framing::Smtp;
+    const AUTH_EVENT: fn(AuthEvent) -> Event = Event::Auth;
+    const CLOSED_FOR_ERRORS: Event = Event::TooManyErrors;
 
-    fn before_line(&mut self, input: &mut BytesMut) -> Before<Event> {
+    fn phase(&self) -> Phase {
         match self.state {
-            State::Closed => {
-                input.clear();
-                Before::Return(None)
-            }
-            State::Waiting(_) => Before::Return(self.ready.take()),
-            State::Data(_) => self.data(input),
-            _ => Before::ReadLine,
+            State::Closed => Phase::Closed,
+            State::Waiting(_) => Phase::Waiting,
+            _ => Phase::Open,
         }
+    }
+    fn before_line(&mut self, input: &mut BytesMut) -> Before<Event> {
+        self.data(input)
     }
     fn lines(&mut self) -> &mut crate::proto::LineReader {
         &mut self.lines
     }
+    fn output(&mut self) -> &mut Vec<u8> {
+        &mut self.out
+    }
     fn over_error_limit(&self) -> bool {
         self.errors >= self.settings.max_errors
     }
-    fn close_for_errors(&mut self) -> Option<Event> {
-        reply::TOO_MANY_ERRORS.write(&mut self.out);
-        self.state = State::Closed;
-        Some(Event::TooManyErrors)
+    fn close(&mut self, r: &Reply) {
+        self.close_with(r);
     }
     fn line_too_long(&mut self) {
         self.reply(&reply::LINE_TOO_LONG);
@@ -697,26 +675,18 @@ impl LineCore for ServerSession {
     fn command(&mut self, line: &[u8]) -> Option<Event> {
         ServerSession::command(self, line)
     }
-    fn sasl(&mut self) -> &mut Option<Exchange> {
-        &mut self.sasl
+    fn auth(&mut self) -> &mut AuthSlot<Event> {
+        &mut self.auth
     }
-    fn challenge(&mut self, line: &[u8]) {
-        self.out.extend_from_slice(line);
-        self.state = State::Sasl;
-    }
-    fn sasl_refused(&mut self, why: SaslFailure) {
-        let r = match why {
-            SaslFailure::Cancelled => reply::AUTH_CANCELLED,
-            _ => reply::AUTH_BAD_BASE64,
+    fn auth_stage(&mut self, stage: AuthStage<'_, Reply>) {
+        self.state = match stage {
+            AuthStage::Exchange => State::Sasl,
+            AuthStage::Verdict => State::Waiting(Pending::Auth),
+            AuthStage::Over(r) => {
+                self.reply(r);
+                self.after_auth_state()
+            }
         };
-        self.sasl_over(&r);
-    }
-    fn sasl_finished(&mut self, result: Result<Credentials, SaslFailure>) -> Event {
-        self.state = State::Waiting(Pending::Auth);
-        match result {
-            Ok(credentials) => Event::Credentials(credentials),
-            Err(why) => Event::AuthFailed(why),
-        }
     }
 }
 
