@@ -22,7 +22,7 @@
 //!   and the generic driver that runs any protocol session.
 //! - [`proto`]: sans-IO protocol cores (no sockets, clocks or disks).
 //! - [`smtp`]: inbound policy (relay, recipients, senders) and the SMTP session.
-//! - [`auth`]: accounts (Argon2id), aliases, SASL, failure throttling.
+//! - [`auth`]: accounts (Argon2id), aliases, failure throttling, the login glue services share.
 //! - [`queue`]: queue ids, message records, the spool and the store.
 //! - [`routing`]: most-specific connector selection and `route explain`.
 //! - [`delivery`]: one delivery attempt: local mailboxes, or SMTP to the next hop.
