@@ -12,10 +12,11 @@
 //! accumulate in an output buffer the caller drains. The session never
 //! touches a socket, a clock or a disk.
 
-use super::address::{parse_path, Address, AddressError, ReversePath};
+use super::address::{Address, ReversePath};
+use super::command::{self, Command};
 use super::data::{count_received, DataEnd, DataReader};
 use super::reply::{self, Reply};
-use crate::proto::sasl::{Framing, Mechanism};
+use crate::proto::sasl::Framing;
 use crate::proto::session::{self, AuthEvent, AuthSlot, AuthStage, Before, LineCore, Phase};
 use bytes::BytesMut;
 
@@ -261,22 +262,21 @@ impl ServerSession {
 
     fn command(&mut self, line: &[u8]) -> Option<Event> {
         let text = String::from_utf8_lossy(line);
-        let (verb, arg) = match text.find(' ') {
-            Some(i) => (&text[..i], text[i + 1..].trim_start_matches(' ')),
-            None => (&text[..], ""),
+        let command = match command::parse(&text) {
+            Ok(c) => c,
+            Err(r) => {
+                self.reply(&r);
+                return None;
+            }
         };
-        let verb = verb.to_ascii_uppercase();
-        let needs_tls = self.settings.require_tls && !self.tls;
-        match verb.as_str() {
-            "EHLO" | "HELO" => {
-                let name = arg.trim();
-                if name.is_empty() || name.contains(' ') && verb == "HELO" {
-                    self.reply(&reply::SYNTAX_HELO);
-                    return None;
-                }
-                let name = name.split(' ').next().unwrap_or(name);
+        if command::requires_tls(&command) && self.settings.require_tls && !self.tls {
+            self.reply(&reply::TLS_REQUIRED);
+            return None;
+        }
+        match command {
+            Command::Ehlo(name) | Command::Helo(name) => {
                 self.helo = Some(name.to_string());
-                self.esmtp = verb == "EHLO";
+                self.esmtp = matches!(command, Command::Ehlo(_));
                 // RFC 5321 §4.1.4: EHLO resets any transaction
                 self.mail_params = MailParams::default();
                 self.recipients = 0;
@@ -286,177 +286,108 @@ impl ServerSession {
                 } else {
                     Reply::owned(250, "", self.settings.hostname.clone()).write(&mut self.out);
                 }
-                None
             }
-            "NOOP" => {
-                reply::OK.write(&mut self.out);
-                None
-            }
-            "RSET" => {
+            Command::Noop => reply::OK.write(&mut self.out),
+            Command::Rset => {
                 self.reset_transaction();
                 reply::OK.write(&mut self.out);
-                None
             }
-            "QUIT" => {
+            Command::Quit => {
                 reply::BYE.write(&mut self.out);
                 self.state = State::Closed;
-                Some(Event::Quit)
+                return Some(Event::Quit);
             }
-            "HELP" => {
-                reply::HELP.write(&mut self.out);
-                None
+            Command::Help => reply::HELP.write(&mut self.out),
+            Command::Vrfy => reply::VRFY_CANNOT.write(&mut self.out),
+            Command::Expn => self.reply(&reply::EXPN_DISABLED),
+            Command::Bdat => self.reply(&reply::NOT_IMPLEMENTED),
+            Command::StartTls { args } => return self.starttls(args),
+            Command::Auth(arg) => return self.auth_command(arg),
+            Command::Mail(arg) => return self.mail(arg),
+            Command::Rcpt(arg) => return self.rcpt(arg),
+            Command::Data { args } => self.data_command(args),
+        }
+        None
+    }
+
+    fn starttls(&mut self, args: bool) -> Option<Event> {
+        let refusal = if self.tls {
+            reply::ALREADY_TLS
+        } else if !self.settings.starttls {
+            reply::NOT_IMPLEMENTED
+        } else if args {
+            reply::SYNTAX_PARAMS
+        } else if self.helo.is_none() {
+            reply::HELO_FIRST
+        } else {
+            reply::READY_TLS.write(&mut self.out);
+            return Some(Event::StartTls);
+        };
+        self.reply(&refusal);
+        None
+    }
+
+    fn mail(&mut self, arg: &str) -> Option<Event> {
+        let refusal = match self.state {
+            State::ExpectHelo => Some(reply::HELO_FIRST),
+            State::ExpectRcptOrData => Some(reply::NESTED_MAIL),
+            _ if self.settings.auth == AuthMode::Required && self.auth_user.is_none() => Some(reply::AUTH_REQUIRED),
+            _ => None,
+        };
+        let parsed = match refusal {
+            Some(r) => Err(r),
+            None => command::mail_from(arg, self.settings.auth != AuthMode::Off),
+        };
+        let (from, params) = match parsed {
+            Ok((_, params)) if params.size.is_some_and(|s| s > self.settings.max_message_size as u64) => {
+                self.reply(&reply::SIZE_EXCEEDED);
+                return None;
             }
-            "VRFY" => {
-                if needs_tls {
-                    self.reply(&reply::TLS_REQUIRED);
-                } else {
-                    reply::VRFY_CANNOT.write(&mut self.out);
-                }
-                None
+            Ok(p) => p,
+            Err(r) => {
+                self.reply(&r);
+                return None;
             }
-            "EXPN" => {
-                self.reply(&reply::EXPN_DISABLED);
-                None
+        };
+        self.mail_params = params.clone();
+        self.state = State::Waiting(Pending::Mail);
+        Some(Event::Mail { from, params })
+    }
+
+    fn rcpt(&mut self, arg: &str) -> Option<Event> {
+        let to = match self.state {
+            State::ExpectRcptOrData => command::rcpt_to(arg, self.mail_params.smtputf8),
+            State::ExpectHelo => Err(reply::HELO_FIRST),
+            _ => Err(reply::MAIL_FIRST),
+        };
+        let to = match to {
+            Ok(to) => to,
+            Err(r) => {
+                self.reply(&r);
+                return None;
             }
-            "STARTTLS" => {
-                if self.tls {
-                    self.reply(&reply::ALREADY_TLS);
-                } else if !self.settings.starttls {
-                    self.reply(&reply::NOT_IMPLEMENTED);
-                } else if !arg.is_empty() {
+        };
+        if self.recipients >= self.settings.max_recipients {
+            reply::TOO_MANY_RECIPIENTS.write(&mut self.out);
+            return None;
+        }
+        self.state = State::Waiting(Pending::Rcpt);
+        Some(Event::Rcpt { to })
+    }
+
+    fn data_command(&mut self, args: bool) {
+        match self.state {
+            State::ExpectRcptOrData if self.recipients > 0 => {
+                if args {
                     self.reply(&reply::SYNTAX_PARAMS);
-                } else if self.helo.is_none() {
-                    self.reply(&reply::HELO_FIRST);
-                } else {
-                    reply::READY_TLS.write(&mut self.out);
-                    return Some(Event::StartTls);
+                    return;
                 }
-                None
+                reply::START_DATA.write(&mut self.out);
+                self.state = State::Data(DataReader::new(self.settings.max_message_size));
             }
-            "AUTH" => self.auth_command(arg),
-            "MAIL" => {
-                if needs_tls {
-                    self.reply(&reply::TLS_REQUIRED);
-                    return None;
-                }
-                match self.state {
-                    State::ExpectHelo => {
-                        self.reply(&reply::HELO_FIRST);
-                        return None;
-                    }
-                    State::ExpectRcptOrData => {
-                        self.reply(&reply::NESTED_MAIL);
-                        return None;
-                    }
-                    _ => {}
-                }
-                if self.settings.auth == AuthMode::Required && self.auth_user.is_none() {
-                    self.reply(&reply::AUTH_REQUIRED);
-                    return None;
-                }
-                let Some(rest) = strip_keyword(arg, "FROM:") else {
-                    self.reply(&reply::BAD_SENDER_SYNTAX);
-                    return None;
-                };
-                // SMTPUTF8 must be known before the path is parsed
-                let utf8 = rest.to_ascii_uppercase().split(' ').any(|p| p == "SMTPUTF8");
-                let (from, params) = match parse_path(rest, utf8) {
-                    Ok(p) => p,
-                    Err(_) => {
-                        self.reply(&reply::BAD_SENDER_SYNTAX);
-                        return None;
-                    }
-                };
-                let params = match self.mail_parameters(params) {
-                    Ok(p) => p,
-                    Err(r) => {
-                        self.reply(&r);
-                        return None;
-                    }
-                };
-                if params.size.is_some_and(|s| s > self.settings.max_message_size as u64) {
-                    self.reply(&reply::SIZE_EXCEEDED);
-                    return None;
-                }
-                self.mail_params = params.clone();
-                self.state = State::Waiting(Pending::Mail);
-                Some(Event::Mail { from, params })
-            }
-            "RCPT" => {
-                if needs_tls {
-                    self.reply(&reply::TLS_REQUIRED);
-                    return None;
-                }
-                match self.state {
-                    State::ExpectRcptOrData => {}
-                    State::ExpectHelo => {
-                        self.reply(&reply::HELO_FIRST);
-                        return None;
-                    }
-                    _ => {
-                        self.reply(&reply::MAIL_FIRST);
-                        return None;
-                    }
-                }
-                let Some(rest) = strip_keyword(arg, "TO:") else {
-                    self.reply(&reply::BAD_RCPT_SYNTAX);
-                    return None;
-                };
-                let to = match parse_path(rest, self.mail_params.smtputf8) {
-                    Ok((ReversePath::Mailbox(a), params)) if params.trim().is_empty() => a,
-                    Ok((ReversePath::Mailbox(_), _)) => {
-                        self.reply(&reply::UNSUPPORTED_PARAM);
-                        return None;
-                    }
-                    // RFC 5321 §4.1.1.3: <Postmaster> without a domain
-                    Err(AddressError::NoDomain) if rest.trim().eq_ignore_ascii_case("<postmaster>") => {
-                        Address { local: "postmaster".into(), domain: String::new() }
-                    }
-                    _ => {
-                        self.reply(&reply::BAD_RCPT_SYNTAX);
-                        return None;
-                    }
-                };
-                if self.recipients >= self.settings.max_recipients {
-                    reply::TOO_MANY_RECIPIENTS.write(&mut self.out);
-                    return None;
-                }
-                self.state = State::Waiting(Pending::Rcpt);
-                Some(Event::Rcpt { to })
-            }
-            "DATA" => {
-                if needs_tls {
-                    self.reply(&reply::TLS_REQUIRED);
-                    return None;
-                }
-                match self.state {
-                    State::ExpectRcptOrData if self.recipients > 0 => {
-                        if !arg.is_empty() {
-                            self.reply(&reply::SYNTAX_PARAMS);
-                            return None;
-                        }
-                        reply::START_DATA.write(&mut self.out);
-                        self.state = State::Data(DataReader::new(self.settings.max_message_size));
-                    }
-                    State::ExpectRcptOrData => self.reply(&reply::NO_VALID_RECIPIENTS),
-                    State::ExpectHelo => self.reply(&reply::HELO_FIRST),
-                    _ => self.reply(&reply::MAIL_FIRST),
-                }
-                None
-            }
-            "BDAT" => {
-                // CHUNKING is not offered; refuse without reading chunk data.
-                if needs_tls {
-                    self.reply(&reply::TLS_REQUIRED);
-                } else {
-                    self.reply(&reply::NOT_IMPLEMENTED);
-                }
-                None
-            }
-            _ => {
-                self.reply(&reply::UNKNOWN_COMMAND);
-                None
-            }
+            State::ExpectRcptOrData => self.reply(&reply::NO_VALID_RECIPIENTS),
+            State::ExpectHelo => self.reply(&reply::HELO_FIRST),
+            _ => self.reply(&reply::MAIL_FIRST),
         }
     }
 
@@ -476,26 +407,6 @@ impl ServerSession {
             lines.push("AUTH PLAIN LOGIN".into());
         }
         Reply::owned(250, "", lines.join("\n")).write(&mut self.out);
-    }
-
-    fn mail_parameters(&self, params: &str) -> Result<MailParams, Reply> {
-        let mut p = MailParams::default();
-        for param in params.split(' ').filter(|s| !s.is_empty()) {
-            let (key, value) = match param.split_once('=') {
-                Some((k, v)) => (k.to_ascii_uppercase(), Some(v)),
-                None => (param.to_ascii_uppercase(), None),
-            };
-            match (key.as_str(), value) {
-                ("SIZE", Some(v)) => p.size = Some(v.parse().map_err(|_| reply::SYNTAX_PARAMS)?),
-                ("BODY", Some(v)) if v.eq_ignore_ascii_case("7BIT") => p.body = BodyType::SevenBit,
-                ("BODY", Some(v)) if v.eq_ignore_ascii_case("8BITMIME") => p.body = BodyType::EightBitMime,
-                ("SMTPUTF8", None) => p.smtputf8 = true,
-                // RFC 4954 §5: AUTH= on MAIL is informational for us
-                ("AUTH", Some(_)) if self.settings.auth != AuthMode::Off => {}
-                _ => return Err(reply::UNSUPPORTED_PARAM),
-            }
-        }
-        Ok(p)
     }
 
     fn auth_command(&mut self, arg: &str) -> Option<Event> {
@@ -522,20 +433,13 @@ impl ServerSession {
             self.reply(&reply::ALREADY_AUTH);
             return None;
         }
-        let mut parts = arg.split(' ').filter(|s| !s.is_empty());
-        let Some(mechanism) = parts.next() else {
-            self.reply(&reply::SYNTAX_PARAMS);
-            return None;
+        let (mechanism, initial) = match command::auth_args(arg) {
+            Ok(args) => args,
+            Err(r) => {
+                self.reply(&r);
+                return None;
+            }
         };
-        let Some(mechanism) = Mechanism::parse(mechanism) else {
-            self.reply(&reply::UNKNOWN_MECHANISM);
-            return None;
-        };
-        let initial = parts.next();
-        if parts.next().is_some() {
-            self.reply(&reply::SYNTAX_PARAMS);
-            return None;
-        }
         self.state = State::Waiting(Pending::AuthStart);
         Some(Event::Auth(self.auth.request(mechanism, initial)))
     }
@@ -688,12 +592,6 @@ impl LineCore for ServerSession {
             }
         };
     }
-}
-
-/// `FROM:` / `TO:` case-insensitively, allowing a space after the colon.
-fn strip_keyword<'a>(arg: &'a str, kw: &str) -> Option<&'a str> {
-    let head = arg.get(..kw.len())?;
-    head.eq_ignore_ascii_case(kw).then(|| arg[kw.len()..].trim_start_matches(' '))
 }
 
 #[doc(hidden)]
