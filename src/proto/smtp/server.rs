@@ -92,12 +92,24 @@ pub enum Event {
     TooManyErrors,
 }
 
+/// The transaction under way: it lives in the states of a transaction
+/// and goes with them, so nothing has to be reset by hand.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Transaction {
+    params: MailParams,
+    /// Recipients accepted so far.
+    recipients: usize,
+}
+
+/// What [`ServerSession::mail_params`] says outside a transaction.
+const NO_PARAMS: MailParams = MailParams { size: None, body: BodyType::SevenBit, smtputf8: false };
+
 #[derive(Debug)]
 enum State {
     ExpectHelo,
     ExpectMail,
-    ExpectRcptOrData,
-    Data(DataReader),
+    ExpectRcptOrData(Transaction),
+    Data(DataReader, MailParams),
     /// A SASL exchange awaits the client's next line.
     Sasl,
     /// An event is out; nothing is read until the decision comes back.
@@ -105,11 +117,11 @@ enum State {
     Closed,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Pending {
-    Mail,
-    Rcpt,
-    Message,
+    Mail(MailParams),
+    Rcpt(Transaction),
+    Message(MailParams),
     /// AUTH waits to be let start (the throttle).
     AuthStart,
     /// Credentials or a failed exchange wait for their verdict.
@@ -129,9 +141,6 @@ pub struct ServerSession {
     /// Discarding the rest of an overlong line.
     lines: crate::proto::LineReader,
     auth: AuthSlot<Event>,
-    // the current transaction
-    mail_params: MailParams,
-    recipients: usize,
     transactions: u32,
 }
 
@@ -155,8 +164,6 @@ impl ServerSession {
             errors: 0,
             lines: crate::proto::LineReader::default(),
             auth: AuthSlot::default(),
-            mail_params: MailParams::default(),
-            recipients: 0,
             transactions: 0,
         }
     }
@@ -182,8 +189,13 @@ impl ServerSession {
     pub fn auth_user(&self) -> Option<&str> {
         self.auth_user.as_deref()
     }
+    /// What MAIL declared in the transaction under way.
     pub fn mail_params(&self) -> &MailParams {
-        &self.mail_params
+        match &self.state {
+            State::ExpectRcptOrData(t) | State::Waiting(Pending::Rcpt(t)) => &t.params,
+            State::Data(_, params) | State::Waiting(Pending::Mail(params) | Pending::Message(params)) => params,
+            _ => &NO_PARAMS,
+        }
     }
     pub fn is_closed(&self) -> bool {
         matches!(self.state, State::Closed)
@@ -222,9 +234,7 @@ impl ServerSession {
     }
 
     fn reset_transaction(&mut self) {
-        self.mail_params = MailParams::default();
-        self.recipients = 0;
-        if matches!(self.state, State::ExpectRcptOrData) {
+        if matches!(self.state, State::ExpectRcptOrData(_)) {
             self.state = State::ExpectMail;
         }
     }
@@ -236,18 +246,18 @@ impl ServerSession {
 
     /// What DATA does with the input: the body, then back to commands.
     fn data(&mut self, input: &mut BytesMut) -> Before<Event> {
-        let State::Data(reader) = &mut self.state else { return Before::ReadLine };
+        let State::Data(reader, _) = &mut self.state else { return Before::ReadLine };
         let Some(end) = reader.feed(input) else { return Before::Return(None) };
         let refusal = match end {
             DataEnd::TooBig { .. } => reply::SIZE_EXCEEDED,
             DataEnd::Complete(body) if count_received(&body) <= MAX_RECEIVED => {
-                self.state = State::Waiting(Pending::Message);
+                let params = self.mail_params().clone();
+                self.state = State::Waiting(Pending::Message(params));
                 return Before::Return(Some(Event::Message { body }));
             }
             DataEnd::Complete(_) => reply::TOO_MANY_HOPS,
         };
         self.state = State::ExpectMail;
-        self.reset_transaction();
         self.reply(&refusal);
         Before::Again
     }
@@ -278,8 +288,6 @@ impl ServerSession {
                 self.helo = Some(name.to_string());
                 self.esmtp = matches!(command, Command::Ehlo(_));
                 // RFC 5321 §4.1.4: EHLO resets any transaction
-                self.mail_params = MailParams::default();
-                self.recipients = 0;
                 self.state = State::ExpectMail;
                 if self.esmtp {
                     self.write_ehlo();
@@ -330,7 +338,7 @@ impl ServerSession {
     fn mail(&mut self, arg: &str) -> Option<Event> {
         let refusal = match self.state {
             State::ExpectHelo => Some(reply::HELO_FIRST),
-            State::ExpectRcptOrData => Some(reply::NESTED_MAIL),
+            State::ExpectRcptOrData(_) => Some(reply::NESTED_MAIL),
             _ if self.settings.auth == AuthMode::Required && self.auth_user.is_none() => Some(reply::AUTH_REQUIRED),
             _ => None,
         };
@@ -349,14 +357,13 @@ impl ServerSession {
                 return None;
             }
         };
-        self.mail_params = params.clone();
-        self.state = State::Waiting(Pending::Mail);
+        self.state = State::Waiting(Pending::Mail(params.clone()));
         Some(Event::Mail { from, params })
     }
 
     fn rcpt(&mut self, arg: &str) -> Option<Event> {
-        let to = match self.state {
-            State::ExpectRcptOrData => command::rcpt_to(arg, self.mail_params.smtputf8),
+        let to = match &self.state {
+            State::ExpectRcptOrData(t) => command::rcpt_to(arg, t.params.smtputf8),
             State::ExpectHelo => Err(reply::HELO_FIRST),
             _ => Err(reply::MAIL_FIRST),
         };
@@ -367,25 +374,28 @@ impl ServerSession {
                 return None;
             }
         };
-        if self.recipients >= self.settings.max_recipients {
+        let State::ExpectRcptOrData(txn) = &mut self.state else { return None };
+        if txn.recipients >= self.settings.max_recipients {
             reply::TOO_MANY_RECIPIENTS.write(&mut self.out);
             return None;
         }
-        self.state = State::Waiting(Pending::Rcpt);
+        let txn = std::mem::take(txn);
+        self.state = State::Waiting(Pending::Rcpt(txn));
         Some(Event::Rcpt { to })
     }
 
     fn data_command(&mut self, args: bool) {
-        match self.state {
-            State::ExpectRcptOrData if self.recipients > 0 => {
+        match &self.state {
+            State::ExpectRcptOrData(t) if t.recipients > 0 => {
                 if args {
                     self.reply(&reply::SYNTAX_PARAMS);
                     return;
                 }
+                let params = t.params.clone();
                 reply::START_DATA.write(&mut self.out);
-                self.state = State::Data(DataReader::new(self.settings.max_message_size));
+                self.state = State::Data(DataReader::new(self.settings.max_message_size), params);
             }
-            State::ExpectRcptOrData => self.reply(&reply::NO_VALID_RECIPIENTS),
+            State::ExpectRcptOrData(_) => self.reply(&reply::NO_VALID_RECIPIENTS),
             State::ExpectHelo => self.reply(&reply::HELO_FIRST),
             _ => self.reply(&reply::MAIL_FIRST),
         }
@@ -423,7 +433,7 @@ impl ServerSession {
                 self.reply(&reply::HELO_FIRST);
                 return None;
             }
-            State::ExpectRcptOrData => {
+            State::ExpectRcptOrData(_) => {
                 self.reply(&reply::AUTH_IN_TRANSACTION);
                 return None;
             }
@@ -445,22 +455,19 @@ impl ServerSession {
     }
 
     fn expect_decision(&mut self, p: Pending) -> bool {
-        matches!(self.state, State::Waiting(w) if w == p)
+        matches!(&self.state, State::Waiting(w) if *w == p)
     }
 
     /// Answer [`Event::Mail`]: `Ok(())` accepts the sender.
     pub fn mail_decision(&mut self, decision: Result<(), Reply>) {
-        if !self.expect_decision(Pending::Mail) {
-            return;
-        }
+        let State::Waiting(Pending::Mail(params)) = &mut self.state else { return };
         match decision {
             Ok(()) => {
                 reply::SENDER_OK.write(&mut self.out);
-                self.recipients = 0;
-                self.state = State::ExpectRcptOrData;
+                let params = std::mem::take(params);
+                self.state = State::ExpectRcptOrData(Transaction { params, recipients: 0 });
             }
             Err(r) => {
-                self.mail_params = MailParams::default();
                 self.state = State::ExpectMail;
                 self.reply(&r);
             }
@@ -469,29 +476,27 @@ impl ServerSession {
 
     /// Answer [`Event::Rcpt`]: `Ok(())` accepts the recipient.
     pub fn rcpt_decision(&mut self, decision: Result<(), Reply>) {
-        if !self.expect_decision(Pending::Rcpt) {
-            return;
-        }
-        self.state = State::ExpectRcptOrData;
+        let State::Waiting(Pending::Rcpt(txn)) = &mut self.state else { return };
+        let mut txn = std::mem::take(txn);
         match decision {
             Ok(()) => {
-                self.recipients += 1;
+                txn.recipients += 1;
                 reply::RCPT_OK.write(&mut self.out);
             }
             Err(r) => self.reply(&r),
         }
+        self.state = State::ExpectRcptOrData(txn);
     }
 
     /// Answer [`Event::Message`] with the final reply (250 queued, or 4xx/5xx).
     pub fn message_decision(&mut self, r: Reply) {
-        if !self.expect_decision(Pending::Message) {
+        if !matches!(self.state, State::Waiting(Pending::Message(_))) {
             return;
         }
         if r.is_positive() {
             self.transactions += 1;
         }
         self.state = State::ExpectMail;
-        self.reset_transaction();
         self.reply(&r);
     }
 
@@ -525,8 +530,6 @@ impl ServerSession {
         self.helo = None;
         self.esmtp = false;
         self.auth_user = None;
-        self.mail_params = MailParams::default();
-        self.recipients = 0;
         self.lines.reset();
         self.auth.reset();
         self.state = State::ExpectHelo;
