@@ -10,7 +10,6 @@ use super::policy::{self, Client, RcptRoute};
 use crate::auth::{Accounts, Gate, Login, Refused};
 use crate::config::{Config, VirtualServer};
 use crate::net::{ConnInfo, Next, Service, Session, SessionEnd};
-use crate::proto::sasl::Credentials;
 use crate::proto::session::AuthEvent;
 use crate::proto::smtp::reply::{self, Reply};
 use crate::proto::smtp::server::{AuthMode, Event, ServerSession, Settings};
@@ -228,17 +227,23 @@ impl InboundSession {
         self.core.take_output(out);
     }
 
-    fn on_auth(&mut self) {
-        // the slot is taken now, before any credentials arrive
-        let slot = if self.login.begin("AUTH") { Ok(()) } else { Err(reply::AUTH_THROTTLED) };
-        self.core.auth_begin(slot);
-    }
-
-    async fn on_credentials(&mut self, creds: Credentials) {
-        let verdict = self.login.verify(creds).await.map_err(|refused| match refused {
-            Refused::Throttled => reply::AUTH_THROTTLED,
-            Refused::Failed => reply::AUTH_FAILED,
-        });
+    /// AUTH: the slot is taken when the exchange starts, before any
+    /// credentials arrive; the verdict goes back to the core.
+    async fn on_auth(&mut self, event: AuthEvent) {
+        let verdict = match event {
+            AuthEvent::Start { .. } => {
+                let slot = if self.login.begin("AUTH") { Ok(()) } else { Err(reply::AUTH_THROTTLED) };
+                return self.core.auth_begin(slot);
+            }
+            AuthEvent::Credentials(creds) => self.login.verify(creds).await.map_err(|refused| match refused {
+                Refused::Throttled => reply::AUTH_THROTTLED,
+                Refused::Failed => reply::AUTH_FAILED,
+            }),
+            AuthEvent::Failed(_) => {
+                self.login.failed().await;
+                Err(reply::AUTH_FAILED)
+            }
+        };
         self.core.auth_done(verdict);
     }
 }
@@ -252,20 +257,15 @@ impl Session for InboundSession {
     async fn handle(&mut self, input: &mut BytesMut, out: &mut Vec<u8>) -> Next {
         while let Some(event) = self.core.feed(input) {
             match event {
+                Event::Mail { from, .. } => self.on_mail(from),
+                Event::Rcpt { to } => self.on_rcpt(to),
+                Event::Message { body } => self.on_message(body).await,
+                Event::Auth(auth) => self.on_auth(auth).await,
                 Event::StartTls => {
                     self.core.take_output(out);
                     return Next::StartTls;
                 }
                 Event::Quit | Event::TooManyErrors => break,
-                Event::Mail { from, .. } => self.on_mail(from),
-                Event::Rcpt { to } => self.on_rcpt(to),
-                Event::Message { body } => self.on_message(body).await,
-                Event::Auth(AuthEvent::Start { .. }) => self.on_auth(),
-                Event::Auth(AuthEvent::Credentials(creds)) => self.on_credentials(creds).await,
-                Event::Auth(AuthEvent::Failed(_)) => {
-                    self.login.failed().await;
-                    self.core.auth_done(Err(reply::AUTH_FAILED));
-                }
             }
         }
         self.login.settle(self.core.auth_in_progress());
