@@ -1,5 +1,8 @@
 //! Sans-IO protocol cores. Each takes bytes and returns replies and events;
 //! none touches a socket, a clock or a disk. `net::driver` runs them.
+//! The kit they share: [`LineReader`], the line-command skeleton
+//! (`session`), the SASL exchange (`sasl`), the dot-terminated body reader
+//! (`dot`) and IMAP literals (`literal`).
 
 pub mod dot;
 pub mod literal;
