@@ -5,9 +5,8 @@
 
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use postern::config::AuthMode;
 use postern::proto::smtp::reply;
-use postern::proto::smtp::server::{Event, ServerSession, Settings};
+use postern::proto::smtp::server::{AuthMode, Event, ServerSession, Settings};
 use std::hint::black_box;
 
 fn transaction() -> Vec<u8> {

@@ -23,7 +23,8 @@
 //! - [`proto`]: sans-IO protocol cores (no sockets, clocks or disks).
 //! - [`smtp`]: inbound policy (relay, recipients, senders) and the SMTP session.
 //! - [`auth`]: accounts (Argon2id), aliases and their expansion
-//!   ([`auth::Accounts::expand`], the one place), SASL, failure throttling.
+//!   ([`auth::Accounts::expand`], the one place), failure throttling, and
+//!   the login glue every service shares ([`auth::login`]).
 //! - [`queue`]: queue ids, message records, the spool and the store, which
 //!   messages an operator's selection names ([`queue::select`]), and the
 //!   queue manager that drives delivery ([`queue::scheduler`]).
@@ -55,8 +56,7 @@
 //! record); `control` sits above the queue and answers through a handler the
 //! server gives it, so nothing but the root imports `server`. `tests/architecture.rs` reads
 //! this table and every file under `src/`, and fails on an import it does
-//! not allow (its `KNOWN_VIOLATIONS` lists the edges still to untangle, and
-//! may only shrink).
+//! not allow; it lists no exceptions.
 //!
 //! | module | may import |
 //! | --- | --- |
@@ -69,13 +69,13 @@
 //! | `auth` | util, domain, config, datadir, proto |
 //! | `mailbox` | util, domain, config, datadir, auth |
 //! | `routing` | util, domain, config, auth, proto |
-//! | `delivery` | util, domain, config, datadir, tls, proto, auth, mailbox, routing |
+//! | `delivery` | util, domain, config, tls, proto, auth, mailbox |
 //! | `queue` | util, domain, config, datadir, tls, proto, auth, routing, delivery |
 //! | `net` | util, domain, config, tls |
 //! | `cert` | util, domain, config, tls |
-//! | `smtp` | util, domain, config, datadir, tls, net, proto, auth, routing, mailbox, queue |
-//! | `pop3` | util, domain, config, datadir, tls, net, proto, auth, mailbox |
-//! | `control` | util, domain, config, datadir, tls, proto, auth, routing, mailbox, delivery, queue |
+//! | `smtp` | util, domain, config, tls, net, proto, auth, routing, queue |
+//! | `pop3` | util, domain, config, tls, net, proto, auth, mailbox |
+//! | `control` | util, domain, config, tls, proto, auth, queue |
 //! | `server` | util, domain, config, datadir, tls, net, proto, auth, routing, mailbox, delivery, queue, smtp, pop3, control |
 
 pub mod auth;

@@ -3,9 +3,8 @@
 //! socket, and stops gracefully (SIGTERM/SIGINT) or reloads certificates
 //! (SIGHUP). This is the only place that wires the pieces together.
 
-use crate::auth::sasl::Credentials;
-use crate::auth::throttle::{Attempt, AuthThrottle};
-use crate::auth::Accounts;
+use crate::auth::throttle::AuthThrottle;
+use crate::auth::{Accounts, Gate};
 use crate::config::{Config, Protocol, TlsMode};
 use crate::control::{self, ops, Request, Response};
 use crate::datadir::DataDir;
@@ -15,24 +14,29 @@ use crate::net::{self, ListenerSpec, Shutdown};
 use crate::queue::scheduler::{ControlOp, Scheduler};
 use crate::queue::QueueStore;
 use crate::tls::CertStore;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use std::time::Instant;
 
-/// Everything sessions and the control socket share.
+/// What the composition root keeps: the stores it built and handed out
+/// (services got narrow handles of them), the queue manager and the
+/// certificates the control socket acts on. Private: nothing but the root
+/// reaches into it.
 pub struct Context {
-    pub config: Arc<Config>,
-    pub queue: Arc<QueueStore>,
-    pub accounts: Accounts,
-    pub mailboxes: Arc<MailboxStore>,
-    pub certs: Arc<CertStore>,
-    pub throttle: AuthThrottle,
+    config: Arc<Config>,
+    queue: Arc<QueueStore>,
+    accounts: Accounts,
+    mailboxes: Arc<MailboxStore>,
+    certs: Arc<CertStore>,
+    /// Logins for every service: accounts, failure throttle and delay.
+    gate: Gate,
     /// The queue manager: every change to queued messages goes through it.
-    pub scheduler: Scheduler,
-    pub transport: Arc<SmtpTransport>,
-    pub data: DataDir,
+    scheduler: Scheduler,
+    transport: Arc<SmtpTransport>,
+    /// Held for the server's life: the database, and with it sled's lock
+    /// on the data directory.
+    _data: DataDir,
 }
 
 /// The control socket's requests: queue actions go through the queue
@@ -66,34 +70,9 @@ impl control::Handler for Context {
 }
 
 impl Context {
-    /// SPEC §4: start an authentication attempt from this client, holding
-    /// one slot of its failure limit (the same count for SMTP, POP3, IMAP4
-    /// and NNTP); `None` when the limit is used up for now. Reserve it when
-    /// the exchange starts, so parallel sessions cannot pass together.
-    pub fn auth_attempt(&self, ip: IpAddr) -> Option<Attempt> {
-        self.throttle.begin(ip, Instant::now())
-    }
-
-    /// Check credentials off the async threads (Argon2id is slow on
-    /// purpose). A failure counts against the client and is answered only
-    /// after `failure_delay`, which holds up this caller and nobody else.
-    /// Returns the account's key.
-    pub async fn authenticate(&self, attempt: Attempt, creds: Credentials) -> Option<String> {
-        let accounts = self.accounts.clone();
-        let verified =
-            tokio::task::spawn_blocking(move || accounts.verify(&creds.username, &creds.password)).await.ok().flatten();
-        match verified {
-            Some(_) => attempt.succeeded(),
-            None => self.auth_failure(attempt).await,
-        }
-        verified
-    }
-
-    /// Count a failed attempt (a wrong password, or a SASL exchange that
-    /// made no sense) and wait before answering it.
-    pub async fn auth_failure(&self, attempt: Attempt) {
-        attempt.failed(Instant::now());
-        tokio::time::sleep(self.config.auth.failure_delay.0).await;
+    /// The queue store (tests watch it drain).
+    pub fn queue(&self) -> &QueueStore {
+        &self.queue
     }
 
     pub fn reload(&self) -> crate::tls::ReloadReport {
@@ -204,7 +183,11 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Server,
             as Arc<dyn crate::delivery::Local>),
     );
     let ctx = Arc::new(Context {
-        throttle: AuthThrottle::new(config.auth.failure_limit, config.auth.failure_window.0),
+        gate: Gate::new(
+            accounts.clone(),
+            AuthThrottle::new(config.auth.failure_limit, config.auth.failure_window.0),
+            config.auth.failure_delay.0,
+        ),
         config: config.clone(),
         queue,
         scheduler,
@@ -212,7 +195,7 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Server,
         accounts,
         mailboxes,
         certs: certs.clone(),
-        data,
+        _data: data,
     });
 
     let shutdown = Shutdown::new();
@@ -247,11 +230,23 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Server,
         let vs = Arc::new(vs);
         match vs.protocol {
             Protocol::Smtp => {
-                let service = Arc::new(crate::smtp::SmtpService::new(ctx.clone(), vs.clone()));
+                let service = Arc::new(crate::smtp::SmtpService::new(
+                    ctx.config.clone(),
+                    ctx.accounts.clone(),
+                    ctx.gate.clone(),
+                    ctx.queue.clone(),
+                    vs.clone(),
+                ));
                 net::spawn_listeners(listeners, service, spec, shutdown.clone());
             }
             Protocol::Pop3 => {
-                let service = Arc::new(crate::pop3::Pop3Service::new(ctx.clone(), vs.clone()));
+                let hostname = &ctx.config.server.hostname;
+                let service = Arc::new(crate::pop3::Pop3Service::new(
+                    hostname,
+                    ctx.gate.clone(),
+                    ctx.mailboxes.clone(),
+                    vs.clone(),
+                ));
                 net::spawn_listeners(listeners, service, spec, shutdown.clone());
             }
             Protocol::Imap | Protocol::Nntp => {}

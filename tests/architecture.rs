@@ -6,19 +6,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-/// Edges the table forbids that are still there, each as (file, imported
-/// module). They are the untangling still to do (issue 10); the list may only
-/// shrink: the test fails when one of them is gone, so remove it here too.
-const KNOWN_VIOLATIONS: &[(&str, &str)] = &[
-    // the POP3 core takes the SASL credentials type from auth; proto::sasl replaces it
-    ("src/proto/pop3/server.rs", "auth"),
-    // the SMTP core reads config::AuthMode; it wants its own type
-    ("src/proto/smtp/server.rs", "config"),
-    // services reach back to the whole server::Context instead of narrow handles
-    ("src/pop3/mod.rs", "server"),
-    ("src/smtp/inbound.rs", "server"),
-];
-
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -154,7 +141,6 @@ fn no_module_imports_one_its_layer_row_does_not_allow() {
     rust_files(&root().join("src"), &mut files);
     files.sort();
     let mut failures = Vec::new();
-    let mut seen_known = BTreeSet::new();
     for file in &files {
         let rel = file.strip_prefix(root().join("src")).unwrap();
         let shown = format!("src/{}", rel.display());
@@ -172,19 +158,8 @@ fn no_module_imports_one_its_layer_row_does_not_allow() {
             if &imported == top || allowed.contains(&imported) {
                 continue;
             }
-            if KNOWN_VIOLATIONS.contains(&(shown.as_str(), imported.as_str())) {
-                seen_known.insert((shown.clone(), imported));
-                continue;
-            }
             failures.push(format!(
                 "{shown}:{line}: `{top}` may not import `{imported}` (layer table in src/lib.rs): {text}"
-            ));
-        }
-    }
-    for (file, imported) in KNOWN_VIOLATIONS {
-        if !seen_known.contains(&(file.to_string(), imported.to_string())) {
-            failures.push(format!(
-                "KNOWN_VIOLATIONS lists {file} importing `{imported}`, which it no longer does: remove the entry"
             ));
         }
     }

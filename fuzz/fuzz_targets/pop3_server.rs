@@ -8,12 +8,10 @@ use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use postern::proto::pop3::server::{Entry, Event, ServerSession, Settings, MAX_AUTH_LINE};
 use postern::proto::pop3::Reply;
+use postern::proto::session::AuthEvent;
 
-const MESSAGES: [&[u8]; 3] = [
-    b"Subject: one\r\n\r\nbody\r\n.leading dot\r\n",
-    b"",
-    b"no final line end\r\n.\r\n..\r\nx",
-];
+const MESSAGES: [&[u8]; 3] =
+    [b"Subject: one\r\n\r\nbody\r\n.leading dot\r\n", b"", b"no final line end\r\n.\r\n..\r\nx"];
 
 fn maildrop() -> Vec<Entry> {
     MESSAGES
@@ -53,12 +51,14 @@ fn drive(data: &[u8], splits: &[usize], tls: bool, stls: bool) {
                     buf.clear();
                     s.tls_started();
                 }
-                Event::Login(_) | Event::AuthResponse(_) => s.login_done(if flip {
-                    Ok(("alice@example.test".into(), maildrop()))
-                } else {
-                    Err(Reply::err("[AUTH] no"))
-                }),
-                Event::Auth { .. } => s.auth_challenge(""),
+                Event::Login(_) | Event::Auth(AuthEvent::Credentials(_) | AuthEvent::Failed(_)) => {
+                    s.login_done(if flip {
+                        Ok(("alice@example.test".into(), maildrop()))
+                    } else {
+                        Err(Reply::err("[AUTH] no"))
+                    })
+                }
+                Event::Auth(AuthEvent::Start { .. }) => s.auth_begin(Ok(())),
                 Event::Retrieve { uid, .. } => {
                     let m = MESSAGES.get(uid as usize - 1).copied().unwrap_or_default();
                     s.message(if flip { Ok(m) } else { Err(Reply::err("[SYS/TEMP] gone")) })

@@ -1,13 +1,17 @@
 //! Accounts and authentication: users with Argon2id password hashes,
-//! aliases and their expansion, SASL PLAIN/LOGIN as a sans-IO exchange
-//! shared by SMTP, POP3, IMAP4 and NNTP, and the per-IP failure throttle.
+//! aliases and their expansion, the per-IP failure throttle, and the login
+//! glue every service shares (`login`: throttle slot, verification off the
+//! async threads, failure delay, log lines). The SASL exchange itself is
+//! sans-IO and lives in the protocol kit (`proto::sasl`).
 //! Passwords never leave this module except as hashes, and nothing here
 //! logs one. Aliases never form a loop that reaches no mailbox: `add_alias`
 //! refuses a target that leads back to the alias, and [`Accounts::expand`]
 //! reports a loop stored before that check as an error, never as nobody.
 
-pub mod sasl;
+pub mod login;
 pub mod throttle;
+
+pub use login::{Gate, Login, Refused};
 
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};

@@ -1,20 +1,20 @@
 //! The POP3 server: the sans-IO core (`proto::pop3`), driven by
-//! `net::driver`, joined to the accounts (Argon2id, off the async threads),
-//! the failure throttle shared with SMTP AUTH (a login holds its slot from
-//! AUTH or PASS to the outcome), and the mailbox store.
+//! `net::driver`, joined to the login glue shared with SMTP AUTH
+//! (`auth::login`: a login holds its throttle slot from AUTH or PASS to the
+//! outcome) and the mailbox store — narrow handles, not the whole server.
 //! A login takes the user's maildrop exclusively (RFC 1939 §8; a second
 //! session gets `-ERR [IN-USE]`) and lists INBOX once; messages that arrive
 //! later are seen by the next session. Deletions reach the store only at
 //! QUIT (RFC 1939 §6). This module never formats a reply itself.
 
-use crate::auth::sasl::{self, Credentials, Mechanism, Step};
-use crate::auth::throttle::Attempt;
+use crate::auth::{Gate, Login, Refused};
 use crate::config::{TlsMode, VirtualServer};
-use crate::mailbox::{MailboxError, MaildropLock, INBOX};
+use crate::mailbox::{MailboxError, MailboxStore, MaildropLock, INBOX};
 use crate::net::{ConnInfo, Next, Service, Session, SessionEnd};
 use crate::proto::pop3::reply;
 use crate::proto::pop3::server::{Entry, Event, ServerSession, Settings};
-use crate::server::Context;
+use crate::proto::sasl::Credentials;
+use crate::proto::session::AuthEvent;
 use crate::tls::TlsInfo;
 use bytes::BytesMut;
 use std::sync::Arc;
@@ -23,21 +23,22 @@ use std::sync::Arc;
 const MAX_ERRORS: u32 = 10;
 
 pub struct Pop3Service {
-    ctx: Arc<Context>,
+    gate: Gate,
+    mailboxes: Arc<MailboxStore>,
     vs: Arc<VirtualServer>,
     settings: Settings,
 }
 
 impl Pop3Service {
-    pub fn new(ctx: Arc<Context>, vs: Arc<VirtualServer>) -> Pop3Service {
+    pub fn new(hostname: &str, gate: Gate, mailboxes: Arc<MailboxStore>, vs: Arc<VirtualServer>) -> Pop3Service {
         let settings = Settings {
-            hostname: ctx.config.server.hostname.clone(),
+            hostname: hostname.to_string(),
             stls: vs.tls == TlsMode::Starttls,
             require_tls: vs.require_tls,
             allow_plaintext_auth: vs.allow_plaintext_auth,
             max_errors: MAX_ERRORS,
         };
-        Pop3Service { ctx, vs, settings }
+        Pop3Service { gate, mailboxes, vs, settings }
     }
 }
 
@@ -46,13 +47,12 @@ impl Service for Pop3Service {
 
     fn session(&self, conn: &ConnInfo) -> Pop3Session {
         Pop3Session {
-            ctx: self.ctx.clone(),
+            mailboxes: self.mailboxes.clone(),
             vs: self.vs.clone(),
             core: ServerSession::new(self.settings.clone(), conn.implicit_tls),
             conn: conn.clone(),
             tls: None,
-            sasl: None,
-            attempt: None,
+            login: self.gate.session(&self.vs.name, conn.peer),
             maildrop: None,
             retrieved: 0,
             removed: 0,
@@ -65,14 +65,13 @@ impl Service for Pop3Service {
 }
 
 pub struct Pop3Session {
-    ctx: Arc<Context>,
+    mailboxes: Arc<MailboxStore>,
     vs: Arc<VirtualServer>,
     core: ServerSession,
     conn: ConnInfo,
     tls: Option<TlsInfo>,
-    sasl: Option<sasl::Exchange>,
-    /// The throttle slot of the login under way (taken at AUTH or PASS).
-    attempt: Option<Attempt>,
+    /// Holds the throttle slot of the login under way (taken at AUTH or PASS).
+    login: Login,
     /// Held from login to the end of the session.
     maildrop: Option<MaildropLock>,
     retrieved: u32,
@@ -93,58 +92,25 @@ impl Pop3Session {
         self.core.user().unwrap_or("-")
     }
 
-    async fn on_auth(&mut self, mechanism: &str, initial: Option<String>) {
+    fn on_auth(&mut self) {
         // the slot is taken now, before any credentials arrive
-        let Some(attempt) = self.ctx.auth_attempt(self.conn.peer.ip()) else {
-            tracing::info!(server = %self.vs.name, peer = %self.conn.peer, "AUTH refused: too many recent failures");
-            self.core.login_done(Err(reply::AUTH_THROTTLED));
-            return;
-        };
-        let Some(mech @ Mechanism::Plain) = Mechanism::parse(mechanism) else {
-            self.core.login_done(Err(reply::UNKNOWN_MECHANISM));
-            return;
-        };
-        self.attempt = Some(attempt);
-        let (exchange, step) = sasl::Exchange::start(mech, initial.as_deref());
-        self.sasl = Some(exchange);
-        self.auth_step(step).await;
-    }
-
-    async fn auth_step(&mut self, step: Step) {
-        match step {
-            Step::Challenge(c) => self.core.auth_challenge(&c),
-            Step::Failed(sasl::SaslError::BadBase64) => {
-                self.sasl = None;
-                self.attempt = None;
-                self.core.login_done(Err(reply::AUTH_BAD_BASE64));
-            }
-            Step::Failed(_) => {
-                self.sasl = None;
-                self.auth_failed(None).await;
-            }
-            Step::Done(creds) => {
-                self.sasl = None;
-                self.login(creds, "AUTH PLAIN").await;
-            }
-        }
+        let slot = if self.login.begin("AUTH") { Ok(()) } else { Err(reply::AUTH_THROTTLED) };
+        self.core.auth_begin(slot);
     }
 
     /// Check the credentials, take the maildrop and list it. `method` is
     /// for the log: `USER` or `AUTH PLAIN`.
-    async fn login(&mut self, creds: Credentials, method: &'static str) {
+    async fn log_in(&mut self, creds: Credentials, method: &'static str) {
         // AUTH took its slot at the start; USER/PASS takes it at PASS
-        let Some(attempt) = self.attempt.take().or_else(|| self.ctx.auth_attempt(self.conn.peer.ip())) else {
-            tracing::info!(server = %self.vs.name, peer = %self.conn.peer, "login refused: too many recent failures");
-            self.core.login_done(Err(reply::AUTH_THROTTLED));
-            return;
+        let user = match self.login.verify(creds).await {
+            Ok(user) => user,
+            Err(refused) => {
+                let r = if refused == Refused::Throttled { reply::AUTH_THROTTLED } else { reply::AUTH_FAILED };
+                self.core.login_done(Err(r));
+                return;
+            }
         };
-        let name = creds.username.clone();
-        let Some(user) = self.ctx.authenticate(attempt, creds).await else {
-            self.log_failure(Some(&name));
-            self.core.login_done(Err(reply::AUTH_FAILED));
-            return;
-        };
-        let lock = match self.ctx.mailboxes.lock_maildrop(&user) {
+        let lock = match self.mailboxes.lock_maildrop(&user) {
             Ok(l) => l,
             Err(e) => {
                 tracing::info!(server = %self.vs.name, peer = %self.conn.peer, user = %user, "login refused: {e}");
@@ -153,7 +119,7 @@ impl Pop3Session {
                 return;
             }
         };
-        let store = self.ctx.mailboxes.clone();
+        let store = self.mailboxes.clone();
         let u = user.clone();
         match blocking(move || store.messages(&u, INBOX)).await {
             Ok(listing) => {
@@ -181,21 +147,8 @@ impl Pop3Session {
         }
     }
 
-    /// A SASL exchange that made no sense counts as a failure too.
-    async fn auth_failed(&mut self, user: Option<&str>) {
-        self.log_failure(user);
-        if let Some(attempt) = self.attempt.take() {
-            self.ctx.auth_failure(attempt).await;
-        }
-        self.core.login_done(Err(reply::AUTH_FAILED));
-    }
-
-    fn log_failure(&self, user: Option<&str>) {
-        tracing::info!(server = %self.vs.name, peer = %self.conn.peer, user = user.unwrap_or("-"), "authentication failed");
-    }
-
     async fn on_retrieve(&mut self, uid: u32) {
-        let store = self.ctx.mailboxes.clone();
+        let store = self.mailboxes.clone();
         let user = self.user().to_string();
         match blocking(move || store.read(&user, INBOX, uid)).await {
             Ok(bytes) => {
@@ -216,7 +169,7 @@ impl Pop3Session {
             self.core.update_done(Ok(()));
             return;
         }
-        let store = self.ctx.mailboxes.clone();
+        let store = self.mailboxes.clone();
         let user = self.user().to_string();
         match blocking(move || store.expunge(&user, INBOX, &deleted)).await {
             Ok(gone) => {
@@ -245,23 +198,18 @@ impl Session for Pop3Session {
                     return Next::StartTls;
                 }
                 Event::Quit | Event::TooManyErrors => break,
-                Event::Login(creds) => self.login(creds, "USER").await,
-                Event::Auth { mechanism, initial } => self.on_auth(&mechanism, initial).await,
-                Event::AuthResponse(line) => {
-                    let step = match self.sasl.as_mut() {
-                        Some(ex) => ex.respond(&line),
-                        None => Step::Failed(sasl::SaslError::Malformed),
-                    };
-                    self.auth_step(step).await;
+                Event::Login(creds) => self.log_in(creds, "USER").await,
+                Event::Auth(AuthEvent::Start { .. }) => self.on_auth(),
+                Event::Auth(AuthEvent::Credentials(creds)) => self.log_in(creds, "AUTH PLAIN").await,
+                Event::Auth(AuthEvent::Failed(_)) => {
+                    self.login.failed().await;
+                    self.core.login_done(Err(reply::AUTH_FAILED));
                 }
                 Event::Retrieve { uid, .. } => self.on_retrieve(uid).await,
                 Event::Update { deleted } => self.on_update(deleted).await,
             }
         }
-        if !self.core.auth_in_progress() {
-            // cancelled with "*" or ended by the core: the slot goes back
-            self.attempt = None;
-        }
+        self.login.settle(self.core.auth_in_progress());
         let paused = self.core.output_full();
         self.core.take_output(out);
         if self.core.is_closed() {
@@ -276,9 +224,8 @@ impl Session for Pop3Session {
 
     fn tls_started(&mut self, info: &TlsInfo) {
         self.tls = Some(info.clone());
-        self.sasl = None;
-        self.attempt = None;
         self.core.tls_started();
+        self.login.settle(false);
     }
 
     fn timed_out(&mut self, out: &mut Vec<u8>) {

@@ -1,11 +1,15 @@
 //! Sans-IO protocol cores. Each takes bytes and returns replies and events;
 //! none touches a socket, a clock or a disk. `net::driver` runs them.
+//! The kit they share: [`LineReader`], the line-command skeleton
+//! (`session`), the SASL exchange (`sasl`), the dot-terminated body reader
+//! (`dot`) and IMAP literals (`literal`).
 
 pub mod dot;
 pub mod imap;
 pub mod literal;
 pub mod pop3;
 pub mod sasl;
+pub mod session;
 pub mod smtp;
 
 use bytes::BytesMut;

@@ -7,8 +7,8 @@
 //! why it failed — `*` cancels, as all four RFCs say.
 //!
 //! It is sans-IO and knows no accounts: checking the credentials, the
-//! throttle and the failure delay belong to the service. Built to replace
-//! `auth::sasl` and the `sasl_line` of the SMTP and POP3 cores.
+//! throttle and the failure delay belong to the service (`auth::login`).
+//! The cores drive it through the skeleton (`proto::session`).
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;

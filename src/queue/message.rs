@@ -48,7 +48,7 @@ pub struct Message {
     /// Unix seconds.
     pub arrived: u64,
     pub size: u64,
-    #[serde(default)]
+    #[serde(default, with = "body_type_format")]
     pub body_type: BodyType,
     #[serde(default)]
     pub smtputf8: bool,
@@ -62,6 +62,30 @@ pub struct Message {
     pub recipients: Vec<Recipient>,
     #[serde(default)]
     pub spool: SpoolRef,
+}
+
+/// The stored form of [`BodyType`] (`"7bit"`, `"8bitmime"`), kept here so
+/// the SMTP core stays free of the queue's format; records on disk use it.
+mod body_type_format {
+    use super::BodyType;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(remote = "BodyType")]
+    enum Stored {
+        #[serde(rename = "7bit")]
+        SevenBit,
+        #[serde(rename = "8bitmime")]
+        EightBitMime,
+    }
+
+    pub fn serialize<S: Serializer>(b: &BodyType, s: S) -> Result<S::Ok, S::Error> {
+        Stored::serialize(b, s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BodyType, D::Error> {
+        Stored::deserialize(d)
+    }
 }
 
 impl Message {
@@ -151,5 +175,25 @@ impl fmt::Display for RcptState {
             RcptState::Expired => "expired",
             RcptState::Deleted => "deleted",
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_type_keeps_its_stored_form() {
+        #[derive(Serialize, Deserialize)]
+        struct Field {
+            #[serde(default, with = "body_type_format")]
+            b: BodyType,
+        }
+        let json = serde_json::to_string(&Field { b: BodyType::EightBitMime }).unwrap();
+        assert_eq!(json, r#"{"b":"8bitmime"}"#);
+        let back: Field = serde_json::from_str(r#"{"b":"7bit"}"#).unwrap();
+        assert_eq!(back.b, BodyType::SevenBit);
+        let missing: Field = serde_json::from_str("{}").unwrap();
+        assert_eq!(missing.b, BodyType::SevenBit);
     }
 }

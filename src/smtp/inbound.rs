@@ -1,20 +1,20 @@
 //! The inbound SMTP session: the sans-IO core, driven by `net::driver`,
-//! joined to policy (relay, recipients, senders), SASL, and the queue.
-//! An AUTH exchange holds a slot of the failure throttle from its first
-//! line to its outcome (`auth::throttle`), so parallel sessions cannot
-//! race past the limit.
+//! joined to policy (relay, recipients, senders), the login glue shared
+//! with the other services (`auth::login`: an AUTH exchange holds a slot of
+//! the failure throttle from its start to its outcome), and the queue.
+//! It gets narrow handles — the configuration, the accounts, the login
+//! gate, the queue — not the whole server.
 //! A `250` goes out only after the queue says the message is on disk.
 
 use super::policy::{self, Client, RcptRoute};
-use crate::auth::sasl::{self, Mechanism, Step};
-use crate::auth::throttle::Attempt;
-use crate::config::VirtualServer;
+use crate::auth::{Accounts, Gate, Login, Refused};
+use crate::config::{Config, VirtualServer};
 use crate::net::{ConnInfo, Next, Service, Session, SessionEnd};
+use crate::proto::session::AuthEvent;
 use crate::proto::smtp::reply::{self, Reply};
-use crate::proto::smtp::server::{Event, ServerSession, Settings};
+use crate::proto::smtp::server::{AuthMode, Event, ServerSession, Settings};
 use crate::proto::smtp::{Address, ReversePath};
-use crate::queue::{Message, MessageKind, Recipient, SpoolRef};
-use crate::server::Context;
+use crate::queue::{Message, MessageKind, QueueStore, Recipient, SpoolRef};
 use crate::tls::TlsInfo;
 use bytes::BytesMut;
 use std::sync::Arc;
@@ -23,24 +23,37 @@ use std::sync::Arc;
 const MAX_ERRORS: u32 = 10;
 
 pub struct SmtpService {
-    ctx: Arc<Context>,
+    config: Arc<Config>,
+    accounts: Accounts,
+    gate: Gate,
+    queue: Arc<QueueStore>,
     vs: Arc<VirtualServer>,
     settings: Settings,
 }
 
 impl SmtpService {
-    pub fn new(ctx: Arc<Context>, vs: Arc<VirtualServer>) -> SmtpService {
+    pub fn new(
+        config: Arc<Config>,
+        accounts: Accounts,
+        gate: Gate,
+        queue: Arc<QueueStore>,
+        vs: Arc<VirtualServer>,
+    ) -> SmtpService {
         let settings = Settings {
-            hostname: ctx.config.server.hostname.clone(),
+            hostname: config.server.hostname.clone(),
             max_message_size: vs.max_message_size.0 as usize,
             max_recipients: vs.max_recipients,
             starttls: vs.tls == crate::config::TlsMode::Starttls,
             require_tls: vs.require_tls,
-            auth: vs.auth,
+            auth: match vs.auth {
+                crate::config::AuthMode::Off => AuthMode::Off,
+                crate::config::AuthMode::Optional => AuthMode::Optional,
+                crate::config::AuthMode::Required => AuthMode::Required,
+            },
             allow_plaintext_auth: vs.allow_plaintext_auth,
             max_errors: MAX_ERRORS,
         };
-        SmtpService { ctx, vs, settings }
+        SmtpService { config, accounts, gate, queue, vs, settings }
     }
 }
 
@@ -49,13 +62,14 @@ impl Service for SmtpService {
 
     fn session(&self, conn: &ConnInfo) -> InboundSession {
         InboundSession {
-            ctx: self.ctx.clone(),
+            config: self.config.clone(),
+            accounts: self.accounts.clone(),
+            queue: self.queue.clone(),
             vs: self.vs.clone(),
             core: ServerSession::new(self.settings.clone(), conn.implicit_tls),
             conn: conn.clone(),
             tls: None,
-            sasl: None,
-            attempt: None,
+            login: self.gate.session(&self.vs.name, conn.peer),
             txn: Transaction::default(),
             queued: 0,
         }
@@ -73,14 +87,15 @@ struct Transaction {
 }
 
 pub struct InboundSession {
-    ctx: Arc<Context>,
+    config: Arc<Config>,
+    accounts: Accounts,
+    queue: Arc<QueueStore>,
     vs: Arc<VirtualServer>,
     core: ServerSession,
     conn: ConnInfo,
     tls: Option<TlsInfo>,
-    sasl: Option<sasl::Exchange>,
-    /// The throttle slot of the AUTH exchange under way (SPEC §4).
-    attempt: Option<Attempt>,
+    /// Holds the throttle slot of the AUTH exchange under way (SPEC §4).
+    login: Login,
     txn: Transaction,
     queued: u32,
 }
@@ -91,7 +106,7 @@ impl InboundSession {
     }
 
     fn on_mail(&mut self, from: ReversePath) {
-        let decision = policy::check_sender(&self.ctx.accounts, &self.vs, &self.client(), &from);
+        let decision = policy::check_sender(&self.accounts, &self.vs, &self.client(), &from);
         if decision.is_ok() {
             self.txn = Transaction { from: from.to_string(), rcpts: Vec::new() };
         }
@@ -99,12 +114,12 @@ impl InboundSession {
     }
 
     fn on_rcpt(&mut self, mut to: Address) {
-        let decision = policy::check_rcpt(&self.ctx.config, &self.ctx.accounts, &self.vs, &self.client(), &to);
+        let decision = policy::check_rcpt(&self.config, &self.accounts, &self.vs, &self.client(), &to);
         match decision {
             Ok(route) => {
                 if to.domain.is_empty() {
                     // bare <Postmaster>
-                    to = Address::parse(&self.ctx.config.server.postmaster).unwrap_or(to);
+                    to = Address::parse(&self.config.server.postmaster).unwrap_or(to);
                 }
                 if !self.txn.rcpts.iter().any(|(a, _)| a.key() == to.key()) {
                     self.txn.rcpts.push((to, route));
@@ -124,7 +139,7 @@ impl InboundSession {
         let mut out: Vec<Recipient> = Vec::new();
         for (a, route) in &txn.rcpts {
             let expanded = match route {
-                RcptRoute::Local => policy::expand_local(&self.ctx.config, &self.ctx.accounts, &self.vs.name, a),
+                RcptRoute::Local => policy::expand_local(&self.config, &self.accounts, &self.vs.name, a),
                 RcptRoute::Remote { destination } => {
                     vec![policy::QueuedRcpt {
                         address: a.to_string(),
@@ -151,14 +166,13 @@ impl InboundSession {
 
     async fn enqueue(&mut self, body: Vec<u8>) -> Reply {
         let txn = std::mem::take(&mut self.txn);
-        let ctx = &self.ctx;
-        let id = ctx.queue.new_id();
+        let id = self.queue.new_id();
         let now = crate::util::now_secs();
         let single = (txn.rcpts.len() == 1).then(|| txn.rcpts[0].0.to_string());
         let mut full = super::received::header(&super::received::Trace {
             helo: self.core.helo().unwrap_or("unknown"),
             ip: self.conn.peer.ip(),
-            hostname: &ctx.config.server.hostname,
+            hostname: &self.config.server.hostname,
             esmtp: self.core.esmtp(),
             tls: self.tls.as_ref(),
             authenticated: self.core.auth_user().is_some(),
@@ -167,7 +181,7 @@ impl InboundSession {
             date: now,
         });
         if self.vs.is_submission() {
-            super::received::add_missing_headers(&body, &mut full, id.as_str(), &ctx.config.server.hostname, now);
+            super::received::add_missing_headers(&body, &mut full, id.as_str(), &self.config.server.hostname, now);
         }
         full.extend_from_slice(&body);
         drop(body);
@@ -191,7 +205,7 @@ impl InboundSession {
             spool: SpoolRef::default(),
         };
         let (size, nrcpt) = (message.size, message.recipients.len());
-        match ctx.queue.enqueue(message, full).await {
+        match self.queue.enqueue(message, full).await {
             Ok(_) => {
                 self.queued += 1;
                 tracing::info!(
@@ -207,75 +221,30 @@ impl InboundSession {
         }
     }
 
-    async fn on_auth(&mut self, mechanism: &str, initial: Option<String>) {
-        // the slot is taken now, before any credentials arrive
-        let Some(attempt) = self.ctx.auth_attempt(self.conn.peer.ip()) else {
-            tracing::info!(server = %self.vs.name, peer = %self.conn.peer, "AUTH refused: too many recent failures");
-            self.core.auth_done(Err(reply::AUTH_THROTTLED));
-            return;
-        };
-        let Some(mech) = Mechanism::parse(mechanism) else {
-            self.core.auth_done(Err(reply::UNKNOWN_MECHANISM));
-            return;
-        };
-        self.attempt = Some(attempt);
-        let (exchange, step) = sasl::Exchange::start(mech, initial.as_deref());
-        self.sasl = Some(exchange);
-        self.auth_step(step).await;
+    /// The driver ends the session (idle, shutdown) with this reply.
+    fn close(&mut self, r: &Reply, out: &mut Vec<u8>) {
+        self.core.close_with(r);
+        self.core.take_output(out);
     }
 
-    async fn on_auth_response(&mut self, line: &str) {
-        let step = match self.sasl.as_mut() {
-            Some(ex) => ex.respond(line),
-            None => Step::Failed(sasl::SaslError::Malformed),
-        };
-        self.auth_step(step).await;
-    }
-
-    async fn auth_step(&mut self, step: Step) {
-        match step {
-            Step::Challenge(c) => self.core.auth_challenge(&c),
-            Step::Failed(sasl::SaslError::BadBase64) => {
-                self.sasl = None;
-                self.attempt = None;
-                self.core.auth_done(Err(reply::AUTH_BAD_BASE64));
+    /// AUTH: the slot is taken when the exchange starts, before any
+    /// credentials arrive; the verdict goes back to the core.
+    async fn on_auth(&mut self, event: AuthEvent) {
+        let verdict = match event {
+            AuthEvent::Start { .. } => {
+                let slot = if self.login.begin("AUTH") { Ok(()) } else { Err(reply::AUTH_THROTTLED) };
+                return self.core.auth_begin(slot);
             }
-            Step::Failed(_) => {
-                self.sasl = None;
-                self.auth_failed(None).await;
+            AuthEvent::Credentials(creds) => self.login.verify(creds).await.map_err(|refused| match refused {
+                Refused::Throttled => reply::AUTH_THROTTLED,
+                Refused::Failed => reply::AUTH_FAILED,
+            }),
+            AuthEvent::Failed(_) => {
+                self.login.failed().await;
+                Err(reply::AUTH_FAILED)
             }
-            Step::Done(creds) => {
-                self.sasl = None;
-                let name = creds.username.clone();
-                let verified = match self.attempt.take() {
-                    Some(attempt) => self.ctx.authenticate(attempt, creds).await,
-                    None => None,
-                };
-                match verified {
-                    Some(user) => {
-                        tracing::info!(server = %self.vs.name, peer = %self.conn.peer, user = %user, "authenticated");
-                        self.core.auth_done(Ok(user));
-                    }
-                    None => {
-                        self.log_failure(Some(&name));
-                        self.core.auth_done(Err(reply::AUTH_FAILED));
-                    }
-                }
-            }
-        }
-    }
-
-    /// A SASL exchange that made no sense counts as a failure too.
-    async fn auth_failed(&mut self, user: Option<&str>) {
-        self.log_failure(user);
-        if let Some(attempt) = self.attempt.take() {
-            self.ctx.auth_failure(attempt).await;
-        }
-        self.core.auth_done(Err(reply::AUTH_FAILED));
-    }
-
-    fn log_failure(&self, user: Option<&str>) {
-        tracing::info!(server = %self.vs.name, peer = %self.conn.peer, user = user.unwrap_or("-"), "authentication failed");
+        };
+        self.core.auth_done(verdict);
     }
 }
 
@@ -288,22 +257,18 @@ impl Session for InboundSession {
     async fn handle(&mut self, input: &mut BytesMut, out: &mut Vec<u8>) -> Next {
         while let Some(event) = self.core.feed(input) {
             match event {
+                Event::Mail { from, .. } => self.on_mail(from),
+                Event::Rcpt { to } => self.on_rcpt(to),
+                Event::Message { body } => self.on_message(body).await,
+                Event::Auth(auth) => self.on_auth(auth).await,
                 Event::StartTls => {
                     self.core.take_output(out);
                     return Next::StartTls;
                 }
                 Event::Quit | Event::TooManyErrors => break,
-                Event::Mail { from, .. } => self.on_mail(from),
-                Event::Rcpt { to } => self.on_rcpt(to),
-                Event::Message { body } => self.on_message(body).await,
-                Event::Auth { mechanism, initial } => self.on_auth(&mechanism, initial).await,
-                Event::AuthResponse(line) => self.on_auth_response(&line).await,
             }
         }
-        if !self.core.auth_in_progress() {
-            // cancelled with "*" or ended by the core: the slot goes back
-            self.attempt = None;
-        }
+        self.login.settle(self.core.auth_in_progress());
         self.core.take_output(out);
         if self.core.is_closed() {
             Next::Close
@@ -312,22 +277,19 @@ impl Session for InboundSession {
         }
     }
 
-    fn tls_started(&mut self, info: &TlsInfo) {
-        self.tls = Some(info.clone());
-        self.sasl = None;
-        self.attempt = None;
-        self.txn = Transaction::default();
-        self.core.tls_started();
-    }
-
     fn timed_out(&mut self, out: &mut Vec<u8>) {
-        self.core.close_with(&reply::IDLE_TIMEOUT);
-        self.core.take_output(out);
+        self.close(&reply::IDLE_TIMEOUT, out);
     }
 
     fn shutting_down(&mut self, out: &mut Vec<u8>) {
-        self.core.close_with(&reply::SHUTTING_DOWN);
-        self.core.take_output(out);
+        self.close(&reply::SHUTTING_DOWN, out);
+    }
+
+    fn tls_started(&mut self, info: &TlsInfo) {
+        self.tls = Some(info.clone());
+        self.txn = Transaction::default();
+        self.core.tls_started();
+        self.login.settle(false);
     }
 
     fn finished(&mut self, end: &SessionEnd) {

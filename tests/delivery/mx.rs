@@ -108,13 +108,13 @@ socket = "{data}/control.sock"
         .map(|m| String::from_utf8_lossy(&m.body).into_owned())
         .collect();
     assert!(ndrs.iter().all(|t| t.contains("Action: failed") && t.contains("Status: 5.")), "{ndrs:#?}");
-    assert!(server.ctx.queue.is_empty() || eventually_empty(&server).await);
+    assert!(server.ctx.queue().is_empty() || eventually_empty(&server).await);
     server.stop().await;
 }
 
 async fn eventually_empty(server: &postern::server::Server) -> bool {
     for _ in 0..100 {
-        if server.ctx.queue.is_empty() {
+        if server.ctx.queue().is_empty() {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -88,6 +88,14 @@ pub const APOP_UNSUPPORTED: Reply = Reply::err("APOP is not supported; use USER/
 pub const UNKNOWN_MECHANISM: Reply = Reply::err("Unrecognized authentication mechanism");
 pub const AUTH_CANCELLED: Reply = Reply::err("Authentication cancelled");
 pub const AUTH_BAD_BASE64: Reply = Reply::err("Cannot decode the response");
+
+impl crate::proto::session::KitReplies for Reply {
+    // RFC 5034 §4: "*" cancels
+    const CANCELLED: Reply = AUTH_CANCELLED;
+    const BAD_BASE64: Reply = AUTH_BAD_BASE64;
+    const TOO_MANY_ERRORS: Reply = TOO_MANY_ERRORS;
+}
+
 pub const TOO_MANY_ERRORS: Reply = Reply::err("Too many errors, closing connection");
 
 // Negative: credentials and the maildrop

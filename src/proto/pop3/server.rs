@@ -8,13 +8,16 @@
 //! [`Event`] for anything that needs the outside world: credentials to
 //! check, a message to fetch, deletions to carry out at QUIT. The caller
 //! answers with the matching decision method before feeding again.
+//! Lines are read by the kit's skeleton (`proto::session`) and AUTH runs
+//! the kit's SASL exchange (`proto::sasl`) with `+ ` framing.
 //! Deletions are only marks until QUIT (RFC 1939 §6): a session that ends
 //! any other way never asks for them. The core never touches a socket, a
 //! clock or a disk.
 
 use super::message::write_multiline;
 use super::reply::{self, Reply};
-use crate::auth::sasl::Credentials;
+use crate::proto::sasl::{Credentials, Framing, Mechanism};
+use crate::proto::session::{self, AuthEvent, AuthSlot, AuthStage, Before, LineCore, Phase};
 use bytes::BytesMut;
 
 /// RFC 2449 §4: a command line is at most 255 octets with its CRLF.
@@ -59,11 +62,10 @@ pub enum Event {
     /// USER/PASS: check them, take the maildrop, and answer with
     /// [`ServerSession::login_done`].
     Login(Credentials),
-    /// `AUTH mechanism [initial-response]`; answer with
-    /// [`ServerSession::auth_challenge`] or [`ServerSession::login_done`].
-    Auth { mechanism: String, initial: Option<String> },
-    /// The client's answer to a `+ ` challenge (base64 text, `=` for empty).
-    AuthResponse(String),
+    /// AUTH: `Start` is answered with [`ServerSession::auth_begin`];
+    /// `Credentials` as [`Event::Login`] is; `Failed` (it counts as a
+    /// failure) with [`ServerSession::login_done`].
+    Auth(AuthEvent),
     /// RETR, or TOP with `top` body lines: answer with [`ServerSession::message`].
     Retrieve { uid: u32, top: Option<u64> },
     /// QUIT in the TRANSACTION state: remove these UIDs (maybe none), then
@@ -91,6 +93,8 @@ enum State {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pending {
+    /// AUTH waits to be let start (the throttle).
+    AuthStart,
     Login,
     /// RETR, or TOP with this many body lines.
     Message {
@@ -111,6 +115,65 @@ pub struct ServerSession {
     errors: u32,
     /// Discarding the rest of an overlong line.
     lines: crate::proto::LineReader,
+    auth: AuthSlot<Event>,
+}
+
+impl LineCore for ServerSession {
+    type Event = Event;
+    type Reply = Reply;
+    const MAX_LINE: usize = MAX_AUTH_LINE;
+    const MAX_COMMAND: usize = MAX_COMMAND_LINE;
+    const FRAMING: Framing = Framing::Continuation;
+    const AUTH_EVENT: fn(AuthEvent) -> Event = Event::Auth;
+    const CLOSED_FOR_ERRORS: Event = Event::TooManyErrors;
+
+    fn phase(&self) -> Phase {
+        match self.state {
+            State::Waiting(_) => Phase::Waiting,
+            State::Closed => Phase::Closed,
+            _ => Phase::Open,
+        }
+    }
+    fn before_line(&mut self, _input: &mut BytesMut) -> Before<Event> {
+        // SPEC §12.7: pause while the output waits to be taken
+        if self.output_full() {
+            return Before::Return(None);
+        }
+        Before::ReadLine
+    }
+    fn auth_stage(&mut self, stage: AuthStage<'_, Reply>) {
+        match stage {
+            AuthStage::Exchange => self.state = State::Sasl,
+            AuthStage::Verdict => self.state = State::Waiting(Pending::Login),
+            AuthStage::Over(r) => self.not_logged_in(r),
+        }
+    }
+    fn auth(&mut self) -> &mut AuthSlot<Event> {
+        &mut self.auth
+    }
+    /// AUTH and PASS may be longer than an ordinary command line.
+    fn long_allowed(line: &[u8]) -> bool {
+        let verb = line.split(|&b| b == b' ').next().unwrap_or_default();
+        verb.eq_ignore_ascii_case(b"AUTH") || verb.eq_ignore_ascii_case(b"PASS")
+    }
+    fn command(&mut self, line: &[u8]) -> Option<Event> {
+        ServerSession::command(self, line)
+    }
+    fn line_too_long(&mut self) {
+        self.reply(&reply::LINE_TOO_LONG);
+    }
+    fn close(&mut self, r: &Reply) {
+        self.close_with(r);
+    }
+    fn over_error_limit(&self) -> bool {
+        self.errors >= self.settings.max_errors
+    }
+    fn output(&mut self) -> &mut Vec<u8> {
+        &mut self.out
+    }
+    fn lines(&mut self) -> &mut crate::proto::LineReader {
+        &mut self.lines
+    }
 }
 
 impl ServerSession {
@@ -126,6 +189,7 @@ impl ServerSession {
             deleted: Vec::new(),
             errors: 0,
             lines: crate::proto::LineReader::default(),
+            auth: AuthSlot::default(),
         }
     }
 
@@ -147,7 +211,7 @@ impl ServerSession {
     /// Whether a SASL exchange is under way (a decision or a client line is
     /// awaited); false again once it ended or was cancelled.
     pub fn auth_in_progress(&self) -> bool {
-        matches!(self.state, State::Sasl | State::Waiting(Pending::Login))
+        matches!(self.state, State::Sasl | State::Waiting(Pending::Login | Pending::AuthStart))
     }
     /// Messages marked for deletion right now.
     pub fn marked(&self) -> usize {
@@ -177,63 +241,9 @@ impl ServerSession {
         }
     }
 
-    fn close_for_errors(&mut self) -> Option<Event> {
-        reply::TOO_MANY_ERRORS.write(&mut self.out);
-        self.state = State::Closed;
-        Some(Event::TooManyErrors)
-    }
-
     /// Process input until an event needs a decision or more input is needed.
     pub fn feed(&mut self, input: &mut BytesMut) -> Option<Event> {
-        loop {
-            match self.state {
-                State::Closed => {
-                    input.clear();
-                    return None;
-                }
-                State::Waiting(_) => return None,
-                _ if self.output_full() => return None,
-                _ => {}
-            }
-            if self.errors >= self.settings.max_errors {
-                return self.close_for_errors();
-            }
-            let raw = match self.lines.next_line(input, MAX_AUTH_LINE)? {
-                Ok(line) => line,
-                Err(_) => {
-                    self.reply(&reply::LINE_TOO_LONG);
-                    continue;
-                }
-            };
-            let line = &raw[..];
-            let ev = if matches!(self.state, State::Sasl) {
-                self.sasl_line(line)
-            } else if line.len() + 2 > MAX_COMMAND_LINE && !long_line_allowed(line) {
-                self.reply(&reply::LINE_TOO_LONG);
-                None
-            } else {
-                self.command(line)
-            };
-            if ev.is_some() {
-                return ev;
-            }
-        }
-    }
-
-    fn sasl_line(&mut self, line: &[u8]) -> Option<Event> {
-        // RFC 5034 §4: "*" cancels
-        if line == b"*" {
-            self.state = State::Authorization { user: None };
-            self.reply(&reply::AUTH_CANCELLED);
-            return None;
-        }
-        let Ok(text) = std::str::from_utf8(line) else {
-            self.state = State::Authorization { user: None };
-            self.reply(&reply::AUTH_BAD_BASE64);
-            return None;
-        };
-        self.state = State::Waiting(Pending::Login);
-        Some(Event::AuthResponse(text.to_string()))
+        session::feed(self, input)
     }
 
     fn command(&mut self, line: &[u8]) -> Option<Event> {
@@ -349,13 +359,12 @@ impl ServerSession {
             self.reply(&reply::SYNTAX);
             return None;
         }
-        let mechanism = args[0].to_ascii_uppercase();
-        if mechanism != "PLAIN" {
+        let Some(mechanism @ Mechanism::Plain) = Mechanism::parse(args[0]) else {
             self.reply(&reply::UNKNOWN_MECHANISM);
             return None;
-        }
-        self.state = State::Waiting(Pending::Login);
-        Some(Event::Auth { mechanism, initial: args.get(1).map(|s| s.to_string()) })
+        };
+        self.state = State::Waiting(Pending::AuthStart);
+        Some(Event::Auth(self.auth.request(mechanism, args.get(1).copied())))
     }
 
     fn write_capabilities(&mut self) {
@@ -485,15 +494,18 @@ impl ServerSession {
         matches!(self.state, State::Waiting(w) if w == p)
     }
 
-    /// Answer an AUTH step with a challenge: `+ <base64>` (RFC 5034 §4).
-    pub fn auth_challenge(&mut self, challenge_b64: &str) {
-        if !self.expect_decision(Pending::Login) {
-            return;
+    /// Answer [`Event::Auth`]: `Ok(())` starts the exchange (the slot is
+    /// taken), `Err(reply)` refuses it (throttled).
+    pub fn auth_begin(&mut self, slot: Result<(), Reply>) {
+        if self.expect_decision(Pending::AuthStart) {
+            session::auth_begin(self, slot);
         }
-        self.out.extend_from_slice(b"+ ");
-        self.out.extend(challenge_b64.bytes().filter(|b| b.is_ascii_graphic()));
-        self.out.extend_from_slice(b"\r\n");
-        self.state = State::Sasl;
+    }
+
+    /// Back to AUTHORIZATION with the reply that says why.
+    fn not_logged_in(&mut self, r: &Reply) {
+        self.state = State::Authorization { user: None };
+        self.reply(r);
     }
 
     /// Finish [`Event::Login`] or an AUTH exchange: `Ok((user, maildrop))`
@@ -511,10 +523,7 @@ impl ServerSession {
                 let (n, size) = self.totals();
                 Reply::ok_owned(format!("Logged in, {n} messages ({size} octets)")).write(&mut self.out);
             }
-            Err(r) => {
-                self.state = State::Authorization { user: None };
-                self.reply(&r);
-            }
+            Err(r) => self.not_logged_in(&r),
         }
     }
 
@@ -558,6 +567,7 @@ impl ServerSession {
     pub fn tls_started(&mut self) {
         self.tls = true;
         self.lines.reset();
+        self.auth.reset();
         if matches!(self.state, State::Authorization { .. } | State::Sasl) {
             self.state = State::Authorization { user: None };
         }
@@ -569,12 +579,6 @@ impl ServerSession {
         r.write(&mut self.out);
         self.state = State::Closed;
     }
-}
-
-/// AUTH and PASS may be longer than an ordinary command line.
-fn long_line_allowed(line: &[u8]) -> bool {
-    let verb = line.split(|&b| b == b' ').next().unwrap_or_default();
-    verb.eq_ignore_ascii_case(b"AUTH") || verb.eq_ignore_ascii_case(b"PASS")
 }
 
 #[cfg(test)]

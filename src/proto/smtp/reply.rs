@@ -99,6 +99,13 @@ pub const BAD_SENDER_SYNTAX: Reply = Reply::new(501, "5.1.7", "Bad sender addres
 pub const BAD_RCPT_SYNTAX: Reply = Reply::new(501, "5.1.3", "Bad recipient address syntax");
 pub const AUTH_CANCELLED: Reply = Reply::new(501, "5.0.0", "Authentication cancelled");
 pub const AUTH_BAD_BASE64: Reply = Reply::new(501, "5.5.2", "Cannot decode the response");
+
+impl crate::proto::session::KitReplies for Reply {
+    const CANCELLED: Reply = AUTH_CANCELLED;
+    const BAD_BASE64: Reply = AUTH_BAD_BASE64;
+    const TOO_MANY_ERRORS: Reply = TOO_MANY_ERRORS;
+}
+
 pub const NOT_IMPLEMENTED: Reply = Reply::new(502, "5.5.1", "Command not implemented");
 pub const EXPN_DISABLED: Reply = Reply::new(502, "5.5.1", "EXPN is not available");
 pub const BAD_SEQUENCE: Reply = Reply::new(503, "5.5.1", "Bad sequence of commands");

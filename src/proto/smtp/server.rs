@@ -5,15 +5,19 @@
 //! [`ServerSession::feed`] takes the bytes a client sent and either answers
 //! them itself (syntax, sequence, limits, everything that needs no outside
 //! knowledge) or returns an [`Event`] for a decision it cannot make alone —
-//! a sender, a recipient, a finished message, a SASL step. The caller then
-//! answers with the matching decision method before feeding again. Replies
+//! a sender, a recipient, a finished message, credentials to check. The
+//! caller then answers with the matching decision method before feeding
+//! again. Lines are read by the kit's skeleton (`proto::session`) and AUTH
+//! runs the kit's SASL exchange (`proto::sasl`) with `334` framing. Replies
 //! accumulate in an output buffer the caller drains. The session never
 //! touches a socket, a clock or a disk.
 
-use super::address::{parse_path, Address, AddressError, ReversePath};
+use super::address::{Address, ReversePath};
+use super::command::{self, Command};
 use super::data::{count_received, DataEnd, DataReader};
 use super::reply::{self, Reply};
-use crate::config::AuthMode;
+use crate::proto::sasl::Framing;
+use crate::proto::session::{self, AuthEvent, AuthSlot, AuthStage, Before, LineCore, Phase};
 use bytes::BytesMut;
 
 /// RFC 5321 §4.5.3.1.4: a command line is at most 512 octets with its CRLF.
@@ -40,13 +44,22 @@ pub struct Settings {
     pub max_errors: u32,
 }
 
-/// The body encoding the client declared with `BODY=`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// Whether the server takes AUTH; the service maps its configuration here.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AuthMode {
+    #[default]
+    Off,
+    Optional,
+    /// No MAIL before AUTH.
+    Required,
+}
+
+/// The body encoding the client declared with `BODY=`. How the queue
+/// stores it is the queue's business (`queue::message`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum BodyType {
     #[default]
-    #[serde(rename = "7bit")]
     SevenBit,
-    #[serde(rename = "8bitmime")]
     EightBitMime,
 }
 
@@ -63,11 +76,9 @@ pub enum Event {
     /// The 220 is queued; flush it, drop buffered input, start TLS, then
     /// call [`ServerSession::tls_started`].
     StartTls,
-    /// `AUTH mechanism [initial-response]`; answer with
-    /// [`ServerSession::auth_challenge`] or [`ServerSession::auth_done`].
-    Auth { mechanism: String, initial: Option<String> },
-    /// The client's answer to a 334 challenge (base64 text, `=` for empty).
-    AuthResponse(String),
+    /// AUTH: `Start` is answered with [`ServerSession::auth_begin`],
+    /// `Credentials` and `Failed` with [`ServerSession::auth_done`].
+    Auth(AuthEvent),
     /// Answer with [`ServerSession::mail_decision`].
     Mail { from: ReversePath, params: MailParams },
     /// Answer with [`ServerSession::rcpt_decision`].
@@ -81,23 +92,39 @@ pub enum Event {
     TooManyErrors,
 }
 
+/// The transaction under way: it lives in the states of a transaction
+/// and goes with them, so nothing has to be reset by hand.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Transaction {
+    params: MailParams,
+    /// Recipients accepted so far.
+    recipients: usize,
+}
+
+/// What [`ServerSession::mail_params`] says outside a transaction.
+const NO_PARAMS: MailParams = MailParams { size: None, body: BodyType::SevenBit, smtputf8: false };
+
 #[derive(Debug)]
 enum State {
     ExpectHelo,
     ExpectMail,
-    ExpectRcptOrData,
-    Data(DataReader),
+    ExpectRcptOrData(Transaction),
+    Data(DataReader, MailParams),
+    /// A SASL exchange awaits the client's next line.
     Sasl,
     /// An event is out; nothing is read until the decision comes back.
     Waiting(Pending),
     Closed,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Pending {
-    Mail,
-    Rcpt,
-    Message,
+    Mail(MailParams),
+    Rcpt(Transaction),
+    Message(MailParams),
+    /// AUTH waits to be let start (the throttle).
+    AuthStart,
+    /// Credentials or a failed exchange wait for their verdict.
     Auth,
 }
 
@@ -113,9 +140,7 @@ pub struct ServerSession {
     errors: u32,
     /// Discarding the rest of an overlong line.
     lines: crate::proto::LineReader,
-    // the current transaction
-    mail_params: MailParams,
-    recipients: usize,
+    auth: AuthSlot<Event>,
     transactions: u32,
 }
 
@@ -138,8 +163,7 @@ impl ServerSession {
             auth_user: None,
             errors: 0,
             lines: crate::proto::LineReader::default(),
-            mail_params: MailParams::default(),
-            recipients: 0,
+            auth: AuthSlot::default(),
             transactions: 0,
         }
     }
@@ -165,8 +189,13 @@ impl ServerSession {
     pub fn auth_user(&self) -> Option<&str> {
         self.auth_user.as_deref()
     }
+    /// What MAIL declared in the transaction under way.
     pub fn mail_params(&self) -> &MailParams {
-        &self.mail_params
+        match &self.state {
+            State::ExpectRcptOrData(t) | State::Waiting(Pending::Rcpt(t)) => &t.params,
+            State::Data(_, params) | State::Waiting(Pending::Mail(params) | Pending::Message(params)) => params,
+            _ => &NO_PARAMS,
+        }
     }
     pub fn is_closed(&self) -> bool {
         matches!(self.state, State::Closed)
@@ -174,7 +203,7 @@ impl ServerSession {
     /// Whether an AUTH exchange is under way (a decision or a client line
     /// is awaited); false again once it succeeded, failed or was cancelled.
     pub fn auth_in_progress(&self) -> bool {
-        matches!(self.state, State::Sasl | State::Waiting(Pending::Auth))
+        matches!(self.state, State::Sasl | State::Waiting(Pending::Auth | Pending::AuthStart))
     }
     /// Messages accepted so far in this session.
     pub fn transactions(&self) -> u32 {
@@ -204,98 +233,33 @@ impl ServerSession {
         }
     }
 
-    fn over_error_limit(&self) -> bool {
-        self.errors >= self.settings.max_errors
-    }
-
-    fn close_for_errors(&mut self) -> Option<Event> {
-        reply::TOO_MANY_ERRORS.write(&mut self.out);
-        self.state = State::Closed;
-        Some(Event::TooManyErrors)
-    }
-
     fn reset_transaction(&mut self) {
-        self.mail_params = MailParams::default();
-        self.recipients = 0;
-        if matches!(self.state, State::ExpectRcptOrData) {
+        if matches!(self.state, State::ExpectRcptOrData(_)) {
             self.state = State::ExpectMail;
         }
     }
 
     /// Process input until an event needs a decision or more input is needed.
     pub fn feed(&mut self, input: &mut BytesMut) -> Option<Event> {
-        loop {
-            match &mut self.state {
-                State::Closed => {
-                    input.clear();
-                    return None;
-                }
-                State::Waiting(_) => return None,
-                State::Data(reader) => match reader.feed(input)? {
-                    DataEnd::TooBig { .. } => {
-                        self.state = State::ExpectMail;
-                        self.reset_transaction();
-                        self.reply(&reply::SIZE_EXCEEDED);
-                        if self.over_error_limit() {
-                            return self.close_for_errors();
-                        }
-                    }
-                    DataEnd::Complete(body) => {
-                        if count_received(&body) > MAX_RECEIVED {
-                            self.state = State::ExpectMail;
-                            self.reset_transaction();
-                            self.reply(&reply::TOO_MANY_HOPS);
-                            if self.over_error_limit() {
-                                return self.close_for_errors();
-                            }
-                            continue;
-                        }
-                        self.state = State::Waiting(Pending::Message);
-                        return Some(Event::Message { body });
-                    }
-                },
-                _ => {
-                    if self.over_error_limit() {
-                        return self.close_for_errors();
-                    }
-                    // Read up to the AUTH limit; non-AUTH lines are held to 512 below.
-                    let raw = match self.lines.next_line(input, MAX_AUTH_LINE)? {
-                        Ok(line) => line,
-                        Err(_) => {
-                            self.reply(&reply::LINE_TOO_LONG);
-                            continue;
-                        }
-                    };
-                    let line = &raw[..];
-                    let ev = if matches!(self.state, State::Sasl) {
-                        self.sasl_line(line)
-                    } else if line.len() + 2 > MAX_COMMAND_LINE && !verb_is(line, "AUTH") {
-                        self.reply(&reply::LINE_TOO_LONG);
-                        None
-                    } else {
-                        self.command(line)
-                    };
-                    if ev.is_some() {
-                        return ev;
-                    }
-                }
-            }
-        }
+        session::feed(self, input)
     }
 
-    fn sasl_line(&mut self, line: &[u8]) -> Option<Event> {
-        if line == b"*" {
-            self.state = self.after_auth_state();
-            self.reply(&reply::AUTH_CANCELLED);
-            return None;
-        }
-        let Ok(text) = std::str::from_utf8(line) else {
-            self.state = self.after_auth_state();
-            self.reply(&reply::AUTH_BAD_BASE64);
-            return None;
+    /// What DATA does with the input: the body, then back to commands.
+    fn data(&mut self, input: &mut BytesMut) -> Before<Event> {
+        let State::Data(reader, _) = &mut self.state else { return Before::ReadLine };
+        let Some(end) = reader.feed(input) else { return Before::Return(None) };
+        let refusal = match end {
+            DataEnd::TooBig { .. } => reply::SIZE_EXCEEDED,
+            DataEnd::Complete(body) if count_received(&body) <= MAX_RECEIVED => {
+                let params = self.mail_params().clone();
+                self.state = State::Waiting(Pending::Message(params));
+                return Before::Return(Some(Event::Message { body }));
+            }
+            DataEnd::Complete(_) => reply::TOO_MANY_HOPS,
         };
-        self.state = State::Waiting(Pending::Auth);
-        Some(Event::AuthResponse(text.to_string()))
+        self.state = State::ExpectMail;
+        self.reply(&refusal);
+        Before::Again
     }
 
     fn after_auth_state(&self) -> State {
@@ -308,202 +272,132 @@ impl ServerSession {
 
     fn command(&mut self, line: &[u8]) -> Option<Event> {
         let text = String::from_utf8_lossy(line);
-        let (verb, arg) = match text.find(' ') {
-            Some(i) => (&text[..i], text[i + 1..].trim_start_matches(' ')),
-            None => (&text[..], ""),
+        let command = match command::parse(&text) {
+            Ok(c) => c,
+            Err(r) => {
+                self.reply(&r);
+                return None;
+            }
         };
-        let verb = verb.to_ascii_uppercase();
-        let needs_tls = self.settings.require_tls && !self.tls;
-        match verb.as_str() {
-            "EHLO" | "HELO" => {
-                let name = arg.trim();
-                if name.is_empty() || name.contains(' ') && verb == "HELO" {
-                    self.reply(&reply::SYNTAX_HELO);
-                    return None;
-                }
-                let name = name.split(' ').next().unwrap_or(name);
+        if command::requires_tls(&command) && self.settings.require_tls && !self.tls {
+            self.reply(&reply::TLS_REQUIRED);
+            return None;
+        }
+        match command {
+            Command::Ehlo(name) | Command::Helo(name) => {
                 self.helo = Some(name.to_string());
-                self.esmtp = verb == "EHLO";
+                self.esmtp = matches!(command, Command::Ehlo(_));
                 // RFC 5321 §4.1.4: EHLO resets any transaction
-                self.mail_params = MailParams::default();
-                self.recipients = 0;
                 self.state = State::ExpectMail;
                 if self.esmtp {
                     self.write_ehlo();
                 } else {
                     Reply::owned(250, "", self.settings.hostname.clone()).write(&mut self.out);
                 }
-                None
             }
-            "NOOP" => {
-                reply::OK.write(&mut self.out);
-                None
-            }
-            "RSET" => {
+            Command::Noop => reply::OK.write(&mut self.out),
+            Command::Rset => {
                 self.reset_transaction();
                 reply::OK.write(&mut self.out);
-                None
             }
-            "QUIT" => {
+            Command::Quit => {
                 reply::BYE.write(&mut self.out);
                 self.state = State::Closed;
-                Some(Event::Quit)
+                return Some(Event::Quit);
             }
-            "HELP" => {
-                reply::HELP.write(&mut self.out);
-                None
+            Command::Help => reply::HELP.write(&mut self.out),
+            Command::Vrfy => reply::VRFY_CANNOT.write(&mut self.out),
+            Command::Expn => self.reply(&reply::EXPN_DISABLED),
+            Command::Bdat => self.reply(&reply::NOT_IMPLEMENTED),
+            Command::StartTls { args } => return self.starttls(args),
+            Command::Auth(arg) => return self.auth_command(arg),
+            Command::Mail(arg) => return self.mail(arg),
+            Command::Rcpt(arg) => return self.rcpt(arg),
+            Command::Data { args } => self.data_command(args),
+        }
+        None
+    }
+
+    fn starttls(&mut self, args: bool) -> Option<Event> {
+        let refusal = if self.tls {
+            reply::ALREADY_TLS
+        } else if !self.settings.starttls {
+            reply::NOT_IMPLEMENTED
+        } else if args {
+            reply::SYNTAX_PARAMS
+        } else if self.helo.is_none() {
+            reply::HELO_FIRST
+        } else {
+            reply::READY_TLS.write(&mut self.out);
+            return Some(Event::StartTls);
+        };
+        self.reply(&refusal);
+        None
+    }
+
+    fn mail(&mut self, arg: &str) -> Option<Event> {
+        let refusal = match self.state {
+            State::ExpectHelo => Some(reply::HELO_FIRST),
+            State::ExpectRcptOrData(_) => Some(reply::NESTED_MAIL),
+            _ if self.settings.auth == AuthMode::Required && self.auth_user.is_none() => Some(reply::AUTH_REQUIRED),
+            _ => None,
+        };
+        let parsed = match refusal {
+            Some(r) => Err(r),
+            None => command::mail_from(arg, self.settings.auth != AuthMode::Off),
+        };
+        let (from, params) = match parsed {
+            Ok((_, params)) if params.size.is_some_and(|s| s > self.settings.max_message_size as u64) => {
+                self.reply(&reply::SIZE_EXCEEDED);
+                return None;
             }
-            "VRFY" => {
-                if needs_tls {
-                    self.reply(&reply::TLS_REQUIRED);
-                } else {
-                    reply::VRFY_CANNOT.write(&mut self.out);
-                }
-                None
+            Ok(p) => p,
+            Err(r) => {
+                self.reply(&r);
+                return None;
             }
-            "EXPN" => {
-                self.reply(&reply::EXPN_DISABLED);
-                None
+        };
+        self.state = State::Waiting(Pending::Mail(params.clone()));
+        Some(Event::Mail { from, params })
+    }
+
+    fn rcpt(&mut self, arg: &str) -> Option<Event> {
+        let to = match &self.state {
+            State::ExpectRcptOrData(t) => command::rcpt_to(arg, t.params.smtputf8),
+            State::ExpectHelo => Err(reply::HELO_FIRST),
+            _ => Err(reply::MAIL_FIRST),
+        };
+        let to = match to {
+            Ok(to) => to,
+            Err(r) => {
+                self.reply(&r);
+                return None;
             }
-            "STARTTLS" => {
-                if self.tls {
-                    self.reply(&reply::ALREADY_TLS);
-                } else if !self.settings.starttls {
-                    self.reply(&reply::NOT_IMPLEMENTED);
-                } else if !arg.is_empty() {
+        };
+        let State::ExpectRcptOrData(txn) = &mut self.state else { return None };
+        if txn.recipients >= self.settings.max_recipients {
+            reply::TOO_MANY_RECIPIENTS.write(&mut self.out);
+            return None;
+        }
+        let txn = std::mem::take(txn);
+        self.state = State::Waiting(Pending::Rcpt(txn));
+        Some(Event::Rcpt { to })
+    }
+
+    fn data_command(&mut self, args: bool) {
+        match &self.state {
+            State::ExpectRcptOrData(t) if t.recipients > 0 => {
+                if args {
                     self.reply(&reply::SYNTAX_PARAMS);
-                } else if self.helo.is_none() {
-                    self.reply(&reply::HELO_FIRST);
-                } else {
-                    reply::READY_TLS.write(&mut self.out);
-                    return Some(Event::StartTls);
+                    return;
                 }
-                None
+                let params = t.params.clone();
+                reply::START_DATA.write(&mut self.out);
+                self.state = State::Data(DataReader::new(self.settings.max_message_size), params);
             }
-            "AUTH" => self.auth_command(arg),
-            "MAIL" => {
-                if needs_tls {
-                    self.reply(&reply::TLS_REQUIRED);
-                    return None;
-                }
-                match self.state {
-                    State::ExpectHelo => {
-                        self.reply(&reply::HELO_FIRST);
-                        return None;
-                    }
-                    State::ExpectRcptOrData => {
-                        self.reply(&reply::NESTED_MAIL);
-                        return None;
-                    }
-                    _ => {}
-                }
-                if self.settings.auth == AuthMode::Required && self.auth_user.is_none() {
-                    self.reply(&reply::AUTH_REQUIRED);
-                    return None;
-                }
-                let Some(rest) = strip_keyword(arg, "FROM:") else {
-                    self.reply(&reply::BAD_SENDER_SYNTAX);
-                    return None;
-                };
-                // SMTPUTF8 must be known before the path is parsed
-                let utf8 = rest.to_ascii_uppercase().split(' ').any(|p| p == "SMTPUTF8");
-                let (from, params) = match parse_path(rest, utf8) {
-                    Ok(p) => p,
-                    Err(_) => {
-                        self.reply(&reply::BAD_SENDER_SYNTAX);
-                        return None;
-                    }
-                };
-                let params = match self.mail_parameters(params) {
-                    Ok(p) => p,
-                    Err(r) => {
-                        self.reply(&r);
-                        return None;
-                    }
-                };
-                if params.size.is_some_and(|s| s > self.settings.max_message_size as u64) {
-                    self.reply(&reply::SIZE_EXCEEDED);
-                    return None;
-                }
-                self.mail_params = params.clone();
-                self.state = State::Waiting(Pending::Mail);
-                Some(Event::Mail { from, params })
-            }
-            "RCPT" => {
-                if needs_tls {
-                    self.reply(&reply::TLS_REQUIRED);
-                    return None;
-                }
-                match self.state {
-                    State::ExpectRcptOrData => {}
-                    State::ExpectHelo => {
-                        self.reply(&reply::HELO_FIRST);
-                        return None;
-                    }
-                    _ => {
-                        self.reply(&reply::MAIL_FIRST);
-                        return None;
-                    }
-                }
-                let Some(rest) = strip_keyword(arg, "TO:") else {
-                    self.reply(&reply::BAD_RCPT_SYNTAX);
-                    return None;
-                };
-                let to = match parse_path(rest, self.mail_params.smtputf8) {
-                    Ok((ReversePath::Mailbox(a), params)) if params.trim().is_empty() => a,
-                    Ok((ReversePath::Mailbox(_), _)) => {
-                        self.reply(&reply::UNSUPPORTED_PARAM);
-                        return None;
-                    }
-                    // RFC 5321 §4.1.1.3: <Postmaster> without a domain
-                    Err(AddressError::NoDomain) if rest.trim().eq_ignore_ascii_case("<postmaster>") => {
-                        Address { local: "postmaster".into(), domain: String::new() }
-                    }
-                    _ => {
-                        self.reply(&reply::BAD_RCPT_SYNTAX);
-                        return None;
-                    }
-                };
-                if self.recipients >= self.settings.max_recipients {
-                    reply::TOO_MANY_RECIPIENTS.write(&mut self.out);
-                    return None;
-                }
-                self.state = State::Waiting(Pending::Rcpt);
-                Some(Event::Rcpt { to })
-            }
-            "DATA" => {
-                if needs_tls {
-                    self.reply(&reply::TLS_REQUIRED);
-                    return None;
-                }
-                match self.state {
-                    State::ExpectRcptOrData if self.recipients > 0 => {
-                        if !arg.is_empty() {
-                            self.reply(&reply::SYNTAX_PARAMS);
-                            return None;
-                        }
-                        reply::START_DATA.write(&mut self.out);
-                        self.state = State::Data(DataReader::new(self.settings.max_message_size));
-                    }
-                    State::ExpectRcptOrData => self.reply(&reply::NO_VALID_RECIPIENTS),
-                    State::ExpectHelo => self.reply(&reply::HELO_FIRST),
-                    _ => self.reply(&reply::MAIL_FIRST),
-                }
-                None
-            }
-            "BDAT" => {
-                // CHUNKING is not offered; refuse without reading chunk data.
-                if needs_tls {
-                    self.reply(&reply::TLS_REQUIRED);
-                } else {
-                    self.reply(&reply::NOT_IMPLEMENTED);
-                }
-                None
-            }
-            _ => {
-                self.reply(&reply::UNKNOWN_COMMAND);
-                None
-            }
+            State::ExpectRcptOrData(_) => self.reply(&reply::NO_VALID_RECIPIENTS),
+            State::ExpectHelo => self.reply(&reply::HELO_FIRST),
+            _ => self.reply(&reply::MAIL_FIRST),
         }
     }
 
@@ -525,26 +419,6 @@ impl ServerSession {
         Reply::owned(250, "", lines.join("\n")).write(&mut self.out);
     }
 
-    fn mail_parameters(&self, params: &str) -> Result<MailParams, Reply> {
-        let mut p = MailParams::default();
-        for param in params.split(' ').filter(|s| !s.is_empty()) {
-            let (key, value) = match param.split_once('=') {
-                Some((k, v)) => (k.to_ascii_uppercase(), Some(v)),
-                None => (param.to_ascii_uppercase(), None),
-            };
-            match (key.as_str(), value) {
-                ("SIZE", Some(v)) => p.size = Some(v.parse().map_err(|_| reply::SYNTAX_PARAMS)?),
-                ("BODY", Some(v)) if v.eq_ignore_ascii_case("7BIT") => p.body = BodyType::SevenBit,
-                ("BODY", Some(v)) if v.eq_ignore_ascii_case("8BITMIME") => p.body = BodyType::EightBitMime,
-                ("SMTPUTF8", None) => p.smtputf8 = true,
-                // RFC 4954 §5: AUTH= on MAIL is informational for us
-                ("AUTH", Some(_)) if self.settings.auth != AuthMode::Off => {}
-                _ => return Err(reply::UNSUPPORTED_PARAM),
-            }
-        }
-        Ok(p)
-    }
-
     fn auth_command(&mut self, arg: &str) -> Option<Event> {
         if self.settings.auth == AuthMode::Off {
             self.reply(&reply::NOT_IMPLEMENTED);
@@ -559,7 +433,7 @@ impl ServerSession {
                 self.reply(&reply::HELO_FIRST);
                 return None;
             }
-            State::ExpectRcptOrData => {
+            State::ExpectRcptOrData(_) => {
                 self.reply(&reply::AUTH_IN_TRANSACTION);
                 return None;
             }
@@ -569,41 +443,31 @@ impl ServerSession {
             self.reply(&reply::ALREADY_AUTH);
             return None;
         }
-        let mut parts = arg.split(' ').filter(|s| !s.is_empty());
-        let Some(mechanism) = parts.next().map(|m| m.to_ascii_uppercase()) else {
-            self.reply(&reply::SYNTAX_PARAMS);
-            return None;
+        let (mechanism, initial) = match command::auth_args(arg) {
+            Ok(args) => args,
+            Err(r) => {
+                self.reply(&r);
+                return None;
+            }
         };
-        if mechanism != "PLAIN" && mechanism != "LOGIN" {
-            self.reply(&reply::UNKNOWN_MECHANISM);
-            return None;
-        }
-        let initial = parts.next().map(str::to_string);
-        if parts.next().is_some() {
-            self.reply(&reply::SYNTAX_PARAMS);
-            return None;
-        }
-        self.state = State::Waiting(Pending::Auth);
-        Some(Event::Auth { mechanism, initial })
+        self.state = State::Waiting(Pending::AuthStart);
+        Some(Event::Auth(self.auth.request(mechanism, initial)))
     }
 
     fn expect_decision(&mut self, p: Pending) -> bool {
-        matches!(self.state, State::Waiting(w) if w == p)
+        matches!(&self.state, State::Waiting(w) if *w == p)
     }
 
     /// Answer [`Event::Mail`]: `Ok(())` accepts the sender.
     pub fn mail_decision(&mut self, decision: Result<(), Reply>) {
-        if !self.expect_decision(Pending::Mail) {
-            return;
-        }
+        let State::Waiting(Pending::Mail(params)) = &mut self.state else { return };
         match decision {
             Ok(()) => {
                 reply::SENDER_OK.write(&mut self.out);
-                self.recipients = 0;
-                self.state = State::ExpectRcptOrData;
+                let params = std::mem::take(params);
+                self.state = State::ExpectRcptOrData(Transaction { params, recipients: 0 });
             }
             Err(r) => {
-                self.mail_params = MailParams::default();
                 self.state = State::ExpectMail;
                 self.reply(&r);
             }
@@ -612,39 +476,36 @@ impl ServerSession {
 
     /// Answer [`Event::Rcpt`]: `Ok(())` accepts the recipient.
     pub fn rcpt_decision(&mut self, decision: Result<(), Reply>) {
-        if !self.expect_decision(Pending::Rcpt) {
-            return;
-        }
-        self.state = State::ExpectRcptOrData;
+        let State::Waiting(Pending::Rcpt(txn)) = &mut self.state else { return };
+        let mut txn = std::mem::take(txn);
         match decision {
             Ok(()) => {
-                self.recipients += 1;
+                txn.recipients += 1;
                 reply::RCPT_OK.write(&mut self.out);
             }
             Err(r) => self.reply(&r),
         }
+        self.state = State::ExpectRcptOrData(txn);
     }
 
     /// Answer [`Event::Message`] with the final reply (250 queued, or 4xx/5xx).
     pub fn message_decision(&mut self, r: Reply) {
-        if !self.expect_decision(Pending::Message) {
+        if !matches!(self.state, State::Waiting(Pending::Message(_))) {
             return;
         }
         if r.is_positive() {
             self.transactions += 1;
         }
         self.state = State::ExpectMail;
-        self.reset_transaction();
         self.reply(&r);
     }
 
-    /// Answer an AUTH step with a challenge: `334 <base64>`.
-    pub fn auth_challenge(&mut self, challenge_b64: &str) {
-        if !self.expect_decision(Pending::Auth) {
-            return;
+    /// Answer [`Event::Auth`]: `Ok(())` starts the exchange (the slot is
+    /// taken), `Err(reply)` refuses it (throttled).
+    pub fn auth_begin(&mut self, slot: Result<(), Reply>) {
+        if self.expect_decision(Pending::AuthStart) {
+            session::auth_begin(self, slot);
         }
-        Reply::owned(334, "", challenge_b64.to_string()).write(&mut self.out);
-        self.state = State::Sasl;
     }
 
     /// Finish an AUTH exchange: `Ok(user)` is 235, `Err(reply)` the failure.
@@ -669,9 +530,8 @@ impl ServerSession {
         self.helo = None;
         self.esmtp = false;
         self.auth_user = None;
-        self.mail_params = MailParams::default();
-        self.recipients = 0;
         self.lines.reset();
+        self.auth.reset();
         self.state = State::ExpectHelo;
     }
 
@@ -682,10 +542,59 @@ impl ServerSession {
     }
 }
 
-/// `FROM:` / `TO:` case-insensitively, allowing a space after the colon.
-fn strip_keyword<'a>(arg: &'a str, kw: &str) -> Option<&'a str> {
-    let head = arg.get(..kw.len())?;
-    head.eq_ignore_ascii_case(kw).then(|| arg[kw.len()..].trim_start_matches(' '))
+impl LineCore for ServerSession {
+    type Event = Event;
+    type Reply = Reply;
+    const MAX_LINE: usize = MAX_AUTH_LINE;
+    const MAX_COMMAND: usize = MAX_COMMAND_LINE;
+    const FRAMING: Framing = Framing::Smtp;
+    const AUTH_EVENT: fn(AuthEvent) -> Event = Event::Auth;
+    const CLOSED_FOR_ERRORS: Event = Event::TooManyErrors;
+
+    fn phase(&self) -> Phase {
+        match self.state {
+            State::Closed => Phase::Closed,
+            State::Waiting(_) => Phase::Waiting,
+            _ => Phase::Open,
+        }
+    }
+    fn before_line(&mut self, input: &mut BytesMut) -> Before<Event> {
+        self.data(input)
+    }
+    fn lines(&mut self) -> &mut crate::proto::LineReader {
+        &mut self.lines
+    }
+    fn output(&mut self) -> &mut Vec<u8> {
+        &mut self.out
+    }
+    fn over_error_limit(&self) -> bool {
+        self.errors >= self.settings.max_errors
+    }
+    fn close(&mut self, r: &Reply) {
+        self.close_with(r);
+    }
+    fn line_too_long(&mut self) {
+        self.reply(&reply::LINE_TOO_LONG);
+    }
+    fn long_allowed(line: &[u8]) -> bool {
+        verb_is(line, "AUTH")
+    }
+    fn command(&mut self, line: &[u8]) -> Option<Event> {
+        ServerSession::command(self, line)
+    }
+    fn auth(&mut self) -> &mut AuthSlot<Event> {
+        &mut self.auth
+    }
+    fn auth_stage(&mut self, stage: AuthStage<'_, Reply>) {
+        self.state = match stage {
+            AuthStage::Exchange => State::Sasl,
+            AuthStage::Verdict => State::Waiting(Pending::Auth),
+            AuthStage::Over(r) => {
+                self.reply(r);
+                self.after_auth_state()
+            }
+        };
+    }
 }
 
 #[doc(hidden)]

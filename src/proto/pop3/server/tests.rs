@@ -43,8 +43,9 @@ fn run_chunks(s: &mut ServerSession, chunks: &[&[u8]]) -> (String, Vec<String>) 
                 }
                 Event::Login(c) if c.password == "secret" => s.login_done(Ok((c.username, maildrop()))),
                 Event::Login(_) => s.login_done(Err(reply::AUTH_FAILED)),
-                Event::Auth { initial: None, .. } => s.auth_challenge(""),
-                Event::Auth { .. } | Event::AuthResponse(_) => s.login_done(Ok(("alice".into(), maildrop()))),
+                Event::Auth(AuthEvent::Start { .. }) => s.auth_begin(Ok(())),
+                Event::Auth(AuthEvent::Credentials(c)) => s.login_done(Ok((c.username, maildrop()))),
+                Event::Auth(AuthEvent::Failed(_)) => s.login_done(Err(reply::AUTH_FAILED)),
                 Event::Retrieve { uid, .. } => s.message(Ok(&stored(uid))),
                 Event::Update { .. } => s.update_done(Ok(())),
                 Event::Quit | Event::TooManyErrors => {}
@@ -168,15 +169,21 @@ fn auth_plain_with_and_without_initial_response() {
     assert_eq!(
         events,
         [
-            "Auth { mechanism: \"PLAIN\", initial: None }",
-            "Auth { mechanism: \"PLAIN\", initial: None }",
-            "AuthResponse(\"AGFsaWNlAHNlY3JldA==\")"
+            "Auth(Start { mechanism: Plain })",
+            "Auth(Start { mechanism: Plain })",
+            "Auth(Credentials(Credentials { username: \"alice\", password: \"<redacted>\" }))"
         ]
     );
     assert!(out.starts_with("+OK mail.example.test POP3 server ready\r\n+OK Supported SASL mechanisms follow\r\nPLAIN\r\n.\r\n-ERR Unrecognized authentication mechanism\r\n+ \r\n-ERR Authentication cancelled\r\n+ \r\n+OK Logged in"), "{out}");
     let mut s = session(settings(), true);
     let (_, events) = run_chunks(&mut s, &[b"auth plain AGFsaWNlAHNlY3JldA==\r\n"]);
-    assert_eq!(events, ["Auth { mechanism: \"PLAIN\", initial: Some(\"AGFsaWNlAHNlY3JldA==\") }"]);
+    assert_eq!(
+        events,
+        [
+            "Auth(Start { mechanism: Plain })",
+            "Auth(Credentials(Credentials { username: \"alice\", password: \"<redacted>\" }))"
+        ]
+    );
 }
 
 #[test]
@@ -404,10 +411,10 @@ fn fuzz_once(data: &[u8], splits: &[usize]) {
                         buf.clear();
                         s.tls_started();
                     }
-                    Event::Login(_) | Event::AuthResponse(_) => {
+                    Event::Login(_) | Event::Auth(AuthEvent::Credentials(_) | AuthEvent::Failed(_)) => {
                         s.login_done(if flip { Ok(("u".into(), maildrop())) } else { Err(reply::IN_USE) })
                     }
-                    Event::Auth { .. } => s.auth_challenge("Zm9v"),
+                    Event::Auth(AuthEvent::Start { .. }) => s.auth_begin(Ok(())),
                     Event::Retrieve { uid, .. } => {
                         let m = stored(uid);
                         s.message(if flip { Ok(&m) } else { Err(reply::MESSAGE_GONE) })

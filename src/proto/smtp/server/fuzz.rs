@@ -53,8 +53,10 @@ pub fn drive(data: &[u8], splits: &[usize]) {
                     Event::Mail { .. } => s.mail_decision(if flip { Ok(()) } else { Err(reply::RELAY_DENIED) }),
                     Event::Rcpt { .. } => s.rcpt_decision(if flip { Ok(()) } else { Err(reply::UNKNOWN_USER) }),
                     Event::Message { .. } => s.message_decision(reply::OK),
-                    Event::Auth { .. } => s.auth_challenge(""),
-                    Event::AuthResponse(_) => s.auth_done(if flip { Ok("u".into()) } else { Err(reply::AUTH_FAILED) }),
+                    Event::Auth(AuthEvent::Start { .. }) => {
+                        s.auth_begin(if flip { Ok(()) } else { Err(reply::AUTH_THROTTLED) })
+                    }
+                    Event::Auth(_) => s.auth_done(if flip { Ok("u".into()) } else { Err(reply::AUTH_FAILED) }),
                     Event::StartTls => {
                         buf.clear();
                         s.tls_started();
