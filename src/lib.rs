@@ -35,6 +35,8 @@
 //!   hop; it owns the attempt's result types, which the queue stores.
 //! - [`mailbox`]: users' folders, UIDs, flags and message files behind POP3
 //!   and IMAP4; the durable local-delivery API.
+//! - [`news`]: newsgroups, articles by number and Message-ID, the overview,
+//!   the Message-ID history and expiry behind NNTP (files fsync + sled index).
 //! - [`pop3`]: the POP3 service and session (login, maildrop lock, UPDATE at QUIT).
 //! - [`control`]: the control socket, its JSON shapes, the operator actions;
 //!   requests are answered by a [`control::Handler`] (the server is one).
@@ -68,6 +70,7 @@
 //! | `tls` | util, domain, config |
 //! | `auth` | util, domain, config, datadir, proto |
 //! | `mailbox` | util, domain, config, datadir, auth |
+//! | `news` | util, domain, config, datadir, proto |
 //! | `routing` | util, domain, config, auth, proto |
 //! | `delivery` | util, domain, config, tls, proto, auth, mailbox |
 //! | `queue` | util, domain, config, datadir, tls, proto, auth, routing, delivery |
@@ -87,6 +90,7 @@ pub mod delivery;
 pub mod domain;
 pub mod mailbox;
 pub mod net;
+pub mod news;
 pub mod pop3;
 pub mod proto;
 pub mod queue;

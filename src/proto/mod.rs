@@ -7,6 +7,7 @@
 pub mod dot;
 pub mod imap;
 pub mod literal;
+pub mod nntp;
 pub mod pop3;
 pub mod sasl;
 pub mod session;
