@@ -5,6 +5,7 @@
 
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use postern::proto::session::LineCore;
 use postern::proto::smtp::reply;
 use postern::proto::smtp::server::{AuthMode, Event, ServerSession, Settings};
 use std::hint::black_box;

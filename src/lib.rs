@@ -76,10 +76,11 @@
 //! | `queue` | util, domain, config, datadir, tls, proto, auth, routing, delivery |
 //! | `net` | util, domain, config, tls |
 //! | `cert` | util, domain, config, tls |
-//! | `smtp` | util, domain, config, tls, net, proto, auth, routing, queue |
-//! | `pop3` | util, domain, config, tls, net, proto, auth, mailbox |
+//! | `service` | util, domain, config, tls, net, proto, auth |
+//! | `smtp` | util, domain, config, tls, net, proto, auth, routing, queue, service |
+//! | `pop3` | util, domain, config, tls, net, proto, auth, mailbox, service |
 //! | `control` | util, domain, config, tls, proto, auth, queue |
-//! | `server` | util, domain, config, datadir, tls, net, proto, auth, routing, mailbox, delivery, queue, smtp, pop3, control |
+//! | `server` | util, domain, config, datadir, tls, net, proto, auth, routing, mailbox, delivery, queue, service, smtp, pop3, control |
 
 pub mod auth;
 pub mod cert;
@@ -96,6 +97,7 @@ pub mod proto;
 pub mod queue;
 pub mod routing;
 pub mod server;
+pub mod service;
 pub mod smtp;
 pub mod tls;
 pub mod util;

@@ -6,6 +6,7 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
+use postern::proto::session::LineCore;
 use postern::proto::pop3::server::{Entry, Event, ServerSession, Settings, MAX_AUTH_LINE};
 use postern::proto::pop3::Reply;
 use postern::proto::session::AuthEvent;

@@ -7,7 +7,7 @@
 //! later are seen by the next session. Deletions reach the store only at
 //! QUIT (RFC 1939 §6). This module never formats a reply itself.
 
-use crate::auth::{Gate, Login, Refused};
+use crate::auth::{Gate, Refused};
 use crate::config::{TlsMode, VirtualServer};
 use crate::mailbox::{MailboxError, MailboxStore, MaildropLock, INBOX};
 use crate::net::{ConnInfo, Next, Service, Session, SessionEnd};
@@ -15,6 +15,8 @@ use crate::proto::pop3::reply;
 use crate::proto::pop3::server::{Entry, Event, ServerSession, Settings};
 use crate::proto::sasl::Credentials;
 use crate::proto::session::AuthEvent;
+use crate::proto::session::LineCore;
+use crate::service::Conn;
 use crate::tls::TlsInfo;
 use bytes::BytesMut;
 use std::sync::Arc;
@@ -48,11 +50,8 @@ impl Service for Pop3Service {
     fn session(&self, conn: &ConnInfo) -> Pop3Session {
         Pop3Session {
             mailboxes: self.mailboxes.clone(),
-            vs: self.vs.clone(),
             core: ServerSession::new(self.settings.clone(), conn.implicit_tls),
-            conn: conn.clone(),
-            tls: None,
-            login: self.gate.session(&self.vs.name, conn.peer),
+            conn: Conn::new(&self.vs, conn, &self.gate),
             maildrop: None,
             retrieved: 0,
             removed: 0,
@@ -66,12 +65,10 @@ impl Service for Pop3Service {
 
 pub struct Pop3Session {
     mailboxes: Arc<MailboxStore>,
-    vs: Arc<VirtualServer>,
     core: ServerSession,
-    conn: ConnInfo,
-    tls: Option<TlsInfo>,
-    /// Holds the throttle slot of the login under way (taken at AUTH or PASS).
-    login: Login,
+    /// Peer, virtual server, TLS, and the login (holding the throttle slot
+    /// of the login under way (taken at AUTH or PASS)).
+    conn: Conn,
     /// Held from login to the end of the session.
     maildrop: Option<MaildropLock>,
     retrieved: u32,
@@ -94,7 +91,7 @@ impl Pop3Session {
 
     fn on_auth(&mut self) {
         // the slot is taken now, before any credentials arrive
-        let slot = if self.login.begin("AUTH") { Ok(()) } else { Err(reply::AUTH_THROTTLED) };
+        let slot = if self.conn.login.begin("AUTH") { Ok(()) } else { Err(reply::AUTH_THROTTLED) };
         self.core.auth_begin(slot);
     }
 
@@ -102,7 +99,7 @@ impl Pop3Session {
     /// for the log: `USER` or `AUTH PLAIN`.
     async fn log_in(&mut self, creds: Credentials, method: &'static str) {
         // AUTH took its slot at the start; USER/PASS takes it at PASS
-        let user = match self.login.verify(creds).await {
+        let user = match self.conn.login.verify(creds).await {
             Ok(user) => user,
             Err(refused) => {
                 let r = if refused == Refused::Throttled { reply::AUTH_THROTTLED } else { reply::AUTH_FAILED };
@@ -113,7 +110,7 @@ impl Pop3Session {
         let lock = match self.mailboxes.lock_maildrop(&user) {
             Ok(l) => l,
             Err(e) => {
-                tracing::info!(server = %self.vs.name, peer = %self.conn.peer, user = %user, "login refused: {e}");
+                tracing::info!(server = %self.conn.vs.name, peer = %self.conn.peer, user = %user, "login refused: {e}");
                 let r = if matches!(e, MailboxError::InUse(_)) { reply::IN_USE } else { reply::MAILDROP_FAILED };
                 self.core.login_done(Err(r));
                 return;
@@ -134,14 +131,14 @@ impl Pop3Session {
                     })
                     .collect::<Vec<_>>();
                 tracing::info!(
-                    server = %self.vs.name, peer = %self.conn.peer, user = %user, method, messages = entries.len(),
+                    server = %self.conn.vs.name, peer = %self.conn.peer, user = %user, method, messages = entries.len(),
                     "logged in"
                 );
                 self.maildrop = Some(lock);
                 self.core.login_done(Ok((user, entries)));
             }
             Err(e) => {
-                tracing::error!(server = %self.vs.name, user = %user, "cannot list the maildrop: {e}");
+                tracing::error!(server = %self.conn.vs.name, user = %user, "cannot list the maildrop: {e}");
                 self.core.login_done(Err(reply::MAILDROP_FAILED));
             }
         }
@@ -157,7 +154,7 @@ impl Pop3Session {
             }
             Err(MailboxError::NoSuchMessage { .. }) => self.core.message(Err(reply::MESSAGE_GONE)),
             Err(e) => {
-                tracing::error!(server = %self.vs.name, user = %self.user(), uid, "cannot read a message: {e}");
+                tracing::error!(server = %self.conn.vs.name, user = %self.user(), uid, "cannot read a message: {e}");
                 self.core.message(Err(reply::READ_FAILED));
             }
         }
@@ -177,7 +174,7 @@ impl Pop3Session {
                 self.core.update_done(Ok(()));
             }
             Err(e) => {
-                tracing::error!(server = %self.vs.name, user = %self.user(), "cannot remove deleted messages: {e}");
+                tracing::error!(server = %self.conn.vs.name, user = %self.user(), "cannot remove deleted messages: {e}");
                 self.core.update_done(Err(reply::UPDATE_FAILED));
             }
         }
@@ -186,8 +183,7 @@ impl Pop3Session {
 
 impl Session for Pop3Session {
     fn greeting(&mut self, out: &mut Vec<u8>) {
-        self.core.greeting();
-        self.core.take_output(out);
+        Conn::greet(&mut self.core, out);
     }
 
     async fn handle(&mut self, input: &mut BytesMut, out: &mut Vec<u8>) -> Next {
@@ -202,46 +198,33 @@ impl Session for Pop3Session {
                 Event::Auth(AuthEvent::Start { .. }) => self.on_auth(),
                 Event::Auth(AuthEvent::Credentials(creds)) => self.log_in(creds, "AUTH PLAIN").await,
                 Event::Auth(AuthEvent::Failed(_)) => {
-                    self.login.failed().await;
+                    self.conn.login.failed().await;
                     self.core.login_done(Err(reply::AUTH_FAILED));
                 }
                 Event::Retrieve { uid, .. } => self.on_retrieve(uid).await,
                 Event::Update { deleted } => self.on_update(deleted).await,
             }
         }
-        self.login.settle(self.core.auth_in_progress());
-        let paused = self.core.output_full();
-        self.core.take_output(out);
-        if self.core.is_closed() {
-            Next::Close
-        } else if paused {
-            // send this slice first; the rest of the pipelined input follows
-            Next::Continue
-        } else {
-            Next::Read
-        }
+        self.conn.end_turn(&mut self.core, out)
     }
 
     fn tls_started(&mut self, info: &TlsInfo) {
-        self.tls = Some(info.clone());
+        self.conn.tls_started(info);
         self.core.tls_started();
-        self.login.settle(false);
     }
 
     fn timed_out(&mut self, out: &mut Vec<u8>) {
-        self.core.close_with(&reply::IDLE_TIMEOUT);
-        self.core.take_output(out);
+        Conn::close(&mut self.core, &reply::IDLE_TIMEOUT, out);
     }
 
     fn shutting_down(&mut self, out: &mut Vec<u8>) {
-        self.core.close_with(&reply::SHUTTING_DOWN);
-        self.core.take_output(out);
+        Conn::close(&mut self.core, &reply::SHUTTING_DOWN, out);
     }
 
     fn finished(&mut self, end: &SessionEnd) {
-        let (version, cipher) = TlsInfo::log_fields(self.tls.as_ref());
+        let (version, cipher) = TlsInfo::log_fields(self.conn.tls.as_ref());
         tracing::info!(
-            server = %self.vs.name,
+            server = %self.conn.vs.name,
             peer = %self.conn.peer,
             tls = version,
             cipher,

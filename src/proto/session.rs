@@ -10,6 +10,10 @@ use super::sasl::{Credentials, Exchange, Framing, Mechanism, SaslFailure, Step};
 use super::{LineReader, LineTooLong};
 use bytes::BytesMut;
 
+/// The longest SASL line (RFC 4954 §4: 12288 octets), and so the default
+/// bound on any line a core reads at all.
+pub const MAX_SASL_LINE: usize = 12288;
+
 /// Where a core stands, as the skeleton sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
@@ -18,6 +22,16 @@ pub enum Phase {
     /// An event is out; nothing is read until the decision comes back.
     Waiting,
     Open,
+}
+
+impl Phase {
+    pub fn of(closed: bool, waiting: bool) -> Phase {
+        match (closed, waiting) {
+            (true, _) => Phase::Closed,
+            (_, true) => Phase::Waiting,
+            _ => Phase::Open,
+        }
+    }
 }
 
 /// What a core wants before its next line.
@@ -101,21 +115,36 @@ pub trait KitReplies {
 
 /// The parts of a line-command core that differ between protocols.
 pub trait LineCore {
-    type Event;
+    /// The core's events; an AUTH exchange's become one of them.
+    type Event: From<AuthEvent>;
     type Reply: KitReplies;
     /// The longest line read at all (AUTH commands, SASL responses).
-    const MAX_LINE: usize;
+    const MAX_LINE: usize = MAX_SASL_LINE;
     /// The longest command line, CRLF included, unless [`LineCore::long_allowed`].
     const MAX_COMMAND: usize;
     /// How this protocol frames a SASL challenge.
     const FRAMING: Framing;
-    /// How the core's events carry an [`AuthEvent`].
-    const AUTH_EVENT: fn(AuthEvent) -> Self::Event;
-
     /// The event that says the session closed at the error limit.
     const CLOSED_FOR_ERRORS: Self::Event;
 
     fn phase(&self) -> Phase;
+    /// Queue the greeting (the first reply of a session).
+    fn greeting(&mut self);
+    /// Whether an AUTH exchange is under way (a decision or a client line
+    /// is awaited); false again once it succeeded, failed or was cancelled.
+    fn auth_in_progress(&self) -> bool;
+    /// [`feed`] stopped because of the output waiting, not for lack of
+    /// input: take the output, send it, and feed again.
+    fn output_full(&self) -> bool {
+        false
+    }
+    /// Move the replies queued so far to `into`.
+    fn take_output(&mut self, into: &mut Vec<u8>) {
+        into.append(self.output());
+    }
+    fn is_closed(&self) -> bool {
+        self.phase() == Phase::Closed
+    }
     /// An open core that reads no line now: output full, SMTP DATA.
     fn before_line(&mut self, _input: &mut BytesMut) -> Before<Self::Event> {
         Before::ReadLine
@@ -209,7 +238,7 @@ fn sasl_step<C: LineCore>(core: &mut C, step: Step) -> Option<C::Event> {
     };
     core.auth().exchange = None;
     core.auth_stage(AuthStage::Verdict);
-    Some(C::AUTH_EVENT(event))
+    Some(event.into())
 }
 
 #[cfg(test)]
@@ -236,21 +265,26 @@ mod tests {
         waiting: bool,
     }
 
+    impl From<AuthEvent> for String {
+        fn from(e: AuthEvent) -> String {
+            format!("{e:?}")
+        }
+    }
+
     impl LineCore for Toy {
         type Event = String;
         type Reply = Words;
         const MAX_LINE: usize = 40;
         const MAX_COMMAND: usize = 12;
         const FRAMING: Framing = Framing::Continuation;
-        const AUTH_EVENT: fn(AuthEvent) -> String = |e| format!("{e:?}");
         const CLOSED_FOR_ERRORS: String = String::new();
 
         fn phase(&self) -> Phase {
-            match (self.closed, self.waiting) {
-                (true, _) => Phase::Closed,
-                (_, true) => Phase::Waiting,
-                _ => Phase::Open,
-            }
+            Phase::of(self.closed, self.waiting)
+        }
+        fn greeting(&mut self) {}
+        fn auth_in_progress(&self) -> bool {
+            self.auth.exchange.is_some()
         }
         fn lines(&mut self) -> &mut LineReader {
             &mut self.lines

@@ -7,14 +7,16 @@
 //! A `250` goes out only after the queue says the message is on disk.
 
 use super::policy::{self, Client, RcptRoute};
-use crate::auth::{Accounts, Gate, Login, Refused};
+use crate::auth::{Accounts, Gate, Refused};
 use crate::config::{Config, VirtualServer};
 use crate::net::{ConnInfo, Next, Service, Session, SessionEnd};
 use crate::proto::session::AuthEvent;
+use crate::proto::session::LineCore;
 use crate::proto::smtp::reply::{self, Reply};
 use crate::proto::smtp::server::{AuthMode, Event, ServerSession, Settings};
 use crate::proto::smtp::{Address, ReversePath};
 use crate::queue::{Message, MessageKind, QueueStore, Recipient, SpoolRef};
+use crate::service::Conn;
 use crate::tls::TlsInfo;
 use bytes::BytesMut;
 use std::sync::Arc;
@@ -65,11 +67,8 @@ impl Service for SmtpService {
             config: self.config.clone(),
             accounts: self.accounts.clone(),
             queue: self.queue.clone(),
-            vs: self.vs.clone(),
             core: ServerSession::new(self.settings.clone(), conn.implicit_tls),
-            conn: conn.clone(),
-            tls: None,
-            login: self.gate.session(&self.vs.name, conn.peer),
+            conn: Conn::new(&self.vs, conn, &self.gate),
             txn: Transaction::default(),
             queued: 0,
         }
@@ -90,12 +89,10 @@ pub struct InboundSession {
     config: Arc<Config>,
     accounts: Accounts,
     queue: Arc<QueueStore>,
-    vs: Arc<VirtualServer>,
     core: ServerSession,
-    conn: ConnInfo,
-    tls: Option<TlsInfo>,
-    /// Holds the throttle slot of the AUTH exchange under way (SPEC §4).
-    login: Login,
+    /// Peer, virtual server, TLS, and the login (holding the throttle slot
+    /// of the AUTH exchange under way (SPEC §4)).
+    conn: Conn,
     txn: Transaction,
     queued: u32,
 }
@@ -106,7 +103,7 @@ impl InboundSession {
     }
 
     fn on_mail(&mut self, from: ReversePath) {
-        let decision = policy::check_sender(&self.accounts, &self.vs, &self.client(), &from);
+        let decision = policy::check_sender(&self.accounts, &self.conn.vs, &self.client(), &from);
         if decision.is_ok() {
             self.txn = Transaction { from: from.to_string(), rcpts: Vec::new() };
         }
@@ -114,7 +111,7 @@ impl InboundSession {
     }
 
     fn on_rcpt(&mut self, mut to: Address) {
-        let decision = policy::check_rcpt(&self.config, &self.accounts, &self.vs, &self.client(), &to);
+        let decision = policy::check_rcpt(&self.config, &self.accounts, &self.conn.vs, &self.client(), &to);
         match decision {
             Ok(route) => {
                 if to.domain.is_empty() {
@@ -127,7 +124,7 @@ impl InboundSession {
                 self.core.rcpt_decision(Ok(()));
             }
             Err(r) => {
-                tracing::info!(server = %self.vs.name, peer = %self.conn.peer, rcpt = %to, reply = %r, "recipient refused");
+                tracing::info!(server = %self.conn.vs.name, peer = %self.conn.peer, rcpt = %to, reply = %r, "recipient refused");
                 self.core.rcpt_decision(Err(r));
             }
         }
@@ -139,7 +136,7 @@ impl InboundSession {
         let mut out: Vec<Recipient> = Vec::new();
         for (a, route) in &txn.rcpts {
             let expanded = match route {
-                RcptRoute::Local => policy::expand_local(&self.config, &self.accounts, &self.vs.name, a),
+                RcptRoute::Local => policy::expand_local(&self.config, &self.accounts, &self.conn.vs.name, a),
                 RcptRoute::Remote { destination } => {
                     vec![policy::QueuedRcpt {
                         address: a.to_string(),
@@ -174,13 +171,13 @@ impl InboundSession {
             ip: self.conn.peer.ip(),
             hostname: &self.config.server.hostname,
             esmtp: self.core.esmtp(),
-            tls: self.tls.as_ref(),
+            tls: self.conn.tls.as_ref(),
             authenticated: self.core.auth_user().is_some(),
             id: id.as_str(),
             for_rcpt: single.as_deref(),
             date: now,
         });
-        if self.vs.is_submission() {
+        if self.conn.vs.is_submission() {
             super::received::add_missing_headers(&body, &mut full, id.as_str(), &self.config.server.hostname, now);
         }
         full.extend_from_slice(&body);
@@ -189,11 +186,11 @@ impl InboundSession {
         let message = Message {
             id: id.clone(),
             sender: txn.from.clone(),
-            source_server: self.vs.name.clone(),
+            source_server: self.conn.vs.name.clone(),
             client_ip: Some(self.conn.peer.ip()),
             client_helo: self.core.helo().map(str::to_string),
             auth_user: self.core.auth_user().map(str::to_string),
-            tls: self.tls.clone(),
+            tls: self.conn.tls.clone(),
             arrived: now,
             size: full.len() as u64,
             body_type: params.body,
@@ -209,38 +206,33 @@ impl InboundSession {
             Ok(_) => {
                 self.queued += 1;
                 tracing::info!(
-                    id = %id, size, from = %txn.from, recipients = nrcpt, server = %self.vs.name,
+                    id = %id, size, from = %txn.from, recipients = nrcpt, server = %self.conn.vs.name,
                     "message queued"
                 );
                 Reply::owned(250, "2.0.0", format!("Ok: queued as {id}"))
             }
             Err(e) => {
-                tracing::error!(server = %self.vs.name, peer = %self.conn.peer, "cannot queue a message: {e}");
+                tracing::error!(server = %self.conn.vs.name, peer = %self.conn.peer, "cannot queue a message: {e}");
                 reply::STORE_FAILED
             }
         }
     }
 
     /// The driver ends the session (idle, shutdown) with this reply.
-    fn close(&mut self, r: &Reply, out: &mut Vec<u8>) {
-        self.core.close_with(r);
-        self.core.take_output(out);
-    }
-
     /// AUTH: the slot is taken when the exchange starts, before any
     /// credentials arrive; the verdict goes back to the core.
     async fn on_auth(&mut self, event: AuthEvent) {
         let verdict = match event {
             AuthEvent::Start { .. } => {
-                let slot = if self.login.begin("AUTH") { Ok(()) } else { Err(reply::AUTH_THROTTLED) };
+                let slot = if self.conn.login.begin("AUTH") { Ok(()) } else { Err(reply::AUTH_THROTTLED) };
                 return self.core.auth_begin(slot);
             }
-            AuthEvent::Credentials(creds) => self.login.verify(creds).await.map_err(|refused| match refused {
+            AuthEvent::Credentials(creds) => self.conn.login.verify(creds).await.map_err(|refused| match refused {
                 Refused::Throttled => reply::AUTH_THROTTLED,
                 Refused::Failed => reply::AUTH_FAILED,
             }),
             AuthEvent::Failed(_) => {
-                self.login.failed().await;
+                self.conn.login.failed().await;
                 Err(reply::AUTH_FAILED)
             }
         };
@@ -250,8 +242,7 @@ impl InboundSession {
 
 impl Session for InboundSession {
     fn greeting(&mut self, out: &mut Vec<u8>) {
-        self.core.greeting();
-        self.core.take_output(out);
+        Conn::greet(&mut self.core, out);
     }
 
     async fn handle(&mut self, input: &mut BytesMut, out: &mut Vec<u8>) -> Next {
@@ -268,34 +259,27 @@ impl Session for InboundSession {
                 Event::Quit | Event::TooManyErrors => break,
             }
         }
-        self.login.settle(self.core.auth_in_progress());
-        self.core.take_output(out);
-        if self.core.is_closed() {
-            Next::Close
-        } else {
-            Next::Read
-        }
+        self.conn.end_turn(&mut self.core, out)
     }
 
     fn timed_out(&mut self, out: &mut Vec<u8>) {
-        self.close(&reply::IDLE_TIMEOUT, out);
+        Conn::close(&mut self.core, &reply::IDLE_TIMEOUT, out);
     }
 
     fn shutting_down(&mut self, out: &mut Vec<u8>) {
-        self.close(&reply::SHUTTING_DOWN, out);
+        Conn::close(&mut self.core, &reply::SHUTTING_DOWN, out);
     }
 
     fn tls_started(&mut self, info: &TlsInfo) {
-        self.tls = Some(info.clone());
+        self.conn.tls_started(info);
         self.txn = Transaction::default();
         self.core.tls_started();
-        self.login.settle(false);
     }
 
     fn finished(&mut self, end: &SessionEnd) {
-        let (version, cipher) = TlsInfo::log_fields(self.tls.as_ref());
+        let (version, cipher) = TlsInfo::log_fields(self.conn.tls.as_ref());
         tracing::info!(
-            server = %self.vs.name,
+            server = %self.conn.vs.name,
             peer = %self.conn.peer,
             helo = self.core.helo().unwrap_or("-"),
             tls = version,

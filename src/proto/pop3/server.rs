@@ -24,7 +24,7 @@ use bytes::BytesMut;
 pub const MAX_COMMAND_LINE: usize = 255;
 /// AUTH lines and SASL responses (RFC 5034 §4 lifts the 255-octet limit
 /// for them), and PASS lines (long passwords): the same bound as SMTP AUTH.
-pub const MAX_AUTH_LINE: usize = 12288;
+pub const MAX_AUTH_LINE: usize = crate::proto::session::MAX_SASL_LINE;
 /// Feeding pauses while this much output waits to be taken (SPEC §12.7: a
 /// client pipelining a thousand RETRs must not make one buffer of them).
 pub const OUTPUT_HIGH_WATER: usize = 256 * 1024;
@@ -77,6 +77,12 @@ pub enum Event {
     TooManyErrors,
 }
 
+impl From<AuthEvent> for Event {
+    fn from(e: AuthEvent) -> Event {
+        Event::Auth(e)
+    }
+}
+
 #[derive(Debug)]
 enum State {
     /// RFC 1939 §4, with the name from USER once given.
@@ -121,18 +127,21 @@ pub struct ServerSession {
 impl LineCore for ServerSession {
     type Event = Event;
     type Reply = Reply;
-    const MAX_LINE: usize = MAX_AUTH_LINE;
     const MAX_COMMAND: usize = MAX_COMMAND_LINE;
     const FRAMING: Framing = Framing::Continuation;
-    const AUTH_EVENT: fn(AuthEvent) -> Event = Event::Auth;
     const CLOSED_FOR_ERRORS: Event = Event::TooManyErrors;
 
     fn phase(&self) -> Phase {
-        match self.state {
-            State::Waiting(_) => Phase::Waiting,
-            State::Closed => Phase::Closed,
-            _ => Phase::Open,
-        }
+        Phase::of(matches!(self.state, State::Closed), matches!(self.state, State::Waiting(_)))
+    }
+    fn greeting(&mut self) {
+        Reply::ok_owned(format!("{} POP3 server ready", self.settings.hostname)).write(&mut self.out);
+    }
+    fn auth_in_progress(&self) -> bool {
+        matches!(self.state, State::Sasl | State::Waiting(Pending::Login | Pending::AuthStart))
+    }
+    fn output_full(&self) -> bool {
+        self.out.len() >= OUTPUT_HIGH_WATER
     }
     fn before_line(&mut self, _input: &mut BytesMut) -> Before<Event> {
         // SPEC §12.7: pause while the output waits to be taken
@@ -193,11 +202,6 @@ impl ServerSession {
         }
     }
 
-    /// The greeting. No version; no APOP timestamp (APOP is not offered).
-    pub fn greeting(&mut self) {
-        Reply::ok_owned(format!("{} POP3 server ready", self.settings.hostname)).write(&mut self.out);
-    }
-
     pub fn tls_active(&self) -> bool {
         self.tls
     }
@@ -205,28 +209,9 @@ impl ServerSession {
     pub fn user(&self) -> Option<&str> {
         self.user.as_deref()
     }
-    pub fn is_closed(&self) -> bool {
-        matches!(self.state, State::Closed)
-    }
-    /// Whether a SASL exchange is under way (a decision or a client line is
-    /// awaited); false again once it ended or was cancelled.
-    pub fn auth_in_progress(&self) -> bool {
-        matches!(self.state, State::Sasl | State::Waiting(Pending::Login | Pending::AuthStart))
-    }
     /// Messages marked for deletion right now.
     pub fn marked(&self) -> usize {
         self.deleted.iter().filter(|d| **d).count()
-    }
-
-    /// Move the queued output into `into`.
-    pub fn take_output(&mut self, into: &mut Vec<u8>) {
-        into.append(&mut self.out);
-    }
-
-    /// [`ServerSession::feed`] stopped because of the output waiting, not
-    /// for lack of input: take the output, send it, and feed again.
-    pub fn output_full(&self) -> bool {
-        self.out.len() >= OUTPUT_HIGH_WATER
     }
 
     /// Whether credentials may be sent now (SPEC §9, §12.8).

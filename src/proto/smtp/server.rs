@@ -23,7 +23,7 @@ use bytes::BytesMut;
 /// RFC 5321 §4.5.3.1.4: a command line is at most 512 octets with its CRLF.
 pub const MAX_COMMAND_LINE: usize = 512;
 /// RFC 4954 §4: an AUTH command or SASL response line may be 12288 octets.
-pub const MAX_AUTH_LINE: usize = 12288;
+pub const MAX_AUTH_LINE: usize = crate::proto::session::MAX_SASL_LINE;
 /// SPEC §4: more than this many Received fields is a loop.
 pub const MAX_RECEIVED: usize = 50;
 
@@ -90,6 +90,12 @@ pub enum Event {
     Quit,
     /// The error limit was reached; the 421 is queued. Close after flushing.
     TooManyErrors,
+}
+
+impl From<AuthEvent> for Event {
+    fn from(e: AuthEvent) -> Event {
+        Event::Auth(e)
+    }
 }
 
 /// The transaction under way: it lives in the states of a transaction
@@ -168,12 +174,6 @@ impl ServerSession {
         }
     }
 
-    /// The banner. SPEC §4: no version.
-    pub fn greeting(&mut self) {
-        let text = format!("{} ESMTP", self.settings.hostname);
-        Reply::owned(220, "", text).write(&mut self.out);
-    }
-
     pub fn settings(&self) -> &Settings {
         &self.settings
     }
@@ -197,22 +197,9 @@ impl ServerSession {
             _ => &NO_PARAMS,
         }
     }
-    pub fn is_closed(&self) -> bool {
-        matches!(self.state, State::Closed)
-    }
-    /// Whether an AUTH exchange is under way (a decision or a client line
-    /// is awaited); false again once it succeeded, failed or was cancelled.
-    pub fn auth_in_progress(&self) -> bool {
-        matches!(self.state, State::Sasl | State::Waiting(Pending::Auth | Pending::AuthStart))
-    }
     /// Messages accepted so far in this session.
     pub fn transactions(&self) -> u32 {
         self.transactions
-    }
-
-    /// Move the queued replies into `into`.
-    pub fn take_output(&mut self, into: &mut Vec<u8>) {
-        into.append(&mut self.out);
     }
 
     /// Whether AUTH is usable on this connection right now: configured, and
@@ -545,18 +532,19 @@ impl ServerSession {
 impl LineCore for ServerSession {
     type Event = Event;
     type Reply = Reply;
-    const MAX_LINE: usize = MAX_AUTH_LINE;
     const MAX_COMMAND: usize = MAX_COMMAND_LINE;
     const FRAMING: Framing = Framing::Smtp;
-    const AUTH_EVENT: fn(AuthEvent) -> Event = Event::Auth;
     const CLOSED_FOR_ERRORS: Event = Event::TooManyErrors;
 
     fn phase(&self) -> Phase {
-        match self.state {
-            State::Closed => Phase::Closed,
-            State::Waiting(_) => Phase::Waiting,
-            _ => Phase::Open,
-        }
+        Phase::of(matches!(self.state, State::Closed), matches!(self.state, State::Waiting(_)))
+    }
+    fn greeting(&mut self) {
+        let text = format!("{} ESMTP", self.settings.hostname);
+        Reply::owned(220, "", text).write(&mut self.out);
+    }
+    fn auth_in_progress(&self) -> bool {
+        matches!(self.state, State::Sasl | State::Waiting(Pending::Auth | Pending::AuthStart))
     }
     fn before_line(&mut self, input: &mut BytesMut) -> Before<Event> {
         self.data(input)
