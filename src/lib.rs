@@ -67,7 +67,7 @@
 //! | `proto` | util, domain |
 //! | `tls` | util, domain, config |
 //! | `auth` | util, domain, config, datadir, proto |
-//! | `mailbox` | util, domain, config, datadir, auth |
+//! | `mailbox` | util, domain, config, datadir, proto, auth |
 //! | `routing` | util, domain, config, auth, proto |
 //! | `delivery` | util, domain, config, datadir, tls, proto, auth, mailbox, routing |
 //! | `queue` | util, domain, config, datadir, tls, proto, auth, routing, delivery |
