@@ -425,3 +425,88 @@ fn mailbox_rename_inbox_moves_its_messages_and_move_reports_copyuid() {
     assert_eq!(store.read(ALICE, "Old Mail", old.messages[0].uid).unwrap(), msg(1));
     assert_eq!(store.deliver(ALICE, &msg(4), 1).unwrap(), inbox.uidnext);
 }
+
+// ------------------------------------------------------------ faults in the new writes
+
+use super::fault::{Faults, Step, EIO, ENOSPC};
+use std::sync::Arc;
+
+fn open_faulty(dir: &Path) -> (DataDir, MailboxStore, Arc<Faults>) {
+    let data = DataDir::open_when_free(dir);
+    let accounts = Accounts::open(&data.db).unwrap();
+    if !accounts.user_exists(ALICE) {
+        accounts.add_user(ALICE, "pw").unwrap();
+    }
+    let faults = Arc::new(Faults::none());
+    let (store, _) = MailboxStore::open_with_faults(&data.db, dir, accounts, faults.clone()).unwrap();
+    (data, store, faults)
+}
+
+/// Every message's bytes, wherever it is.
+fn all_bytes(store: &MailboxStore) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for f in store.folders(ALICE).unwrap() {
+        for m in store.messages(ALICE, &f.name).unwrap().messages {
+            out.push(store.read(ALICE, &f.name, m.uid).unwrap());
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+type Op = fn(&MailboxStore) -> Result<(), MailboxError>;
+
+/// The MODSEQ floor write (the first change after a start moves it), and
+/// MOVE failing in its copy or in its expunge: a temporary error, nothing
+/// lost (a MOVE cut short leaves both copies), the retry completes it, and
+/// no MODSEQ or UID is handed out twice.
+#[test]
+fn mailbox_faults_in_modseq_floor_and_move_lose_nothing() {
+    let flags: Op = |s| s.store_flags(ALICE, INBOX, &[1], FlagChange::Add, &flags(&[Flag::Seen])).map(drop);
+    let append: Op = |s| s.append(ALICE, INBOX, &msg(9), 9, &Flags::new()).map(drop);
+    let mv: Op = |s| s.move_messages(ALICE, INBOX, &[2, 3], "Trash").map(drop);
+    let cases: &[(&str, Op, Step)] = &[
+        ("flags", flags, Step::State),
+        ("append", append, Step::State),
+        ("move", mv, Step::Link),
+        ("move", mv, Step::Index),
+        ("move", mv, Step::Unlink),
+    ];
+    for (i, &(name, op, step)) in cases.iter().enumerate() {
+        let what = format!("{name} with {} failing", step.name());
+        let errno = [EIO, ENOSPC][i % 2];
+        let dir = tempfile::tempdir().unwrap();
+        let before = {
+            let (_d, store, _) = open(dir.path());
+            for i in 1..=3 {
+                store.deliver(ALICE, &msg(i), 1).unwrap();
+            }
+            all_bytes(&store)
+        };
+        let (modseq, uidnext) = {
+            // a fresh start: the first change moves the MODSEQ floor
+            let (_d, store, faults) = open_faulty(dir.path());
+            let modseq = store.highestmodseq(ALICE, INBOX).unwrap();
+            let uidnext = store.folder(ALICE, INBOX).unwrap().uidnext;
+            faults.inject(step, errno, 1);
+            let e = op(&store).unwrap_err();
+            assert!(!e.is_permanent() && !faults.pending(), "{what}: {e}");
+            assert_eq!(all_bytes(&store), before, "{what}: nothing lost, nothing added");
+            (modseq, uidnext)
+        };
+        let (_d, store, _) = open(dir.path());
+        assert_eq!(all_bytes(&store), before, "{what}: after a restart");
+        op(&store).unwrap_or_else(|e| panic!("{what}: the retry: {e}"));
+        assert!(store.highestmodseq(ALICE, INBOX).unwrap() > modseq, "{what}");
+        assert!(store.folder(ALICE, INBOX).unwrap().uidnext >= uidnext, "{what}");
+        if name == "move" {
+            let inbox: Vec<u32> = store.messages(ALICE, INBOX).unwrap().messages.iter().map(|m| m.uid).collect();
+            assert_eq!(inbox, vec![1], "{what}: the retry finished the move");
+            let trash = store.messages(ALICE, "Trash").unwrap().messages;
+            assert!(trash.len() >= 2, "{what}: {trash:?}");
+        }
+        let ms = modseqs(&store, INBOX);
+        assert!(ms.iter().all(|m| m.1 >= 1), "{what}: {ms:?}");
+    }
+}
