@@ -1,22 +1,10 @@
 //! Tests of what the store grew for IMAP4: CONDSTORE (MODSEQ, HIGHESTMODSEQ,
 //! CHANGEDSINCE, UNCHANGEDSINCE) across restarts and old index records.
 
+use super::tests::{open, open_faulty};
 use super::*;
-use crate::auth::Accounts;
-use crate::datadir::DataDir;
-use std::path::Path;
 
 const ALICE: &str = "alice@example.test";
-
-fn open(dir: &Path) -> (DataDir, MailboxStore, Recovery) {
-    let data = DataDir::open_when_free(dir);
-    let accounts = Accounts::open(&data.db).unwrap();
-    if !accounts.user_exists(ALICE) {
-        accounts.add_user(ALICE, "pw").unwrap();
-    }
-    let (store, rec) = MailboxStore::open(&data.db, dir, accounts).unwrap();
-    (data, store, rec)
-}
 
 fn msg(i: usize) -> Vec<u8> {
     format!("Subject: {i}\r\n\r\nbody {i}\r\n").into_bytes()
@@ -428,19 +416,7 @@ fn mailbox_rename_inbox_moves_its_messages_and_move_reports_copyuid() {
 
 // ------------------------------------------------------------ faults in the new writes
 
-use super::fault::{Faults, Step, EIO, ENOSPC};
-use std::sync::Arc;
-
-fn open_faulty(dir: &Path) -> (DataDir, MailboxStore, Arc<Faults>) {
-    let data = DataDir::open_when_free(dir);
-    let accounts = Accounts::open(&data.db).unwrap();
-    if !accounts.user_exists(ALICE) {
-        accounts.add_user(ALICE, "pw").unwrap();
-    }
-    let faults = Arc::new(Faults::none());
-    let (store, _) = MailboxStore::open_with_faults(&data.db, dir, accounts, faults.clone()).unwrap();
-    (data, store, faults)
-}
+use super::fault::{Step, EIO, ENOSPC};
 
 /// Every message's bytes, wherever it is.
 fn all_bytes(store: &MailboxStore) -> Vec<Vec<u8>> {
