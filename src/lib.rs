@@ -32,8 +32,9 @@
 //!   shared by the SMTP service and the queue's reports).
 //! - [`delivery`]: one delivery attempt: local mailboxes, or SMTP to the next
 //!   hop; it owns the attempt's result types, which the queue stores.
-//! - [`mailbox`]: users' folders, UIDs, flags and message files behind POP3
-//!   and IMAP4; the durable local-delivery API.
+//! - [`mailbox`]: users' folders, UIDs, flags, MODSEQs, message files and
+//!   each message's cached parse behind POP3 and IMAP4; the durable
+//!   local-delivery API.
 //! - [`pop3`]: the POP3 service and session (login, maildrop lock, UPDATE at QUIT).
 //! - [`control`]: the control socket, its JSON shapes, the operator actions;
 //!   requests are answered by a [`control::Handler`] (the server is one).
