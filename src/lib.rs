@@ -33,8 +33,9 @@
 //!   shared by the SMTP service and the queue's reports).
 //! - [`delivery`]: one delivery attempt: local mailboxes, or SMTP to the next
 //!   hop; it owns the attempt's result types, which the queue stores.
-//! - [`mailbox`]: users' folders, UIDs, flags and message files behind POP3
-//!   and IMAP4; the durable local-delivery API.
+//! - [`mailbox`]: users' folders, UIDs, flags, MODSEQs, message files and
+//!   each message's cached parse behind POP3 and IMAP4; the durable
+//!   local-delivery API.
 //! - [`news`]: newsgroups, articles by number and Message-ID, the overview,
 //!   the Message-ID history and expiry behind NNTP (files fsync + sled index).
 //! - [`pop3`]: the POP3 service and session (login, maildrop lock, UPDATE at QUIT).
@@ -69,7 +70,7 @@
 //! | `proto` | util, domain |
 //! | `tls` | util, domain, config |
 //! | `auth` | util, domain, config, datadir, proto |
-//! | `mailbox` | util, domain, config, datadir, auth |
+//! | `mailbox` | util, domain, config, datadir, proto, auth |
 //! | `news` | util, domain, config, datadir, proto |
 //! | `routing` | util, domain, config, auth, proto |
 //! | `delivery` | util, domain, config, tls, proto, auth, mailbox |

@@ -34,6 +34,10 @@ pub struct FolderState {
     pub uidnext: u32,
     #[serde(default)]
     pub special_use: Option<SpecialUse>,
+    /// A MODSEQ floor: above every MODSEQ handed out (0 in folders made
+    /// before CONDSTORE, until their next change).
+    #[serde(default)]
+    pub highestmodseq: u64,
 }
 
 pub struct Disk {

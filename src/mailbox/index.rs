@@ -6,7 +6,10 @@
 //! Keys (one tree, so that one `apply_batch` updates a message and its
 //! folder atomically):
 //! `f<user>\0<folder id u32 BE>` → [`FolderRecord`];
-//! `m<user>\0<folder id u32 BE><uid u32 BE>` → [`MessageRecord`].
+//! `m<user>\0<folder id u32 BE><uid u32 BE>` → [`MessageRecord`];
+//! `p<user>\0<folder id u32 BE><uid u32 BE>` → the message's cached parse
+//! ([`super::parse::Parsed`]), apart from the record so that listings
+//! (FLAGS, UIDs) never decode it.
 //! Big-endian numbers make a prefix scan return folders by id and messages
 //! by ascending UID.
 
@@ -113,6 +116,15 @@ pub struct FolderRecord {
     pub special_use: Option<SpecialUse>,
     #[serde(default = "yes")]
     pub subscribed: bool,
+    /// RFC 7162 HIGHESTMODSEQ: the largest MODSEQ given to a message of
+    /// this folder (or to an expunge); only grows.
+    #[serde(default)]
+    pub highestmodseq: u64,
+    /// The MODSEQ floor last fsynced into `folder.json`: every MODSEQ
+    /// handed out is below it, so a restart resumes above it even when
+    /// sled lost its latest writes.
+    #[serde(default)]
+    pub durable_modseq: u64,
 }
 
 fn yes() -> bool {
@@ -126,6 +138,11 @@ pub struct MessageRecord {
     pub size: u64,
     #[serde(default)]
     pub flags: Flags,
+    /// RFC 7162 MODSEQ: set when the message arrives, raised by every flag
+    /// change. 0 only in records written before CONDSTORE (reconciliation
+    /// gives them one).
+    #[serde(default)]
+    pub modseq: u64,
 }
 
 pub fn folder_prefix(user: &str) -> Vec<u8> {
@@ -154,6 +171,19 @@ pub fn message_prefix(user: &str, fid: u32) -> Vec<u8> {
 pub fn message_key(user: &str, fid: u32, uid: u32) -> Vec<u8> {
     let mut k = message_prefix(user, fid);
     k.extend_from_slice(&uid.to_be_bytes());
+    k
+}
+
+pub fn parse_prefix(user: &str, fid: u32) -> Vec<u8> {
+    let mut k = message_prefix(user, fid);
+    k[0] = b'p';
+    k
+}
+
+/// Where a message's cached parse lives (the message key with `p`).
+pub fn parse_key(user: &str, fid: u32, uid: u32) -> Vec<u8> {
+    let mut k = message_key(user, fid, uid);
+    k[0] = b'p';
     k
 }
 

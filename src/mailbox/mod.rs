@@ -9,7 +9,7 @@
 //! # Layout and durability
 //!
 //! ```text
-//! data_dir/mail/<user>/f<id>/folder.json       name, UIDVALIDITY, a UIDNEXT floor (written + fsynced)
+//! data_dir/mail/<user>/f<id>/folder.json       name, UIDVALIDITY, UIDNEXT and MODSEQ floors (written + fsynced)
 //! data_dir/mail/<user>/f<id>/<uid>             one message, immutable once written; mtime = internal date
 //! ```
 //!
@@ -24,8 +24,8 @@
 //! is the UID and its mtime the internal date, so the file alone is enough
 //! to rebuild its index entry.
 //!
-//! sled (the `mailbox` tree) is the index: folder records and message records
-//! (flags, date, size). sled 0.34's `flush()` does not fsync
+//! sled (the `mailbox` tree) is the index: folder records, message records
+//! (flags, date, size, MODSEQ) and each message's cached parse. sled 0.34's `flush()` does not fsync
 //! (DEPENDENCIES.md), so it may lag the files after a crash, and
 //! [`MailboxStore::open`] reconciles them like `queue::store`: a file without
 //! a record is re-indexed; a record without a file is dropped; UIDNEXT
@@ -66,6 +66,49 @@
 //! receiver that lags gets `RecvError::Lagged` and must re-read the folder.
 //! POP3's exclusive maildrop (RFC 1939 §8) is [`MailboxStore::lock_maildrop`].
 //!
+//! # What IMAP4 gets (issue 11)
+//!
+//! - **Folders** are a hierarchy with [`DELIMITER`] `/`:
+//!   a missing parent of a folder is a name only, which
+//!   [`MailboxStore::list`] shows as `\Noselect \HasChildren` (with each
+//!   folder's `\HasChildren`/`\HasNoChildren` and SPECIAL-USE attributes);
+//!   [`MailboxStore::rename_folder`] takes the children along, keeping every
+//!   UIDVALIDITY; [`MailboxStore::rename_inbox`] is RFC 3501's RENAME INBOX
+//!   (messages move to the new folder, INBOX stays, empty, UIDs never
+//!   reused); [`MailboxStore::delete_folder`] leaves the children, so the
+//!   name turns `\Noselect` (RFC 3501 §6.3.4). Subscriptions
+//!   ([`MailboxStore::set_subscribed`]) live in the index and follow a
+//!   rename.
+//! - **APPEND, COPY, MOVE, STORE**: [`MailboxStore::append`] returns
+//!   (UIDVALIDITY, UID) once durable; [`MailboxStore::copy`] and
+//!   [`MailboxStore::move_messages`] return the COPYUID pairs (MOVE is one
+//!   copy and one expunge under the writer lock; a crash between them
+//!   leaves both copies, never none); [`MailboxStore::store_flags_if`]
+//!   returns flags and MODSEQs. Each notifies (see Concurrency).
+//! - **CONDSTORE** (RFC 7162): every message has a MODSEQ, set when it
+//!   arrives and raised by each flag change; each folder a HIGHESTMODSEQ
+//!   (also raised by an expunge) that only grows
+//!   ([`MailboxStore::highestmodseq`], [`Listing`]). [`MailboxStore::changed_since`]
+//!   lists what changed after a MODSEQ (CHANGEDSINCE);
+//!   [`MailboxStore::store_flags_if`] with UNCHANGEDSINCE changes only the
+//!   messages not changed since and reports the others. Like flags, MODSEQs
+//!   live in sled, but `folder.json` keeps a fsynced floor above every
+//!   MODSEQ handed out (moved 1024 ahead when reached) and a restart
+//!   resumes above it, so a MODSEQ is never handed out twice even when
+//!   sled lost its last writes. Records written before CONDSTORE read
+//!   (serde defaults) and get a MODSEQ at the next start.
+//! - **The cached parse** ([`parse::Parsed`]): made once with mail-parser at
+//!   delivery, APPEND or re-indexing and kept in the index apart from the
+//!   message record (listings never decode it), copied with a message:
+//!   ENVELOPE fields raw as IMAP sends them, the body structure as a tree
+//!   with each part's byte offsets, the decoded fields SEARCH uses and the
+//!   header's end. Never an error: what mail-parser cannot parse is one
+//!   `text/plain` part; nesting is bounded ([`parse::MAX_DEPTH`]).
+//!   [`MailboxStore::parsed`] reads it (parsing, and keeping, it for a
+//!   message indexed before it existed). [`imap`] converts it to the
+//!   response writer's ENVELOPE and BODYSTRUCTURE and cuts
+//!   `BODY[section]<partial>` out of the bytes of [`MailboxStore::read`].
+//!
 //! # Local delivery (the queue scheduler's API)
 //!
 //! ```ignore
@@ -80,19 +123,25 @@
 
 mod disk;
 pub mod fault;
+pub mod imap;
 mod index;
 mod notify;
+pub mod parse;
 mod reconcile;
 mod store;
 
 pub use index::{Flag, Flags, SpecialUse};
 pub use notify::{Change, ChangeKind, MaildropLock};
-pub use store::{Listing, MailboxStore};
+pub use parse::Parsed;
+pub use store::{FlagsStored, ListEntry, Listing, MailboxStore};
 
 use std::path::PathBuf;
 
 /// The folder every user has and every delivery goes to.
 pub const INBOX: &str = "INBOX";
+
+/// The hierarchy delimiter of folder names (IMAP LIST's delimiter).
+pub const DELIMITER: char = '/';
 
 /// Folders created for every user, with their RFC 6154 attribute.
 pub const DEFAULT_FOLDERS: [(&str, Option<SpecialUse>); 5] = [
@@ -165,6 +214,17 @@ pub struct FolderInfo {
     pub messages: u32,
     pub unseen: u32,
     pub subscribed: bool,
+    /// Some folder's name starts with this one's and [`DELIMITER`].
+    pub has_children: bool,
+}
+
+impl FolderInfo {
+    /// The LIST attributes (RFC 3348 CHILDREN, RFC 6154 SPECIAL-USE).
+    pub fn attributes(&self) -> Vec<&'static str> {
+        let mut a = vec![if self.has_children { "\\HasChildren" } else { "\\HasNoChildren" }];
+        a.extend(self.special_use.map(SpecialUse::attribute));
+        a
+    }
 }
 
 /// One message as a listing shows it (ascending UID).
@@ -175,6 +235,8 @@ pub struct MessageInfo {
     /// Unix seconds (IMAP INTERNALDATE).
     pub internal_date: u64,
     pub flags: Flags,
+    /// RFC 7162 MODSEQ.
+    pub modseq: u64,
 }
 
 /// What a successful append stored (RFC 4315 APPENDUID needs both).
@@ -216,5 +278,7 @@ pub fn canonical_folder(name: &str) -> &str {
     }
 }
 
+#[cfg(test)]
+mod imap_tests;
 #[cfg(test)]
 mod tests;

@@ -79,6 +79,7 @@ fn folder(
                     uidvalidity: r.uidvalidity,
                     uidnext: r.uidnext,
                     special_use: r.special_use,
+                    highestmodseq: r.durable_modseq,
                 };
                 disk.write_state(dir, &s).map_err(|e| MailboxError::io(dir, e))?;
                 s
@@ -112,6 +113,8 @@ fn folder(
         durable_uidnext: state.uidnext,
         special_use: state.special_use,
         subscribed: true,
+        highestmodseq: 0,
+        durable_modseq: 0,
     });
     if indexed.is_none() {
         tracing::warn!(user, folder = %state.name, "re-indexed a folder found on disk but not in the index");
@@ -121,6 +124,10 @@ fn folder(
     frec.uidvalidity = state.uidvalidity;
     frec.special_use = state.special_use;
     frec.durable_uidnext = state.uidnext;
+    // every MODSEQ handed out is below the fsynced floor: resume just under
+    // it, whatever sled lost (folders from before CONDSTORE have no floor)
+    frec.durable_modseq = state.highestmodseq;
+    frec.highestmodseq = frec.highestmodseq.max(state.highestmodseq.saturating_sub(1)).max(1);
     let past_disk = files.keys().next_back().map_or(1, |u| u.saturating_add(1));
     let uidnext = frec.uidnext.max(state.uidnext).max(past_disk);
     if uidnext != frec.uidnext && indexed.is_some() {
@@ -132,6 +139,9 @@ fn folder(
 
     let mut batch = sled::Batch::default();
     let mut indexed_uids = HashSet::new();
+    // messages without a MODSEQ (re-indexed, or indexed before CONDSTORE)
+    // get one above everything the folder has handed out
+    let mut unversioned = Vec::new();
     for r in tree.scan_prefix(index::message_prefix(user, fid)) {
         let (k, v) = r?;
         let Some(uid) = index::uid_of(&k) else { continue };
@@ -139,11 +149,16 @@ fn folder(
             (None, _) => {
                 tracing::warn!(user, folder = %frec.name, uid, "dropped a mailbox index entry whose file is gone");
                 batch.remove(k);
+                batch.remove(index::parse_key(user, fid, uid));
                 rec.dropped.push((user.to_string(), frec.name.clone(), uid));
             }
             (Some(&(size, _)), Ok(mut m)) => {
                 indexed_uids.insert(uid);
-                if m.size != size {
+                frec.highestmodseq = frec.highestmodseq.max(m.modseq);
+                if m.modseq == 0 {
+                    m.size = size;
+                    unversioned.push((k.to_vec(), m));
+                } else if m.size != size {
                     m.size = size;
                     batch.insert(k, index::encode(&m));
                 }
@@ -155,10 +170,23 @@ fn folder(
         if indexed_uids.contains(&uid) {
             continue;
         }
-        let m = MessageRecord { date, size, flags: Default::default() };
-        batch.insert(index::message_key(user, fid, uid), index::encode(&m));
+        let m = MessageRecord { date, size, flags: Default::default(), modseq: 0 };
+        unversioned.push((index::message_key(user, fid, uid), m));
+        // parsed as a delivery would have (unreadable now: parsed on first use)
+        if let Ok(bytes) = fs::read(dir.join(disk::message_name(uid))) {
+            batch.insert(index::parse_key(user, fid, uid), index::encode(&super::parse::parse(&bytes)));
+        }
         tracing::warn!(user, folder = %frec.name, uid, "re-indexed a message found on disk but not in the index");
         rec.reindexed.push((user.to_string(), frec.name.clone(), uid));
+    }
+    if !unversioned.is_empty() {
+        // one new MODSEQ for all of them; the floor (if any) stays ahead
+        // because the next change by the store moves it first
+        frec.highestmodseq += 1;
+        for (k, mut m) in unversioned {
+            m.modseq = frec.highestmodseq;
+            batch.insert(k, index::encode(&m));
+        }
     }
     batch.insert(fkey, index::encode(&frec));
     tree.apply_batch(batch)?;
@@ -177,6 +205,20 @@ fn drop_orphans(tree: &sled::Tree, seen: &HashSet<(String, u32)>, rec: &mut Reco
                 tracing::warn!(folder = ?other, "dropped a mailbox folder whose directory is gone");
                 batch.remove(k);
             }
+        }
+    }
+    // a parse whose message record is gone goes too
+    for k in tree.scan_prefix(b"p").keys() {
+        let k = k?;
+        let mut mk = k.to_vec();
+        mk[0] = b'm';
+        let folder = k.len().checked_sub(4).and_then(|end| {
+            let mut fk = k[..end].to_vec();
+            fk[0] = b'f';
+            index::parse_folder_key(&fk)
+        });
+        if !folder.is_some_and(|key| seen.contains(&key)) || !tree.contains_key(&mk)? {
+            batch.remove(k);
         }
     }
     for k in tree.scan_prefix(b"m").keys() {

@@ -13,9 +13,10 @@ use super::disk::{Disk, FolderState};
 use super::fault::{Faults, Step};
 use super::index::{self, FolderRecord, MessageRecord};
 use super::notify::{Change, ChangeKind, MaildropLock, Notifier};
+use super::parse::{self, Parsed};
 use super::{
     canonical_folder, Appended, FlagChange, Flags, FolderInfo, MailboxError, MessageInfo, Recovery, SpecialUse,
-    DEFAULT_FOLDERS, INBOX,
+    DEFAULT_FOLDERS, DELIMITER, INBOX,
 };
 use crate::auth::Accounts;
 use crate::util::LockExt;
@@ -30,6 +31,9 @@ use tokio::sync::broadcast;
 const MAX_UID_PROBES: u32 = 1000;
 /// Longest folder name accepted, in bytes.
 const MAX_FOLDER_NAME: usize = 512;
+/// How far the fsynced MODSEQ floor runs ahead of HIGHESTMODSEQ: one
+/// `folder.json` write per this many changes to a folder.
+const MODSEQ_STEP: u64 = 1024;
 
 pub struct MailboxStore {
     tree: sled::Tree,
@@ -54,7 +58,29 @@ pub struct Listing {
     pub uidvalidity: u32,
     /// Greater than every UID listed.
     pub uidnext: u32,
+    /// At least the MODSEQ of every message listed (RFC 7162).
+    pub highestmodseq: u64,
     pub messages: Vec<MessageInfo>,
+}
+
+/// One name IMAP LIST shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListEntry {
+    pub name: String,
+    /// `\HasChildren`/`\HasNoChildren`, SPECIAL-USE, `\Noselect`.
+    pub attributes: Vec<&'static str>,
+    pub subscribed: bool,
+}
+
+/// What a conditional flag change did (RFC 7162 STORE UNCHANGEDSINCE).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FlagsStored {
+    /// Every message that exists and passed the condition: its UID, flags
+    /// and MODSEQ now (raised only if its flags changed).
+    pub updated: Vec<(u32, Flags, u64)>,
+    /// Messages left alone because their MODSEQ was above UNCHANGEDSINCE
+    /// (the MODIFIED response code), ascending.
+    pub conflicts: Vec<u32>,
 }
 
 fn user_key(user: &str) -> Result<String, MailboxError> {
@@ -63,6 +89,20 @@ fn user_key(user: &str) -> Result<String, MailboxError> {
         return Err(MailboxError::InvalidUser(user.to_string()));
     }
     Ok(k)
+}
+
+/// A folder name for the hierarchy: checked, a trailing [`DELIMITER`]
+/// dropped, no empty level, INBOX (any case) as `INBOX`, also as a parent.
+fn hierarchy_name(name: &str) -> Result<String, MailboxError> {
+    let trimmed = name.strip_suffix(DELIMITER).unwrap_or(name);
+    check_folder_name(trimmed)?;
+    if trimmed.split(DELIMITER).any(str::is_empty) {
+        return Err(MailboxError::InvalidFolderName(name.to_string(), "it has an empty level"));
+    }
+    Ok(match trimmed.split_once(DELIMITER) {
+        Some((top, rest)) => format!("{}{DELIMITER}{rest}", canonical_folder(top)),
+        None => canonical_folder(trimmed).to_string(),
+    })
 }
 
 fn check_folder_name(name: &str) -> Result<(), MailboxError> {
@@ -136,17 +176,23 @@ impl MailboxStore {
         flags: &Flags,
     ) -> Result<Appended, MailboxError> {
         let user = user_key(user)?;
+        // parsed once, here, before the writer lock
+        let parsed = index::encode(&parse::parse(message));
         let lock = self.writer(&user);
         let _held = lock.lock_or_recover();
         let mut f = self.folder_locked(&user, folder)?;
         let dir = self.disk.folder_dir(&user, f.fid);
         let uid = self.write_new(&dir, &f.rec, |uid| self.disk.write_message(&dir, uid, internal_date, message))?;
         f.rec.uidnext = uid + 1;
-        let rec = MessageRecord { date: internal_date, size: message.len() as u64, flags: flags.clone() };
-        let mut batch = sled::Batch::default();
-        batch.insert(index::message_key(&user, f.fid, uid), index::encode(&rec));
-        batch.insert(index::folder_key(&user, f.fid), index::encode(&f.rec));
-        if let Err(e) = self.apply(batch) {
+        let indexed = self.next_modseq(&dir, &mut f.rec).and_then(|modseq| {
+            let rec = MessageRecord { date: internal_date, size: message.len() as u64, flags: flags.clone(), modseq };
+            let mut batch = sled::Batch::default();
+            batch.insert(index::message_key(&user, f.fid, uid), index::encode(&rec));
+            batch.insert(index::parse_key(&user, f.fid, uid), parsed);
+            batch.insert(index::folder_key(&user, f.fid), index::encode(&f.rec));
+            self.apply(batch)
+        });
+        if let Err(e) = indexed {
             // not acknowledged: take the file back so a retry does not duplicate it
             self.disk.discard_messages(&dir, &[super::disk::message_name(uid)]);
             return Err(e);
@@ -186,7 +232,21 @@ impl MailboxStore {
             return Err(MailboxError::NoSuchFolder { user, folder: folder.to_string() });
         };
         let rec: FolderRecord = index::decode(&k, &v)?;
-        Ok(Listing { uidvalidity: rec.uidvalidity, uidnext: rec.uidnext, messages })
+        Ok(Listing { uidvalidity: rec.uidvalidity, uidnext: rec.uidnext, highestmodseq: rec.highestmodseq, messages })
+    }
+
+    /// A folder's HIGHESTMODSEQ (RFC 7162; STATUS, SELECT).
+    pub fn highestmodseq(&self, user: &str, folder: &str) -> Result<u64, MailboxError> {
+        let user = user_key(user)?;
+        Ok(self.find(&user, folder)?.rec.highestmodseq)
+    }
+
+    /// The messages whose MODSEQ is above `modseq` (RFC 7162 CHANGEDSINCE),
+    /// ascending by UID, in a listing like [`MailboxStore::messages`].
+    pub fn changed_since(&self, user: &str, folder: &str, modseq: u64) -> Result<Listing, MailboxError> {
+        let mut l = self.messages(user, folder)?;
+        l.messages.retain(|m| m.modseq > modseq);
+        Ok(l)
     }
 
     /// A message's bytes, exactly as stored.
@@ -206,6 +266,31 @@ impl MailboxStore {
         }
     }
 
+    /// A message's cached parse (envelope, body structure with offsets,
+    /// SEARCH fields), made when it arrived. A message indexed before the
+    /// cache existed is parsed now, and the parse kept.
+    pub fn parsed(&self, user: &str, folder: &str, uid: u32) -> Result<Parsed, MailboxError> {
+        let user = user_key(user)?;
+        let f = self.find(&user, folder)?;
+        let pk = index::parse_key(&user, f.fid, uid);
+        if let Some(v) = self.tree.get(&pk)? {
+            match index::decode(&pk, &v) {
+                Ok(p) => return Ok(p),
+                Err(e) => tracing::warn!("{e}; parsed again from the message"),
+            }
+        }
+        let parsed = parse::parse(&self.read(&user, folder, uid)?);
+        let lock = self.writer(&user);
+        let _held = lock.lock_or_recover();
+        // only for a message still there, or an expunge would leave it behind
+        if self.tree.contains_key(index::message_key(&user, f.fid, uid))? {
+            if let Err(e) = self.insert(pk, index::encode(&parsed)) {
+                tracing::warn!(user, uid, "cannot keep a message's parse: {e}");
+            }
+        }
+        Ok(parsed)
+    }
+
     /// Change the flags of some messages (IMAP STORE); returns the new
     /// flags of each message that exists.
     pub fn store_flags(
@@ -216,35 +301,67 @@ impl MailboxStore {
         change: FlagChange,
         flags: &Flags,
     ) -> Result<Vec<(u32, Flags)>, MailboxError> {
+        let stored = self.store_flags_if(user, folder, uids, change, flags, None)?;
+        Ok(stored.updated.into_iter().map(|(uid, flags, _)| (uid, flags)).collect())
+    }
+
+    /// [`MailboxStore::store_flags`] with RFC 7162's condition: with
+    /// `unchanged_since = Some(n)`, only messages whose MODSEQ is at most
+    /// `n` change; the others are reported as conflicts. Every message
+    /// whose flags change gets one new MODSEQ, above all before it.
+    pub fn store_flags_if(
+        &self,
+        user: &str,
+        folder: &str,
+        uids: &[u32],
+        change: FlagChange,
+        flags: &Flags,
+        unchanged_since: Option<u64>,
+    ) -> Result<FlagsStored, MailboxError> {
         let user = user_key(user)?;
         let lock = self.writer(&user);
         let _held = lock.lock_or_recover();
-        let f = self.folder_locked(&user, folder)?;
-        let mut batch = sled::Batch::default();
-        let mut out = Vec::new();
+        let mut f = self.folder_locked(&user, folder)?;
+        let mut uids = uids.to_vec();
+        uids.sort_unstable();
+        uids.dedup();
+        let mut out = FlagsStored::default();
         let mut changed = Vec::new();
-        for &uid in uids {
+        for uid in uids {
             let k = index::message_key(&user, f.fid, uid);
             let Some(v) = self.tree.get(&k)? else { continue };
             let mut rec: MessageRecord = index::decode(&k, &v)?;
+            if unchanged_since.is_some_and(|n| rec.modseq > n) {
+                out.conflicts.push(uid);
+                continue;
+            }
             let before = rec.flags.clone();
             match change {
                 FlagChange::Add => rec.flags.extend(flags.iter().cloned()),
                 FlagChange::Remove => rec.flags.retain(|x| !flags.contains(x)),
                 FlagChange::Replace => rec.flags = flags.clone(),
             }
+            out.updated.push((uid, rec.flags.clone(), rec.modseq));
             if rec.flags != before {
-                batch.insert(k, index::encode(&rec));
-                changed.push(uid);
+                changed.push((k, rec, out.updated.len() - 1));
             }
-            out.push((uid, rec.flags));
         }
-        if !changed.is_empty() {
-            self.apply(batch)?;
+        if changed.is_empty() {
+            return Ok(out);
         }
-        if !changed.is_empty() {
-            self.notify(&user, &f, ChangeKind::Flags(changed));
+        let dir = self.disk.folder_dir(&user, f.fid);
+        let modseq = self.next_modseq(&dir, &mut f.rec)?;
+        let mut batch = sled::Batch::default();
+        let mut uids = Vec::with_capacity(changed.len());
+        for (k, mut rec, i) in changed {
+            out.updated[i].2 = modseq;
+            uids.push(out.updated[i].0);
+            rec.modseq = modseq;
+            batch.insert(k, index::encode(&rec));
         }
+        batch.insert(index::folder_key(&user, f.fid), index::encode(&f.rec));
+        self.apply(batch)?;
+        self.notify(&user, &f, ChangeKind::Flags(uids));
         Ok(out)
     }
 
@@ -254,6 +371,12 @@ impl MailboxStore {
         let user = user_key(user)?;
         let lock = self.writer(&user);
         let _held = lock.lock_or_recover();
+        self.expunge_locked(&user, folder, uids)
+    }
+
+    /// [`MailboxStore::expunge`] under the user's writer lock.
+    fn expunge_locked(&self, user: &str, folder: &str, uids: &[u32]) -> Result<Vec<u32>, MailboxError> {
+        let user = user.to_string();
         let mut f = self.folder_locked(&user, folder)?;
         let mut gone = uids.to_vec();
         gone.sort_unstable();
@@ -273,6 +396,8 @@ impl MailboxStore {
             self.disk.write_state(&dir, &state_of(&f.rec)).map_err(|e| MailboxError::io(&dir, e))?;
             f.rec.durable_uidnext = f.rec.uidnext;
         }
+        // an expunge is a change a CONDSTORE client must be able to notice
+        self.next_modseq(&dir, &mut f.rec)?;
         let names: Vec<String> = gone.iter().map(|&u| super::disk::message_name(u)).collect();
         let removed = self.disk.remove_messages(&dir, &names);
         let gone = match &removed {
@@ -285,6 +410,7 @@ impl MailboxStore {
             let mut batch = sled::Batch::default();
             for &uid in &gone {
                 batch.remove(index::message_key(&user, f.fid, uid));
+                batch.remove(index::parse_key(&user, f.fid, uid));
             }
             batch.insert(index::folder_key(&user, f.fid), index::encode(&f.rec));
             self.apply(batch)?;
@@ -303,6 +429,42 @@ impl MailboxStore {
         let user = user_key(user)?;
         let lock = self.writer(&user);
         let _held = lock.lock_or_recover();
+        self.copy_locked(&user, from, uids, to)
+    }
+
+    /// Move messages to another folder (RFC 6851 MOVE): a copy, then an
+    /// expunge of what was copied, both under the user's writer lock so no
+    /// other writer sees the messages in both folders or in neither.
+    /// Returns what [`MailboxStore::copy`] does (COPYUID). A crash between
+    /// the two leaves the messages in both folders, never in neither.
+    pub fn move_messages(
+        &self,
+        user: &str,
+        from: &str,
+        uids: &[u32],
+        to: &str,
+    ) -> Result<(u32, Vec<(u32, u32)>), MailboxError> {
+        let user = user_key(user)?;
+        let lock = self.writer(&user);
+        let _held = lock.lock_or_recover();
+        if canonical_folder(from) == canonical_folder(to) {
+            return Err(MailboxError::InvalidFolderName(to.to_string(), "it is the folder the messages are in"));
+        }
+        let (uidvalidity, pairs) = self.copy_locked(&user, from, uids, to)?;
+        let moved: Vec<u32> = pairs.iter().map(|p| p.0).collect();
+        self.expunge_locked(&user, from, &moved)?;
+        Ok((uidvalidity, pairs))
+    }
+
+    /// [`MailboxStore::copy`] under the user's writer lock.
+    fn copy_locked(
+        &self,
+        user: &str,
+        from: &str,
+        uids: &[u32],
+        to: &str,
+    ) -> Result<(u32, Vec<(u32, u32)>), MailboxError> {
+        let user = user.to_string();
         let src = self.folder_locked(&user, from)?;
         let mut dst = self.folder_locked(&user, to)?;
         let dst_dir = self.disk.folder_dir(&user, dst.fid);
@@ -325,8 +487,13 @@ impl MailboxStore {
                     Err(e) => return Err(e),
                 };
                 dst.rec.uidnext = new + 1;
-                batch.insert(index::message_key(&user, dst.fid, new), index::encode(&rec));
                 pairs.push((uid, new));
+                let mut rec = rec;
+                rec.modseq = self.next_modseq(&dst_dir, &mut dst.rec)?;
+                batch.insert(index::message_key(&user, dst.fid, new), index::encode(&rec));
+                if let Some(p) = self.tree.get(index::parse_key(&user, src.fid, uid))? {
+                    batch.insert(index::parse_key(&user, dst.fid, new), p);
+                }
             }
             if pairs.is_empty() {
                 return Ok(());
@@ -348,40 +515,112 @@ impl MailboxStore {
         Ok((dst.rec.uidvalidity, pairs))
     }
 
-    /// A new, empty folder with a fresh UIDVALIDITY (IMAP CREATE). The
-    /// store takes names as given; hierarchy is the protocol's business.
+    /// A new, empty folder with a fresh UIDVALIDITY (IMAP CREATE). Names
+    /// are a hierarchy with [`DELIMITER`] (`a/b/c`); a missing parent is
+    /// not made, it is listed as `\Noselect` by [`MailboxStore::list`]
+    /// while it has children (RFC 3501 §6.3.3 lets it be a name only). A
+    /// trailing delimiter is dropped.
     pub fn create_folder(&self, user: &str, name: &str) -> Result<FolderInfo, MailboxError> {
         let user = user_key(user)?;
-        check_folder_name(name)?;
-        let name = canonical_folder(name);
+        let name = hierarchy_name(name)?;
         let lock = self.writer(&user);
         let _held = lock.lock_or_recover();
         self.ensure_defaults(&user)?;
-        if self.lookup(&user, name)?.is_some() {
-            return Err(MailboxError::FolderExists { user, folder: name.to_string() });
+        if self.lookup(&user, &name)?.is_some() {
+            return Err(MailboxError::FolderExists { user, folder: name });
         }
-        let f = self.new_folder(&user, name, None)?;
+        let f = self.new_folder(&user, &name, None)?;
         self.notify(&user, &f, ChangeKind::Folders);
         self.info(&user, &f)
     }
 
-    /// Rename a folder, keeping its UIDVALIDITY and messages. INBOX cannot
-    /// be renamed here (IMAP's RENAME INBOX moves its messages instead).
+    /// What IMAP LIST shows: every folder with its attributes
+    /// ([`FolderInfo::attributes`]), and every missing parent of one as a
+    /// name with `\Noselect \HasChildren`, just before its first child.
+    pub fn list(&self, user: &str) -> Result<Vec<ListEntry>, MailboxError> {
+        let folders = self.folders(user)?;
+        let real: std::collections::HashSet<&str> = folders.iter().map(|f| f.name.as_str()).collect();
+        let mut listed = std::collections::HashSet::new();
+        let mut out = Vec::with_capacity(folders.len());
+        for f in &folders {
+            for (i, _) in f.name.match_indices(DELIMITER) {
+                let parent = &f.name[..i];
+                if !real.contains(parent) && listed.insert(parent.to_string()) {
+                    out.push(ListEntry {
+                        name: parent.to_string(),
+                        attributes: vec!["\\Noselect", "\\HasChildren"],
+                        subscribed: false,
+                    });
+                }
+            }
+            out.push(ListEntry { name: f.name.clone(), attributes: f.attributes(), subscribed: f.subscribed });
+        }
+        Ok(out)
+    }
+
+    /// Rename a folder and every folder under it (RFC 3501 §6.3.5), keeping
+    /// their UIDVALIDITY and messages. Not INBOX: IMAP's RENAME INBOX is [`MailboxStore::rename_inbox`].
+    /// Each folder is renamed durably in turn: a failure part-way leaves
+    /// the ones done renamed, and the error says which one failed.
     pub fn rename_folder(&self, user: &str, from: &str, to: &str) -> Result<(), MailboxError> {
+        if canonical_folder(from) == INBOX {
+            return Err(MailboxError::InvalidFolderName(
+                INBOX.into(),
+                "INBOX cannot be renamed, only emptied into another folder",
+            ));
+        }
+        self.rename(user, from, to)
+    }
+
+    /// RENAME INBOX (RFC 3501 §6.3.5): a new folder `to` gets all of
+    /// INBOX's messages (as a MOVE would), INBOX stays, empty, and its
+    /// children stay where they are.
+    pub fn rename_inbox(&self, user: &str, to: &str) -> Result<(), MailboxError> {
+        self.rename(user, INBOX, to)
+    }
+
+    fn rename(&self, user: &str, from: &str, to: &str) -> Result<(), MailboxError> {
         let user = user_key(user)?;
-        check_folder_name(to)?;
-        let (from, to) = (canonical_folder(from), canonical_folder(to));
-        if from == INBOX || to == INBOX {
-            return Err(MailboxError::InvalidFolderName(INBOX.into(), "INBOX cannot be renamed or replaced"));
+        let to = hierarchy_name(to)?;
+        let from = canonical_folder(from).to_string();
+        if to == INBOX {
+            return Err(MailboxError::InvalidFolderName(INBOX.into(), "INBOX cannot be replaced"));
+        }
+        if from != INBOX && to.starts_with(&format!("{from}{DELIMITER}")) {
+            return Err(MailboxError::InvalidFolderName(to, "it is under the folder being renamed"));
         }
         let lock = self.writer(&user);
         let _held = lock.lock_or_recover();
-        let mut f = self.folder_locked(&user, from)?;
-        if self.lookup(&user, to)?.is_some() {
-            return Err(MailboxError::FolderExists { user, folder: to.to_string() });
+        let f = self.folder_locked(&user, &from)?;
+        if self.lookup(&user, &to)?.is_some() {
+            return Err(MailboxError::FolderExists { user, folder: to });
         }
+        if from == INBOX {
+            let new = self.new_folder(&user, &to, None)?;
+            self.notify(&user, &new, ChangeKind::Folders);
+            let uids: Vec<u32> = self.message_infos(&user, f.fid)?.iter().map(|m| m.uid).collect();
+            let (_, pairs) = self.copy_locked(&user, INBOX, &uids, &to)?;
+            let moved: Vec<u32> = pairs.iter().map(|p| p.0).collect();
+            self.expunge_locked(&user, INBOX, &moved)?;
+            return Ok(());
+        }
+        let prefix = format!("{from}{DELIMITER}");
+        let children: Vec<Folder> =
+            self.folder_records(&user)?.into_iter().filter(|c| c.rec.name.starts_with(&prefix)).collect();
+        self.rename_one(&user, f, to.clone())?;
+        for c in children {
+            let new = format!("{to}{}", &c.rec.name[from.len()..]);
+            self.rename_one(&user, c, new)?;
+        }
+        Ok(())
+    }
+
+    /// Give one folder a new name: `folder.json` first (the disk decides
+    /// names at the next start), then the index. Hold the writer lock.
+    fn rename_one(&self, user: &str, mut f: Folder, to: String) -> Result<(), MailboxError> {
+        let user = user.to_string();
         let old = Folder { fid: f.fid, rec: f.rec.clone() };
-        f.rec.name = to.to_string();
+        f.rec.name = to;
         let dir = self.disk.folder_dir(&user, f.fid);
         self.disk.write_state(&dir, &state_of(&f.rec)).map_err(|e| MailboxError::io(&dir, e))?;
         f.rec.durable_uidnext = f.rec.uidnext;
@@ -398,6 +637,8 @@ impl MailboxStore {
     }
 
     /// Delete a folder and every message in it (IMAP DELETE). Not INBOX.
+    /// Its children stay; while there are any, [`MailboxStore::list`] shows
+    /// the name as `\Noselect` (RFC 3501 §6.3.4).
     pub fn delete_folder(&self, user: &str, name: &str) -> Result<(), MailboxError> {
         let user = user_key(user)?;
         let name = canonical_folder(name);
@@ -417,6 +658,9 @@ impl MailboxStore {
         let mut batch = sled::Batch::default();
         batch.remove(index::folder_key(&user, f.fid));
         for k in self.tree.scan_prefix(index::message_prefix(&user, f.fid)).keys() {
+            batch.remove(k?);
+        }
+        for k in self.tree.scan_prefix(index::parse_prefix(&user, f.fid)).keys() {
             batch.remove(k?);
         }
         self.apply(batch)?;
@@ -475,6 +719,23 @@ impl MailboxStore {
 
     fn notify(&self, user: &str, f: &Folder, kind: ChangeKind) {
         self.notifier.send(user, Change { folder: f.rec.name.clone(), uidvalidity: f.rec.uidvalidity, kind });
+    }
+
+    /// The next MODSEQ of a folder (HIGHESTMODSEQ raised in `rec`, which
+    /// the caller writes to the index). When it reaches the fsynced floor,
+    /// the floor moves [`MODSEQ_STEP`] ahead first (with the UIDNEXT floor),
+    /// so no MODSEQ is handed out twice even if sled loses its last writes.
+    fn next_modseq(&self, dir: &Path, rec: &mut FolderRecord) -> Result<u64, MailboxError> {
+        let next = rec.highestmodseq.max(1) + 1;
+        if next >= rec.durable_modseq {
+            let mut raised = rec.clone();
+            raised.durable_modseq = next + MODSEQ_STEP;
+            self.disk.write_state(dir, &state_of(&raised)).map_err(|e| MailboxError::io(dir, e))?;
+            rec.durable_modseq = raised.durable_modseq;
+            rec.durable_uidnext = rec.uidnext;
+        }
+        rec.highestmodseq = next;
+        Ok(next)
     }
 
     /// Put a new file at the first free UID from UIDNEXT on, with `put`.
@@ -593,6 +854,8 @@ impl MailboxStore {
             durable_uidnext: 1,
             special_use,
             subscribed: true,
+            highestmodseq: 1,
+            durable_modseq: MODSEQ_STEP,
         };
         self.disk
             .create_folder(user, fid, &state_of(&rec))
@@ -612,13 +875,21 @@ impl MailboxStore {
             let (k, v) = r?;
             let Some(uid) = index::uid_of(&k) else { continue };
             let rec: MessageRecord = index::decode(&k, &v)?;
-            out.push(MessageInfo { uid, size: rec.size, internal_date: rec.date, flags: rec.flags });
+            out.push(MessageInfo {
+                uid,
+                size: rec.size,
+                internal_date: rec.date,
+                flags: rec.flags,
+                modseq: rec.modseq,
+            });
         }
         Ok(out)
     }
 
     fn info(&self, user: &str, f: &Folder) -> Result<FolderInfo, MailboxError> {
         let msgs = self.message_infos(user, f.fid)?;
+        let prefix = format!("{}{DELIMITER}", f.rec.name);
+        let has_children = self.folder_records(user)?.iter().any(|c| c.rec.name.starts_with(&prefix));
         Ok(FolderInfo {
             name: f.rec.name.clone(),
             special_use: f.rec.special_use,
@@ -627,6 +898,7 @@ impl MailboxStore {
             messages: msgs.len() as u32,
             unseen: msgs.iter().filter(|m| !m.flags.contains(&super::Flag::Seen)).count() as u32,
             subscribed: f.rec.subscribed,
+            has_children,
         })
     }
 }
@@ -637,5 +909,6 @@ fn state_of(rec: &FolderRecord) -> FolderState {
         uidvalidity: rec.uidvalidity,
         uidnext: rec.uidnext,
         special_use: rec.special_use,
+        highestmodseq: rec.durable_modseq,
     }
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 
 const ALICE: &str = "alice@example.test";
 
-fn open(dir: &Path) -> (DataDir, MailboxStore, Recovery) {
+pub(super) fn open(dir: &Path) -> (DataDir, MailboxStore, Recovery) {
     let data = DataDir::open_when_free(dir);
     let accounts = Accounts::open(&data.db).unwrap();
     if !accounts.user_exists(ALICE) {
@@ -323,7 +323,7 @@ impl Table {
     }
 }
 
-fn open_faulty(dir: &Path) -> (DataDir, MailboxStore, Arc<Faults>) {
+pub(super) fn open_faulty(dir: &Path) -> (DataDir, MailboxStore, Arc<Faults>) {
     let data = DataDir::open_when_free(dir);
     let accounts = Accounts::open(&data.db).unwrap();
     if !accounts.user_exists(ALICE) {
