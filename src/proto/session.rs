@@ -113,10 +113,17 @@ pub trait KitReplies {
     const TOO_MANY_ERRORS: Self;
 }
 
+/// The events the skeleton makes itself, as a core's own event type has them.
+pub trait KitEvent: Sized {
+    /// An AUTH exchange's event.
+    const AUTH: fn(AuthEvent) -> Self;
+    /// The session closed at the error limit.
+    const TOO_MANY_ERRORS: Self;
+}
+
 /// The parts of a line-command core that differ between protocols.
 pub trait LineCore {
-    /// The core's events; an AUTH exchange's become one of them.
-    type Event: From<AuthEvent>;
+    type Event: KitEvent;
     type Reply: KitReplies;
     /// The longest line read at all (AUTH commands, SASL responses).
     const MAX_LINE: usize = MAX_SASL_LINE;
@@ -124,8 +131,6 @@ pub trait LineCore {
     const MAX_COMMAND: usize;
     /// How this protocol frames a SASL challenge.
     const FRAMING: Framing;
-    /// The event that says the session closed at the error limit.
-    const CLOSED_FOR_ERRORS: Self::Event;
 
     fn phase(&self) -> Phase;
     /// Queue the greeting (the first reply of a session).
@@ -182,7 +187,7 @@ pub fn feed<C: LineCore>(core: &mut C, input: &mut BytesMut) -> Option<C::Event>
         }
         if core.over_error_limit() {
             core.close(&C::Reply::TOO_MANY_ERRORS);
-            return Some(C::CLOSED_FOR_ERRORS);
+            return Some(C::Event::TOO_MANY_ERRORS);
         }
         // read up to the AUTH limit; ordinary commands are held to theirs below
         let line = match core.lines().next_line(input, C::MAX_LINE)? {
@@ -238,7 +243,7 @@ fn sasl_step<C: LineCore>(core: &mut C, step: Step) -> Option<C::Event> {
     };
     core.auth().exchange = None;
     core.auth_stage(AuthStage::Verdict);
-    Some(event.into())
+    Some((C::Event::AUTH)(event))
 }
 
 #[cfg(test)]
@@ -265,10 +270,9 @@ mod tests {
         waiting: bool,
     }
 
-    impl From<AuthEvent> for String {
-        fn from(e: AuthEvent) -> String {
-            format!("{e:?}")
-        }
+    impl KitEvent for String {
+        const AUTH: fn(AuthEvent) -> String = |e| format!("{e:?}");
+        const TOO_MANY_ERRORS: String = String::new();
     }
 
     impl LineCore for Toy {
@@ -277,7 +281,6 @@ mod tests {
         const MAX_LINE: usize = 40;
         const MAX_COMMAND: usize = 12;
         const FRAMING: Framing = Framing::Continuation;
-        const CLOSED_FOR_ERRORS: String = String::new();
 
         fn phase(&self) -> Phase {
             Phase::of(self.closed, self.waiting)

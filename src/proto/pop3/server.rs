@@ -17,7 +17,7 @@
 use super::message::write_multiline;
 use super::reply::{self, Reply};
 use crate::proto::sasl::{Credentials, Framing, Mechanism};
-use crate::proto::session::{self, AuthEvent, AuthSlot, AuthStage, Before, LineCore, Phase};
+use crate::proto::session::{self, AuthEvent, AuthSlot, AuthStage, Before, KitEvent, LineCore, Phase};
 use bytes::BytesMut;
 
 /// RFC 2449 §4: a command line is at most 255 octets with its CRLF.
@@ -53,7 +53,7 @@ pub struct Entry {
     pub unique_id: String,
 }
 
-/// A decision the session needs from outside.
+/// A decision the POP3 session needs from the service.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Event {
     /// `+OK Begin TLS negotiation` is queued; flush it, drop buffered input,
@@ -77,10 +77,10 @@ pub enum Event {
     TooManyErrors,
 }
 
-impl From<AuthEvent> for Event {
-    fn from(e: AuthEvent) -> Event {
-        Event::Auth(e)
-    }
+/// The events the skeleton (`proto::session`) makes itself.
+impl KitEvent for Event {
+    const AUTH: fn(AuthEvent) -> Event = Event::Auth;
+    const TOO_MANY_ERRORS: Event = Event::TooManyErrors;
 }
 
 #[derive(Debug)]
@@ -129,7 +129,6 @@ impl LineCore for ServerSession {
     type Reply = Reply;
     const MAX_COMMAND: usize = MAX_COMMAND_LINE;
     const FRAMING: Framing = Framing::Continuation;
-    const CLOSED_FOR_ERRORS: Event = Event::TooManyErrors;
 
     fn phase(&self) -> Phase {
         Phase::of(matches!(self.state, State::Closed), matches!(self.state, State::Waiting(_)))

@@ -17,7 +17,7 @@ use super::command::{self, Command};
 use super::data::{count_received, DataEnd, DataReader};
 use super::reply::{self, Reply};
 use crate::proto::sasl::Framing;
-use crate::proto::session::{self, AuthEvent, AuthSlot, AuthStage, Before, LineCore, Phase};
+use crate::proto::session::{self, AuthEvent, AuthSlot, AuthStage, Before, KitEvent, LineCore, Phase};
 use bytes::BytesMut;
 
 /// RFC 5321 §4.5.3.1.4: a command line is at most 512 octets with its CRLF.
@@ -70,7 +70,7 @@ pub struct MailParams {
     pub smtputf8: bool,
 }
 
-/// A decision the session needs from outside.
+/// A decision the SMTP session needs from the service.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Event {
     /// The 220 is queued; flush it, drop buffered input, start TLS, then
@@ -92,10 +92,10 @@ pub enum Event {
     TooManyErrors,
 }
 
-impl From<AuthEvent> for Event {
-    fn from(e: AuthEvent) -> Event {
-        Event::Auth(e)
-    }
+/// The events the skeleton (`proto::session`) makes itself.
+impl KitEvent for Event {
+    const AUTH: fn(AuthEvent) -> Event = Event::Auth;
+    const TOO_MANY_ERRORS: Event = Event::TooManyErrors;
 }
 
 /// The transaction under way: it lives in the states of a transaction
@@ -534,7 +534,6 @@ impl LineCore for ServerSession {
     type Reply = Reply;
     const MAX_COMMAND: usize = MAX_COMMAND_LINE;
     const FRAMING: Framing = Framing::Smtp;
-    const CLOSED_FOR_ERRORS: Event = Event::TooManyErrors;
 
     fn phase(&self) -> Phase {
         Phase::of(matches!(self.state, State::Closed), matches!(self.state, State::Waiting(_)))
