@@ -9,7 +9,7 @@
 use crate::auth::login::{Gate, Login};
 use crate::config::VirtualServer;
 use crate::net::{ConnInfo, Next};
-use crate::proto::session::LineCore;
+use crate::proto::session::{LineCore, ReplyOf};
 use crate::tls::TlsInfo;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -60,7 +60,7 @@ impl Conn {
     }
 
     /// Say `reply` and close (idle timeout, shutdown).
-    pub fn close<C: LineCore>(core: &mut C, reply: &C::Reply, out: &mut Vec<u8>) {
+    pub fn close<C: LineCore>(core: &mut C, reply: &ReplyOf<C>, out: &mut Vec<u8>) {
         core.close(reply);
         core.take_output(out);
     }

@@ -113,18 +113,37 @@ pub trait KitReplies {
     const TOO_MANY_ERRORS: Self;
 }
 
-/// The events the skeleton makes itself, as a core's own event type has them.
+/// The events the skeleton makes itself, as a core's own event type has
+/// them, and the core's reply type (the two go together). A core whose
+/// event enum has `Auth(AuthEvent)` and `TooManyErrors` says so with
+/// [`kit_event!`].
 pub trait KitEvent: Sized {
+    type Reply: KitReplies;
     /// An AUTH exchange's event.
     const AUTH: fn(AuthEvent) -> Self;
     /// The session closed at the error limit.
     const TOO_MANY_ERRORS: Self;
 }
 
+/// A core's reply type, through its events.
+pub type ReplyOf<C> = <<C as LineCore>::Event as KitEvent>::Reply;
+
+/// `kit_event!(Event, Reply)`: [`KitEvent`] for a core's event enum whose
+/// `Auth(AuthEvent)` and `TooManyErrors` carry the skeleton's events.
+macro_rules! kit_event {
+    ($event:ident, $reply:ty) => {
+        impl $crate::proto::session::KitEvent for $event {
+            type Reply = $reply;
+            const AUTH: fn($crate::proto::session::AuthEvent) -> $event = $event::Auth;
+            const TOO_MANY_ERRORS: $event = $event::TooManyErrors;
+        }
+    };
+}
+pub(crate) use kit_event;
+
 /// The parts of a line-command core that differ between protocols.
 pub trait LineCore {
     type Event: KitEvent;
-    type Reply: KitReplies;
     /// The longest line read at all (AUTH commands, SASL responses).
     const MAX_LINE: usize = MAX_SASL_LINE;
     /// The longest command line, CRLF included, unless [`LineCore::long_allowed`].
@@ -158,7 +177,7 @@ pub trait LineCore {
     fn output(&mut self) -> &mut Vec<u8>;
     fn over_error_limit(&self) -> bool;
     /// Queue this reply and close.
-    fn close(&mut self, r: &Self::Reply);
+    fn close(&mut self, r: &ReplyOf<Self>);
     /// Answer a line longer than the limit (it counts as an error).
     fn line_too_long(&mut self);
     /// Whether this command may be longer than `MAX_COMMAND` (AUTH, PASS).
@@ -166,7 +185,7 @@ pub trait LineCore {
     fn command(&mut self, line: &[u8]) -> Option<Self::Event>;
     fn auth(&mut self) -> &mut AuthSlot<Self::Event>;
     /// Follow the exchange in the core's own state.
-    fn auth_stage(&mut self, stage: AuthStage<'_, Self::Reply>);
+    fn auth_stage(&mut self, stage: AuthStage<'_, ReplyOf<Self>>);
 }
 
 /// Process input until an event needs a decision or more input is needed.
@@ -186,7 +205,7 @@ pub fn feed<C: LineCore>(core: &mut C, input: &mut BytesMut) -> Option<C::Event>
             Before::ReadLine => {}
         }
         if core.over_error_limit() {
-            core.close(&C::Reply::TOO_MANY_ERRORS);
+            core.close(&ReplyOf::<C>::TOO_MANY_ERRORS);
             return Some(C::Event::TOO_MANY_ERRORS);
         }
         // read up to the AUTH limit; ordinary commands are held to theirs below
@@ -214,7 +233,7 @@ pub fn feed<C: LineCore>(core: &mut C, input: &mut BytesMut) -> Option<C::Event>
 
 /// The service's answer to [`AuthEvent::Start`]: `Ok(())` once it took the
 /// throttle slot, starting the exchange; `Err(reply)` refuses it.
-pub fn auth_begin<C: LineCore>(core: &mut C, slot: Result<(), C::Reply>) {
+pub fn auth_begin<C: LineCore>(core: &mut C, slot: Result<(), ReplyOf<C>>) {
     let Some((mechanism, initial)) = core.auth().start.take() else { return };
     if let Err(refusal) = slot {
         return core.auth_stage(AuthStage::Over(&refusal));
@@ -235,7 +254,7 @@ fn sasl_step<C: LineCore>(core: &mut C, step: Step) -> Option<C::Event> {
         Step::Done(credentials) => AuthEvent::Credentials(credentials),
         Step::Failed(why @ (SaslFailure::Cancelled | SaslFailure::BadBase64)) => {
             core.auth().exchange = None;
-            let r = if why == SaslFailure::Cancelled { C::Reply::CANCELLED } else { C::Reply::BAD_BASE64 };
+            let r = if why == SaslFailure::Cancelled { ReplyOf::<C>::CANCELLED } else { ReplyOf::<C>::BAD_BASE64 };
             core.auth_stage(AuthStage::Over(&r));
             return None;
         }
@@ -251,7 +270,7 @@ mod tests {
     use super::*;
 
     #[derive(Debug, PartialEq, Eq)]
-    struct Words(&'static str);
+    pub struct Words(&'static str);
 
     impl KitReplies for Words {
         const CANCELLED: Words = Words("E cancelled");
@@ -271,13 +290,13 @@ mod tests {
     }
 
     impl KitEvent for String {
+        type Reply = Words;
         const AUTH: fn(AuthEvent) -> String = |e| format!("{e:?}");
         const TOO_MANY_ERRORS: String = String::new();
     }
 
     impl LineCore for Toy {
         type Event = String;
-        type Reply = Words;
         const MAX_LINE: usize = 40;
         const MAX_COMMAND: usize = 12;
         const FRAMING: Framing = Framing::Continuation;

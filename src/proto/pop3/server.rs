@@ -17,7 +17,7 @@
 use super::message::write_multiline;
 use super::reply::{self, Reply};
 use crate::proto::sasl::{Credentials, Framing, Mechanism};
-use crate::proto::session::{self, AuthEvent, AuthSlot, AuthStage, Before, KitEvent, LineCore, Phase};
+use crate::proto::session::{self, AuthEvent, AuthSlot, AuthStage, Before, LineCore, Phase};
 use bytes::BytesMut;
 
 /// RFC 2449 §4: a command line is at most 255 octets with its CRLF.
@@ -53,6 +53,8 @@ pub struct Entry {
     pub unique_id: String,
 }
 
+session::kit_event!(Event, Reply);
+
 /// A decision the POP3 session needs from the service.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Event {
@@ -75,12 +77,6 @@ pub enum Event {
     Quit,
     /// The error limit was reached; the `-ERR` is queued. Close after flushing.
     TooManyErrors,
-}
-
-/// The events the skeleton (`proto::session`) makes itself.
-impl KitEvent for Event {
-    const AUTH: fn(AuthEvent) -> Event = Event::Auth;
-    const TOO_MANY_ERRORS: Event = Event::TooManyErrors;
 }
 
 #[derive(Debug)]
@@ -109,11 +105,13 @@ enum Pending {
     Update,
 }
 
+/// The server side of one POP3 connection (RFC 1939, RFC 2449, RFC 5034).
 #[derive(Debug)]
 pub struct ServerSession {
     settings: Settings,
     state: State,
     out: Vec<u8>,
+    /// TLS is up (implicit, or after STLS): credentials may be sent.
     tls: bool,
     user: Option<String>,
     maildrop: Vec<Entry>,
@@ -126,15 +124,14 @@ pub struct ServerSession {
 
 impl LineCore for ServerSession {
     type Event = Event;
-    type Reply = Reply;
     const MAX_COMMAND: usize = MAX_COMMAND_LINE;
     const FRAMING: Framing = Framing::Continuation;
 
-    fn phase(&self) -> Phase {
-        Phase::of(matches!(self.state, State::Closed), matches!(self.state, State::Waiting(_)))
-    }
     fn greeting(&mut self) {
         Reply::ok_owned(format!("{} POP3 server ready", self.settings.hostname)).write(&mut self.out);
+    }
+    fn phase(&self) -> Phase {
+        Phase::of(matches!(self.state, State::Closed), matches!(self.state, State::Waiting(_)))
     }
     fn auth_in_progress(&self) -> bool {
         matches!(self.state, State::Sasl | State::Waiting(Pending::Login | Pending::AuthStart))

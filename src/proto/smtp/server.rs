@@ -17,7 +17,7 @@ use super::command::{self, Command};
 use super::data::{count_received, DataEnd, DataReader};
 use super::reply::{self, Reply};
 use crate::proto::sasl::Framing;
-use crate::proto::session::{self, AuthEvent, AuthSlot, AuthStage, Before, KitEvent, LineCore, Phase};
+use crate::proto::session::{self, AuthEvent, AuthSlot, AuthStage, Before, LineCore, Phase};
 use bytes::BytesMut;
 
 /// RFC 5321 §4.5.3.1.4: a command line is at most 512 octets with its CRLF.
@@ -70,6 +70,8 @@ pub struct MailParams {
     pub smtputf8: bool,
 }
 
+session::kit_event!(Event, Reply);
+
 /// A decision the SMTP session needs from the service.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Event {
@@ -90,12 +92,6 @@ pub enum Event {
     Quit,
     /// The error limit was reached; the 421 is queued. Close after flushing.
     TooManyErrors,
-}
-
-/// The events the skeleton (`proto::session`) makes itself.
-impl KitEvent for Event {
-    const AUTH: fn(AuthEvent) -> Event = Event::Auth;
-    const TOO_MANY_ERRORS: Event = Event::TooManyErrors;
 }
 
 /// The transaction under way: it lives in the states of a transaction
@@ -134,11 +130,14 @@ enum Pending {
     Auth,
 }
 
+/// The server side of one SMTP connection (RFC 5321 with the extensions of
+/// its EHLO reply).
 #[derive(Debug)]
 pub struct ServerSession {
     settings: Settings,
     state: State,
     out: Vec<u8>,
+    /// TLS is up (implicit, or after STARTTLS): AUTH may be offered.
     tls: bool,
     helo: Option<String>,
     esmtp: bool,
@@ -531,16 +530,15 @@ impl ServerSession {
 
 impl LineCore for ServerSession {
     type Event = Event;
-    type Reply = Reply;
     const MAX_COMMAND: usize = MAX_COMMAND_LINE;
     const FRAMING: Framing = Framing::Smtp;
 
-    fn phase(&self) -> Phase {
-        Phase::of(matches!(self.state, State::Closed), matches!(self.state, State::Waiting(_)))
-    }
     fn greeting(&mut self) {
         let text = format!("{} ESMTP", self.settings.hostname);
         Reply::owned(220, "", text).write(&mut self.out);
+    }
+    fn phase(&self) -> Phase {
+        Phase::of(matches!(self.state, State::Closed), matches!(self.state, State::Waiting(_)))
     }
     fn auth_in_progress(&self) -> bool {
         matches!(self.state, State::Sasl | State::Waiting(Pending::Auth | Pending::AuthStart))
