@@ -125,6 +125,32 @@ pub trait KitEvent: Sized {
     const TOO_MANY_ERRORS: Self;
 }
 
+/// What every line core keeps the same way: the replies not yet taken,
+/// the line framing (it remembers an overlong line being discarded), the
+/// errors so far, the AUTH slot, and whether TLS is up (implicit, or after
+/// the protocol's STARTTLS): what may be offered and sent depends on it.
+#[derive(Debug)]
+pub struct Common<E> {
+    pub out: Vec<u8>,
+    pub tls: bool,
+    pub lines: LineReader,
+    pub errors: u32,
+    pub auth: AuthSlot<E>,
+}
+
+impl<E> Default for Common<E> {
+    fn default() -> Self {
+        // room for a few reply lines before the first grows it
+        Common {
+            out: Vec::with_capacity(512),
+            tls: false,
+            lines: LineReader::default(),
+            errors: 0,
+            auth: AuthSlot::default(),
+        }
+    }
+}
+
 /// A core's reply type, through its events.
 pub type ReplyOf<C> = <<C as LineCore>::Event as KitEvent>::Reply;
 
@@ -164,7 +190,7 @@ pub trait LineCore {
     }
     /// Move the replies queued so far to `into`.
     fn take_output(&mut self, into: &mut Vec<u8>) {
-        into.append(self.output());
+        into.append(&mut self.common().out);
     }
     fn is_closed(&self) -> bool {
         self.phase() == Phase::Closed
@@ -173,8 +199,8 @@ pub trait LineCore {
     fn before_line(&mut self, _input: &mut BytesMut) -> Before<Self::Event> {
         Before::ReadLine
     }
-    fn lines(&mut self) -> &mut LineReader;
-    fn output(&mut self) -> &mut Vec<u8>;
+    /// The state every core keeps the same way.
+    fn common(&mut self) -> &mut Common<Self::Event>;
     fn over_error_limit(&self) -> bool;
     /// Queue this reply and close.
     fn close(&mut self, r: &ReplyOf<Self>);
@@ -183,7 +209,6 @@ pub trait LineCore {
     /// Whether this command may be longer than `MAX_COMMAND` (AUTH, PASS).
     fn long_allowed(line: &[u8]) -> bool;
     fn command(&mut self, line: &[u8]) -> Option<Self::Event>;
-    fn auth(&mut self) -> &mut AuthSlot<Self::Event>;
     /// Follow the exchange in the core's own state.
     fn auth_stage(&mut self, stage: AuthStage<'_, ReplyOf<Self>>);
 }
@@ -196,7 +221,7 @@ pub fn feed<C: LineCore>(core: &mut C, input: &mut BytesMut) -> Option<C::Event>
                 input.clear();
                 return None;
             }
-            Phase::Waiting => return core.auth().ready(),
+            Phase::Waiting => return core.common().auth.ready(),
             Phase::Open => {}
         }
         match core.before_line(input) {
@@ -209,14 +234,14 @@ pub fn feed<C: LineCore>(core: &mut C, input: &mut BytesMut) -> Option<C::Event>
             return Some(C::Event::TOO_MANY_ERRORS);
         }
         // read up to the AUTH limit; ordinary commands are held to theirs below
-        let line = match core.lines().next_line(input, C::MAX_LINE)? {
+        let line = match core.common().lines.next_line(input, C::MAX_LINE)? {
             Ok(line) => line,
             Err(LineTooLong) => {
                 core.line_too_long();
                 continue;
             }
         };
-        let event = if let Some(exchange) = core.auth().exchange.as_mut() {
+        let event = if let Some(exchange) = core.common().auth.exchange.as_mut() {
             let step = exchange.respond(&line);
             sasl_step(core, step)
         } else if line.len() + 2 > C::MAX_COMMAND && !C::long_allowed(&line) {
@@ -234,33 +259,33 @@ pub fn feed<C: LineCore>(core: &mut C, input: &mut BytesMut) -> Option<C::Event>
 /// The service's answer to [`AuthEvent::Start`]: `Ok(())` once it took the
 /// throttle slot, starting the exchange; `Err(reply)` refuses it.
 pub fn auth_begin<C: LineCore>(core: &mut C, slot: Result<(), ReplyOf<C>>) {
-    let Some((mechanism, initial)) = core.auth().start.take() else { return };
+    let Some((mechanism, initial)) = core.common().auth.start.take() else { return };
     if let Err(refusal) = slot {
         return core.auth_stage(AuthStage::Over(&refusal));
     }
     core.auth_stage(AuthStage::Exchange);
     let (exchange, step) = Exchange::start(mechanism, initial.as_deref(), C::FRAMING);
-    core.auth().exchange = Some(exchange);
+    core.common().auth.exchange = Some(exchange);
     let event = sasl_step(core, step);
-    core.auth().ready = event;
+    core.common().auth.ready = event;
 }
 
 fn sasl_step<C: LineCore>(core: &mut C, step: Step) -> Option<C::Event> {
     let event = match step {
         Step::Challenge(line) => {
-            core.output().extend_from_slice(&line);
+            core.common().out.extend_from_slice(&line);
             return None;
         }
         Step::Done(credentials) => AuthEvent::Credentials(credentials),
         Step::Failed(why @ (SaslFailure::Cancelled | SaslFailure::BadBase64)) => {
-            core.auth().exchange = None;
+            core.common().auth.exchange = None;
             let r = if why == SaslFailure::Cancelled { ReplyOf::<C>::CANCELLED } else { ReplyOf::<C>::BAD_BASE64 };
             core.auth_stage(AuthStage::Over(&r));
             return None;
         }
         Step::Failed(why) => AuthEvent::Failed(why),
     };
-    core.auth().exchange = None;
+    core.common().auth.exchange = None;
     core.auth_stage(AuthStage::Verdict);
     Some((C::Event::AUTH)(event))
 }
@@ -281,10 +306,7 @@ mod tests {
     /// A toy core: commands echo, `AUTH` starts PLAIN, errors are `E` lines.
     #[derive(Default)]
     struct Toy {
-        out: Vec<u8>,
-        lines: LineReader,
-        auth: AuthSlot<String>,
-        errors: u32,
+        kit: Common<String>,
         closed: bool,
         waiting: bool,
     }
@@ -306,24 +328,21 @@ mod tests {
         }
         fn greeting(&mut self) {}
         fn auth_in_progress(&self) -> bool {
-            self.auth.exchange.is_some()
+            self.kit.auth.exchange.is_some()
         }
-        fn lines(&mut self) -> &mut LineReader {
-            &mut self.lines
-        }
-        fn output(&mut self) -> &mut Vec<u8> {
-            &mut self.out
+        fn common(&mut self) -> &mut Common<String> {
+            &mut self.kit
         }
         fn over_error_limit(&self) -> bool {
-            self.errors >= 3
+            self.kit.errors >= 3
         }
         fn close(&mut self, Words(r): &Words) {
             self.closed = true;
-            self.out.extend_from_slice(format!("{r}\r\n").as_bytes());
+            self.kit.out.extend_from_slice(format!("{r}\r\n").as_bytes());
         }
         fn line_too_long(&mut self) {
-            self.errors += 1;
-            self.out.extend_from_slice(b"E long\r\n");
+            self.kit.errors += 1;
+            self.kit.out.extend_from_slice(b"E long\r\n");
         }
         fn long_allowed(line: &[u8]) -> bool {
             line.starts_with(b"AUTH")
@@ -332,25 +351,22 @@ mod tests {
             if let Some(m) = line.strip_prefix(b"AUTH ") {
                 let m = Mechanism::parse(std::str::from_utf8(m).unwrap()).unwrap();
                 self.waiting = true;
-                return Some(format!("{:?}", self.auth.request(m, None)));
+                return Some(format!("{:?}", self.kit.auth.request(m, None)));
             }
-            self.out.extend_from_slice(line);
-            self.out.extend_from_slice(b"\r\n");
+            self.kit.out.extend_from_slice(line);
+            self.kit.out.extend_from_slice(b"\r\n");
             None
-        }
-        fn auth(&mut self) -> &mut AuthSlot<String> {
-            &mut self.auth
         }
         fn auth_stage(&mut self, stage: AuthStage<'_, Words>) {
             self.waiting = stage == AuthStage::Verdict;
             if let AuthStage::Over(Words(r)) = stage {
-                self.out.extend_from_slice(format!("{r}\r\n").as_bytes());
+                self.kit.out.extend_from_slice(format!("{r}\r\n").as_bytes());
             }
         }
     }
 
     fn output(t: &mut Toy) -> String {
-        String::from_utf8(std::mem::take(&mut t.out)).unwrap()
+        String::from_utf8(std::mem::take(&mut t.kit.out)).unwrap()
     }
 
     #[test]
@@ -390,17 +406,17 @@ mod tests {
         auth_begin(&mut t, Err(Words("E throttled")));
         feed(&mut t, &mut input);
         assert_eq!(output(&mut t), "E throttled\r\n*\r\n", "refused: the next line is a command");
-        t.auth.request(Mechanism::Login, Some("!"));
+        t.kit.auth.request(Mechanism::Login, Some("!"));
         auth_begin(&mut t, Ok(()));
         assert_eq!(output(&mut t), "E base64\r\n");
-        assert!(t.auth.exchange.is_none() && t.auth.ready().is_none());
-        t.auth.request(Mechanism::Login, None);
+        assert!(t.kit.auth.exchange.is_none() && t.kit.auth.ready().is_none());
+        t.kit.auth.request(Mechanism::Login, None);
         auth_begin(&mut t, Ok(()));
         feed(&mut t, &mut BytesMut::from(&b"*\r\n"[..]));
         assert_eq!(output(&mut t), "+ VXNlcm5hbWU6\r\nE cancelled\r\n");
-        assert!(t.auth.exchange.is_none());
-        t.auth.request(Mechanism::Plain, Some("bm9udWw="));
+        assert!(t.kit.auth.exchange.is_none());
+        t.kit.auth.request(Mechanism::Plain, Some("bm9udWw="));
         auth_begin(&mut t, Ok(()));
-        assert_eq!(t.auth.ready(), Some("Failed(Malformed)".into()));
+        assert_eq!(t.kit.auth.ready(), Some("Failed(Malformed)".into()));
     }
 }

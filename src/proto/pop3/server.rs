@@ -17,7 +17,7 @@
 use super::message::write_multiline;
 use super::reply::{self, Reply};
 use crate::proto::sasl::{Credentials, Framing, Mechanism};
-use crate::proto::session::{self, AuthEvent, AuthSlot, AuthStage, Before, LineCore, Phase};
+use crate::proto::session::{self, AuthEvent, AuthStage, Before, Common, LineCore, Phase};
 use bytes::BytesMut;
 
 /// RFC 2449 §4: a command line is at most 255 octets with its CRLF.
@@ -110,16 +110,10 @@ enum Pending {
 pub struct ServerSession {
     settings: Settings,
     state: State,
-    out: Vec<u8>,
-    /// TLS is up (implicit, or after STLS): credentials may be sent.
-    tls: bool,
+    kit: Common<Event>,
     user: Option<String>,
     maildrop: Vec<Entry>,
     deleted: Vec<bool>,
-    errors: u32,
-    /// Discarding the rest of an overlong line.
-    lines: crate::proto::LineReader,
-    auth: AuthSlot<Event>,
 }
 
 impl LineCore for ServerSession {
@@ -128,7 +122,7 @@ impl LineCore for ServerSession {
     const FRAMING: Framing = Framing::Continuation;
 
     fn greeting(&mut self) {
-        Reply::ok_owned(format!("{} POP3 server ready", self.settings.hostname)).write(&mut self.out);
+        Reply::ok_owned(format!("{} POP3 server ready", self.settings.hostname)).write(&mut self.kit.out);
     }
     fn phase(&self) -> Phase {
         Phase::of(matches!(self.state, State::Closed), matches!(self.state, State::Waiting(_)))
@@ -137,7 +131,7 @@ impl LineCore for ServerSession {
         matches!(self.state, State::Sasl | State::Waiting(Pending::Login | Pending::AuthStart))
     }
     fn output_full(&self) -> bool {
-        self.out.len() >= OUTPUT_HIGH_WATER
+        self.kit.out.len() >= OUTPUT_HIGH_WATER
     }
     fn before_line(&mut self, _input: &mut BytesMut) -> Before<Event> {
         // SPEC §12.7: pause while the output waits to be taken
@@ -152,9 +146,6 @@ impl LineCore for ServerSession {
             AuthStage::Verdict => self.state = State::Waiting(Pending::Login),
             AuthStage::Over(r) => self.not_logged_in(r),
         }
-    }
-    fn auth(&mut self) -> &mut AuthSlot<Event> {
-        &mut self.auth
     }
     /// AUTH and PASS may be longer than an ordinary command line.
     fn long_allowed(line: &[u8]) -> bool {
@@ -171,13 +162,10 @@ impl LineCore for ServerSession {
         self.close_with(r);
     }
     fn over_error_limit(&self) -> bool {
-        self.errors >= self.settings.max_errors
+        self.kit.errors >= self.settings.max_errors
     }
-    fn output(&mut self) -> &mut Vec<u8> {
-        &mut self.out
-    }
-    fn lines(&mut self) -> &mut crate::proto::LineReader {
-        &mut self.lines
+    fn common(&mut self) -> &mut Common<Event> {
+        &mut self.kit
     }
 }
 
@@ -187,19 +175,15 @@ impl ServerSession {
         ServerSession {
             settings,
             state: State::Authorization { user: None },
-            out: Vec::with_capacity(512),
-            tls,
+            kit: Common { tls, ..Common::default() },
             user: None,
             maildrop: Vec::new(),
             deleted: Vec::new(),
-            errors: 0,
-            lines: crate::proto::LineReader::default(),
-            auth: AuthSlot::default(),
         }
     }
 
     pub fn tls_active(&self) -> bool {
-        self.tls
+        self.kit.tls
     }
     /// The logged-in user.
     pub fn user(&self) -> Option<&str> {
@@ -212,13 +196,13 @@ impl ServerSession {
 
     /// Whether credentials may be sent now (SPEC §9, §12.8).
     pub fn credentials_allowed(&self) -> bool {
-        self.tls || (self.settings.allow_plaintext_auth && !self.settings.require_tls)
+        self.kit.tls || (self.settings.allow_plaintext_auth && !self.settings.require_tls)
     }
 
     fn reply(&mut self, r: &Reply) {
-        r.write(&mut self.out);
+        r.write(&mut self.kit.out);
         if !r.ok {
-            self.errors += 1;
+            self.kit.errors += 1;
         }
     }
 
@@ -242,7 +226,7 @@ impl ServerSession {
                 None
             }
             "QUIT" if authorization => {
-                reply::BYE.write(&mut self.out);
+                reply::BYE.write(&mut self.kit.out);
                 self.state = State::Closed;
                 Some(Event::Quit)
             }
@@ -257,14 +241,14 @@ impl ServerSession {
                 None
             }
             "STLS" => {
-                if self.tls {
+                if self.kit.tls {
                     self.reply(&reply::ALREADY_TLS);
                 } else if !self.settings.stls {
                     self.reply(&reply::NO_STLS);
                 } else if !args.is_empty() {
                     self.reply(&reply::SYNTAX);
                 } else {
-                    reply::BEGIN_TLS.write(&mut self.out);
+                    reply::BEGIN_TLS.write(&mut self.kit.out);
                     return Some(Event::StartTls);
                 }
                 None
@@ -276,7 +260,7 @@ impl ServerSession {
                     self.reply(&reply::SYNTAX);
                 } else {
                     self.state = State::Authorization { user: Some(args[0].to_string()) };
-                    reply::USER_OK.write(&mut self.out);
+                    reply::USER_OK.write(&mut self.kit.out);
                 }
                 None
             }
@@ -325,11 +309,11 @@ impl ServerSession {
     fn auth_command(&mut self, args: &[&str]) -> Option<Event> {
         if args.is_empty() {
             // the RFC 1734 listing some clients still ask for
-            reply::MECHANISMS.write(&mut self.out);
+            reply::MECHANISMS.write(&mut self.kit.out);
             if self.credentials_allowed() {
-                self.out.extend_from_slice(b"PLAIN\r\n");
+                self.kit.out.extend_from_slice(b"PLAIN\r\n");
             }
-            self.out.extend_from_slice(b".\r\n");
+            self.kit.out.extend_from_slice(b".\r\n");
             return None;
         }
         if let Some(refusal) = self.credentials_refusal() {
@@ -345,26 +329,26 @@ impl ServerSession {
             return None;
         };
         self.state = State::Waiting(Pending::AuthStart);
-        Some(Event::Auth(self.auth.request(mechanism, args.get(1).copied())))
+        Some(Event::Auth(self.kit.auth.request(mechanism, args.get(1).copied())))
     }
 
     fn write_capabilities(&mut self) {
-        reply::CAPABILITIES.write(&mut self.out);
+        reply::CAPABILITIES.write(&mut self.kit.out);
         let mut caps = vec!["TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"];
         if matches!(self.state, State::Authorization { .. }) {
             // SPEC §9: never advertise a way to send credentials that would be refused
             if self.credentials_allowed() {
                 caps.extend(["USER", "SASL PLAIN"]);
             }
-            if self.settings.stls && !self.tls {
+            if self.settings.stls && !self.kit.tls {
                 caps.push("STLS");
             }
         }
         for c in caps {
-            self.out.extend_from_slice(c.as_bytes());
-            self.out.extend_from_slice(b"\r\n");
+            self.kit.out.extend_from_slice(c.as_bytes());
+            self.kit.out.extend_from_slice(b"\r\n");
         }
-        self.out.extend_from_slice(b".\r\n");
+        self.kit.out.extend_from_slice(b".\r\n");
     }
 
     /// The index of a message number argument that names a live message.
@@ -413,13 +397,13 @@ impl ServerSession {
         match verb {
             "STAT" => {
                 let (n, size) = self.totals();
-                Reply::ok_owned(format!("{n} {size}")).write(&mut self.out);
+                Reply::ok_owned(format!("{n} {size}")).write(&mut self.kit.out);
             }
-            "NOOP" => reply::OK.write(&mut self.out),
+            "NOOP" => reply::OK.write(&mut self.kit.out),
             "RSET" => {
                 self.deleted.iter_mut().for_each(|d| *d = false);
                 let (n, size) = self.totals();
-                Reply::ok_owned(format!("Maildrop has {n} messages ({size} octets)")).write(&mut self.out);
+                Reply::ok_owned(format!("Maildrop has {n} messages ({size} octets)")).write(&mut self.kit.out);
             }
             "LIST" | "UIDL" => {
                 let uidl = verb == "UIDL";
@@ -429,7 +413,7 @@ impl ServerSession {
                 };
                 if let Some(arg) = args.first() {
                     let i = self.message_index(arg)?;
-                    Reply::ok_owned(show(i, &self.maildrop[i])).write(&mut self.out);
+                    Reply::ok_owned(show(i, &self.maildrop[i])).write(&mut self.kit.out);
                 } else {
                     let (n, size) = self.totals();
                     let head = if uidl {
@@ -437,19 +421,19 @@ impl ServerSession {
                     } else {
                         Reply::ok_owned(format!("{n} messages ({size} octets)"))
                     };
-                    head.write(&mut self.out);
+                    head.write(&mut self.kit.out);
                     let lines: Vec<String> = self.live().map(|(i, e)| show(i, e)).collect();
                     for l in lines {
-                        self.out.extend_from_slice(l.as_bytes());
-                        self.out.extend_from_slice(b"\r\n");
+                        self.kit.out.extend_from_slice(l.as_bytes());
+                        self.kit.out.extend_from_slice(b"\r\n");
                     }
-                    self.out.extend_from_slice(b".\r\n");
+                    self.kit.out.extend_from_slice(b".\r\n");
                 }
             }
             "DELE" => {
                 let i = self.message_index(args[0])?;
                 self.deleted[i] = true;
-                reply::MESSAGE_DELETED.write(&mut self.out);
+                reply::MESSAGE_DELETED.write(&mut self.kit.out);
             }
             "RETR" | "TOP" => {
                 let top = match args.get(1) {
@@ -502,7 +486,7 @@ impl ServerSession {
                 self.user = Some(user);
                 self.state = State::Transaction;
                 let (n, size) = self.totals();
-                Reply::ok_owned(format!("Logged in, {n} messages ({size} octets)")).write(&mut self.out);
+                Reply::ok_owned(format!("Logged in, {n} messages ({size} octets)")).write(&mut self.kit.out);
             }
             Err(r) => self.not_logged_in(&r),
         }
@@ -516,13 +500,13 @@ impl ServerSession {
         self.state = State::Transaction;
         match (result, top) {
             (Ok(bytes), Some(n)) => {
-                reply::TOP_FOLLOWS.write(&mut self.out);
-                write_multiline(bytes, Some(n), &mut self.out);
+                reply::TOP_FOLLOWS.write(&mut self.kit.out);
+                write_multiline(bytes, Some(n), &mut self.kit.out);
             }
             (Ok(bytes), None) => {
                 // RFC 1939 §7: the size is of the message as stored (CRLF lines)
-                Reply::ok_owned(format!("{} octets", bytes.len())).write(&mut self.out);
-                write_multiline(bytes, None, &mut self.out);
+                Reply::ok_owned(format!("{} octets", bytes.len())).write(&mut self.kit.out);
+                write_multiline(bytes, None, &mut self.kit.out);
             }
             (Err(r), _) => self.reply(&r),
         }
@@ -536,7 +520,7 @@ impl ServerSession {
         match result {
             Ok(()) => {
                 let (n, _) = self.totals();
-                Reply::ok_owned(format!("Bye, {n} messages left")).write(&mut self.out);
+                Reply::ok_owned(format!("Bye, {n} messages left")).write(&mut self.kit.out);
             }
             Err(r) => self.reply(&r),
         }
@@ -546,9 +530,9 @@ impl ServerSession {
     /// TLS is up after STLS (or at connect): RFC 2595 §4, anything learnt
     /// before the handshake is forgotten.
     pub fn tls_started(&mut self) {
-        self.tls = true;
-        self.lines.reset();
-        self.auth.reset();
+        self.kit.tls = true;
+        self.kit.lines.reset();
+        self.kit.auth.reset();
         if matches!(self.state, State::Authorization { .. } | State::Sasl) {
             self.state = State::Authorization { user: None };
         }
@@ -557,7 +541,7 @@ impl ServerSession {
     /// Queue a reply the driver decided on (timeouts, shutdown) and close.
     /// No deletions happen: only QUIT enters the UPDATE state.
     pub fn close_with(&mut self, r: &Reply) {
-        r.write(&mut self.out);
+        r.write(&mut self.kit.out);
         self.state = State::Closed;
     }
 }

@@ -17,7 +17,7 @@ use super::command::{self, Command};
 use super::data::{count_received, DataEnd, DataReader};
 use super::reply::{self, Reply};
 use crate::proto::sasl::Framing;
-use crate::proto::session::{self, AuthEvent, AuthSlot, AuthStage, Before, LineCore, Phase};
+use crate::proto::session::{self, AuthEvent, AuthStage, Before, Common, LineCore, Phase};
 use bytes::BytesMut;
 
 /// RFC 5321 §4.5.3.1.4: a command line is at most 512 octets with its CRLF.
@@ -136,16 +136,10 @@ enum Pending {
 pub struct ServerSession {
     settings: Settings,
     state: State,
-    out: Vec<u8>,
-    /// TLS is up (implicit, or after STARTTLS): AUTH may be offered.
-    tls: bool,
+    kit: Common<Event>,
     helo: Option<String>,
     esmtp: bool,
     auth_user: Option<String>,
-    errors: u32,
-    /// Discarding the rest of an overlong line.
-    lines: crate::proto::LineReader,
-    auth: AuthSlot<Event>,
     transactions: u32,
 }
 
@@ -161,14 +155,10 @@ impl ServerSession {
         ServerSession {
             settings,
             state: State::ExpectHelo,
-            out: Vec::with_capacity(512),
-            tls,
+            kit: Common { tls, ..Common::default() },
             helo: None,
             esmtp: false,
             auth_user: None,
-            errors: 0,
-            lines: crate::proto::LineReader::default(),
-            auth: AuthSlot::default(),
             transactions: 0,
         }
     }
@@ -183,7 +173,7 @@ impl ServerSession {
         self.esmtp
     }
     pub fn tls_active(&self) -> bool {
-        self.tls
+        self.kit.tls
     }
     pub fn auth_user(&self) -> Option<&str> {
         self.auth_user.as_deref()
@@ -208,14 +198,14 @@ impl ServerSession {
     /// command's `538 5.7.11`, so the two cannot disagree.
     pub fn auth_offered(&self) -> bool {
         let plaintext_ok = self.settings.allow_plaintext_auth && !self.settings.require_tls;
-        self.settings.auth != AuthMode::Off && (self.tls || plaintext_ok)
+        self.settings.auth != AuthMode::Off && (self.kit.tls || plaintext_ok)
     }
 
     /// Write a reply, counting errors; at the limit, the 421 and close.
     fn reply(&mut self, r: &Reply) {
-        r.write(&mut self.out);
+        r.write(&mut self.kit.out);
         if r.code >= 500 {
-            self.errors += 1;
+            self.kit.errors += 1;
         }
     }
 
@@ -265,7 +255,7 @@ impl ServerSession {
                 return None;
             }
         };
-        if command::requires_tls(&command) && self.settings.require_tls && !self.tls {
+        if command::requires_tls(&command) && self.settings.require_tls && !self.kit.tls {
             self.reply(&reply::TLS_REQUIRED);
             return None;
         }
@@ -278,21 +268,21 @@ impl ServerSession {
                 if self.esmtp {
                     self.write_ehlo();
                 } else {
-                    Reply::owned(250, "", self.settings.hostname.clone()).write(&mut self.out);
+                    Reply::owned(250, "", self.settings.hostname.clone()).write(&mut self.kit.out);
                 }
             }
-            Command::Noop => reply::OK.write(&mut self.out),
+            Command::Noop => reply::OK.write(&mut self.kit.out),
             Command::Rset => {
                 self.reset_transaction();
-                reply::OK.write(&mut self.out);
+                reply::OK.write(&mut self.kit.out);
             }
             Command::Quit => {
-                reply::BYE.write(&mut self.out);
+                reply::BYE.write(&mut self.kit.out);
                 self.state = State::Closed;
                 return Some(Event::Quit);
             }
-            Command::Help => reply::HELP.write(&mut self.out),
-            Command::Vrfy => reply::VRFY_CANNOT.write(&mut self.out),
+            Command::Help => reply::HELP.write(&mut self.kit.out),
+            Command::Vrfy => reply::VRFY_CANNOT.write(&mut self.kit.out),
             Command::Expn => self.reply(&reply::EXPN_DISABLED),
             Command::Bdat => self.reply(&reply::NOT_IMPLEMENTED),
             Command::StartTls { args } => return self.starttls(args),
@@ -305,7 +295,7 @@ impl ServerSession {
     }
 
     fn starttls(&mut self, args: bool) -> Option<Event> {
-        let refusal = if self.tls {
+        let refusal = if self.kit.tls {
             reply::ALREADY_TLS
         } else if !self.settings.starttls {
             reply::NOT_IMPLEMENTED
@@ -314,7 +304,7 @@ impl ServerSession {
         } else if self.helo.is_none() {
             reply::HELO_FIRST
         } else {
-            reply::READY_TLS.write(&mut self.out);
+            reply::READY_TLS.write(&mut self.kit.out);
             return Some(Event::StartTls);
         };
         self.reply(&refusal);
@@ -362,7 +352,7 @@ impl ServerSession {
         };
         let State::ExpectRcptOrData(txn) = &mut self.state else { return None };
         if txn.recipients >= self.settings.max_recipients {
-            reply::TOO_MANY_RECIPIENTS.write(&mut self.out);
+            reply::TOO_MANY_RECIPIENTS.write(&mut self.kit.out);
             return None;
         }
         let txn = std::mem::take(txn);
@@ -378,7 +368,7 @@ impl ServerSession {
                     return;
                 }
                 let params = t.params.clone();
-                reply::START_DATA.write(&mut self.out);
+                reply::START_DATA.write(&mut self.kit.out);
                 self.state = State::Data(DataReader::new(self.settings.max_message_size), params);
             }
             State::ExpectRcptOrData(_) => self.reply(&reply::NO_VALID_RECIPIENTS),
@@ -396,13 +386,13 @@ impl ServerSession {
             "ENHANCEDSTATUSCODES".to_string(),
             "SMTPUTF8".to_string(),
         ];
-        if self.settings.starttls && !self.tls {
+        if self.settings.starttls && !self.kit.tls {
             lines.push("STARTTLS".into());
         }
         if self.auth_offered() && self.auth_user.is_none() {
             lines.push("AUTH PLAIN LOGIN".into());
         }
-        Reply::owned(250, "", lines.join("\n")).write(&mut self.out);
+        Reply::owned(250, "", lines.join("\n")).write(&mut self.kit.out);
     }
 
     fn auth_command(&mut self, arg: &str) -> Option<Event> {
@@ -437,7 +427,7 @@ impl ServerSession {
             }
         };
         self.state = State::Waiting(Pending::AuthStart);
-        Some(Event::Auth(self.auth.request(mechanism, initial)))
+        Some(Event::Auth(self.kit.auth.request(mechanism, initial)))
     }
 
     fn expect_decision(&mut self, p: Pending) -> bool {
@@ -449,7 +439,7 @@ impl ServerSession {
         let State::Waiting(Pending::Mail(params)) = &mut self.state else { return };
         match decision {
             Ok(()) => {
-                reply::SENDER_OK.write(&mut self.out);
+                reply::SENDER_OK.write(&mut self.kit.out);
                 let params = std::mem::take(params);
                 self.state = State::ExpectRcptOrData(Transaction { params, recipients: 0 });
             }
@@ -467,7 +457,7 @@ impl ServerSession {
         match decision {
             Ok(()) => {
                 txn.recipients += 1;
-                reply::RCPT_OK.write(&mut self.out);
+                reply::RCPT_OK.write(&mut self.kit.out);
             }
             Err(r) => self.reply(&r),
         }
@@ -503,7 +493,7 @@ impl ServerSession {
         match result {
             Ok(user) => {
                 self.auth_user = Some(user);
-                reply::AUTH_OK.write(&mut self.out);
+                reply::AUTH_OK.write(&mut self.kit.out);
             }
             Err(r) => self.reply(&r),
         }
@@ -512,18 +502,18 @@ impl ServerSession {
     /// TLS is up after STARTTLS: RFC 3207 §4.2, forget everything learnt
     /// before the handshake; the client must EHLO again.
     pub fn tls_started(&mut self) {
-        self.tls = true;
+        self.kit.tls = true;
         self.helo = None;
         self.esmtp = false;
         self.auth_user = None;
-        self.lines.reset();
-        self.auth.reset();
+        self.kit.lines.reset();
+        self.kit.auth.reset();
         self.state = State::ExpectHelo;
     }
 
     /// Queue a reply the driver decided on (timeouts, shutdown) and close.
     pub fn close_with(&mut self, r: &Reply) {
-        r.write(&mut self.out);
+        r.write(&mut self.kit.out);
         self.state = State::Closed;
     }
 }
@@ -535,7 +525,7 @@ impl LineCore for ServerSession {
 
     fn greeting(&mut self) {
         let text = format!("{} ESMTP", self.settings.hostname);
-        Reply::owned(220, "", text).write(&mut self.out);
+        Reply::owned(220, "", text).write(&mut self.kit.out);
     }
     fn phase(&self) -> Phase {
         Phase::of(matches!(self.state, State::Closed), matches!(self.state, State::Waiting(_)))
@@ -546,14 +536,11 @@ impl LineCore for ServerSession {
     fn before_line(&mut self, input: &mut BytesMut) -> Before<Event> {
         self.data(input)
     }
-    fn lines(&mut self) -> &mut crate::proto::LineReader {
-        &mut self.lines
-    }
-    fn output(&mut self) -> &mut Vec<u8> {
-        &mut self.out
+    fn common(&mut self) -> &mut Common<Event> {
+        &mut self.kit
     }
     fn over_error_limit(&self) -> bool {
-        self.errors >= self.settings.max_errors
+        self.kit.errors >= self.settings.max_errors
     }
     fn close(&mut self, r: &Reply) {
         self.close_with(r);
@@ -566,9 +553,6 @@ impl LineCore for ServerSession {
     }
     fn command(&mut self, line: &[u8]) -> Option<Event> {
         ServerSession::command(self, line)
-    }
-    fn auth(&mut self) -> &mut AuthSlot<Event> {
-        &mut self.auth
     }
     fn auth_stage(&mut self, stage: AuthStage<'_, Reply>) {
         self.state = match stage {
