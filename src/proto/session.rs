@@ -4,7 +4,9 @@
 //! ([`super::sasl::Exchange`]), and does what every such core does the same
 //! way — stop while a decision or an output drain is awaited, close at the
 //! error limit, refuse an overlong line without buffering it. A core
-//! implements [`LineCore`]: its states, replies and framing; nothing else.
+//! implements [`LineCore`] (its states, greeting, framing and command
+//! parser), keeps a [`Common`] (output, TLS, line framing, errors, the AUTH
+//! slot) and names its events with [`kit_event!`]; nothing else.
 
 use super::sasl::{Credentials, Exchange, Framing, Mechanism, SaslFailure, Step};
 use super::{LineReader, LineTooLong};
