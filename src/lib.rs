@@ -39,6 +39,9 @@
 //! - [`news`]: newsgroups, articles by number and Message-ID, the overview,
 //!   the Message-ID history and expiry behind NNTP (files fsync + sled index).
 //! - [`pop3`]: the POP3 service and session (login, maildrop lock, UPDATE at QUIT).
+//! - [`imap`]: the IMAP4 service and session (selected folder, FETCH, SEARCH, IDLE).
+//! - [`nntp`]: the NNTP service and session (reading, posting, incoming
+//!   feeds) and the outgoing feeder.
 //! - [`control`]: the control socket, its JSON shapes, the operator actions;
 //!   requests are answered by a [`control::Handler`] (the server is one).
 //! - [`cert`]: the `cert` subcommands (self-signed, request with pending keys,
@@ -65,7 +68,7 @@
 //! | --- | --- |
 //! | `util` | |
 //! | `domain` | |
-//! | `config` | util, domain |
+//! | `config` | util, domain, proto |
 //! | `datadir` | util, domain, config |
 //! | `proto` | util, domain |
 //! | `tls` | util, domain, config |
@@ -80,8 +83,10 @@
 //! | `service` | util, domain, config, tls, net, proto, auth |
 //! | `smtp` | util, domain, config, tls, net, proto, auth, routing, queue, service |
 //! | `pop3` | util, domain, config, tls, net, proto, auth, mailbox, service |
-//! | `control` | util, domain, config, tls, proto, auth, queue |
-//! | `server` | util, domain, config, datadir, tls, net, proto, auth, routing, mailbox, delivery, queue, service, smtp, pop3, control |
+//! | `imap` | util, domain, config, tls, net, proto, auth, mailbox, service |
+//! | `nntp` | util, domain, config, tls, net, proto, auth, news, service |
+//! | `control` | util, domain, config, datadir, tls, proto, auth, queue, news |
+//! | `server` | util, domain, config, datadir, tls, net, proto, auth, routing, mailbox, delivery, queue, news, service, smtp, pop3, imap, nntp, control |
 
 pub mod auth;
 pub mod cert;
@@ -90,9 +95,11 @@ pub mod control;
 pub mod datadir;
 pub mod delivery;
 pub mod domain;
+pub mod imap;
 pub mod mailbox;
 pub mod net;
 pub mod news;
+pub mod nntp;
 pub mod pop3;
 pub mod proto;
 pub mod queue;

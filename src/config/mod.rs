@@ -12,6 +12,7 @@ pub mod values;
 
 pub use values::*;
 
+use crate::proto::nntp::wildmat::Wildmat;
 use ipnet::IpNet;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
@@ -42,6 +43,10 @@ pub struct Config {
     pub log: LogSection,
     #[serde(default)]
     pub auth: AuthSection,
+    #[serde(default)]
+    pub news: NewsSection,
+    #[serde(default, rename = "news_peer")]
+    pub news_peers: Vec<NewsPeer>,
     /// The file this was read from (for messages).
     #[serde(skip)]
     pub path: PathBuf,
@@ -361,6 +366,86 @@ fn default_failure_delay() -> Dur {
     Dur(Duration::from_secs(1))
 }
 
+/// `[news]`: the news store's policy (SPEC §9).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewsSection {
+    /// Articles older than this are removed; `"0s"` keeps them forever.
+    #[serde(default = "default_expire_after")]
+    pub expire_after: Dur,
+}
+
+impl Default for NewsSection {
+    fn default() -> Self {
+        NewsSection { expire_after: default_expire_after() }
+    }
+}
+
+impl NewsSection {
+    /// `None`: keep articles forever.
+    pub fn expire_after(&self) -> Option<Duration> {
+        (!self.expire_after.0.is_zero()).then_some(self.expire_after.0)
+    }
+}
+
+fn default_expire_after() -> Dur {
+    Dur(Duration::from_secs(90 * 86_400))
+}
+
+/// Outgoing feed TLS to a news peer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FeedTls {
+    None,
+    #[default]
+    Opportunistic,
+    Required,
+}
+
+/// `[[news_peer]]`: a server we exchange articles with (SPEC §9).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewsPeer {
+    pub name: String,
+    /// `host:port` (port 119 when omitted) we push new articles to.
+    #[serde(default)]
+    pub feed_to: Option<String>,
+    #[serde(default)]
+    pub feed_tls: FeedTls,
+    /// Addresses (CIDR or IP) that may feed us with IHAVE or streaming.
+    #[serde(default)]
+    pub accept_from: Vec<String>,
+    /// Wildmat patterns (RFC 3977 §4), joined with commas: the groups
+    /// exchanged with this peer.
+    #[serde(default = "default_peer_groups")]
+    pub groups: Vec<String>,
+
+    /// Parsed forms, filled in by validation.
+    #[serde(skip)]
+    pub feed_addr: Option<HostPort>,
+    #[serde(skip)]
+    pub accept_nets: Vec<IpNet>,
+    #[serde(skip)]
+    pub group_filter: Option<Wildmat>,
+}
+
+impl NewsPeer {
+    /// Whether `ip` may feed us as this peer.
+    pub fn accepts(&self, ip: IpAddr) -> bool {
+        let ip = canonical_ip(ip);
+        self.accept_nets.iter().any(|n| n.contains(&ip))
+    }
+
+    /// Whether `group` is exchanged with this peer.
+    pub fn wants(&self, group: &str) -> bool {
+        self.group_filter.as_ref().is_some_and(|w| w.matches(group))
+    }
+}
+
+fn default_peer_groups() -> Vec<String> {
+    vec!["*".to_string()]
+}
+
 /// A configuration problem: one sentence naming the file, line and key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -654,6 +739,48 @@ impl Config {
             }
         }
 
+        let mut names = HashSet::new();
+        for (i, p) in self.news_peers.iter_mut().enumerate() {
+            let at = |k: &'static str| vec![Key("news_peer"), Idx(i), Key(k)];
+            let pn = format!("news peer {:?}", p.name);
+            if p.name.is_empty() || !p.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+                return Err(Problem::new(
+                    at("name"),
+                    format!("news_peer name {:?} must be letters, digits, '-', '_' or '.'", p.name),
+                ));
+            }
+            if !names.insert(p.name.clone()) {
+                return Err(Problem::new(at("name"), format!("two news peers are named {:?}", p.name)));
+            }
+            p.feed_addr = match &p.feed_to {
+                None => None,
+                Some(h) => Some(HostPort::parse(h).map_err(|m| Problem::new(at("feed_to"), format!("{pn}: {m}")))?),
+            };
+            p.accept_nets.clear();
+            for (j, n) in p.accept_from.iter().enumerate() {
+                match parse_network(n) {
+                    Some(net) => p.accept_nets.push(net),
+                    None => {
+                        return Err(Problem::new(
+                            vec![Key("news_peer"), Idx(i), Key("accept_from"), Idx(j)],
+                            format!(
+                                "{pn}: accept_from entry {n:?} is not a CIDR (e.g. \"192.0.2.0/24\") or an IP address"
+                            ),
+                        ))
+                    }
+                }
+            }
+            if p.feed_to.is_none() && p.accept_from.is_empty() {
+                return Err(Problem::new(
+                    at("name"),
+                    format!("{pn}: set feed_to, accept_from or both; otherwise nothing is exchanged"),
+                ));
+            }
+            p.group_filter = Some(
+                Wildmat::from_list(&p.groups).map_err(|e| Problem::new(at("groups"), format!("{pn}: groups: {e}")))?,
+            );
+        }
+
         let q = &self.queue;
         if q.retry_schedule.is_empty() || q.retry_schedule.iter().any(|d| d.0.is_zero()) {
             return Err(Problem::new(
@@ -801,6 +928,34 @@ certificates = ["main"]
         let t = format!("{MINIMAL}\n[[connector]]\nname = \"x\"\naddress_spaces = [\"bad domain\"]\n");
         let e = parse(&t).unwrap_err().to_string();
         assert!(e.contains(":19:") && e.contains("bad domain"), "{e}");
+    }
+
+    #[test]
+    fn news_section_and_peers() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.news.expire_after(), Some(Duration::from_secs(90 * 86_400)));
+        assert!(c.news_peers.is_empty());
+        let t = format!(
+            "{MINIMAL}\n[news]\nexpire_after = \"0s\"\n\n[[news_peer]]\nname = \"inn\"\nfeed_to = \"127.0.0.1:10119\"\n\
+             accept_from = [\"127.0.0.0/8\"]\ngroups = [\"local.*\", \"!local.private.*\"]\n"
+        );
+        let c = parse(&t).unwrap();
+        assert_eq!(c.news.expire_after(), None);
+        let p = &c.news_peers[0];
+        assert_eq!(p.feed_addr.as_ref().map(|a| (a.host.as_str(), a.port)), Some(("127.0.0.1", Some(10119))));
+        assert_eq!(p.feed_tls, FeedTls::Opportunistic);
+        assert!(p.accepts("127.0.0.2".parse().unwrap()) && !p.accepts("10.0.0.1".parse().unwrap()));
+        assert!(p.wants("local.test") && !p.wants("local.private.x") && !p.wants("comp.lang"));
+        // each problem names its key and line
+        for (peer, key, line) in [
+            ("name = \"inn\"\naccept_from = [\"not a net\"]\n", "not a net", ":19:"),
+            ("name = \"inn\"\nfeed_to = \"bad host:x\"\n", "bad host", ":19:"),
+            ("name = \"inn\"\naccept_from = [\"::1\"]\ngroups = [\"a[b\"]\n", "groups", ":20:"),
+            ("name = \"inn\"\n", "feed_to, accept_from", ":18:"),
+        ] {
+            let e = parse(&format!("{MINIMAL}\n[[news_peer]]\n{peer}")).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains(line), "{e}");
+        }
     }
 
     #[test]

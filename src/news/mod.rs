@@ -45,6 +45,7 @@
 //! blocks on the disk: call it from `spawn_blocking`.
 
 mod article;
+pub mod feed;
 mod reconcile;
 mod store;
 #[cfg(test)]
