@@ -49,6 +49,7 @@
 //!   certificate are the TLS layer's ([`tls::selfsigned`]).
 //! - [`server`]: wires everything together for `postern serve`.
 //! - [`datadir`], [`util`]: the data directory and small shared helpers.
+//! - [`privileges`]: giving up root after binding (`[server] user`/`group`).
 //! - [`domain`]: the one canonical (A-label) form of every domain name.
 //!
 //! # Layers
@@ -69,6 +70,7 @@
 //! | `util` | |
 //! | `domain` | |
 //! | `config` | util, domain, proto |
+//! | `privileges` | util |
 //! | `datadir` | util, domain, config |
 //! | `proto` | util, domain |
 //! | `tls` | util, domain, config |
@@ -86,7 +88,7 @@
 //! | `imap` | util, domain, config, tls, net, proto, auth, mailbox, service |
 //! | `nntp` | util, domain, config, tls, net, proto, auth, news, service |
 //! | `control` | util, domain, config, datadir, tls, proto, auth, queue, news |
-//! | `server` | util, domain, config, datadir, tls, net, proto, auth, routing, mailbox, delivery, queue, news, service, smtp, pop3, imap, nntp, control |
+//! | `server` | util, domain, config, datadir, privileges, tls, net, proto, auth, routing, mailbox, delivery, queue, news, service, smtp, pop3, imap, nntp, control |
 
 pub mod auth;
 pub mod cert;
@@ -101,6 +103,7 @@ pub mod net;
 pub mod news;
 pub mod nntp;
 pub mod pop3;
+pub mod privileges;
 pub mod proto;
 pub mod queue;
 pub mod routing;

@@ -514,6 +514,14 @@ fn check_config(path: &Path) -> Outcome {
     let config = load(path)?;
     let mut problems = Vec::new();
     let mut cert_lines = Vec::new();
+    // the account the server becomes after binding (keys are re-read as it)
+    let run_as = match &config.server.user {
+        Some(u) => Some(
+            postern::privileges::lookup(u, config.server.group.as_deref())
+                .map_err(|e| usage(format!("{}: {e}", path.display())))?,
+        ),
+        None => None,
+    };
     for (name, c) in &config.tls.certificates {
         if c.self_signed_if_missing && !c.cert.exists() && !c.key.exists() {
             cert_lines.push(format!("  {name}: {} (self-signed, generated on first start)", c.cert.display()));
@@ -535,6 +543,17 @@ fn check_config(path: &Path) -> Outcome {
                 if !l.covers(&config.server.hostname) {
                     cert_lines
                         .push(format!("    warning: certificate {name:?} does not name {}", config.server.hostname));
+                }
+                if let Some(account) = &run_as {
+                    for file in [&c.cert, &c.key] {
+                        if !postern::privileges::can_read(file, account) {
+                            cert_lines.push(format!(
+                                "    warning: {} is not readable by user {:?}; postern reload would keep the old certificate",
+                                file.display(),
+                                account.user
+                            ));
+                        }
+                    }
                 }
             }
             Err(e) => problems.push(e.to_string()),

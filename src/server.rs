@@ -138,6 +138,36 @@ pub enum ServeError {
     LocalAddrs(#[source] std::io::Error),
     #[error("cannot install the signal handlers: {0}")]
     Signals(#[source] std::io::Error),
+    #[error(transparent)]
+    Privileges(#[from] crate::privileges::PrivilegeError),
+}
+
+/// Started as root with `[server] user`: hand the data directory to that
+/// account and become it for good. Started as root without it: say loudly
+/// that root stays root. Started as anyone else: nothing changes.
+fn give_up_root(config: &Config) -> Result<(), ServeError> {
+    use crate::privileges;
+    let s = &config.server;
+    if !privileges::is_root() {
+        if let Some(user) = &s.user {
+            tracing::info!(user = %user, "not started as root; server.user has nothing to give up");
+        }
+        return Ok(());
+    }
+    let Some(user) = &s.user else {
+        tracing::warn!(
+            "running as root: set [server] user (and group) so that postern gives root up after binding its ports"
+        );
+        return Ok(());
+    };
+    let account = privileges::lookup(user, s.group.as_deref())?;
+    let changed = privileges::hand_over(&s.data_dir, &account)?;
+    privileges::drop_to(&account)?;
+    tracing::info!(
+        user = %account.user, uid = account.uid, gid = account.gid, data_dir_entries_handed_over = changed,
+        "gave up root"
+    );
+    Ok(())
 }
 
 /// Start everything the config describes.
@@ -152,6 +182,18 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Server,
     for w in certs.warnings(&config) {
         tracing::warn!("{w}");
     }
+    // Listeners next, while privileged ports may still be bound; then,
+    // started as root, give root up before any store is opened.
+    let mut bound = Vec::new();
+    for vs in &config.virtual_servers {
+        if !matches!(vs.protocol, Protocol::Smtp | Protocol::Pop3) {
+            tracing::warn!(server = %vs.name, "protocol {} is not implemented yet; virtual server not started", vs.protocol);
+            continue;
+        }
+        let listeners = net::bind(vs).await?;
+        bound.push((vs.clone(), listeners));
+    }
+    give_up_root(&config)?;
     let data = DataDir::open(&config.server.data_dir)?;
     let (queue, recovery) = QueueStore::open(&data.db, &data.path)?;
     tracing::info!(
@@ -199,15 +241,6 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Server,
     });
 
     let shutdown = Shutdown::new();
-    let mut bound = Vec::new();
-    for vs in &config.virtual_servers {
-        if !matches!(vs.protocol, Protocol::Smtp | Protocol::Pop3) {
-            tracing::warn!(server = %vs.name, "protocol {} is not implemented yet; virtual server not started", vs.protocol);
-            continue;
-        }
-        let listeners = net::bind(vs).await?;
-        bound.push((vs.clone(), listeners));
-    }
 
     let control_socket = config.control_socket();
     control::serve(control_socket.clone(), ctx.clone())
@@ -279,6 +312,23 @@ fn tls_word(t: TlsMode) -> &'static str {
     }
 }
 
+/// Tell systemd (a `Type=notify` unit, which sets `NOTIFY_SOCKET`) where
+/// start-up or shutdown stands. Without the variable, nothing happens.
+fn notify_systemd(state: &str) {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram};
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let bytes = path.as_encoded_bytes();
+    let addr = match bytes.strip_prefix(b"@") {
+        Some(name) => UnixAddr::from_abstract_name(name),
+        None => UnixAddr::from_pathname(&path),
+    };
+    let sent = UnixDatagram::unbound().and_then(|sock| sock.send_to_addr(state.as_bytes(), &addr?));
+    if let Err(e) = sent {
+        tracing::warn!("cannot notify systemd ({}): {e}", path.to_string_lossy());
+    }
+}
+
 /// `postern serve`: run until SIGTERM or SIGINT; SIGHUP reloads certificates.
 pub async fn serve(config: Config) -> Result<(), ServeError> {
     use tokio::signal::unix::{signal, SignalKind};
@@ -298,6 +348,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         println!("postern: {} ({}, {}) listening on {}", l.name, l.protocol, tls_word(l.tls), l.addr);
     }
     println!("postern: ready");
+    notify_systemd("READY=1\nSTATUS=serving");
     loop {
         tokio::select! {
             _ = term.recv() => break,
@@ -306,6 +357,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         }
     }
     tracing::info!("shutting down");
+    notify_systemd("STOPPING=1");
     server.stop().await;
     Ok(())
 }

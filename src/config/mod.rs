@@ -70,6 +70,13 @@ pub struct ServerSection {
     /// when the cores are shared with other busy programs.
     #[serde(default)]
     pub worker_threads: usize,
+    /// Started as root: bind the listeners and read the keys, then run as
+    /// this user for good (SPEC §3).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// The group to run as; the user's primary group when unset.
+    #[serde(default)]
+    pub group: Option<String>,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -573,6 +580,13 @@ impl Config {
             ));
         }
 
+        if s.group.is_some() && s.user.is_none() {
+            return Err(Problem::new(
+                vec![Key("server"), Key("group")],
+                "server.group is only used together with server.user".into(),
+            ));
+        }
+
         for (name, c) in &self.tls.certificates {
             if c.cert.as_os_str().is_empty() || c.key.as_os_str().is_empty() {
                 return Err(Problem::new(
@@ -928,6 +942,15 @@ certificates = ["main"]
         let t = format!("{MINIMAL}\n[[connector]]\nname = \"x\"\naddress_spaces = [\"bad domain\"]\n");
         let e = parse(&t).unwrap_err().to_string();
         assert!(e.contains(":19:") && e.contains("bad domain"), "{e}");
+    }
+
+    #[test]
+    fn run_as_user_and_group() {
+        let with = |lines: &str| MINIMAL.replace("[server]\n", &format!("[server]\n{lines}"));
+        let c = parse(&with("user = \"postern\"\ngroup = \"mail\"\n")).unwrap();
+        assert_eq!((c.server.user.as_deref(), c.server.group.as_deref()), (Some("postern"), Some("mail")));
+        let e = parse(&with("group = \"mail\"\n")).unwrap_err().to_string();
+        assert!(e.contains("server.group") && e.contains("server.user"), "{e}");
     }
 
     #[test]

@@ -83,7 +83,14 @@ impl TestServer {
 
     /// Start the server under `wrapper` (a command that execs its arguments).
     pub fn start_under(config: &str, wrapper: &[&str]) -> TestServer {
+        TestServer::start_prepared(config, wrapper, |_| {})
+    }
+
+    /// Start the server under `wrapper` once `prepare` has seen its
+    /// directory (e.g. opened it to an unprivileged server user).
+    pub fn start_prepared(config: &str, wrapper: &[&str], prepare: impl FnOnce(&Path)) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
+        prepare(dir.path());
         let config_path = dir.path().join("postern.toml");
         std::fs::write(&config_path, config).expect("write config");
         let wrapper = wrapper.iter().map(|s| s.to_string()).collect();
