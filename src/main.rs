@@ -130,7 +130,7 @@ enum QueueCmd {
         json: bool,
         #[arg(long)]
         destination: Option<String>,
-        #[arg(long)]
+        #[arg(long, value_parser = ["queued", "delivered", "failed", "expired", "deleted"])]
         state: Option<String>,
         #[arg(long)]
         sender: Option<String>,
@@ -334,6 +334,12 @@ fn operate_or(config_path: &Path, req: Request, refused: fn(String) -> Failure) 
 }
 
 fn direct(config: &Config, req: Request) -> Result<Response, Failure> {
+    if req.only_reads() && !config.server.data_dir.join("db").exists() {
+        return Err(runtime(format!(
+            "no server is running and there is no data directory at {} to read; is --config the server's configuration?",
+            config.server.data_dir.display()
+        )));
+    }
     let data = postern::datadir::DataDir::open(&config.server.data_dir).map_err(|e| runtime(e.to_string()))?;
     let (queue, _) = postern::queue::QueueStore::open(&data.db, &data.path).map_err(|e| runtime(e.to_string()))?;
     let accounts = postern::auth::Accounts::open(&data.db).map_err(|e| runtime(e.to_string()))?;

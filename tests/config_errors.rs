@@ -24,6 +24,38 @@ fn unknown_key() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains(&format!("postern.toml:{}:", line_of(&conf, "speling_mistake"))), "{err}");
     assert!(err.contains("speling_mistake"), "{err}");
+    assert!(err.contains("in [[virtual_server]]"), "{err}");
+    // a near miss is named
+    let (code, err) = check(&config("max_recipeints = 5", ""));
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("unknown key `max_recipeints` in [[virtual_server]]; did you mean `max_recipients`?"),
+        "{err}"
+    );
+    // and types are said in words
+    let (code, err) = check(&config("max_recipients = \"many\"", ""));
+    assert_eq!(code, 2);
+    assert!(err.contains("expected a whole number") && !err.contains("usize"), "{err}");
+}
+
+/// Commands that only read never make a data directory (SPEC §3): with no
+/// server and no store they say where they looked and exit 1. A bad
+/// option value is a usage error (2).
+#[test]
+fn read_only_commands_never_create_a_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("postern.toml");
+    std::fs::write(&path, config("", "")).unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    for args in [&["queue", "summary"][..], &["queue", "list"], &["queue", "show", "X"], &["user", "list"]] {
+        let out = cli_in(elsewhere.path(), &path, args, None);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("no data directory at data"), "{args:?}: {err}");
+        assert!(!elsewhere.path().join("data").exists(), "{args:?} created a data directory");
+    }
+    let out = cli_in(dir.path(), &path, &["queue", "list", "--state", "bogus"], None);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]

@@ -36,7 +36,17 @@ fn starttls_advertised_before_and_gone_after() {
     let v: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
     assert_eq!(v["tls"]["version"], "TLSv1.3");
     let headers = v["headers"].as_str().unwrap();
-    assert!(headers.contains("with ESMTPS id") && headers.contains("(using TLSv1.3 with cipher TLS13_"), "{headers}");
+    assert!(headers.contains("with ESMTPS id") && headers.contains("(using TLSv1.3 with cipher TLS_AES_"), "{headers}");
+    // an SMTPUTF8 transaction is UTF8SMTPS (RFC 6531 §3.7.3) and its one
+    // recipient is named as written
+    c.expect("MAIL FROM:<a@example.org> SMTPUTF8", 250);
+    c.expect("RCPT TO:<jösé@relayed.test>", 250);
+    c.expect("DATA", 354);
+    let id = queued_id(&c.expect("Subject: t\r\n\r\nhi\r\n.", 250));
+    let show = s.cli(&["queue", "show", &id, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    let headers = v["headers"].as_str().unwrap();
+    assert!(headers.contains("with UTF8SMTPS id") && headers.contains("for <jösé@relayed.test>"), "{headers}");
 }
 
 #[test]

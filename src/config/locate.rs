@@ -19,6 +19,16 @@ pub fn line_of(text: &str, offset: usize) -> usize {
 }
 
 /// The bare key written at the start of a line (`key = value`), if any.
+/// The table header (`[server]`, `[[virtual_server]]`) above `line`.
+pub fn section_of_line(text: &str, line: usize) -> Option<String> {
+    let lines: Vec<&str> = text.lines().take(line).collect();
+    lines.iter().rev().map(|l| l.trim()).find(|l| l.starts_with('[')).map(|l| match l.find(']') {
+        Some(i) if l.starts_with("[[") => l[..(i + 2).min(l.len())].to_string(),
+        Some(i) => l[..=i].to_string(),
+        None => l.to_string(),
+    })
+}
+
 pub fn key_on_line(text: &str, line: usize) -> Option<String> {
     let l = text.lines().nth(line.checked_sub(1)?)?;
     let (k, _) = l.split_once('=')?;

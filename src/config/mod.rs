@@ -474,10 +474,14 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let shown = path.display().to_string();
         let mut config: Config = toml::from_str(text).map_err(|e| {
-            let message = single_line(e.message());
+            let message = friendlier(&single_line(e.message()));
             match e.span() {
                 Some(span) => {
                     let line = locate::line_of(text, span.start);
+                    let message = match message.strip_prefix("unknown field ") {
+                        Some(rest) => unknown_key(rest, locate::section_of_line(text, line)),
+                        None => message,
+                    };
                     let key = locate::key_on_line(text, line);
                     let message = match key {
                         // serde's "unknown field" already names the key
@@ -850,6 +854,45 @@ impl Problem {
     fn new(key: Vec<locate::Seg>, message: String) -> Problem {
         Problem { key, message }
     }
+}
+
+/// serde's words for people: no Rust type names.
+fn friendlier(message: &str) -> String {
+    let mut m = message.to_string();
+    for t in ["usize", "u64", "u32", "u16", "u8"] {
+        m = m.replace(&format!("expected {t}"), "expected a whole number");
+    }
+    m.replace("expected i64", "expected a number")
+}
+
+/// serde's "`key`, expected one of `a`, `b`, ..." as one sentence naming the
+/// section and the key most likely meant.
+fn unknown_key(rest: &str, section: Option<String>) -> String {
+    let names: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
+    let Some((key, expected)) = names.split_first() else { return format!("unknown field {rest}") };
+    let place = section.map(|s| format!(" in {s}")).unwrap_or_default();
+    let closest = expected.iter().map(|e| (edit_distance(key, e), *e)).min();
+    match closest {
+        Some((d, e)) if d <= (key.len() / 3).max(2) => format!("unknown key `{key}`{place}; did you mean `{e}`?"),
+        _ if expected.is_empty() => format!("unknown key `{key}`{place}"),
+        _ => format!("unknown key `{key}`{place}; known keys: {}", expected.join(", ")),
+    }
+}
+
+/// Levenshtein distance, for "did you mean".
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 fn single_line(s: &str) -> String {

@@ -86,6 +86,19 @@ impl Request {
     pub fn needs_server(&self) -> bool {
         matches!(self, Request::Reload | Request::Ping)
     }
+
+    /// Whether the operation only reads: without a server it must find a
+    /// data directory, never make one (SPEC §3).
+    pub fn only_reads(&self) -> bool {
+        matches!(
+            self,
+            Request::QueueSummary
+                | Request::QueueList { .. }
+                | Request::QueueShow { .. }
+                | Request::UserList
+                | Request::AliasList { .. }
+        )
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -128,11 +128,11 @@ mod tests {
         assert_eq!(old.to_string(), "connect: refused");
 
         let tls = TlsOutcome {
-            info: Some(TlsInfo { version: "TLSv1.3".into(), cipher: "TLS13_AES_128_GCM_SHA256".into(), sni: None }),
+            info: Some(TlsInfo { version: "TLSv1.3".into(), cipher: "TLS_AES_128_GCM_SHA256".into(), sni: None }),
             verified: true,
             note: None,
         };
-        let json = r#"{"info":{"version":"TLSv1.3","cipher":"TLS13_AES_128_GCM_SHA256"},"verified":true,"note":null}"#;
+        let json = r#"{"info":{"version":"TLSv1.3","cipher":"TLS_AES_128_GCM_SHA256"},"verified":true,"note":null}"#;
         assert_eq!(serde_json::to_string(&tls).unwrap(), json);
         assert_eq!(serde_json::from_str::<TlsOutcome>(json).unwrap(), tls);
         assert_eq!(serde_json::from_str::<TlsOutcome>("{}").unwrap().to_string(), "plaintext");

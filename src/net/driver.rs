@@ -88,6 +88,8 @@ pub enum SessionEnd {
     /// The session asked to close (QUIT, too many errors, ...).
     Closed,
     PeerClosed,
+    /// The client closed the TCP connection without TLS close_notify.
+    PeerClosedWithoutTlsClose,
     IdleTimeout,
     Shutdown,
     TlsFailed(String),
@@ -99,11 +101,26 @@ pub enum SessionEnd {
     Stalled,
 }
 
+impl SessionEnd {
+    /// A failed read, in one plain sentence: a client that drops the
+    /// connection without ending TLS first (no close_notify) simply
+    /// disconnected, as far as an operator is concerned (rustls's own
+    /// message is a manual link).
+    pub fn from_read_error(e: &std::io::Error) -> SessionEnd {
+        match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => SessionEnd::PeerClosedWithoutTlsClose,
+            std::io::ErrorKind::ConnectionReset => SessionEnd::PeerClosed,
+            _ => SessionEnd::Io(e.to_string()),
+        }
+    }
+}
+
 impl std::fmt::Display for SessionEnd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SessionEnd::Closed => f.write_str("closed"),
             SessionEnd::PeerClosed => f.write_str("client disconnected"),
+            SessionEnd::PeerClosedWithoutTlsClose => f.write_str("client disconnected without ending TLS"),
             SessionEnd::IdleTimeout => f.write_str("idle timeout"),
             SessionEnd::Shutdown => f.write_str("server shutdown"),
             SessionEnd::TlsFailed(e) => write!(f, "TLS handshake failed: {e}"),
@@ -252,7 +269,7 @@ async fn drive<S: Session>(
                     let _ = write_all(stream, &mut out, idle).await;
                     return if record_deadline.is_some() { SessionEnd::TooSlow } else { SessionEnd::IdleTimeout };
                 }
-                Ok(Err(e)) => return SessionEnd::Io(e.to_string()),
+                Ok(Err(e)) => return SessionEnd::from_read_error(&e),
                 Ok(Ok(0)) => return SessionEnd::PeerClosed,
                 Ok(Ok(n)) => {
                     record.get_or_insert_with(|| Record { start: Instant::now(), bytes: 0 }).bytes += n;
@@ -338,6 +355,18 @@ mod tests {
     //! echoed; a notification asks to be handled like input (`Continue`).
     use super::*;
     use crate::net::Shutdown;
+
+    #[test]
+    fn a_tls_client_leaving_without_close_notify_is_said_plainly() {
+        let eof = std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "peer closed connection without sending TLS close_notify: https://docs.rs/rustls/",
+        );
+        let end = SessionEnd::from_read_error(&eof);
+        assert_eq!(end.to_string(), "client disconnected without ending TLS");
+        let other = std::io::Error::other("disk on fire");
+        assert_eq!(SessionEnd::from_read_error(&other).to_string(), "I/O error: disk on fire");
+    }
     use tokio::io::{AsyncBufReadExt, BufReader};
     use tokio::net::{TcpListener, TcpStream};
     use tokio::sync::mpsc;

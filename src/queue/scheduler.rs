@@ -445,7 +445,7 @@ impl Manager {
                             }
                             RcptOutcome::Deferred(res) => {
                                 r.next_attempt = Some(retry);
-                                tracing::info!(id = %m.id, rcpt = %r.address, via = %d.destination, result = %res, next = retry, "deferred");
+                                tracing::info!(id = %m.id, rcpt = %r.address, via = %d.destination, result = %res, next = %crate::util::rfc3339(retry), "deferred");
                             }
                         }
                     }

@@ -171,6 +171,7 @@ impl InboundSession {
             ip: self.conn.peer.ip(),
             hostname: &self.config.server.hostname,
             esmtp: self.core.esmtp(),
+            utf8: self.core.mail_params().smtputf8,
             tls: self.conn.tls.as_ref(),
             authenticated: self.core.auth_user().is_some(),
             id: id.as_str(),

@@ -10,6 +10,8 @@ pub struct Trace<'a> {
     pub ip: IpAddr,
     pub hostname: &'a str,
     pub esmtp: bool,
+    /// The transaction was SMTPUTF8 (RFC 6531 §3.7.3 protocol names).
+    pub utf8: bool,
     pub tls: Option<&'a TlsInfo>,
     pub authenticated: bool,
     pub id: &'a str,
@@ -22,16 +24,37 @@ pub struct Trace<'a> {
 /// Keep a peer-supplied name from breaking the header: printable ASCII
 /// without the characters that structure it.
 fn clean(s: &str) -> String {
-    s.chars().take(255).map(|c| if c.is_ascii_graphic() && !"()<>;\\\"".contains(c) { c } else { '?' }).collect()
+    clean_with(s, false)
 }
 
-pub fn protocol(esmtp: bool, tls: bool, auth: bool) -> &'static str {
-    match (esmtp, tls, auth) {
-        (false, _, _) => "SMTP",
-        (true, false, false) => "ESMTP",
-        (true, true, false) => "ESMTPS",
-        (true, false, true) => "ESMTPA",
-        (true, true, true) => "ESMTPSA",
+/// As [`clean`], keeping non-ASCII characters where the header may carry
+/// them (an SMTPUTF8 message's recipient, RFC 6532).
+fn clean_with(s: &str, utf8: bool) -> String {
+    s.chars()
+        .take(255)
+        .map(|c| {
+            let allowed = c.is_ascii_graphic() || (utf8 && !c.is_ascii() && !c.is_control());
+            if allowed && !"()<>;\\\"".contains(c) {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
+/// The `with` protocol name: RFC 3848, and RFC 6531 §3.7.3 for SMTPUTF8.
+pub fn protocol(esmtp: bool, tls: bool, auth: bool, utf8: bool) -> &'static str {
+    match (esmtp, tls, auth, utf8) {
+        (false, _, _, _) => "SMTP",
+        (true, false, false, false) => "ESMTP",
+        (true, true, false, false) => "ESMTPS",
+        (true, false, true, false) => "ESMTPA",
+        (true, true, true, false) => "ESMTPSA",
+        (true, false, false, true) => "UTF8SMTP",
+        (true, true, false, true) => "UTF8SMTPS",
+        (true, false, true, true) => "UTF8SMTPA",
+        (true, true, true, true) => "UTF8SMTPSA",
     }
 }
 
@@ -44,14 +67,14 @@ pub fn header(t: &Trace<'_>) -> Vec<u8> {
         "Received: from {} ([{ip}])\r\n\tby {} (Postern) with {} id {}",
         clean(t.helo),
         t.hostname,
-        protocol(t.esmtp, t.tls.is_some(), t.authenticated),
+        protocol(t.esmtp, t.tls.is_some(), t.authenticated, t.utf8),
         t.id
     );
     if let Some(tls) = t.tls {
         h.push_str(&format!("\r\n\t(using {} with cipher {})", tls.version, tls.cipher));
     }
     if let Some(r) = t.for_rcpt {
-        h.push_str(&format!("\r\n\tfor <{}>", clean(r)));
+        h.push_str(&format!("\r\n\tfor <{}>", clean_with(r, t.utf8)));
     }
     h.push_str(&format!(";\r\n\t{}\r\n", crate::util::rfc5322_date(t.date)));
     h.into_bytes()
@@ -90,12 +113,13 @@ mod tests {
 
     #[test]
     fn received_with_tls() {
-        let tls = TlsInfo { version: "TLSv1.3".into(), cipher: "TLS13_AES_256_GCM_SHA384".into(), sni: None };
+        let tls = TlsInfo { version: "TLSv1.3".into(), cipher: "TLS_AES_256_GCM_SHA384".into(), sni: None };
         let h = String::from_utf8(header(&Trace {
             helo: "client (evil)\r\nX: y",
             ip: "::ffff:127.0.0.1".parse().unwrap(),
             hostname: "mx.example.test",
             esmtp: true,
+            utf8: false,
             tls: Some(&tls),
             authenticated: false,
             id: "01ABCDEFGHJ",
@@ -103,10 +127,35 @@ mod tests {
             date: 0,
         }))
         .unwrap();
-        assert!(h.starts_with("Received: from client??evil???X:?y ([127.0.0.1])\r\n\tby mx.example.test (Postern) with ESMTPS id 01ABCDEFGHJ\r\n\t(using TLSv1.3 with cipher TLS13_AES_256_GCM_SHA384)\r\n\tfor <a@example.test>;\r\n\t"), "{h}");
+        assert!(h.starts_with("Received: from client??evil???X:?y ([127.0.0.1])\r\n\tby mx.example.test (Postern) with ESMTPS id 01ABCDEFGHJ\r\n\t(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384)\r\n\tfor <a@example.test>;\r\n\t"), "{h}");
         assert!(h.ends_with("1970 00:00:00 +0000\r\n"), "{h}");
-        assert_eq!(protocol(true, true, true), "ESMTPSA");
-        assert_eq!(protocol(false, true, true), "SMTP");
+        assert_eq!(protocol(true, true, true, false), "ESMTPSA");
+        assert_eq!(protocol(true, true, true, true), "UTF8SMTPSA");
+        assert_eq!(protocol(true, false, false, true), "UTF8SMTP");
+        assert_eq!(protocol(false, true, true, false), "SMTP");
+    }
+
+    #[test]
+    fn an_smtputf8_recipient_keeps_its_letters() {
+        let t = |utf8| {
+            String::from_utf8(header(&Trace {
+                helo: "c",
+                ip: "127.0.0.1".parse().unwrap(),
+                hostname: "mx.example.test",
+                esmtp: true,
+                utf8,
+                tls: None,
+                authenticated: false,
+                id: "X",
+                for_rcpt: Some("jösé@example.test"),
+                date: 0,
+            }))
+            .unwrap()
+        };
+        let h = t(true);
+        assert!(h.contains("with UTF8SMTP id X") && h.contains("for <jösé@example.test>"), "{h}");
+        // without SMTPUTF8 the header stays ASCII
+        assert!(t(false).contains("for <j?s?@example.test>"));
     }
 
     #[test]

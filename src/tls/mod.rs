@@ -32,7 +32,8 @@ pub fn provider() -> Arc<CryptoProvider> {
 pub struct TlsInfo {
     /// `TLSv1.2` or `TLSv1.3`.
     pub version: String,
-    /// IANA-style suite name, e.g. `TLS13_AES_256_GCM_SHA384`.
+    /// The IANA suite name, e.g. `TLS_AES_256_GCM_SHA384` or
+    /// `TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256`.
     pub cipher: String,
     /// The name the client asked for (server side) or that we asked for (client side).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -55,9 +56,18 @@ impl TlsInfo {
             Some(v) => format!("{v:?}"),
             None => "unknown".to_string(),
         };
-        let cipher =
-            conn.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite())).unwrap_or_else(|| "unknown".into());
+        let cipher = conn.negotiated_cipher_suite().map(|s| iana_name(s.suite())).unwrap_or_else(|| "unknown".into());
         TlsInfo { version, cipher, sni }
+    }
+}
+
+/// The IANA registry's name of a suite: rustls names the TLS 1.3 suites
+/// `TLS13_*`, the registry `TLS_*` (RFC 8446 §B.4); TLS 1.2 names agree.
+pub fn iana_name(suite: rustls::CipherSuite) -> String {
+    let name = format!("{suite:?}");
+    match name.strip_prefix("TLS13_") {
+        Some(rest) => format!("TLS_{rest}"),
+        None => name,
     }
 }
 
