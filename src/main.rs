@@ -57,6 +57,7 @@ enum CertCmd {
         /// ecdsa-p256, rsa2048 or rsa3072.
         #[arg(long, default_value = "ecdsa-p256")]
         key_type: postern::cert::KeyType,
+        /// Where to write the certificate (PEM).
         #[arg(long, value_name = "FILE")]
         cert_out: PathBuf,
         /// Written mode 0600.
@@ -74,20 +75,25 @@ enum CertCmd {
         /// Another name (repeatable): host, *.domain or IP.
         #[arg(long = "san", value_name = "NAME")]
         sans: Vec<String>,
+        /// Organisation (O).
         #[arg(long)]
         org: Option<String>,
+        /// Organisational unit (OU).
         #[arg(long)]
         org_unit: Option<String>,
         /// Two-letter country code.
         #[arg(long)]
         country: Option<String>,
+        /// State or province (ST).
         #[arg(long)]
         state: Option<String>,
+        /// Locality or city (L).
         #[arg(long)]
         locality: Option<String>,
         /// ecdsa-p256, rsa2048 or rsa3072.
         #[arg(long, default_value = "ecdsa-p256")]
         key_type: postern::cert::KeyType,
+        /// Where to write the request (PEM).
         #[arg(long, value_name = "FILE")]
         csr_out: PathBuf,
         /// Written mode 0600.
@@ -99,6 +105,7 @@ enum CertCmd {
     },
     /// Check a certificate (from a CA) and store it under data_dir/tls/ as NAME.
     Install {
+        /// The certificate's name in [tls.certificates.NAME].
         #[arg(long)]
         name: String,
         /// PEM chain, leaf first (or one DER certificate).
@@ -110,8 +117,10 @@ enum CertCmd {
     },
     /// Describe a certificate file, or a configured certificate by name.
     Show {
+        /// A PEM or DER file, or a name from [tls.certificates].
         #[arg(value_name = "FILE|NAME")]
         target: String,
+        /// Machine-readable output (documented in the README).
         #[arg(long)]
         json: bool,
     },
@@ -121,25 +130,33 @@ enum CertCmd {
 enum QueueCmd {
     /// One row per destination: count, oldest, next attempt, last error.
     Summary {
+        /// Machine-readable output (documented in the README).
         #[arg(long)]
         json: bool,
     },
     /// One entry per message.
     List {
+        /// Machine-readable output (documented in the README).
         #[arg(long)]
         json: bool,
+        /// Only messages with a recipient for this destination (domain or smarthost).
         #[arg(long)]
         destination: Option<String>,
+        /// Only messages with a recipient in this state.
         #[arg(long, value_parser = ["queued", "delivered", "failed", "expired", "deleted"])]
         state: Option<String>,
+        /// Only messages from this sender (case-insensitive).
         #[arg(long)]
         sender: Option<String>,
+        /// Only messages with this recipient (case-insensitive).
         #[arg(long)]
         recipient: Option<String>,
     },
     /// Envelope, recipients, attempts, TLS and headers of one message.
     Show {
+        /// The queue id (from `queue list` or the 250 reply).
         id: String,
+        /// Machine-readable output (documented in the README).
         #[arg(long)]
         json: bool,
     },
@@ -163,8 +180,10 @@ enum QueueCmd {
 struct SelectArgs {
     /// Queue ids.
     ids: Vec<String>,
+    /// Every message with a recipient for this destination.
     #[arg(long)]
     destination: Option<String>,
+    /// Every message in the queue.
     #[arg(long)]
     all: bool,
 }
@@ -179,10 +198,12 @@ impl From<SelectArgs> for Selector {
 enum RouteCmd {
     /// Which connector carries mail for ADDRESS, and why.
     Explain {
+        /// The recipient address to route.
         address: String,
         /// The virtual server the mail arrives on (default: the first SMTP one).
         #[arg(long)]
         server: Option<String>,
+        /// Machine-readable output (documented in the README).
         #[arg(long)]
         json: bool,
     },
@@ -190,21 +211,30 @@ enum RouteCmd {
 
 #[derive(Subcommand)]
 enum UserCmd {
+    /// Add a user (local@domain in a local domain); asks for the password.
     Add {
+        /// The user's address, also the login name.
         email: String,
         /// Read the password from the first line of standard input.
         #[arg(long)]
         password_stdin: bool,
     },
+    /// Set a user's password.
     Passwd {
+        /// The user's address.
         email: String,
+        /// Read the password from the first line of standard input.
         #[arg(long)]
         password_stdin: bool,
     },
+    /// Remove a user (their mail stays on disk).
     Delete {
+        /// The user's address.
         email: String,
     },
+    /// List the users.
     List {
+        /// Machine-readable output (documented in the README).
         #[arg(long)]
         json: bool,
     },
@@ -216,8 +246,11 @@ enum AliasCmd {
     Add { alias: String, target: String },
     /// Remove one target, or the whole alias.
     Delete { alias: String, target: Option<String> },
+    /// List aliases and their targets (one alias, or all).
     List {
+        /// Only this alias.
         alias: Option<String>,
+        /// Machine-readable output (documented in the README).
         #[arg(long)]
         json: bool,
     },
@@ -591,7 +624,12 @@ fn check_config(path: &Path) -> Outcome {
                 v.protocol.to_string(),
                 v.listen.join(" "),
                 format!("{:?}", v.tls).to_lowercase() + if v.require_tls { " (required)" } else { "" },
-                format!("{:?}", v.auth).to_lowercase(),
+                // POP3, IMAP and NNTP always have their login; `auth` is SMTP's
+                if v.protocol == postern::config::Protocol::Smtp {
+                    format!("{:?}", v.auth).to_lowercase()
+                } else {
+                    "login".to_string()
+                },
                 list_or_dash(&v.certificates),
             ]
         })
