@@ -2,7 +2,9 @@
 //! driven by `net::driver`, joined to the login glue shared with SMTP and
 //! POP3 (`auth::login`) and the mailbox store. FETCH items are rendered and
 //! SEARCH keys evaluated by [`fetch`] and [`search`], pure functions over a
-//! folder's listing and a [`fetch::Source`] of bytes and cached parses.
+//! folder's listing and a [`fetch::Source`] of bytes and cached parses;
+//! [`flags`] converts between the store's flags and the protocol's.
 
 pub mod fetch;
+pub mod flags;
 pub mod search;
