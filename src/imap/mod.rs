@@ -6,7 +6,8 @@
 //! and, on the selected folder's [`view::View`], FETCH, SEARCH, STORE,
 //! COPY, MOVE and EXPUNGE. FETCH items are rendered and SEARCH keys
 //! evaluated by [`fetch`] and [`search`], pure functions over a folder's
-//! listing and a [`fetch::Source`] of bytes and cached parses.
+//! listing and a [`fetch::Source`] of bytes and cached parses; [`flags`]
+//! converts between the store's flags and the protocol's.
 //!
 //! Store calls block, so they run in `spawn_blocking`. A FETCH streams:
 //! it writes until the core's output is at its high-water mark, then
@@ -17,6 +18,7 @@
 //! 3501 §7.4.1), and at once while IDLE ([`Session::notified`]).
 
 pub mod fetch;
+pub mod flags;
 pub mod list;
 pub mod search;
 pub mod view;
@@ -140,16 +142,6 @@ fn refusal(e: &MailboxError) -> (Option<Code>, &'static str) {
         MailboxError::UidsExhausted(_) => (Some(Code::Limit), "The mailbox has used up its UIDs"),
         _ => (Some(Code::ServerBug), "Internal error, try again later"),
     }
-}
-
-/// Whether a FETCH of `attrs` reads only the listing.
-fn listing_only(attrs: &[FetchAttr]) -> bool {
-    attrs.iter().all(|a| {
-        matches!(
-            a,
-            FetchAttr::Flags | FetchAttr::Uid | FetchAttr::InternalDate | FetchAttr::Rfc822Size | FetchAttr::ModSeq
-        )
-    })
 }
 
 fn uses_modseq(key: &SearchKey) -> bool {
@@ -324,7 +316,13 @@ impl ImapSession {
             K::Status { mailbox, items } => self.status(mailbox, items).await,
             K::Append { mailbox, flags, date, message } => {
                 let name = mailbox.as_str().to_string();
-                let flags = view::to_store(&flags);
+                let flags = match flags::to_store(&flags) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        self.tagged(Status::Bad, None, &e.to_string());
+                        return self.core.done();
+                    }
+                };
                 let date = date.map_or_else(now_unix, |d| d.unix_timestamp().max(0) as u64);
                 let r = blocking(move || store.append(&user, &name, &message, date, &flags)).await;
                 match r {
@@ -619,9 +617,6 @@ impl ImapSession {
         if let Some(m) = changed_since {
             indices.retain(|&i| v.messages[i].modseq > m);
         }
-        if uid && !attrs.contains(&FetchAttr::Uid) {
-            attrs.insert(0, FetchAttr::Uid);
-        }
         if fetch::sets_seen(&attrs) && !v.read_only {
             let unseen: Vec<u32> = indices
                 .iter()
@@ -674,7 +669,7 @@ impl ImapSession {
                 return;
             }
             let extra = |m: &MessageInfo| fetch::Extra { uid: job.uid, modseq: job.modseq, recent: v.is_recent(m.uid) };
-            if listing_only(&job.attrs) {
+            if fetch::needs(&job.attrs) == fetch::Needs::default() {
                 // no store read at all: `FETCH 1:* (UID FLAGS)` is a walk over the listing
                 let out = self.core.out();
                 while job.next < job.indices.len() && out.len() < crate::proto::imap::server::OUTPUT_HIGH_WATER {
@@ -753,7 +748,13 @@ impl ImapSession {
             StoreMode::Remove => FlagChange::Remove,
             StoreMode::Replace => FlagChange::Replace,
         };
-        let flags = view::to_store(&flags);
+        let flags = match flags::to_store(&flags) {
+            Ok(f) => f,
+            Err(e) => {
+                self.tagged(Status::Bad, None, &e.to_string());
+                return self.core.done();
+            }
+        };
         let (store, user, folder) = (self.store.clone(), self.user(), v.folder.clone());
         let r = blocking(move || store.store_flags_if(&user, &folder, &uids, change, &flags, unchanged_since)).await;
         let stored = match r {
@@ -773,7 +774,7 @@ impl ImapSession {
             }
             let Some(seq) = v.seq_of(u) else { continue };
             let Some(info) = v.messages.get(seq as usize - 1) else { continue };
-            let shown = view::shown_flags(info, v.is_recent(u));
+            let shown = flags::to_protocol(&info.flags, v.is_recent(u));
             let mut items = Vec::with_capacity(3);
             if !silent {
                 items.push(FetchItem::Flags(&shown));

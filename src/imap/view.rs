@@ -14,9 +14,9 @@
 //! folder selected that no other session claimed first. In memory only:
 //! after a restart every message is old.
 
-use crate::mailbox::{Flag as StoreFlag, Flags, Listing, MessageInfo};
+use crate::mailbox::{Flags, Listing, MessageInfo};
 use crate::proto::imap::response::{self, FetchItem};
-use crate::proto::imap::types::{Flag, SequenceSet};
+use crate::proto::imap::types::SequenceSet;
 use crate::util::LockExt;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -39,25 +39,6 @@ impl RecentBook {
     fn peek(&self, key: &(String, String, u32)) -> u32 {
         self.0.lock_or_recover().get(key).copied().unwrap_or(0)
     }
-}
-
-/// The store's flags in IMAP's words.
-pub fn to_imap(flags: &Flags) -> Vec<Flag> {
-    flags.iter().map(|f| Flag::from_name(&f.to_string())).collect()
-}
-
-/// IMAP flags the store keeps (`\Recent` and unknown `\Names` are not kept).
-pub fn to_store(flags: &[Flag]) -> Flags {
-    flags.iter().filter_map(|f| StoreFlag::parse(&f.to_string())).collect()
-}
-
-/// The flags the session shows for a message, `\Recent` included.
-pub fn shown_flags(info: &MessageInfo, recent: bool) -> Vec<Flag> {
-    let mut f = to_imap(&info.flags);
-    if recent {
-        f.push(Flag::Recent);
-    }
-    f
 }
 
 pub struct View {
@@ -231,7 +212,7 @@ impl View {
             if f.flags != m.flags {
                 m.flags = f.flags.clone();
                 m.modseq = f.modseq;
-                let flags = shown_flags(m, self.recent.contains(&m.uid));
+                let flags = super::flags::to_protocol(&m.flags, self.recent.contains(&m.uid));
                 let uid = m.uid;
                 let mut items = vec![FetchItem::Uid(uid), FetchItem::Flags(&flags)];
                 if condstore {
