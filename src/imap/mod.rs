@@ -48,6 +48,8 @@ const MAX_ERRORS: u32 = 20;
 const AUTHENTICATED_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// Literals of commands other than APPEND (SPEC §9).
 const MAX_LITERAL: u64 = 64 * 1024;
+/// The most output buffer a session keeps between commands.
+const IDLE_BUFFER: usize = 4096;
 /// Messages whose FETCH needs the store are made this many at a time.
 const FETCH_BATCH: usize = 64;
 
@@ -216,13 +218,26 @@ impl ImapSession {
 
     /// Take in the notifications so far: whether the selected folder changed.
     fn poll_changes(&mut self) {
+        self.absorb(None);
+    }
+
+    /// Take in the notifications so far, where `own` is the change this
+    /// session just made to the selected folder (the store announces it
+    /// before the call returns): its own notice is skipped, so that a STORE
+    /// or EXPUNGE does not cost a re-read of the whole folder.
+    fn absorb(&mut self, mut own: Option<ChangeKind>) {
         let Some(rx) = self.changes.as_mut() else { return };
         loop {
             match rx.try_recv() {
                 Ok(c) => {
-                    if self.view.as_ref().is_some_and(|v| concerns(v, &c)) {
-                        self.dirty = true;
+                    if !self.view.as_ref().is_some_and(|v| concerns(v, &c)) {
+                        continue;
                     }
+                    if own.as_ref().is_some_and(|o| is_own(o, &c.kind)) {
+                        own = None;
+                        continue;
+                    }
+                    self.dirty = true;
                 }
                 Err(TryRecvError::Lagged(_)) => self.dirty = true,
                 Err(TryRecvError::Empty | TryRecvError::Closed) => return,
@@ -550,6 +565,7 @@ impl ImapSession {
         let r = blocking(move || store.expunge(&user, &folder, &deleted)).await;
         match r {
             Ok(gone) => {
+                self.absorb(Some(ChangeKind::Expunged(gone.clone())));
                 let out = self.core.out();
                 if let Some(v) = self.view.as_mut() {
                     v.remove(&gone, out);
@@ -634,6 +650,7 @@ impl ImapSession {
                     blocking(move || store.store_flags_if(&user, &folder, &unseen, FlagChange::Add, &seen, None)).await;
                 match r {
                     Ok(stored) => {
+                        self.absorb(Some(ChangeKind::Flags(stored.updated.iter().map(|x| x.0).collect())));
                         if let Some(v) = self.view.as_mut() {
                             for (u, f, m) in stored.updated {
                                 v.set_flags(u, f, m);
@@ -764,6 +781,7 @@ impl ImapSession {
                 return self.core.done();
             }
         };
+        self.absorb(Some(ChangeKind::Flags(stored.updated.iter().map(|x| x.0).collect())));
         let condstore = self.core.condstore();
         let out = self.core.out();
         let Some(v) = self.view.as_mut() else { return };
@@ -842,6 +860,7 @@ impl ImapSession {
                         response::untagged(self.core.out(), Status::Ok, Some(code), "Moved");
                     }
                     let gone: Vec<u32> = pairs.iter().map(|p| p.0).collect();
+                    self.absorb(Some(ChangeKind::Expunged(gone.clone())));
                     let out = self.core.out();
                     if let Some(v) = self.view.as_mut() {
                         v.remove(&gone, out);
@@ -870,6 +889,21 @@ impl ImapSession {
 /// The UIDs flagged `\Deleted` among `messages` that `chosen` takes.
 fn deleted_uids(messages: &[MessageInfo], chosen: impl Fn(u32) -> bool) -> Vec<u32> {
     messages.iter().filter(|m| m.flags.contains(&StoreFlag::Deleted) && chosen(m.uid)).map(|m| m.uid).collect()
+}
+
+/// Whether `seen` is the notice of `own`, a change this session made: the
+/// same expunge, or flags changed on messages it just stored.
+fn is_own(own: &ChangeKind, seen: &ChangeKind) -> bool {
+    match (own, seen) {
+        (ChangeKind::Flags(mine), ChangeKind::Flags(theirs)) => theirs.iter().all(|u| mine.contains(u)),
+        (ChangeKind::Expunged(mine), ChangeKind::Expunged(theirs)) => {
+            let (mut a, mut b) = (mine.clone(), theirs.clone());
+            a.sort_unstable();
+            b.sort_unstable();
+            a == b
+        }
+        _ => false,
+    }
 }
 
 /// Whether a change touches the folder a view shows.
@@ -924,7 +958,12 @@ impl Session for ImapSession {
                 Event::IdleDone { .. } => self.finish(true, "IDLE terminated").await,
             }
         }
-        self.conn.end_turn(&mut self.core, out)
+        let next = self.conn.end_turn(&mut self.core, out);
+        // a big FETCH grew the core's buffer: an idle session keeps little
+        if self.job.is_none() && self.core.out().capacity() > IDLE_BUFFER {
+            self.core.out().shrink_to(IDLE_BUFFER);
+        }
+        next
     }
 
     fn tls_started(&mut self, info: &TlsInfo) {

@@ -24,11 +24,14 @@ use std::sync::{Arc, Mutex};
 /// The highest UID claimed per (user, folder, UIDVALIDITY), shared by the
 /// sessions of one service.
 #[derive(Clone, Default)]
-pub struct RecentBook(Arc<Mutex<HashMap<(String, String, u32), u32>>>);
+pub struct RecentBook(Arc<Mutex<HashMap<FolderKey, u32>>>);
+
+/// A folder as the book knows it: user, name, UIDVALIDITY.
+type FolderKey = (String, String, u32);
 
 impl RecentBook {
     /// Claim every UID up to `upto`: returns the highest claimed before.
-    fn claim(&self, key: &(String, String, u32), upto: u32) -> u32 {
+    fn claim(&self, key: &FolderKey, upto: u32) -> u32 {
         let mut book = self.0.lock_or_recover();
         let seen = book.entry(key.clone()).or_insert(0);
         let before = *seen;
@@ -36,7 +39,7 @@ impl RecentBook {
         before
     }
 
-    fn peek(&self, key: &(String, String, u32)) -> u32 {
+    fn peek(&self, key: &FolderKey) -> u32 {
         self.0.lock_or_recover().get(key).copied().unwrap_or(0)
     }
 }
@@ -53,7 +56,7 @@ pub struct View {
     pub recent: HashSet<u32>,
     /// UIDs expunged by others, not yet told.
     expunged: HashSet<u32>,
-    key: (String, String, u32),
+    key: FolderKey,
     book: RecentBook,
 }
 
