@@ -498,20 +498,33 @@ impl ImapSession {
 
     async fn status(&mut self, mailbox: Mailbox, items: Vec<StatusItem>) {
         let (store, user, name) = (self.store.clone(), self.user(), mailbox.as_str().to_string());
-        let r = blocking(move || Ok((store.folder(&user, &name)?, store.highestmodseq(&user, &name)?))).await;
-        let (info, highest) = match r {
+        let want_recent = items.contains(&StatusItem::Recent);
+        let r = blocking(move || {
+            let info = store.folder(&user, &name)?;
+            let highest = store.highestmodseq(&user, &name)?;
+            // only RECENT needs the UIDs
+            let uids: Vec<u32> = match want_recent {
+                true => store.messages(&user, &info.name)?.messages.iter().map(|m| m.uid).collect(),
+                false => Vec::new(),
+            };
+            Ok((info, highest, uids))
+        })
+        .await;
+        let (info, highest, uids) = match r {
             Ok(x) => x,
             Err(e) => {
                 self.failed("STATUS", &e);
                 return self.core.done();
             }
         };
+        let claimed = self.recent.claimed(&self.user(), &info.name, info.uidvalidity);
+        let recent = uids.iter().filter(|&&u| u > claimed).count() as u64;
         let values: Vec<(StatusItem, u64)> = items
             .iter()
             .map(|&i| {
                 let n = match i {
                     StatusItem::Messages => info.messages as u64,
-                    StatusItem::Recent => 0,
+                    StatusItem::Recent => recent,
                     StatusItem::UidNext => info.uidnext as u64,
                     StatusItem::UidValidity => info.uidvalidity as u64,
                     StatusItem::Unseen => info.unseen as u64,

@@ -39,6 +39,12 @@ impl RecentBook {
         before
     }
 
+    /// The highest UID of the folder any session has claimed (STATUS RECENT
+    /// counts the messages above it).
+    pub fn claimed(&self, user: &str, folder: &str, uidvalidity: u32) -> u32 {
+        self.peek(&(user.to_string(), folder.to_string(), uidvalidity))
+    }
+
     fn peek(&self, key: &FolderKey) -> u32 {
         self.0.lock_or_recover().get(key).copied().unwrap_or(0)
     }
