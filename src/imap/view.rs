@@ -234,3 +234,63 @@ impl View {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mailbox::Flag as Stored;
+    use crate::proto::imap::types::{SeqBound, SeqRange};
+
+    fn msg(uid: u32, flags: &[Stored], modseq: u64) -> MessageInfo {
+        MessageInfo { uid, size: 10, internal_date: 0, flags: flags.iter().cloned().collect(), modseq }
+    }
+
+    fn listing(messages: Vec<MessageInfo>) -> Listing {
+        let uidnext = messages.last().map_or(1, |m| m.uid + 1);
+        let highestmodseq = messages.iter().map(|m| m.modseq).max().unwrap_or(1);
+        Listing { uidvalidity: 7, uidnext, highestmodseq, messages }
+    }
+
+    fn text(out: &mut Vec<u8>) -> String {
+        String::from_utf8(std::mem::take(out)).unwrap()
+    }
+
+    #[test]
+    fn changes_by_others_are_told_and_expunges_wait_when_asked() {
+        let book = RecentBook::default();
+        let mut v =
+            View::new("alice", "INBOX", listing(vec![msg(1, &[], 1), msg(2, &[], 2), msg(3, &[], 3)]), false, &book);
+        assert_eq!(v.recent.len(), 3, "the first read-write selection claims every message");
+        let other = View::new("alice", "INBOX", listing(vec![msg(1, &[], 1)]), false, &book);
+        assert!(other.recent.is_empty(), "already claimed");
+        let mut out = Vec::new();
+        // another session expunged 2, flagged 3, and a message arrived; during a FETCH
+        let fresh = listing(vec![msg(1, &[], 1), msg(3, &[Stored::Flagged], 5), msg(4, &[], 6)]);
+        v.refresh(fresh.clone(), false, true, &mut out);
+        assert_eq!(
+            text(&mut out),
+            "* 4 EXISTS\r\n* 4 RECENT\r\n* 3 FETCH (UID 3 FLAGS (\\Flagged \\Recent) MODSEQ (5))\r\n",
+            "no EXPUNGE during FETCH, STORE or SEARCH; the numbers stay"
+        );
+        assert!(v.is_expunged(2));
+        assert_eq!(v.seq_of(4), Some(4));
+        v.refresh(fresh, true, true, &mut out);
+        assert_eq!(text(&mut out), "* 2 EXPUNGE\r\n");
+        assert_eq!((v.exists(), v.seq_of(3)), (3, Some(2)));
+        v.remove(&[1, 4], &mut out);
+        assert_eq!(text(&mut out), "* 3 EXPUNGE\r\n* 1 EXPUNGE\r\n", "from the highest number down");
+    }
+
+    #[test]
+    fn sets_resolve_to_indices() {
+        let book = RecentBook::default();
+        let v = View::new("a", "INBOX", listing(vec![msg(2, &[], 1), msg(5, &[], 1), msg(9, &[], 1)]), true, &book);
+        let set = |a: SeqBound, b: SeqBound| SequenceSet(vec![SeqRange { start: a, end: b }]);
+        assert_eq!(v.resolve(&set(SeqBound::Num(2), SeqBound::Star), false), vec![1, 2]);
+        assert_eq!(v.resolve(&set(SeqBound::Num(3), SeqBound::Num(9)), true), vec![1, 2]);
+        assert_eq!(v.resolve(&set(SeqBound::Num(100), SeqBound::Star), true), vec![2], "UID n:* names the last");
+        assert!(v.seq_out_of_range(&set(SeqBound::Num(4), SeqBound::Num(4))));
+        assert!(!v.seq_out_of_range(&set(SeqBound::Num(1), SeqBound::Star)));
+        assert_eq!(book.claimed("a", "INBOX", 7), 0, "EXAMINE claims nothing");
+    }
+}
