@@ -42,7 +42,7 @@ use std::time::Duration;
 use tokio::sync::broadcast::{self, error::TryRecvError};
 use view::{RecentBook, View};
 
-/// After this many `BAD`s and `NO`s a session is closed, as for SMTP.
+/// After this many `BAD`s a session is closed.
 const MAX_ERRORS: u32 = 20;
 /// RFC 3501 §5.4: an authenticated (or IDLE) session may be quiet this long.
 const AUTHENTICATED_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -172,7 +172,7 @@ impl ImapSession {
     fn tagged(&mut self, status: Status, code: Option<Code>, text: &str) {
         let tag = self.core.tag().to_string();
         response::tagged(self.core.out(), &tag, status, code.as_ref(), text);
-        if status != Status::Ok {
+        if status == Status::Bad {
             self.core.count_error();
         }
     }
