@@ -290,7 +290,7 @@ impl ImapSession {
             K::Examine { mailbox, condstore } => self.select(mailbox, condstore, true).await,
             K::Create(mb) => {
                 let name = mb.as_str().to_string();
-                let r = blocking(move || store.create_folder(&user, &name).map(|_| ())).await;
+                let r = blocking(move || create_with_parents(&store, &user, &name)).await;
                 self.simple(r, "CREATE").await
             }
             K::Delete(mb) => {
@@ -897,6 +897,24 @@ impl ImapSession {
             }
         }
     }
+}
+
+/// CREATE `a/b/c`: the missing superior names are made real folders too
+/// (RFC 3501 §6.3.3 SHOULD), so that they can be selected, renamed and
+/// deleted like any other.
+fn create_with_parents(store: &MailboxStore, user: &str, name: &str) -> Result<(), MailboxError> {
+    let trimmed = name.strip_suffix(crate::mailbox::DELIMITER).unwrap_or(name);
+    for (i, _) in trimmed.match_indices(crate::mailbox::DELIMITER) {
+        let parent = &trimmed[..i];
+        if parent.is_empty() {
+            continue;
+        }
+        match store.create_folder(user, parent) {
+            Ok(_) | Err(MailboxError::FolderExists { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    store.create_folder(user, name).map(|_| ())
 }
 
 /// The UIDs flagged `\Deleted` among `messages` that `chosen` takes.
