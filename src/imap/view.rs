@@ -14,9 +14,9 @@
 //! folder selected that no other session claimed first. In memory only:
 //! after a restart every message is old.
 
-use crate::mailbox::{Flag as StoreFlag, Flags, Listing, MessageInfo};
+use crate::mailbox::{Flags, Listing, MessageInfo};
 use crate::proto::imap::response::{self, FetchItem};
-use crate::proto::imap::types::{Flag, SequenceSet};
+use crate::proto::imap::types::SequenceSet;
 use crate::util::LockExt;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -24,11 +24,14 @@ use std::sync::{Arc, Mutex};
 /// The highest UID claimed per (user, folder, UIDVALIDITY), shared by the
 /// sessions of one service.
 #[derive(Clone, Default)]
-pub struct RecentBook(Arc<Mutex<HashMap<(String, String, u32), u32>>>);
+pub struct RecentBook(Arc<Mutex<HashMap<FolderKey, u32>>>);
+
+/// A folder as the book knows it: user, name, UIDVALIDITY.
+type FolderKey = (String, String, u32);
 
 impl RecentBook {
     /// Claim every UID up to `upto`: returns the highest claimed before.
-    fn claim(&self, key: &(String, String, u32), upto: u32) -> u32 {
+    fn claim(&self, key: &FolderKey, upto: u32) -> u32 {
         let mut book = self.0.lock_or_recover();
         let seen = book.entry(key.clone()).or_insert(0);
         let before = *seen;
@@ -36,28 +39,15 @@ impl RecentBook {
         before
     }
 
-    fn peek(&self, key: &(String, String, u32)) -> u32 {
+    /// The highest UID of the folder any session has claimed (STATUS RECENT
+    /// counts the messages above it).
+    pub fn claimed(&self, user: &str, folder: &str, uidvalidity: u32) -> u32 {
+        self.peek(&(user.to_string(), folder.to_string(), uidvalidity))
+    }
+
+    fn peek(&self, key: &FolderKey) -> u32 {
         self.0.lock_or_recover().get(key).copied().unwrap_or(0)
     }
-}
-
-/// The store's flags in IMAP's words.
-pub fn to_imap(flags: &Flags) -> Vec<Flag> {
-    flags.iter().map(|f| Flag::from_name(&f.to_string())).collect()
-}
-
-/// IMAP flags the store keeps (`\Recent` and unknown `\Names` are not kept).
-pub fn to_store(flags: &[Flag]) -> Flags {
-    flags.iter().filter_map(|f| StoreFlag::parse(&f.to_string())).collect()
-}
-
-/// The flags the session shows for a message, `\Recent` included.
-pub fn shown_flags(info: &MessageInfo, recent: bool) -> Vec<Flag> {
-    let mut f = to_imap(&info.flags);
-    if recent {
-        f.push(Flag::Recent);
-    }
-    f
 }
 
 pub struct View {
@@ -72,7 +62,7 @@ pub struct View {
     pub recent: HashSet<u32>,
     /// UIDs expunged by others, not yet told.
     expunged: HashSet<u32>,
-    key: (String, String, u32),
+    key: FolderKey,
     book: RecentBook,
 }
 
@@ -231,7 +221,7 @@ impl View {
             if f.flags != m.flags {
                 m.flags = f.flags.clone();
                 m.modseq = f.modseq;
-                let flags = shown_flags(m, self.recent.contains(&m.uid));
+                let flags = super::flags::to_protocol(&m.flags, self.recent.contains(&m.uid));
                 let uid = m.uid;
                 let mut items = vec![FetchItem::Uid(uid), FetchItem::Flags(&flags)];
                 if condstore {

@@ -225,7 +225,7 @@ impl LineCore for ServerSession {
         if self.state != State::Idle {
             return None;
         }
-        if super::command::is_done(&line[..]) {
+        if super::command::is_done(line) {
             self.state = State::Waiting(Pending::Command);
             return Some(Event::IdleDone { tag: self.tag.clone() });
         }
