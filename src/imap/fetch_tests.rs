@@ -60,6 +60,8 @@ pub(crate) struct Fake {
     pub messages: HashMap<u32, Vec<u8>>,
     pub bytes_reads: usize,
     pub parse_reads: usize,
+    /// Every read fails as a broken disk would.
+    pub broken: bool,
 }
 
 impl Fake {
@@ -71,10 +73,16 @@ impl Fake {
 impl Source for Fake {
     fn bytes(&mut self, uid: u32) -> Result<Vec<u8>, MailboxError> {
         self.bytes_reads += 1;
+        if self.broken {
+            return Err(MailboxError::Faults("disk on fire".into()));
+        }
         self.messages.get(&uid).cloned().ok_or(MailboxError::NoSuchMessage { folder: "INBOX".into(), uid })
     }
     fn parsed(&mut self, uid: u32) -> Result<Parsed, MailboxError> {
         self.parse_reads += 1;
+        if self.broken {
+            return Err(MailboxError::Faults("disk on fire".into()));
+        }
         let b = self.messages.get(&uid).ok_or(MailboxError::NoSuchMessage { folder: "INBOX".into(), uid })?;
         Ok(crate::mailbox::parse::parse(b))
     }

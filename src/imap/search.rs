@@ -18,7 +18,7 @@ use crate::mailbox::parse::{header_end, Parsed};
 use crate::mailbox::{Flag, MailboxError, MessageInfo};
 use crate::proto::imap::command::SearchKey;
 use crate::proto::imap::types::SequenceSet;
-use mail_parser::{HeaderValue, Message, MessageParser, PartType};
+use mail_parser::{HeaderName, HeaderValue, Message, MessageParser, PartType};
 
 /// What a search needs besides the messages.
 #[derive(Clone, Copy, Debug)]
@@ -368,7 +368,10 @@ fn value_text(bytes: &[u8], h: &mail_parser::Header<'_>) -> String {
 /// (encoded words decoded, the rest kept), lowered.
 fn decoded_headers(bytes: &[u8]) -> Vec<(String, String)> {
     let block = bytes.get(..header_end(bytes) as usize).unwrap_or(bytes);
-    let Some(m) = MessageParser::new().default_header_text().parse_headers(block) else { return Vec::new() };
+    // mail-parser uses its default for unnamed fields only once some field
+    // is named; naming one as text makes every field unstructured text
+    let parser = MessageParser::new().header_text(HeaderName::Subject).default_header_text();
+    let Some(m) = parser.parse_headers(block) else { return Vec::new() };
     m.parts
         .first()
         .map(|p| p.headers.iter().map(|h| (h.name.as_str().to_string(), lower(&value_text(block, h)))).collect())
