@@ -102,6 +102,8 @@ pub struct Server {
     pub shutdown: Shutdown,
     pub listening: Vec<Listening>,
     control_socket: PathBuf,
+    /// The news feed queue and the tasks that push it to the peers.
+    feed: (Arc<crate::news::feed::FeedQueue>, crate::nntp::feeder::Feeder),
 }
 
 /// How to start, beyond the config: settings tests and tools may change.
@@ -125,6 +127,8 @@ pub enum ServeError {
     Accounts(#[from] crate::auth::AccountError),
     #[error(transparent)]
     Mailboxes(#[from] crate::mailbox::MailboxError),
+    #[error(transparent)]
+    News(#[from] crate::news::NewsError),
     #[error("outbound SMTP: {0}")]
     Transport(#[source] crate::delivery::TransportError),
     /// A listener could not be bound (the error names the address).
@@ -171,6 +175,16 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Server,
         "mailboxes opened"
     );
     let mailboxes = Arc::new(mailboxes);
+    let news_settings = crate::news::NewsSettings {
+        expire_after: config.news.expire_after(),
+        ..crate::news::NewsSettings::new(&config.server.hostname)
+    };
+    let (news, found) = crate::news::NewsStore::open(&data.db, &data.path, news_settings, crate::util::now_secs())?;
+    tracing::info!(groups = found.groups, articles = found.articles, reindexed = found.reindexed.len(), "news opened");
+    let (feed, found) = crate::news::feed::FeedQueue::open(&data.db, &data.path, &config.news_peers)?;
+    tracing::info!(pending = ?found.pending, rescued = found.rescued.len(), "news feed queue opened");
+    let (news, feed) = (Arc::new(news), Arc::new(feed));
+    let feeder = crate::nntp::feeder::spawn(feed.clone(), news.clone(), Default::default());
     let queue = Arc::new(queue);
     let transport =
         Arc::new(SmtpTransport::with_settings(config.clone(), options.transport).map_err(ServeError::Transport)?);
@@ -252,13 +266,18 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Server,
             Protocol::Imap | Protocol::Nntp => {}
         }
     }
-    Ok(Server { ctx, shutdown, listening, control_socket })
+    Ok(Server { ctx, shutdown, listening, control_socket, feed: (feed, feeder) })
 }
 
 impl Server {
     /// Stop accepting, tell sessions to finish, wait for them, flush.
     pub async fn stop(self) {
         self.shutdown.trigger_and_wait(Duration::from_secs(30)).await;
+        let (feed, feeder) = self.feed;
+        feeder.stop(Duration::from_secs(5)).await;
+        if let Err(e) = tokio::task::spawn_blocking(move || feed.flush()).await.unwrap_or(Ok(())) {
+            tracing::warn!("news feed queue flush at shutdown: {e}");
+        }
         self.ctx.transport.close_idle().await;
         if let Err(e) = self.ctx.queue.flush() {
             tracing::warn!("queue flush at shutdown: {e}");
