@@ -33,6 +33,10 @@ drop_feed() { sed -i '/^# postern-test begin/,/^# postern-test end/d' "$FEEDS"; 
 case "${1:-}" in
 up)
   keep "$CONF"; keep "$FEEDS"
+  if running && ! (exec 3<>/dev/tcp/127.0.0.1/$INN_PORT) 2>/dev/null; then
+    # an innd on another port (the package's own start): ours has to listen on INN_PORT
+    "$0" down
+  fi
   setkey port "$INN_PORT"; setkey bindaddress 127.0.0.1; setkey bindaddress6 none
   setkey server 127.0.0.1; setkey doinnwatch false
   drop_feed
@@ -41,10 +45,6 @@ up)
   fi
   install -d -o news -g news "$RUN"
   touch /var/lib/news/.news.daily
-  if running && ! (exec 3<>/dev/tcp/127.0.0.1/$INN_PORT) 2>/dev/null; then
-    # an innd on another port (the package's own start): ours has to listen on INN_PORT
-    "$0" down
-  fi
   if running; then
     as_news "$BIN/ctlinnd -s reload newsfeeds postern-test"
   else
