@@ -90,7 +90,9 @@ struct PeerQueue {
 }
 
 struct Journal {
-    file: File,
+    /// Shared so that an fsync runs outside the lock (appends are
+    /// ordered by the lock; one fsync makes every earlier append durable).
+    file: Arc<File>,
     next_seq: u64,
     queues: HashMap<String, PeerQueue>,
     /// Floor: everything that arrived before it is accounted for.
@@ -176,8 +178,11 @@ impl Journal {
         (out, floor)
     }
 
-    fn append(&mut self, path: &Path, text: &str) -> Result<(), NewsError> {
-        self.file.write_all(text.as_bytes()).and_then(|()| self.file.sync_data()).map_err(io_err(path))
+    /// Append under the lock; the caller fsyncs the returned file after
+    /// letting go of it.
+    fn append(&mut self, path: &Path, text: &str) -> Result<Arc<File>, NewsError> {
+        (&*self.file).write_all(text.as_bytes()).map_err(io_err(path))?;
+        Ok(self.file.clone())
     }
 }
 
@@ -243,7 +248,7 @@ impl FeedQueue {
 
         let file = OpenOptions::new().append(true).create(true).mode(0o600).open(&path).map_err(io_err(&path))?;
         let mut j = Journal {
-            file,
+            file: Arc::new(file),
             next_seq: 0,
             queues: HashMap::new(),
             floor,
@@ -322,7 +327,7 @@ impl FeedQueue {
     fn compact(&self, j: &mut Journal) -> Result<(), NewsError> {
         let (text, floor) = j.render();
         crate::util::write_file_durably(&self.path, text.as_bytes(), 0o600).map_err(io_err(&self.path))?;
-        j.file = OpenOptions::new().append(true).open(&self.path).map_err(io_err(&self.path))?;
+        j.file = Arc::new(OpenOptions::new().append(true).open(&self.path).map_err(io_err(&self.path))?);
         j.floor = floor;
         j.done_lines = 0;
         Ok(())
@@ -343,14 +348,18 @@ impl FeedQueue {
             return Ok(());
         }
         let line = format!("+ {} {} {}\n", posted.arrived, posted.message_id, to.join(" "));
-        {
+        let file = {
             let mut j = self.journal.lock_or_recover();
-            j.append(&self.path, &line)?;
+            let file = j.append(&self.path, &line)?;
             for p in &to {
                 j.push(p, Queued { message_id: posted.message_id.clone(), arrived: posted.arrived });
             }
             j.note_arrival(posted.arrived, &posted.message_id);
-        }
+            file
+        };
+        // the feeder may see the entry before this returns; whatever it
+        // records later is appended after it, so never durable without it
+        file.sync_data().map_err(io_err(&self.path))?;
         for p in to {
             if let Some(n) = self.wake.get(p) {
                 n.notify_one();
@@ -391,20 +400,24 @@ impl FeedQueue {
             return Ok(());
         }
         let text: String = ids.iter().map(|id| format!("- {peer} {id}\n")).collect();
-        let mut j = self.journal.lock_or_recover();
-        j.append(&self.path, &text)?;
-        if let Some(q) = j.queues.get_mut(peer) {
-            for id in ids {
-                if q.in_flight.remove(id).is_none() {
-                    q.waiting.retain(|_, e| e.message_id != *id);
+        let file = {
+            let mut j = self.journal.lock_or_recover();
+            let file = j.append(&self.path, &text)?;
+            if let Some(q) = j.queues.get_mut(peer) {
+                for id in ids {
+                    if q.in_flight.remove(id).is_none() {
+                        q.waiting.retain(|_, e| e.message_id != *id);
+                    }
                 }
             }
-        }
-        j.done_lines += ids.len();
-        if j.done_lines > COMPACT_AFTER && j.done_lines > 2 * j.live() {
-            self.compact(&mut j)?;
-        }
-        Ok(())
+            j.done_lines += ids.len();
+            if j.done_lines > COMPACT_AFTER && j.done_lines > 2 * j.live() {
+                // the rewrite is durable on its own
+                return self.compact(&mut j);
+            }
+            file
+        };
+        file.sync_data().map_err(io_err(&self.path))
     }
 
     /// Put in-flight articles back, in their old place (the peer said "try
