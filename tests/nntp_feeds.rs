@@ -64,8 +64,11 @@ fn peer_config(name: &str, feed_to: &str, groups: &str) -> String {
 /// Message-ID of every article transferred, in order.
 struct Receiver {
     addr: SocketAddr,
-    got: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+    got: Received,
 }
+
+/// Message-ID and body of every article a receiver took, in order.
+type Received = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
 
 impl Receiver {
     fn start(streaming: bool) -> Receiver {
