@@ -257,6 +257,19 @@ fn a_peer_that_is_down_gets_its_articles_once_it_is_up() {
     s.stop();
 }
 
+#[test]
+fn feed_tls_required_sends_nothing_to_a_peer_without_starttls() {
+    let rx = Receiver::start(true);
+    let cfg = peer_config("receiver.test", &rx.addr.to_string(), "\"*\"").replace("\"opportunistic\"", "\"required\"");
+    let mut s = TestServer::start(&cfg);
+    s.stop();
+    store_articles(&s, &[(ids("tls", 1).remove(0), "local.test", format!("{HOST}!x"))]);
+    s.start_again();
+    assert!(eventually(Duration::from_secs(30), || s.log().contains("does not offer STARTTLS")), "log:\n{}", s.log());
+    s.stop();
+    assert!(rx.ids().is_empty(), "an article went out in plaintext under feed_tls = \"required\"");
+}
+
 // ---- INN ----
 
 const INN_PORT: u16 = 10119;
