@@ -11,6 +11,8 @@ use crate::datadir::DataDir;
 use crate::delivery::{LocalDelivery, SmtpTransport, TransportSettings};
 use crate::mailbox::MailboxStore;
 use crate::net::{self, ListenerSpec, Shutdown};
+use crate::news::feed::FeedQueue;
+use crate::news::{NewsSettings, NewsStore};
 use crate::queue::scheduler::{ControlOp, Scheduler};
 use crate::queue::QueueStore;
 use crate::tls::CertStore;
@@ -28,6 +30,9 @@ pub struct Context {
     queue: Arc<QueueStore>,
     accounts: Accounts,
     mailboxes: Arc<MailboxStore>,
+    /// The newsgroups and the articles owed to the feed peers.
+    news: Arc<NewsStore>,
+    feeds: Arc<FeedQueue>,
     certs: Arc<CertStore>,
     /// Logins for every service: accounts, failure throttle and delay.
     gate: Gate,
@@ -53,9 +58,11 @@ impl control::Handler for Context {
                 Request::QueueDelete { select, ndr } => ControlOp::Delete { select, ndr },
                 req => {
                     let (config, queue, accounts) = (self.config.clone(), self.queue.clone(), self.accounts.clone());
+                    let news = self.news.clone();
                     // account changes hash passwords; listing a big queue takes a while
                     return tokio::task::spawn_blocking(move || {
-                        ops::execute(&ops::Stores { config: &config, queue: &queue, accounts: &accounts }, req)
+                        let stores = ops::Stores { config: &config, queue: &queue, accounts: &accounts, news: &news };
+                        ops::execute(&stores, req)
                     })
                     .await
                     .unwrap_or_else(|e| Response::err(format!("internal error: {e}")));
@@ -125,6 +132,8 @@ pub enum ServeError {
     Accounts(#[from] crate::auth::AccountError),
     #[error(transparent)]
     Mailboxes(#[from] crate::mailbox::MailboxError),
+    #[error(transparent)]
+    News(#[from] crate::news::NewsError),
     #[error("outbound SMTP: {0}")]
     Transport(#[source] crate::delivery::TransportError),
     /// A listener could not be bound (the error names the address).
@@ -171,6 +180,18 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Server,
         "mailboxes opened"
     );
     let mailboxes = Arc::new(mailboxes);
+    let (news, found) = NewsStore::open(&data.db, &data.path, news_settings(&config), crate::util::now_secs())?;
+    tracing::info!(
+        groups = found.groups,
+        articles = found.articles,
+        reindexed = found.reindexed.len(),
+        dropped = found.dropped.len(),
+        quarantined = found.quarantined.len(),
+        "news store opened"
+    );
+    let news = Arc::new(news);
+    let feeds = Arc::new(FeedQueue::open(&data.db, &data.path, &config.news_peers)?);
+    spawn_news_expiry(news.clone());
     let queue = Arc::new(queue);
     let transport =
         Arc::new(SmtpTransport::with_settings(config.clone(), options.transport).map_err(ServeError::Transport)?);
@@ -194,6 +215,8 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Server,
         transport,
         accounts,
         mailboxes,
+        news,
+        feeds,
         certs: certs.clone(),
         _data: data,
     });
@@ -201,7 +224,7 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Server,
     let shutdown = Shutdown::new();
     let mut bound = Vec::new();
     for vs in &config.virtual_servers {
-        if !matches!(vs.protocol, Protocol::Smtp | Protocol::Pop3) {
+        if !matches!(vs.protocol, Protocol::Smtp | Protocol::Pop3 | Protocol::Nntp) {
             tracing::warn!(server = %vs.name, "protocol {} is not implemented yet; virtual server not started", vs.protocol);
             continue;
         }
@@ -249,7 +272,17 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Server,
                 ));
                 net::spawn_listeners(listeners, service, spec, shutdown.clone());
             }
-            Protocol::Imap | Protocol::Nntp => {}
+            Protocol::Nntp => {
+                let news = crate::nntp::News {
+                    store: ctx.news.clone(),
+                    feeds: ctx.feeds.clone(),
+                    peers: ctx.config.news_peers.clone().into(),
+                };
+                let hostname = &ctx.config.server.hostname;
+                let service = Arc::new(crate::nntp::NntpService::new(hostname, ctx.gate.clone(), news, vs.clone()));
+                net::spawn_listeners(listeners, service, spec, shutdown.clone());
+            }
+            Protocol::Imap => {}
         }
     }
     Ok(Server { ctx, shutdown, listening, control_socket })
@@ -269,6 +302,31 @@ impl Server {
         let _ = std::fs::remove_file(&self.control_socket);
         tracing::info!("stopped");
     }
+}
+
+/// What the news store is told by the configuration (`[news]`, the name).
+pub fn news_settings(config: &Config) -> NewsSettings {
+    NewsSettings { expire_after: config.news.expire_after(), ..NewsSettings::new(&config.server.hostname) }
+}
+
+/// How often old articles are removed (`[news] expire_after`); also once at start.
+const EXPIRE_EVERY: Duration = Duration::from_secs(3600);
+
+fn spawn_news_expiry(news: Arc<NewsStore>) {
+    tokio::spawn(async move {
+        loop {
+            let store = news.clone();
+            match tokio::task::spawn_blocking(move || store.expire(crate::util::now_secs())).await {
+                Ok(Ok(done)) if done.articles + done.history_forgotten > 0 => {
+                    tracing::info!(articles = done.articles, history = done.history_forgotten, "news expired")
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!("news expiry: {e}"),
+                Err(e) => tracing::warn!("news expiry task: {e}"),
+            }
+            tokio::time::sleep(EXPIRE_EVERY).await;
+        }
+    });
 }
 
 fn tls_word(t: TlsMode) -> &'static str {
