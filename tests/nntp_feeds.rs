@@ -377,3 +377,216 @@ fn inn_postern_to_inn_once_with_both_in_path_and_not_back_to_a_peer_in_path() {
     s.stop();
     assert_eq!(accepted_by_feed(&s.log()), 1, "log:\n{}", s.log());
 }
+
+// ---- through Postern's own NNTP service ----
+
+/// A raw NNTP client: one line per reply, dot-terminated blocks.
+struct Nntp {
+    w: TcpStream,
+    r: BufReader<TcpStream>,
+}
+
+impl Nntp {
+    fn connect(addr: SocketAddr) -> std::io::Result<Nntp> {
+        let c = TcpStream::connect(addr)?;
+        c.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let mut n = Nntp { w: c.try_clone()?, r: BufReader::new(c) };
+        let g = n.line()?;
+        assert!(g.starts_with("20"), "greeting {g}");
+        Ok(n)
+    }
+
+    fn line(&mut self) -> std::io::Result<String> {
+        let mut l = String::new();
+        if self.r.read_line(&mut l)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(l.trim_end().to_string())
+    }
+
+    fn cmd(&mut self, c: &str) -> std::io::Result<String> {
+        self.w.write_all(format!("{c}\r\n").as_bytes())?;
+        self.line()
+    }
+
+    /// An article as a dot-terminated block after `first` (POST's 340, ...).
+    fn block(&mut self, article: &str) -> std::io::Result<String> {
+        let mut out = String::new();
+        for l in article.split("\r\n") {
+            if l.starts_with('.') {
+                out.push('.');
+            }
+            out.push_str(l);
+            out.push_str("\r\n");
+        }
+        out.push_str(".\r\n");
+        self.w.write_all(out.as_bytes())?;
+        self.line()
+    }
+
+    fn article(&mut self, id: &str) -> std::io::Result<Option<String>> {
+        let r = self.cmd(&format!("ARTICLE {id}"))?;
+        if r.starts_with("430") {
+            return Ok(None);
+        }
+        assert!(r.starts_with("220"), "ARTICLE {id}: {r}");
+        let mut text = String::new();
+        loop {
+            let l = self.line()?;
+            if l == "." {
+                return Ok(Some(text));
+            }
+            text.push_str(&l);
+            text.push('\n');
+        }
+    }
+}
+
+fn news_article(id: &str, groups: &str, path: Option<&str>) -> String {
+    let path = path.map(|p| format!("Path: {p}\r\n")).unwrap_or_default();
+    format!(
+        "{path}From: poster@example.test\r\nNewsgroups: {groups}\r\nSubject: test {id}\r\nMessage-ID: {id}\r\n\
+         Date: {}\r\n\r\nbody of {id}\r\n",
+        postern::util::rfc5322_date(postern::util::now_secs())
+    )
+}
+
+fn news_config(peers: &str) -> String {
+    config(
+        "",
+        &format!(
+            "[[virtual_server]]\nname = \"news\"\nprotocol = \"nntp\"\nlisten = [\"127.0.0.1:0\"]\ntls = \"none\"\n\
+             allow_anonymous_posting = true\n\n{peers}"
+        ),
+    )
+}
+
+#[test]
+fn sigkill_while_articles_arrive_loses_nothing_acknowledged_and_feeds_it_once() {
+    let rx = Receiver::start(true);
+    let peers = format!(
+        "[[news_peer]]\nname = \"feeder.test\"\naccept_from = [\"127.0.0.0/8\"]\ngroups = [\"*\"]\n\n\
+         [[news_peer]]\nname = \"receiver.test\"\nfeed_to = \"{}\"\nfeed_tls = \"none\"\ngroups = [\"local.*\"]\n",
+        rx.addr
+    );
+    let mut s = TestServer::start(&news_config(&peers));
+    let out = s.cli(&["group", "add", "local.test"]);
+    assert!(out.status.success(), "group add: {}", String::from_utf8_lossy(&out.stderr));
+    let addr = s.addr("news");
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let a = acked.clone();
+    let tag = std::process::id();
+    let sender = std::thread::spawn(move || {
+        // one TAKETHIS at a time, so "acknowledged" is exact
+        let mut n = Nntp::connect(addr).expect("connect");
+        assert!(n.cmd("MODE STREAM").unwrap().starts_with("203"));
+        for i in 0..100_000 {
+            let id = format!("<arrive{i}.{tag}@feeder.test>");
+            let art = news_article(&id, "local.test", Some("feeder.test!not-for-mail"));
+            if n.w.write_all(format!("TAKETHIS {id}\r\n").as_bytes()).is_err() {
+                return;
+            }
+            match n.block(&art) {
+                Ok(r) if r.starts_with("239") => a.lock().unwrap().push(id),
+                Ok(r) => panic!("TAKETHIS {id}: {r}"),
+                Err(_) => return,
+            }
+        }
+    });
+    assert!(
+        eventually(Duration::from_secs(60), || acked.lock().unwrap().len() >= 150),
+        "articles are not arriving; log:\n{}",
+        s.log()
+    );
+    s.kill9();
+    sender.join().unwrap();
+    let acked = acked.lock().unwrap().clone();
+    s.start_again();
+    let mut n = Nntp::connect(s.addr("news")).unwrap();
+    for id in &acked {
+        assert!(n.article(id).unwrap().is_some(), "acknowledged article {id} is lost");
+    }
+    let all_fed = || {
+        let got = rx.ids();
+        acked.iter().all(|id| got.contains(id))
+    };
+    assert!(eventually(Duration::from_secs(90), all_fed), "not every acknowledged article was fed; log:\n{}", s.log());
+    s.stop();
+    let got = rx.ids();
+    let mut count: HashMap<&str, usize> = HashMap::new();
+    for id in &got {
+        *count.entry(id.as_str()).or_default() += 1;
+    }
+    let repeated = count.values().filter(|n| **n > 1).count();
+    eprintln!("{} acknowledged before the kill; {} fed in all, {repeated} twice", acked.len(), count.len());
+    assert!(count.values().all(|n| *n <= 2));
+    assert!(repeated <= window(), "{repeated} articles fed twice; at most the {} in flight may be", window());
+}
+
+#[test]
+fn inn_both_ways_once_with_both_in_path() {
+    let _ = inn(&["down"]);
+    let inn_host = {
+        inn(&["up"]);
+        inn(&["pathhost"])
+    };
+    let _inn = InnUp;
+    let peers = format!(
+        "[[news_peer]]\nname = \"{inn_host}\"\nfeed_to = \"127.0.0.1:{INN_PORT}\"\nfeed_tls = \"opportunistic\"\n\
+         accept_from = [\"127.0.0.1\"]\ngroups = [\"local.*\"]\n"
+    );
+    let mut s = TestServer::start(&news_config(&peers));
+    for g in ["local.test", "local.general"] {
+        let out = s.cli(&["group", "add", g]);
+        assert!(out.status.success(), "group add: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let port = s.addr("news").port().to_string();
+    // INN feeds us as HOST (our Path identity), with innxmit
+    inn(&["up", HOST, &port]);
+    let t = format!("{}.{}", std::process::id(), postern::util::now_secs());
+
+    // INN -> Postern: posted to INN's reader, pushed by INN's feed
+    let from_inn = format!("<from-inn.{t}@inn.test>");
+    {
+        let mut c = Nntp::connect(SocketAddr::from(([127, 0, 0, 1], INN_PORT))).unwrap();
+        assert!(c.cmd("MODE READER").unwrap().starts_with("20"));
+        assert!(c.cmd("POST").unwrap().starts_with("340"));
+        let r = c.block(&news_article(&from_inn, "local.test", None)).unwrap();
+        assert!(r.starts_with("240"), "POST to INN: {r}");
+    }
+    // Postern -> INN: posted to Postern, pushed by our feeder
+    let from_us = format!("<from-postern.{t}@{HOST}>");
+    let mut p = Nntp::connect(s.addr("news")).unwrap();
+    assert!(p.cmd("POST").unwrap().starts_with("340"));
+    let r = p.block(&news_article(&from_us, "local.general", None)).unwrap();
+    assert!(r.starts_with("240"), "POST to Postern: {r}");
+
+    assert!(
+        eventually(Duration::from_secs(60), || {
+            inn(&["push", HOST, &port]);
+            p.article(&from_inn).unwrap().is_some()
+        }),
+        "INN's article never reached Postern; log:\n{}",
+        s.log()
+    );
+    assert!(
+        eventually(Duration::from_secs(60), || inn_article(&from_us).is_some()),
+        "Postern's article never reached INN; log:\n{}",
+        s.log()
+    );
+    let here = p.article(&from_inn).unwrap().unwrap();
+    assert!(path_of(&here).starts_with(&format!("{HOST}!{inn_host}!")), "Path here: {}", path_of(&here));
+    let there = inn_article(&from_us).unwrap();
+    assert!(path_of(&there).starts_with(&format!("{inn_host}!{HOST}!")), "Path at INN: {}", path_of(&there));
+
+    // exactly once: INN has nothing more for us (its Path check), we sent one article
+    inn(&["push", HOST, &port]);
+    let over = p.cmd("GROUP local.test").unwrap();
+    assert!(over.starts_with("211 1 "), "Postern's local.test: {over}");
+    drop(p);
+    s.stop();
+    assert_eq!(accepted_by_feed(&s.log()), 1, "log:\n{}", s.log());
+    let refused: usize =
+        s.log().lines().filter(|l| l.contains("news feed batch")).filter(|l| !l.contains("refused=0")).count();
+    assert_eq!(refused, 0, "a batch was refused: our feed offered INN its own article; log:\n{}", s.log());
+}
