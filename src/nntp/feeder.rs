@@ -155,8 +155,9 @@ struct BatchOutcome {
 type Conn = BufReader<Stream>;
 
 impl PeerTask {
+    /// Told to stop, or the [`Feeder`] is gone (so is whoever would stop us).
     fn stopping(&self) -> bool {
-        *self.stop.borrow()
+        *self.stop.borrow() || self.stop.has_changed().is_err()
     }
 
     async fn run(mut self) {
@@ -175,12 +176,8 @@ impl PeerTask {
             }
             let result = self.session(&wake).await;
             self.queue.release_all(&name);
-            let retry = match result {
-                Ok(false) => {
-                    failures = 0;
-                    continue;
-                }
-                Ok(true) => true,
+            let later = match result {
+                Ok(later) => later,
                 Err(e) => {
                     tracing::warn!(peer = %name, "news feed: {e}");
                     true
@@ -189,18 +186,20 @@ impl PeerTask {
             if self.stopping() {
                 return;
             }
-            if retry {
-                failures = failures.saturating_add(1);
-                let factor = 1u32 << failures.saturating_sub(1).min(16);
-                let delay = self.settings.retry_min.saturating_mul(factor).min(self.settings.retry_max);
-                tracing::info!(peer = %name, retry_in = ?delay, waiting = self.queue.waiting(&name), "news feed deferred");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = self.stop.changed() => {}
-                }
-                if self.stopping() {
-                    return;
-                }
+            if !later {
+                failures = 0;
+                continue;
+            }
+            failures = failures.saturating_add(1);
+            let factor = 1u32 << failures.saturating_sub(1).min(16);
+            let delay = self.settings.retry_min.saturating_mul(factor).min(self.settings.retry_max);
+            tracing::info!(peer = %name, retry_in = ?delay, waiting = self.queue.waiting(&name), "news feed deferred");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.stop.changed() => {}
+            }
+            if self.stopping() {
+                return;
             }
         }
     }
