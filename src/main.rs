@@ -37,6 +37,9 @@ enum Command {
     /// Manage aliases.
     #[command(subcommand)]
     Alias(AliasCmd),
+    /// Manage newsgroups.
+    #[command(subcommand)]
+    Group(GroupCmd),
     /// Make, request, install and inspect certificates.
     #[command(subcommand)]
     Cert(CertCmd),
@@ -256,6 +259,24 @@ enum AliasCmd {
     },
 }
 
+#[derive(Subcommand)]
+enum GroupCmd {
+    /// Create NEWSGROUP (posting allowed).
+    Add {
+        newsgroup: String,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Delete NEWSGROUP and the articles that are in no other group.
+    Delete { newsgroup: String },
+    /// Every newsgroup, or the one named.
+    List {
+        newsgroup: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 /// A failure and its exit status.
 struct Failure(u8, String);
 
@@ -326,6 +347,7 @@ fn run(cli: Cli) -> Outcome {
         Command::Queue(q) => queue(&cli.config, q),
         Command::User(u) => user(&cli.config, u),
         Command::Alias(a) => alias(&cli.config, a),
+        Command::Group(g) => group(&cli.config, g),
         Command::Cert(c) => cert(&cli.config, c),
         Command::Reload => {
             let data = operate(&cli.config, Request::Reload)?;
@@ -376,7 +398,10 @@ fn direct(config: &Config, req: Request) -> Result<Response, Failure> {
     let data = postern::datadir::DataDir::open(&config.server.data_dir).map_err(|e| runtime(e.to_string()))?;
     let (queue, _) = postern::queue::QueueStore::open(&data.db, &data.path).map_err(|e| runtime(e.to_string()))?;
     let accounts = postern::auth::Accounts::open(&data.db).map_err(|e| runtime(e.to_string()))?;
-    let resp = ops::execute(&ops::Stores { config, queue: &queue, accounts: &accounts }, req);
+    let settings = postern::server::news_settings(config);
+    let (news, _) = postern::news::NewsStore::open(&data.db, &data.path, settings, postern::util::now_secs())
+        .map_err(|e| runtime(e.to_string()))?;
+    let resp = ops::execute(&ops::Stores { config, queue: &queue, accounts: &accounts, news: &news }, req);
     let _ = queue.flush();
     Ok(resp)
 }
@@ -517,6 +542,25 @@ fn alias(config: &Path, cmd: AliasCmd) -> Outcome {
                 let all: Vec<postern::auth::AliasInfo> = from_value(data)?;
                 let rows: Vec<Vec<String>> = all.iter().map(|a| vec![a.alias.clone(), a.targets.join(", ")]).collect();
                 print!("{}", views::table(&["ALIAS", "TARGETS"], &rows));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn group(config: &Path, cmd: GroupCmd) -> Outcome {
+    match cmd {
+        // a refused name (invalid, taken) is a usage error
+        GroupCmd::Add { newsgroup, description } => {
+            say(operate_or(config, Request::GroupAdd { name: newsgroup, description }, usage)?)
+        }
+        GroupCmd::Delete { newsgroup } => say(operate(config, Request::GroupDelete { name: newsgroup })?),
+        GroupCmd::List { newsgroup, json } => {
+            let data = operate(config, Request::GroupList { name: newsgroup })?;
+            if json {
+                print_json_lines(&data);
+            } else {
+                print!("{}", views::group_table(&from_value::<Vec<views::GroupView>>(data)?));
             }
         }
     }

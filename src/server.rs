@@ -11,6 +11,8 @@ use crate::datadir::DataDir;
 use crate::delivery::{LocalDelivery, SmtpTransport, TransportSettings};
 use crate::mailbox::MailboxStore;
 use crate::net::{self, ListenerSpec, Shutdown};
+use crate::news::feed::FeedQueue;
+use crate::news::{NewsSettings, NewsStore};
 use crate::queue::scheduler::{ControlOp, Scheduler};
 use crate::queue::QueueStore;
 use crate::tls::CertStore;
@@ -28,6 +30,9 @@ pub struct Context {
     queue: Arc<QueueStore>,
     accounts: Accounts,
     mailboxes: Arc<MailboxStore>,
+    /// The newsgroups and the articles owed to the feed peers.
+    news: Arc<NewsStore>,
+    feeds: Arc<FeedQueue>,
     certs: Arc<CertStore>,
     /// Logins for every service: accounts, failure throttle and delay.
     gate: Gate,
@@ -53,9 +58,11 @@ impl control::Handler for Context {
                 Request::QueueDelete { select, ndr } => ControlOp::Delete { select, ndr },
                 req => {
                     let (config, queue, accounts) = (self.config.clone(), self.queue.clone(), self.accounts.clone());
+                    let news = self.news.clone();
                     // account changes hash passwords; listing a big queue takes a while
                     return tokio::task::spawn_blocking(move || {
-                        ops::execute(&ops::Stores { config: &config, queue: &queue, accounts: &accounts }, req)
+                        let stores = ops::Stores { config: &config, queue: &queue, accounts: &accounts, news: &news };
+                        ops::execute(&stores, req)
                     })
                     .await
                     .unwrap_or_else(|e| Response::err(format!("internal error: {e}")));
@@ -102,6 +109,8 @@ pub struct Server {
     pub shutdown: Shutdown,
     pub listening: Vec<Listening>,
     control_socket: PathBuf,
+    /// The tasks that push the feed queue to the news peers.
+    feeder: crate::nntp::feeder::Feeder,
 }
 
 /// How to start, beyond the config: settings tests and tools may change.
@@ -125,6 +134,8 @@ pub enum ServeError {
     Accounts(#[from] crate::auth::AccountError),
     #[error(transparent)]
     Mailboxes(#[from] crate::mailbox::MailboxError),
+    #[error(transparent)]
+    News(#[from] crate::news::NewsError),
     #[error("outbound SMTP: {0}")]
     Transport(#[source] crate::delivery::TransportError),
     /// A listener could not be bound (the error names the address).
@@ -186,10 +197,6 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Server,
     // started as root, give root up before any store is opened.
     let mut bound = Vec::new();
     for vs in &config.virtual_servers {
-        if !matches!(vs.protocol, Protocol::Smtp | Protocol::Pop3 | Protocol::Imap) {
-            tracing::warn!(server = %vs.name, "protocol {} is not implemented yet; virtual server not started", vs.protocol);
-            continue;
-        }
         let listeners = net::bind(vs).await?;
         bound.push((vs.clone(), listeners));
     }
@@ -213,6 +220,21 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Server,
         "mailboxes opened"
     );
     let mailboxes = Arc::new(mailboxes);
+    let (news, found) = NewsStore::open(&data.db, &data.path, news_settings(&config), crate::util::now_secs())?;
+    tracing::info!(
+        groups = found.groups,
+        articles = found.articles,
+        reindexed = found.reindexed.len(),
+        dropped = found.dropped.len(),
+        quarantined = found.quarantined.len(),
+        "news store opened"
+    );
+    let news = Arc::new(news);
+    let (feeds, found) = FeedQueue::open(&data.db, &data.path, &config.news_peers)?;
+    tracing::info!(pending = ?found.pending, rescued = found.rescued.len(), "news feed queue opened");
+    let feeds = Arc::new(feeds);
+    let feeder = crate::nntp::feeder::spawn(feeds.clone(), news.clone(), Default::default());
+    spawn_news_expiry(news.clone());
     let queue = Arc::new(queue);
     let transport =
         Arc::new(SmtpTransport::with_settings(config.clone(), options.transport).map_err(ServeError::Transport)?);
@@ -236,6 +258,8 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Server,
         transport,
         accounts,
         mailboxes,
+        news,
+        feeds,
         certs: certs.clone(),
         _data: data,
     });
@@ -292,16 +316,30 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Server,
                 ));
                 net::spawn_listeners(listeners, service, spec, shutdown.clone());
             }
-            Protocol::Nntp => {}
+            Protocol::Nntp => {
+                let news = crate::nntp::News {
+                    store: ctx.news.clone(),
+                    feeds: ctx.feeds.clone(),
+                    peers: ctx.config.news_peers.clone().into(),
+                };
+                let hostname = &ctx.config.server.hostname;
+                let service = Arc::new(crate::nntp::NntpService::new(hostname, ctx.gate.clone(), news, vs.clone()));
+                net::spawn_listeners(listeners, service, spec, shutdown.clone());
+            }
         }
     }
-    Ok(Server { ctx, shutdown, listening, control_socket })
+    Ok(Server { ctx, shutdown, listening, control_socket, feeder })
 }
 
 impl Server {
     /// Stop accepting, tell sessions to finish, wait for them, flush.
     pub async fn stop(self) {
         self.shutdown.trigger_and_wait(Duration::from_secs(30)).await;
+        self.feeder.stop(Duration::from_secs(5)).await;
+        let feeds = self.ctx.feeds.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || feeds.flush()).await.unwrap_or(Ok(())) {
+            tracing::warn!("news feed queue flush at shutdown: {e}");
+        }
         self.ctx.transport.close_idle().await;
         if let Err(e) = self.ctx.queue.flush() {
             tracing::warn!("queue flush at shutdown: {e}");
@@ -312,6 +350,31 @@ impl Server {
         let _ = std::fs::remove_file(&self.control_socket);
         tracing::info!("stopped");
     }
+}
+
+/// What the news store is told by the configuration (`[news]`, the name).
+pub fn news_settings(config: &Config) -> NewsSettings {
+    NewsSettings { expire_after: config.news.expire_after(), ..NewsSettings::new(&config.server.hostname) }
+}
+
+/// How often old articles are removed (`[news] expire_after`); also once at start.
+const EXPIRE_EVERY: Duration = Duration::from_secs(3600);
+
+fn spawn_news_expiry(news: Arc<NewsStore>) {
+    tokio::spawn(async move {
+        loop {
+            let store = news.clone();
+            match tokio::task::spawn_blocking(move || store.expire(crate::util::now_secs())).await {
+                Ok(Ok(done)) if done.articles + done.history_forgotten > 0 => {
+                    tracing::info!(articles = done.articles, history = done.history_forgotten, "news expired")
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!("news expiry: {e}"),
+                Err(e) => tracing::warn!("news expiry task: {e}"),
+            }
+            tokio::time::sleep(EXPIRE_EVERY).await;
+        }
+    });
 }
 
 fn tls_word(t: TlsMode) -> &'static str {

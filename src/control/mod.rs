@@ -78,6 +78,18 @@ pub enum Request {
         #[serde(default)]
         alias: Option<String>,
     },
+    GroupAdd {
+        name: String,
+        #[serde(default)]
+        description: String,
+    },
+    GroupDelete {
+        name: String,
+    },
+    GroupList {
+        #[serde(default)]
+        name: Option<String>,
+    },
     Reload,
 }
 

@@ -6,6 +6,8 @@ use super::views::{self, MessageDetail};
 use super::{QueueFilter, Request, Response};
 use crate::auth::{AccountError, Accounts};
 use crate::config::Config;
+use crate::news::{NewsError, NewsStore, Posting};
+use crate::proto::nntp::wildmat::Wildmat;
 use crate::proto::smtp::address::AddressError;
 use crate::proto::smtp::Address;
 use crate::queue::scheduler::{apply, ControlOp};
@@ -16,6 +18,7 @@ pub struct Stores<'a> {
     pub config: &'a Config,
     pub queue: &'a QueueStore,
     pub accounts: &'a Accounts,
+    pub news: &'a NewsStore,
 }
 
 /// Why an operator action was refused or failed; the text is what the CLI
@@ -40,6 +43,8 @@ pub enum OpError {
     Select(#[from] SelectError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    News(#[from] NewsError),
 }
 
 /// Run a request directly on the stores.
@@ -87,9 +92,29 @@ pub fn execute(s: &Stores<'_>, req: Request) -> Response {
                 )
             })
             .map_err(OpError::from),
+        Request::GroupAdd { name, description } => s
+            .news
+            .add_group(&name, &description, Posting::Yes, crate::util::now_secs())
+            .map(|g| Response::ok(format!("newsgroup {} added", g.name)))
+            .map_err(OpError::from),
+        Request::GroupDelete { name } => s
+            .news
+            .delete_group(&name, crate::util::now_secs())
+            .map(|()| Response::ok(format!("newsgroup {name} deleted")))
+            .map_err(OpError::from),
+        Request::GroupList { name } => group_list(s.news, name.as_deref()),
         Request::Reload => Err(OpError::ReloadNeedsServer),
     };
     r.unwrap_or_else(Response::err)
+}
+
+/// Every newsgroup, or the one named (an error when it does not exist).
+fn group_list(news: &NewsStore, name: Option<&str>) -> Result<Response, OpError> {
+    let groups = match name {
+        Some(n) => vec![news.group(n)?.ok_or_else(|| NewsError::NoSuchGroup(n.to_string()))?],
+        None => news.groups(&Wildmat::any())?,
+    };
+    Ok(Response::ok(groups.into_iter().map(views::group_view).collect::<Vec<_>>()))
 }
 
 /// An address in one of our local domains.

@@ -1,5 +1,6 @@
-//! The stable JSON shapes of `queue list|summary|show --json` (documented in
-//! the README), and their aligned-table forms for people. Clients ignore
+//! The stable JSON shapes of `queue list|summary|show --json` and
+//! `group list --json` (documented in the README), and their aligned-table
+//! forms for people. Clients ignore
 //! fields they do not know; fields are only ever added.
 
 use crate::queue::{Message, RcptState, Recipient};
@@ -284,4 +285,52 @@ pub fn detail_text(d: &MessageDetail) -> String {
         let _ = writeln!(s, "  {line}");
     }
     s
+}
+
+/// `group list --json`: one newsgroup.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GroupView {
+    pub name: String,
+    pub description: String,
+    /// `y` (posting allowed), `n` or `m` (moderated), as LIST ACTIVE shows it.
+    pub posting: String,
+    /// Articles present.
+    pub count: u64,
+    /// The lowest article number present (`high + 1` when empty).
+    pub low: u64,
+    /// The highest article number given so far.
+    pub high: u64,
+    /// RFC 3339.
+    pub created: String,
+}
+
+pub fn group_view(g: crate::news::GroupInfo) -> GroupView {
+    GroupView {
+        posting: g.posting.letter().to_string(),
+        created: rfc3339(g.created),
+        name: g.name,
+        description: g.description,
+        count: g.count,
+        low: g.low,
+        high: g.high,
+    }
+}
+
+/// `group list` for people.
+pub fn group_table(groups: &[GroupView]) -> String {
+    let rows: Vec<Vec<String>> = groups
+        .iter()
+        .map(|g| {
+            vec![
+                g.name.clone(),
+                g.posting.clone(),
+                g.count.to_string(),
+                g.low.to_string(),
+                g.high.to_string(),
+                g.created.clone(),
+                g.description.clone(),
+            ]
+        })
+        .collect();
+    table(&["NEWSGROUP", "POSTING", "COUNT", "LOW", "HIGH", "CREATED", "DESCRIPTION"], &rows)
 }

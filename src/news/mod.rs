@@ -44,7 +44,7 @@
 //! (records come from sled, files never change once written). Every method
 //! blocks on the disk: call it from `spawn_blocking`.
 
-mod article;
+pub mod article;
 pub mod feed;
 mod reconcile;
 mod store;

@@ -293,12 +293,19 @@ impl NewsStore {
     /// article is durable. The article must carry a valid Message-ID; the
     /// caller adds `Path`, `Date` and the like before.
     pub fn post(&self, article: &[u8], now: u64) -> Result<Posted, NewsError> {
+        self.post_where(article, now, |_| true)
+    }
+
+    /// [`NewsStore::post`] into only those of the article's groups that
+    /// `keep` accepts (a feed peer's `groups`); the others are skipped like
+    /// groups that do not exist here.
+    pub fn post_where(&self, article: &[u8], now: u64, keep: impl Fn(&str) -> bool) -> Result<Posted, NewsError> {
         let h = article::headers(article);
         let id = h.get("Message-ID").ok_or(NewsError::NoMessageId)?.to_string();
         article::check_message_id(&id)?;
         let newsgroups = h.get("Newsgroups").ok_or(NewsError::NoNewsgroups)?.to_string();
         let mut wanted: Vec<&str> = Vec::new();
-        for g in newsgroups.split(',').map(str::trim).filter(|g| !g.is_empty()) {
+        for g in newsgroups.split(',').map(str::trim).filter(|g| !g.is_empty() && keep(g)) {
             if !wanted.contains(&g) {
                 wanted.push(g);
             }

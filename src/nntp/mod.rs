@@ -2,5 +2,295 @@
 //! on the sans-IO core (`proto::nntp`), driven by `net::driver`, with the
 //! login glue shared with the other services (`auth::login`) and the news
 //! store; [`feeder`] pushes new articles to the peers in `[[news_peer]]`.
+//!
+//! A session answers its core's requests from the store off the async
+//! threads ([`reader`]); a POSTed article is checked and completed
+//! ([`inject`]) and stored, as is an article a peer feeds us with IHAVE or
+//! TAKETHIS — only from an address the peer's `accept_from` covers, and
+//! only into the groups its `groups` covers. Every article stored is
+//! handed to the feed queue ([`crate::news::feed::FeedQueue::stored`])
+//! before the client hears `240`/`235`/`239`: the store has fsynced it by
+//! then. This module never formats a reply itself.
 
 pub mod feeder;
+pub mod inject;
+pub mod reader;
+
+use crate::auth::{Gate, Refused};
+use crate::config::{NewsPeer, TlsMode, VirtualServer};
+use crate::net::{ConnInfo, Next, Service, Session, SessionEnd};
+use crate::news::feed::FeedQueue;
+use crate::news::{NewsError, NewsStore, Posted};
+use crate::proto::nntp::reply::{self, Reply};
+use crate::proto::nntp::server::{Answer, Event, Request, ServerSession, Settings};
+use crate::proto::sasl::Credentials;
+use crate::proto::session::{AuthEvent, LineCore};
+use crate::service::Conn;
+use crate::tls::TlsInfo;
+use crate::util::now_secs;
+use bytes::BytesMut;
+use std::sync::Arc;
+
+/// After this many 5xx replies a session is closed, as for SMTP and POP3.
+const MAX_ERRORS: u32 = 10;
+
+/// What the NNTP virtual servers share: the news store and the feed queue.
+#[derive(Clone)]
+pub struct News {
+    pub store: Arc<NewsStore>,
+    pub feeds: Arc<FeedQueue>,
+    pub peers: Arc<[NewsPeer]>,
+}
+
+pub struct NntpService {
+    gate: Gate,
+    news: News,
+    vs: Arc<VirtualServer>,
+    settings: Settings,
+}
+
+impl NntpService {
+    pub fn new(hostname: &str, gate: Gate, news: News, vs: Arc<VirtualServer>) -> NntpService {
+        let settings = Settings {
+            hostname: hostname.to_string(),
+            starttls: vs.tls == TlsMode::Starttls,
+            require_tls: vs.require_tls,
+            allow_plaintext_auth: vs.allow_plaintext_auth,
+            allow_anonymous_posting: vs.allow_anonymous_posting,
+            max_article: usize::try_from(vs.max_message_size.0).unwrap_or(usize::MAX),
+            max_errors: MAX_ERRORS,
+        };
+        NntpService { gate, news, vs, settings }
+    }
+}
+
+impl Service for NntpService {
+    type Session = NntpSession;
+
+    fn session(&self, conn: &ConnInfo) -> NntpSession {
+        let peer = self.news.peers.iter().position(|p| p.accepts(conn.peer.ip()));
+        NntpSession {
+            news: self.news.clone(),
+            core: ServerSession::new(self.settings.clone(), conn.implicit_tls, peer.is_some()),
+            conn: Conn::new(&self.vs, conn, &self.gate),
+            peer,
+            stored: 0,
+            refused: 0,
+        }
+    }
+
+    fn busy_reply(&self) -> &'static [u8] {
+        reply::TOO_MANY_CONNECTIONS_LINE
+    }
+}
+
+pub struct NntpSession {
+    news: News,
+    core: ServerSession,
+    /// Peer, virtual server, TLS, and the login under way.
+    conn: Conn,
+    /// The `[[news_peer]]` (an index into `news.peers`) whose
+    /// `accept_from` covers the client, if any: it may feed us.
+    peer: Option<usize>,
+    stored: u32,
+    refused: u32,
+}
+
+/// How an arriving article came: the replies differ (RFC 3977 §6.3,
+/// RFC 4644 §2.5).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Via {
+    Post,
+    Ihave,
+    TakeThis,
+}
+
+/// Run a blocking store call off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    tokio::task::spawn_blocking(f).await.ok()
+}
+
+impl NntpSession {
+    fn peer(&self) -> Option<&NewsPeer> {
+        self.peer.and_then(|i| self.news.peers.get(i))
+    }
+
+    fn on_auth(&mut self) {
+        // the slot is taken now, before any credentials arrive
+        let slot = if self.conn.login.begin("AUTHINFO SASL") { Ok(()) } else { Err(reply::AUTH_THROTTLED) };
+        self.core.auth_begin(slot);
+    }
+
+    async fn log_in(&mut self, creds: Credentials) {
+        match self.conn.login.verify(creds).await {
+            Ok(user) => self.core.login_done(Ok(user)),
+            Err(Refused::Throttled) => self.core.login_done(Err(reply::AUTH_THROTTLED)),
+            Err(Refused::Failed) => self.core.login_done(Err(reply::AUTH_FAILED)),
+        }
+    }
+
+    async fn execute(&mut self, req: Request) -> Answer {
+        let store = self.news.store.clone();
+        match req {
+            Request::Post(article) => self.arrived(Via::Post, None, article).await,
+            Request::Ihave { id, article } => self.arrived(Via::Ihave, Some(id), article).await,
+            Request::TakeThis { id, article } => self.arrived(Via::TakeThis, Some(id), article).await,
+            Request::Offer(id) => match blocking(move || store.seen(&id)).await {
+                Some(Ok(false)) => Answer::Wanted,
+                Some(Ok(true)) => Answer::Reply(reply::NOT_WANTED),
+                _ => Answer::Reply(reply::TRANSFER_LATER),
+            },
+            // RFC 4644 §2.4: each response names its message-id (they are pipelined)
+            Request::Check(id) => {
+                let i = id.clone();
+                let code = match blocking(move || store.seen(&i)).await {
+                    Some(Ok(false)) => 238,
+                    Some(Ok(true)) => 438,
+                    _ => 431,
+                };
+                Answer::Reply(Reply::owned(code, id))
+            }
+            req => blocking(move || reader::answer(&store, req, now_secs()))
+                .await
+                .unwrap_or(Answer::Reply(reply::STORE_FAILED)),
+        }
+    }
+
+    /// An article arrived: check it, store it, queue it for the feeds.
+    async fn arrived(&mut self, via: Via, id: Option<String>, article: Vec<u8>) -> Answer {
+        let news = self.news.clone();
+        let peer = self.peer;
+        let offered = id.clone().unwrap_or_default();
+        let outcome = blocking(move || {
+            let now = now_secs();
+            let host = news.store.settings().host.clone();
+            let ready = match (&id, via) {
+                (None, _) | (_, Via::Post) => inject::post(&news.store, &article, now).map_err(Outcome::Refused)?,
+                (Some(id), _) => {
+                    inject::feed(&host, id, &article).map_err(|inject::Rejected(why)| Outcome::Rejected(why))?
+                }
+            };
+            let from = peer.and_then(|i| news.peers.get(i));
+            let posted = match from {
+                Some(p) if via != Via::Post => news.store.post_where(&ready.article, now, |g| p.wants(g)),
+                _ => news.store.post(&ready.article, now),
+            }
+            .map_err(Outcome::Store)?;
+            if let Err(e) =
+                news.feeds.stored(&posted, &ready.path, from.filter(|_| via != Via::Post).map(|p| p.name.as_str()))
+            {
+                // stored and durable: the client is told so; only the feeds miss it
+                tracing::error!(article = %posted.message_id, "cannot queue the article for the news feeds: {e}");
+            }
+            Ok::<Posted, Outcome>(posted)
+        })
+        .await
+        .unwrap_or(Err(Outcome::Store(NewsError::Corrupt("task".into(), "the store task failed".into()))));
+        self.outcome(via, &offered, outcome)
+    }
+
+    fn outcome(&mut self, via: Via, id: &str, outcome: Result<Posted, Outcome>) -> Answer {
+        let server = &self.conn.vs.name;
+        let r = match outcome {
+            Ok(posted) => {
+                self.stored += 1;
+                let groups: Vec<String> = posted.numbers.iter().map(|(g, n)| format!("{g}:{n}")).collect();
+                tracing::info!(server = %server, peer = %self.conn.peer, article = %posted.message_id, groups = %groups.join(" "), "article stored");
+                return Answer::Reply(match via {
+                    Via::Post => Reply::owned(240, format!("Article received OK {}", posted.message_id)),
+                    Via::Ihave => reply::TRANSFERRED,
+                    Via::TakeThis => Reply::owned(239, posted.message_id),
+                });
+            }
+            Err(Outcome::Refused(r)) => r,
+            Err(Outcome::Rejected(why)) => match via {
+                Via::TakeThis => Reply::owned(439, format!("{id} Rejected: {why}")),
+                _ => Reply::owned(437, format!("Rejected: {why}")),
+            },
+            Err(Outcome::Store(e)) if e.is_permanent() => match via {
+                Via::Post => Reply::owned(441, e.to_string()),
+                Via::Ihave => Reply::owned(437, e.to_string()),
+                Via::TakeThis => Reply::owned(439, format!("{id} {e}")),
+            },
+            Err(Outcome::Store(e)) => {
+                tracing::error!(server = %server, "news store: {e}");
+                match via {
+                    Via::Post => Reply::new(441, "Posting failed: the news store is not available, try again later"),
+                    Via::Ihave => reply::TRANSFER_LATER,
+                    Via::TakeThis => reply::SERVICE_UNAVAILABLE,
+                }
+            }
+        };
+        self.refused += 1;
+        tracing::info!(server = %server, peer = %self.conn.peer, reply = %r, "article refused");
+        Answer::Reply(r)
+    }
+}
+
+/// Why an arriving article was not stored.
+enum Outcome {
+    /// A POST check failed: this `441`.
+    Refused(Reply),
+    /// A fed article is malformed: `437`/`439`.
+    Rejected(String),
+    Store(NewsError),
+}
+
+impl Session for NntpSession {
+    fn greeting(&mut self, out: &mut Vec<u8>) {
+        Conn::greet(&mut self.core, out);
+    }
+
+    async fn handle(&mut self, input: &mut BytesMut, out: &mut Vec<u8>) -> Next {
+        while let Some(event) = self.core.feed(input) {
+            match event {
+                Event::StartTls => {
+                    self.core.take_output(out);
+                    return Next::StartTls;
+                }
+                Event::Quit | Event::TooManyErrors => break,
+                Event::Login(creds) => self.log_in(creds).await,
+                Event::Auth(AuthEvent::Start { .. }) => self.on_auth(),
+                Event::Auth(AuthEvent::Credentials(creds)) => self.log_in(creds).await,
+                Event::Auth(AuthEvent::Failed(_)) => {
+                    self.conn.login.failed().await;
+                    self.core.login_done(Err(reply::AUTH_FAILED));
+                }
+                Event::Request(req) => {
+                    let answer = self.execute(req).await;
+                    self.core.answer(answer);
+                }
+            }
+        }
+        self.conn.end_turn(&mut self.core, out)
+    }
+
+    fn tls_started(&mut self, info: &TlsInfo) {
+        self.conn.tls_started(info);
+        self.core.tls_started();
+    }
+
+    fn timed_out(&mut self, out: &mut Vec<u8>) {
+        Conn::close(&mut self.core, &reply::IDLE_TIMEOUT, out);
+    }
+
+    fn shutting_down(&mut self, out: &mut Vec<u8>) {
+        Conn::close(&mut self.core, &reply::SHUTTING_DOWN, out);
+    }
+
+    fn finished(&mut self, end: &SessionEnd) {
+        let (version, cipher) = TlsInfo::log_fields(self.conn.tls.as_ref());
+        tracing::info!(
+            server = %self.conn.vs.name,
+            peer = %self.conn.peer,
+            tls = version,
+            cipher,
+            user = self.core.user().unwrap_or("-"),
+            news_peer = self.peer().map_or("-", |p| p.name.as_str()),
+            stored = self.stored,
+            refused = self.refused,
+            outcome = %end,
+            "nntp session"
+        );
+    }
+}
