@@ -365,3 +365,106 @@ print(json.dumps(list(n.group("comp.test"))))
         .collect();
     assert_eq!(names, ["misc.test"]);
 }
+
+/// A raw NNTP connection, for what nntplib cannot do (feeding).
+struct Raw {
+    reader: std::io::BufReader<std::net::TcpStream>,
+    writer: std::net::TcpStream,
+}
+
+impl Raw {
+    fn connect(addr: std::net::SocketAddr) -> Raw {
+        let s = std::net::TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(std::time::Duration::from_secs(15))).unwrap();
+        Raw { reader: std::io::BufReader::new(s.try_clone().unwrap()), writer: s }
+    }
+    fn send(&mut self, data: &str) {
+        use std::io::Write;
+        self.writer.write_all(data.as_bytes()).expect("write");
+    }
+    fn line(&mut self) -> String {
+        use std::io::BufRead;
+        let mut l = String::new();
+        self.reader.read_line(&mut l).expect("read");
+        assert!(l.ends_with("\r\n"), "a whole line: {l:?}");
+        l.truncate(l.len() - 2);
+        l
+    }
+    fn cmd(&mut self, line: &str) -> String {
+        self.send(&format!("{line}\r\n"));
+        self.line()
+    }
+    /// The lines of a multi-line block, unstuffed.
+    fn block(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        loop {
+            let l = self.line();
+            if l == "." {
+                return out;
+            }
+            out.push(l.strip_prefix('.').map(str::to_string).unwrap_or(l));
+        }
+    }
+}
+
+fn fed(id: &str, groups: &str) -> String {
+    format!(
+        "Path: inn.example.net!not-for-mail\r\nFrom: bob@example.net\r\nNewsgroups: {groups}\r\nSubject: fed {id}\r\n\
+         Message-ID: {id}\r\nDate: Mon, 30 Nov 2026 08:00:00 +0000\r\nXref: inn.example.net {groups}:7\r\n\r\n\
+         ..a dot-stuffed line\r\nend\r\n.\r\n"
+    )
+}
+
+/// A `[[news_peer]]` feeds us with IHAVE and with streaming: only from its
+/// `accept_from`, only into its `groups`, never the same article twice;
+/// our name goes first in `Path` and the Xref is ours.
+#[test]
+fn a_peer_feeds_with_ihave_and_streaming() {
+    let s = TestServer::start(&nntp_config(
+        "",
+        r#"
+[[news_peer]]
+name = "inn"
+accept_from = ["127.0.0.1"]
+groups = ["misc.*"]
+"#,
+    ));
+    cli_ok(&s, &["group", "add", "misc.test"]);
+    cli_ok(&s, &["group", "add", "other.test"]);
+    let mut c = Raw::connect(s.addr("nntp"));
+    assert!(c.line().starts_with("200 "));
+    assert!(c.cmd("CAPABILITIES").starts_with("101"));
+    let caps = c.block();
+    assert!(caps.contains(&"IHAVE".into()) && caps.contains(&"STREAMING".into()), "{caps:?}");
+
+    assert!(c.cmd("IHAVE <f1@inn.example.net>").starts_with("335"));
+    c.send(&fed("<f1@inn.example.net>", "misc.test,other.test"));
+    assert!(c.line().starts_with("235"));
+    assert!(c.cmd("IHAVE <f1@inn.example.net>").starts_with("435"), "seen: not wanted");
+    assert!(c.cmd("MODE STREAM").starts_with("203"));
+    assert_eq!(c.cmd("CHECK <f1@inn.example.net>"), "438 <f1@inn.example.net>");
+    assert_eq!(c.cmd("CHECK <f2@inn.example.net>"), "238 <f2@inn.example.net>");
+    // pipelined, as innfeed sends them
+    c.send(&format!(
+        "TAKETHIS <f2@inn.example.net>\r\n{}TAKETHIS <f3@inn.example.net>\r\n{}TAKETHIS <f2@inn.example.net>\r\n{}",
+        fed("<f2@inn.example.net>", "misc.test"),
+        fed("<f3@inn.example.net>", "other.test"),
+        fed("<f2@inn.example.net>", "misc.test"),
+    ));
+    assert!(c.line().starts_with("239 <f2@inn.example.net>"));
+    let r = c.line();
+    assert!(r.starts_with("439 <f3@inn.example.net>"), "no group of the peer's: {r}");
+    assert!(c.line().starts_with("439 <f2@inn.example.net>"), "a duplicate");
+    assert!(c.cmd("QUIT").starts_with("205"));
+
+    let mut r = Raw::connect(s.addr("nntp"));
+    r.line();
+    assert!(r.cmd("ARTICLE <f1@inn.example.net>").starts_with("220 0 <f1@inn.example.net>"));
+    let a = r.block();
+    assert_eq!(a[0], "Path: mx.example.test!inn.example.net!not-for-mail");
+    assert!(a.contains(&"Xref: mx.example.test misc.test:1".to_string()), "only the peer's groups, our Xref: {a:?}");
+    assert_eq!(a[a.len() - 2..], [".a dot-stuffed line", "end"]);
+    assert_eq!(r.cmd("GROUP misc.test"), "211 2 1 2 misc.test");
+    assert_eq!(r.cmd("GROUP other.test"), "211 0 1 0 other.test");
+    assert!(r.cmd("QUIT").starts_with("205"));
+}
