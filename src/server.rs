@@ -1,7 +1,9 @@
 //! The running server: opens the data directory, reconciles the queue,
-//! loads certificates, binds every virtual server, serves the control
-//! socket, and stops gracefully (SIGTERM/SIGINT) or reloads certificates
-//! (SIGHUP). This is the only place that wires the pieces together.
+//! the mailboxes and the news store (whose old articles it expires
+//! hourly), loads certificates, binds every virtual server, serves the
+//! control socket, and stops gracefully (SIGTERM/SIGINT) or reloads
+//! certificates (SIGHUP). This is the only place that wires the pieces
+//! together.
 
 use crate::auth::throttle::AuthThrottle;
 use crate::auth::{Accounts, Gate};
