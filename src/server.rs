@@ -201,7 +201,7 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Server,
     let shutdown = Shutdown::new();
     let mut bound = Vec::new();
     for vs in &config.virtual_servers {
-        if !matches!(vs.protocol, Protocol::Smtp | Protocol::Pop3) {
+        if !matches!(vs.protocol, Protocol::Smtp | Protocol::Pop3 | Protocol::Imap) {
             tracing::warn!(server = %vs.name, "protocol {} is not implemented yet; virtual server not started", vs.protocol);
             continue;
         }
@@ -249,7 +249,17 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Server,
                 ));
                 net::spawn_listeners(listeners, service, spec, shutdown.clone());
             }
-            Protocol::Imap | Protocol::Nntp => {}
+            Protocol::Imap => {
+                let hostname = &ctx.config.server.hostname;
+                let service = Arc::new(crate::imap::ImapService::new(
+                    hostname,
+                    ctx.gate.clone(),
+                    ctx.mailboxes.clone(),
+                    vs.clone(),
+                ));
+                net::spawn_listeners(listeners, service, spec, shutdown.clone());
+            }
+            Protocol::Nntp => {}
         }
     }
     Ok(Server { ctx, shutdown, listening, control_socket })

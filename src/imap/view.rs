@@ -1,0 +1,246 @@
+//! The selected mailbox as one session sees it (RFC 3501 §2.3.1, §7.4.1):
+//! its messages in sequence-number order, which of them are `\Recent` to
+//! this session, and the news from the store not yet told: messages that
+//! arrived (`* n EXISTS`), flags changed by others (`* n FETCH (FLAGS ..)`)
+//! and messages expunged by others (`* n EXPUNGE`). Expunges are held back
+//! while a FETCH, STORE or SEARCH is answered (RFC 3501 §7.4.1: the
+//! sequence numbers the client holds must not shift under it), so the view
+//! keeps an expunged message, numbered, until it may say so.
+//!
+//! `\Recent` (RFC 3501 §2.3.2) is shared by every session of this process
+//! through [`RecentBook`]: per folder (and UIDVALIDITY) the highest UID any
+//! session has selected read-write; a session sees as recent the messages
+//! above it when it selected, and the ones that arrive while it has the
+//! folder selected that no other session claimed first. In memory only:
+//! after a restart every message is old.
+
+use crate::mailbox::{Flag as StoreFlag, Flags, Listing, MessageInfo};
+use crate::proto::imap::response::{self, FetchItem};
+use crate::proto::imap::types::{Flag, SequenceSet};
+use crate::util::LockExt;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+/// The highest UID claimed per (user, folder, UIDVALIDITY), shared by the
+/// sessions of one service.
+#[derive(Clone, Default)]
+pub struct RecentBook(Arc<Mutex<HashMap<(String, String, u32), u32>>>);
+
+impl RecentBook {
+    /// Claim every UID up to `upto`: returns the highest claimed before.
+    fn claim(&self, key: &(String, String, u32), upto: u32) -> u32 {
+        let mut book = self.0.lock_or_recover();
+        let seen = book.entry(key.clone()).or_insert(0);
+        let before = *seen;
+        *seen = before.max(upto);
+        before
+    }
+
+    fn peek(&self, key: &(String, String, u32)) -> u32 {
+        self.0.lock_or_recover().get(key).copied().unwrap_or(0)
+    }
+}
+
+/// The store's flags in IMAP's words.
+pub fn to_imap(flags: &Flags) -> Vec<Flag> {
+    flags.iter().map(|f| Flag::from_name(&f.to_string())).collect()
+}
+
+/// IMAP flags the store keeps (`\Recent` and unknown `\Names` are not kept).
+pub fn to_store(flags: &[Flag]) -> Flags {
+    flags.iter().filter_map(|f| StoreFlag::parse(&f.to_string())).collect()
+}
+
+/// The flags the session shows for a message, `\Recent` included.
+pub fn shown_flags(info: &MessageInfo, recent: bool) -> Vec<Flag> {
+    let mut f = to_imap(&info.flags);
+    if recent {
+        f.push(Flag::Recent);
+    }
+    f
+}
+
+pub struct View {
+    pub folder: String,
+    pub uidvalidity: u32,
+    pub uidnext: u32,
+    pub highestmodseq: u64,
+    pub read_only: bool,
+    /// In sequence order (ascending UID), expunged ones not yet told included.
+    pub messages: Vec<MessageInfo>,
+    /// UIDs recent to this session.
+    pub recent: HashSet<u32>,
+    /// UIDs expunged by others, not yet told.
+    expunged: HashSet<u32>,
+    key: (String, String, u32),
+    book: RecentBook,
+}
+
+impl View {
+    /// A freshly selected folder; read-write selection claims its new messages as recent.
+    pub fn new(user: &str, folder: &str, listing: Listing, read_only: bool, book: &RecentBook) -> View {
+        let key = (user.to_string(), folder.to_string(), listing.uidvalidity);
+        let last = listing.messages.last().map_or(0, |m| m.uid);
+        let before = if read_only { book.peek(&key) } else { book.claim(&key, last) };
+        let recent = listing.messages.iter().filter(|m| m.uid > before).map(|m| m.uid).collect();
+        View {
+            folder: folder.to_string(),
+            uidvalidity: listing.uidvalidity,
+            uidnext: listing.uidnext,
+            highestmodseq: listing.highestmodseq,
+            read_only,
+            messages: listing.messages,
+            recent,
+            expunged: HashSet::new(),
+            key,
+            book: book.clone(),
+        }
+    }
+
+    pub fn exists(&self) -> u32 {
+        self.messages.len() as u32
+    }
+
+    /// The sequence number of `uid`, if the view has it.
+    pub fn seq_of(&self, uid: u32) -> Option<u32> {
+        self.messages.binary_search_by_key(&uid, |m| m.uid).ok().map(|i| i as u32 + 1)
+    }
+
+    pub fn is_recent(&self, uid: u32) -> bool {
+        self.recent.contains(&uid)
+    }
+
+    pub fn is_expunged(&self, uid: u32) -> bool {
+        self.expunged.contains(&uid)
+    }
+
+    /// The indices a sequence set (or a UID set) names, ascending, no repeats.
+    pub fn resolve(&self, set: &SequenceSet, uid: bool) -> Vec<usize> {
+        let n = self.messages.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        let mut picked = vec![false; n];
+        if uid {
+            let largest = self.messages[n - 1].uid;
+            for r in &set.0 {
+                let (lo, hi) = r.resolve(largest);
+                let start = self.messages.partition_point(|m| m.uid < lo);
+                let end = self.messages.partition_point(|m| m.uid <= hi);
+                picked[start..end.max(start)].iter_mut().for_each(|p| *p = true);
+            }
+        } else {
+            for r in &set.0 {
+                let (lo, hi) = r.resolve(n as u32);
+                let lo = (lo.max(1) as usize).min(n + 1);
+                let hi = (hi as usize).min(n);
+                if lo <= hi {
+                    picked[lo - 1..hi].iter_mut().for_each(|p| *p = true);
+                }
+            }
+        }
+        picked.iter().enumerate().filter(|(_, p)| **p).map(|(i, _)| i).collect()
+    }
+
+    /// Whether a sequence-number set names a number past the end (RFC 3501
+    /// §9: an invalid sequence number is an error; `*` on an empty mailbox too).
+    pub fn seq_out_of_range(&self, set: &SequenceSet) -> bool {
+        let n = self.messages.len() as u32;
+        set.0.iter().any(|r| {
+            let (lo, hi) = r.resolve(n);
+            lo == 0 || hi > n
+        })
+    }
+
+    /// Our own change: new flags and MODSEQ for `uid`.
+    pub fn set_flags(&mut self, uid: u32, flags: Flags, modseq: u64) {
+        if let Ok(i) = self.messages.binary_search_by_key(&uid, |m| m.uid) {
+            self.messages[i].flags = flags;
+            self.messages[i].modseq = modseq;
+        }
+        self.highestmodseq = self.highestmodseq.max(modseq);
+    }
+
+    /// Our own expunge: the messages gone; writes `* n EXPUNGE` for each.
+    pub fn remove(&mut self, uids: &[u32], out: &mut Vec<u8>) {
+        let gone: HashSet<u32> = uids.iter().copied().collect();
+        self.tell_expunged(&gone, out);
+    }
+
+    fn tell_expunged(&mut self, gone: &HashSet<u32>, out: &mut Vec<u8>) {
+        if gone.is_empty() {
+            return;
+        }
+        // from the highest number down, so no told number shifts another
+        for i in (0..self.messages.len()).rev() {
+            if gone.contains(&self.messages[i].uid) {
+                response::data(out, &response::Data::Expunge(i as u32 + 1));
+            }
+        }
+        self.messages.retain(|m| !gone.contains(&m.uid));
+        for u in gone {
+            self.recent.remove(u);
+            self.expunged.remove(u);
+        }
+    }
+
+    /// Tell the expunges held back so far.
+    pub fn refresh_expunges(&mut self, out: &mut Vec<u8>) {
+        let gone = std::mem::take(&mut self.expunged);
+        self.tell_expunged(&gone, out);
+    }
+
+    /// Compare with a fresh listing and tell the client what changed:
+    /// expunges (unless `expunges_allowed` is false: they wait), new
+    /// messages, flags changed by others (with MODSEQ when `condstore`).
+    pub fn refresh(&mut self, listing: Listing, expunges_allowed: bool, condstore: bool, out: &mut Vec<u8>) {
+        if listing.uidvalidity != self.uidvalidity {
+            return;
+        }
+        let mut fresh: HashMap<u32, MessageInfo> = HashMap::with_capacity(listing.messages.len());
+        let mut newer = Vec::new();
+        let last = self.messages.last().map_or(0, |m| m.uid).max(self.uidnext.saturating_sub(1));
+        for m in listing.messages {
+            if m.uid > last {
+                newer.push(m);
+            } else {
+                fresh.insert(m.uid, m);
+            }
+        }
+        for m in &self.messages {
+            if !fresh.contains_key(&m.uid) {
+                self.expunged.insert(m.uid);
+            }
+        }
+        if expunges_allowed {
+            self.refresh_expunges(out);
+        }
+        if !newer.is_empty() {
+            let upto = newer.last().map_or(0, |m| m.uid);
+            let before = if self.read_only { self.book.peek(&self.key) } else { self.book.claim(&self.key, upto) };
+            let mine: Vec<u32> = newer.iter().filter(|m| m.uid > before).map(|m| m.uid).collect();
+            self.recent.extend(mine);
+            self.messages.extend(newer);
+            response::data(out, &response::Data::Exists(self.exists()));
+            response::data(out, &response::Data::Recent(self.recent.len() as u32));
+        }
+        self.uidnext = self.uidnext.max(listing.uidnext);
+        self.highestmodseq = self.highestmodseq.max(listing.highestmodseq);
+        for (i, m) in self.messages.iter_mut().enumerate() {
+            let Some(f) = fresh.get(&m.uid) else { continue };
+            if f.flags != m.flags {
+                m.flags = f.flags.clone();
+                m.modseq = f.modseq;
+                let flags = shown_flags(m, self.recent.contains(&m.uid));
+                let uid = m.uid;
+                let mut items = vec![FetchItem::Uid(uid), FetchItem::Flags(&flags)];
+                if condstore {
+                    items.push(FetchItem::ModSeq(f.modseq));
+                }
+                response::fetch(out, i as u32 + 1, &items);
+            } else {
+                m.modseq = f.modseq;
+            }
+        }
+    }
+}
