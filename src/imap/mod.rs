@@ -6,7 +6,8 @@
 //! and, on the selected folder's [`view::View`], FETCH, SEARCH, STORE,
 //! COPY, MOVE and EXPUNGE. FETCH items are rendered and SEARCH keys
 //! evaluated by [`fetch`] and [`search`], pure functions over a folder's
-//! listing and a [`fetch::Source`] of bytes and cached parses.
+//! listing and a [`fetch::Source`] of bytes and cached parses; [`flags`]
+//! converts between the store's flags and the protocol's.
 //!
 //! Store calls block, so they run in `spawn_blocking`. A FETCH streams:
 //! it writes until the core's output is at its high-water mark, then
@@ -17,6 +18,7 @@
 //! 3501 §7.4.1), and at once while IDLE ([`Session::notified`]).
 
 pub mod fetch;
+pub mod flags;
 pub mod list;
 pub mod search;
 pub mod view;
