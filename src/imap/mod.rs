@@ -42,12 +42,14 @@ use std::time::Duration;
 use tokio::sync::broadcast::{self, error::TryRecvError};
 use view::{RecentBook, View};
 
-/// After this many `BAD`s and `NO`s a session is closed, as for SMTP.
+/// After this many `BAD`s a session is closed.
 const MAX_ERRORS: u32 = 20;
 /// RFC 3501 §5.4: an authenticated (or IDLE) session may be quiet this long.
 const AUTHENTICATED_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// Literals of commands other than APPEND (SPEC §9).
 const MAX_LITERAL: u64 = 64 * 1024;
+/// The most output buffer a session keeps between commands.
+const IDLE_BUFFER: usize = 4096;
 /// Messages whose FETCH needs the store are made this many at a time.
 const FETCH_BATCH: usize = 64;
 
@@ -144,16 +146,6 @@ fn refusal(e: &MailboxError) -> (Option<Code>, &'static str) {
     }
 }
 
-/// Whether a FETCH of `attrs` reads only the listing.
-fn listing_only(attrs: &[FetchAttr]) -> bool {
-    attrs.iter().all(|a| {
-        matches!(
-            a,
-            FetchAttr::Flags | FetchAttr::Uid | FetchAttr::InternalDate | FetchAttr::Rfc822Size | FetchAttr::ModSeq
-        )
-    })
-}
-
 fn uses_modseq(key: &SearchKey) -> bool {
     match key {
         SearchKey::ModSeq { .. } => true,
@@ -180,7 +172,7 @@ impl ImapSession {
     fn tagged(&mut self, status: Status, code: Option<Code>, text: &str) {
         let tag = self.core.tag().to_string();
         response::tagged(self.core.out(), &tag, status, code.as_ref(), text);
-        if status != Status::Ok {
+        if status == Status::Bad {
             self.core.count_error();
         }
     }
@@ -226,13 +218,26 @@ impl ImapSession {
 
     /// Take in the notifications so far: whether the selected folder changed.
     fn poll_changes(&mut self) {
+        self.absorb(None);
+    }
+
+    /// Take in the notifications so far, where `own` is the change this
+    /// session just made to the selected folder (the store announces it
+    /// before the call returns): its own notice is skipped, so that a STORE
+    /// or EXPUNGE does not cost a re-read of the whole folder.
+    fn absorb(&mut self, mut own: Option<ChangeKind>) {
         let Some(rx) = self.changes.as_mut() else { return };
         loop {
             match rx.try_recv() {
                 Ok(c) => {
-                    if self.view.as_ref().is_some_and(|v| concerns(v, &c)) {
-                        self.dirty = true;
+                    if !self.view.as_ref().is_some_and(|v| concerns(v, &c)) {
+                        continue;
                     }
+                    if own.as_ref().is_some_and(|o| is_own(o, &c.kind)) {
+                        own = None;
+                        continue;
+                    }
+                    self.dirty = true;
                 }
                 Err(TryRecvError::Lagged(_)) => self.dirty = true,
                 Err(TryRecvError::Empty | TryRecvError::Closed) => return,
@@ -285,7 +290,7 @@ impl ImapSession {
             K::Examine { mailbox, condstore } => self.select(mailbox, condstore, true).await,
             K::Create(mb) => {
                 let name = mb.as_str().to_string();
-                let r = blocking(move || store.create_folder(&user, &name).map(|_| ())).await;
+                let r = blocking(move || create_with_parents(&store, &user, &name)).await;
                 self.simple(r, "CREATE").await
             }
             K::Delete(mb) => {
@@ -326,7 +331,13 @@ impl ImapSession {
             K::Status { mailbox, items } => self.status(mailbox, items).await,
             K::Append { mailbox, flags, date, message } => {
                 let name = mailbox.as_str().to_string();
-                let flags = view::to_store(&flags);
+                let flags = match flags::to_store(&flags) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        self.tagged(Status::Bad, None, &e.to_string());
+                        return self.core.done();
+                    }
+                };
                 let date = date.map_or_else(now_unix, |d| d.unix_timestamp().max(0) as u64);
                 let r = blocking(move || store.append(&user, &name, &message, date, &flags)).await;
                 match r {
@@ -487,20 +498,33 @@ impl ImapSession {
 
     async fn status(&mut self, mailbox: Mailbox, items: Vec<StatusItem>) {
         let (store, user, name) = (self.store.clone(), self.user(), mailbox.as_str().to_string());
-        let r = blocking(move || Ok((store.folder(&user, &name)?, store.highestmodseq(&user, &name)?))).await;
-        let (info, highest) = match r {
+        let want_recent = items.contains(&StatusItem::Recent);
+        let r = blocking(move || {
+            let info = store.folder(&user, &name)?;
+            let highest = store.highestmodseq(&user, &name)?;
+            // only RECENT needs the UIDs
+            let uids: Vec<u32> = match want_recent {
+                true => store.messages(&user, &info.name)?.messages.iter().map(|m| m.uid).collect(),
+                false => Vec::new(),
+            };
+            Ok((info, highest, uids))
+        })
+        .await;
+        let (info, highest, uids) = match r {
             Ok(x) => x,
             Err(e) => {
                 self.failed("STATUS", &e);
                 return self.core.done();
             }
         };
+        let claimed = self.recent.claimed(&self.user(), &info.name, info.uidvalidity);
+        let recent = uids.iter().filter(|&&u| u > claimed).count() as u64;
         let values: Vec<(StatusItem, u64)> = items
             .iter()
             .map(|&i| {
                 let n = match i {
                     StatusItem::Messages => info.messages as u64,
-                    StatusItem::Recent => 0,
+                    StatusItem::Recent => recent,
                     StatusItem::UidNext => info.uidnext as u64,
                     StatusItem::UidValidity => info.uidvalidity as u64,
                     StatusItem::Unseen => info.unseen as u64,
@@ -554,6 +578,7 @@ impl ImapSession {
         let r = blocking(move || store.expunge(&user, &folder, &deleted)).await;
         match r {
             Ok(gone) => {
+                self.absorb(Some(ChangeKind::Expunged(gone.clone())));
                 let out = self.core.out();
                 if let Some(v) = self.view.as_mut() {
                     v.remove(&gone, out);
@@ -621,9 +646,6 @@ impl ImapSession {
         if let Some(m) = changed_since {
             indices.retain(|&i| v.messages[i].modseq > m);
         }
-        if uid && !attrs.contains(&FetchAttr::Uid) {
-            attrs.insert(0, FetchAttr::Uid);
-        }
         if fetch::sets_seen(&attrs) && !v.read_only {
             let unseen: Vec<u32> = indices
                 .iter()
@@ -641,6 +663,7 @@ impl ImapSession {
                     blocking(move || store.store_flags_if(&user, &folder, &unseen, FlagChange::Add, &seen, None)).await;
                 match r {
                     Ok(stored) => {
+                        self.absorb(Some(ChangeKind::Flags(stored.updated.iter().map(|x| x.0).collect())));
                         if let Some(v) = self.view.as_mut() {
                             for (u, f, m) in stored.updated {
                                 v.set_flags(u, f, m);
@@ -676,7 +699,7 @@ impl ImapSession {
                 return;
             }
             let extra = |m: &MessageInfo| fetch::Extra { uid: job.uid, modseq: job.modseq, recent: v.is_recent(m.uid) };
-            if listing_only(&job.attrs) {
+            if fetch::needs(&job.attrs) == fetch::Needs::default() {
                 // no store read at all: `FETCH 1:* (UID FLAGS)` is a walk over the listing
                 let out = self.core.out();
                 while job.next < job.indices.len() && out.len() < crate::proto::imap::server::OUTPUT_HIGH_WATER {
@@ -755,7 +778,13 @@ impl ImapSession {
             StoreMode::Remove => FlagChange::Remove,
             StoreMode::Replace => FlagChange::Replace,
         };
-        let flags = view::to_store(&flags);
+        let flags = match flags::to_store(&flags) {
+            Ok(f) => f,
+            Err(e) => {
+                self.tagged(Status::Bad, None, &e.to_string());
+                return self.core.done();
+            }
+        };
         let (store, user, folder) = (self.store.clone(), self.user(), v.folder.clone());
         let r = blocking(move || store.store_flags_if(&user, &folder, &uids, change, &flags, unchanged_since)).await;
         let stored = match r {
@@ -765,6 +794,7 @@ impl ImapSession {
                 return self.core.done();
             }
         };
+        self.absorb(Some(ChangeKind::Flags(stored.updated.iter().map(|x| x.0).collect())));
         let condstore = self.core.condstore();
         let out = self.core.out();
         let Some(v) = self.view.as_mut() else { return };
@@ -775,7 +805,7 @@ impl ImapSession {
             }
             let Some(seq) = v.seq_of(u) else { continue };
             let Some(info) = v.messages.get(seq as usize - 1) else { continue };
-            let shown = view::shown_flags(info, v.is_recent(u));
+            let shown = flags::to_protocol(&info.flags, v.is_recent(u));
             let mut items = Vec::with_capacity(3);
             if !silent {
                 items.push(FetchItem::Flags(&shown));
@@ -843,6 +873,7 @@ impl ImapSession {
                         response::untagged(self.core.out(), Status::Ok, Some(code), "Moved");
                     }
                     let gone: Vec<u32> = pairs.iter().map(|p| p.0).collect();
+                    self.absorb(Some(ChangeKind::Expunged(gone.clone())));
                     let out = self.core.out();
                     if let Some(v) = self.view.as_mut() {
                         v.remove(&gone, out);
@@ -868,9 +899,42 @@ impl ImapSession {
     }
 }
 
+/// CREATE `a/b/c`: the missing superior names are made real folders too
+/// (RFC 3501 §6.3.3 SHOULD), so that they can be selected, renamed and
+/// deleted like any other.
+fn create_with_parents(store: &MailboxStore, user: &str, name: &str) -> Result<(), MailboxError> {
+    let trimmed = name.strip_suffix(crate::mailbox::DELIMITER).unwrap_or(name);
+    for (i, _) in trimmed.match_indices(crate::mailbox::DELIMITER) {
+        let parent = &trimmed[..i];
+        if parent.is_empty() {
+            continue;
+        }
+        match store.create_folder(user, parent) {
+            Ok(_) | Err(MailboxError::FolderExists { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    store.create_folder(user, name).map(|_| ())
+}
+
 /// The UIDs flagged `\Deleted` among `messages` that `chosen` takes.
 fn deleted_uids(messages: &[MessageInfo], chosen: impl Fn(u32) -> bool) -> Vec<u32> {
     messages.iter().filter(|m| m.flags.contains(&StoreFlag::Deleted) && chosen(m.uid)).map(|m| m.uid).collect()
+}
+
+/// Whether `seen` is the notice of `own`, a change this session made: the
+/// same expunge, or flags changed on messages it just stored.
+fn is_own(own: &ChangeKind, seen: &ChangeKind) -> bool {
+    match (own, seen) {
+        (ChangeKind::Flags(mine), ChangeKind::Flags(theirs)) => theirs.iter().all(|u| mine.contains(u)),
+        (ChangeKind::Expunged(mine), ChangeKind::Expunged(theirs)) => {
+            let (mut a, mut b) = (mine.clone(), theirs.clone());
+            a.sort_unstable();
+            b.sort_unstable();
+            a == b
+        }
+        _ => false,
+    }
 }
 
 /// Whether a change touches the folder a view shows.
@@ -925,7 +989,12 @@ impl Session for ImapSession {
                 Event::IdleDone { .. } => self.finish(true, "IDLE terminated").await,
             }
         }
-        self.conn.end_turn(&mut self.core, out)
+        let next = self.conn.end_turn(&mut self.core, out);
+        // a big FETCH grew the core's buffer: an idle session keeps little
+        if self.job.is_none() && self.core.out().capacity() > IDLE_BUFFER {
+            self.core.out().shrink_to(IDLE_BUFFER);
+        }
+        next
     }
 
     fn tls_started(&mut self, info: &TlsInfo) {

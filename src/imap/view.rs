@@ -14,9 +14,9 @@
 //! folder selected that no other session claimed first. In memory only:
 //! after a restart every message is old.
 
-use crate::mailbox::{Flag as StoreFlag, Flags, Listing, MessageInfo};
+use crate::mailbox::{Flags, Listing, MessageInfo};
 use crate::proto::imap::response::{self, FetchItem};
-use crate::proto::imap::types::{Flag, SequenceSet};
+use crate::proto::imap::types::SequenceSet;
 use crate::util::LockExt;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -24,11 +24,14 @@ use std::sync::{Arc, Mutex};
 /// The highest UID claimed per (user, folder, UIDVALIDITY), shared by the
 /// sessions of one service.
 #[derive(Clone, Default)]
-pub struct RecentBook(Arc<Mutex<HashMap<(String, String, u32), u32>>>);
+pub struct RecentBook(Arc<Mutex<HashMap<FolderKey, u32>>>);
+
+/// A folder as the book knows it: user, name, UIDVALIDITY.
+type FolderKey = (String, String, u32);
 
 impl RecentBook {
     /// Claim every UID up to `upto`: returns the highest claimed before.
-    fn claim(&self, key: &(String, String, u32), upto: u32) -> u32 {
+    fn claim(&self, key: &FolderKey, upto: u32) -> u32 {
         let mut book = self.0.lock_or_recover();
         let seen = book.entry(key.clone()).or_insert(0);
         let before = *seen;
@@ -36,28 +39,15 @@ impl RecentBook {
         before
     }
 
-    fn peek(&self, key: &(String, String, u32)) -> u32 {
+    /// The highest UID of the folder any session has claimed (STATUS RECENT
+    /// counts the messages above it).
+    pub fn claimed(&self, user: &str, folder: &str, uidvalidity: u32) -> u32 {
+        self.peek(&(user.to_string(), folder.to_string(), uidvalidity))
+    }
+
+    fn peek(&self, key: &FolderKey) -> u32 {
         self.0.lock_or_recover().get(key).copied().unwrap_or(0)
     }
-}
-
-/// The store's flags in IMAP's words.
-pub fn to_imap(flags: &Flags) -> Vec<Flag> {
-    flags.iter().map(|f| Flag::from_name(&f.to_string())).collect()
-}
-
-/// IMAP flags the store keeps (`\Recent` and unknown `\Names` are not kept).
-pub fn to_store(flags: &[Flag]) -> Flags {
-    flags.iter().filter_map(|f| StoreFlag::parse(&f.to_string())).collect()
-}
-
-/// The flags the session shows for a message, `\Recent` included.
-pub fn shown_flags(info: &MessageInfo, recent: bool) -> Vec<Flag> {
-    let mut f = to_imap(&info.flags);
-    if recent {
-        f.push(Flag::Recent);
-    }
-    f
 }
 
 pub struct View {
@@ -72,7 +62,7 @@ pub struct View {
     pub recent: HashSet<u32>,
     /// UIDs expunged by others, not yet told.
     expunged: HashSet<u32>,
-    key: (String, String, u32),
+    key: FolderKey,
     book: RecentBook,
 }
 
@@ -231,7 +221,7 @@ impl View {
             if f.flags != m.flags {
                 m.flags = f.flags.clone();
                 m.modseq = f.modseq;
-                let flags = shown_flags(m, self.recent.contains(&m.uid));
+                let flags = super::flags::to_protocol(&m.flags, self.recent.contains(&m.uid));
                 let uid = m.uid;
                 let mut items = vec![FetchItem::Uid(uid), FetchItem::Flags(&flags)];
                 if condstore {
@@ -242,5 +232,65 @@ impl View {
                 m.modseq = f.modseq;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mailbox::Flag as Stored;
+    use crate::proto::imap::types::{SeqBound, SeqRange};
+
+    fn msg(uid: u32, flags: &[Stored], modseq: u64) -> MessageInfo {
+        MessageInfo { uid, size: 10, internal_date: 0, flags: flags.iter().cloned().collect(), modseq }
+    }
+
+    fn listing(messages: Vec<MessageInfo>) -> Listing {
+        let uidnext = messages.last().map_or(1, |m| m.uid + 1);
+        let highestmodseq = messages.iter().map(|m| m.modseq).max().unwrap_or(1);
+        Listing { uidvalidity: 7, uidnext, highestmodseq, messages }
+    }
+
+    fn text(out: &mut Vec<u8>) -> String {
+        String::from_utf8(std::mem::take(out)).unwrap()
+    }
+
+    #[test]
+    fn changes_by_others_are_told_and_expunges_wait_when_asked() {
+        let book = RecentBook::default();
+        let mut v =
+            View::new("alice", "INBOX", listing(vec![msg(1, &[], 1), msg(2, &[], 2), msg(3, &[], 3)]), false, &book);
+        assert_eq!(v.recent.len(), 3, "the first read-write selection claims every message");
+        let other = View::new("alice", "INBOX", listing(vec![msg(1, &[], 1)]), false, &book);
+        assert!(other.recent.is_empty(), "already claimed");
+        let mut out = Vec::new();
+        // another session expunged 2, flagged 3, and a message arrived; during a FETCH
+        let fresh = listing(vec![msg(1, &[], 1), msg(3, &[Stored::Flagged], 5), msg(4, &[], 6)]);
+        v.refresh(fresh.clone(), false, true, &mut out);
+        assert_eq!(
+            text(&mut out),
+            "* 4 EXISTS\r\n* 4 RECENT\r\n* 3 FETCH (UID 3 FLAGS (\\Flagged \\Recent) MODSEQ (5))\r\n",
+            "no EXPUNGE during FETCH, STORE or SEARCH; the numbers stay"
+        );
+        assert!(v.is_expunged(2));
+        assert_eq!(v.seq_of(4), Some(4));
+        v.refresh(fresh, true, true, &mut out);
+        assert_eq!(text(&mut out), "* 2 EXPUNGE\r\n");
+        assert_eq!((v.exists(), v.seq_of(3)), (3, Some(2)));
+        v.remove(&[1, 4], &mut out);
+        assert_eq!(text(&mut out), "* 3 EXPUNGE\r\n* 1 EXPUNGE\r\n", "from the highest number down");
+    }
+
+    #[test]
+    fn sets_resolve_to_indices() {
+        let book = RecentBook::default();
+        let v = View::new("a", "INBOX", listing(vec![msg(2, &[], 1), msg(5, &[], 1), msg(9, &[], 1)]), true, &book);
+        let set = |a: SeqBound, b: SeqBound| SequenceSet(vec![SeqRange { start: a, end: b }]);
+        assert_eq!(v.resolve(&set(SeqBound::Num(2), SeqBound::Star), false), vec![1, 2]);
+        assert_eq!(v.resolve(&set(SeqBound::Num(3), SeqBound::Num(9)), true), vec![1, 2]);
+        assert_eq!(v.resolve(&set(SeqBound::Num(100), SeqBound::Star), true), vec![2], "UID n:* names the last");
+        assert!(v.seq_out_of_range(&set(SeqBound::Num(4), SeqBound::Num(4))));
+        assert!(!v.seq_out_of_range(&set(SeqBound::Num(1), SeqBound::Star)));
+        assert_eq!(book.claimed("a", "INBOX", 7), 0, "EXAMINE claims nothing");
     }
 }

@@ -53,7 +53,7 @@ pub struct Settings {
     pub require_tls: bool,
     /// Accept credentials over plaintext (when TLS is not required).
     pub allow_plaintext_auth: bool,
-    /// After this many `BAD`/`NO`s the session is closed.
+    /// After this many `BAD`s the session is closed.
     pub max_errors: u32,
     /// The command reader's bounds (APPEND's is the server's `max_message_size`).
     pub limits: Limits,
@@ -225,7 +225,7 @@ impl LineCore for ServerSession {
         if self.state != State::Idle {
             return None;
         }
-        if super::command::is_done(&line[..]) {
+        if super::command::is_done(line) {
             self.state = State::Waiting(Pending::Command);
             return Some(Event::IdleDone { tag: self.tag.clone() });
         }
@@ -379,17 +379,18 @@ impl ServerSession {
         self.kit.lines.reset();
     }
 
-    /// Write `r` tagged with the current command's tag; a NO or BAD counts
-    /// towards the error limit.
+    /// Write `r` tagged with the current command's tag; a BAD counts
+    /// towards the error limit (a NO is a fair answer to a fair command:
+    /// a folder that exists already; failed logins have the throttle).
     pub fn reply(&mut self, r: &Reply) {
         let tag = self.tag.clone();
         response::tagged(&mut self.kit.out, &tag, r.status, r.code.as_ref(), r.text);
-        if matches!(r.status, Status::No | Status::Bad) {
+        if r.status == Status::Bad {
             self.kit.errors += 1;
         }
     }
 
-    /// Count an error the service answered (a `NO` or `BAD` it wrote).
+    /// Count an error the service answered (a `BAD` it wrote).
     pub fn count_error(&mut self) {
         self.kit.errors += 1;
     }
