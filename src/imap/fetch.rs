@@ -92,43 +92,15 @@ pub fn needs(attrs: &[FetchAttr]) -> Needs {
     n
 }
 
-/// Append `* seq FETCH (...)` for one message to `out`. The items come in
-/// the order asked, UID first when a UID command did not ask for it, MODSEQ
-/// last when CONDSTORE wants it and it was not asked. On an error (the
-/// message's file or parse is gone: [`MailboxError::NoSuchMessage`] when
-/// another session expunged it) nothing is appended.
-pub fn write_fetch(
-    out: &mut Vec<u8>,
-    seq: u32,
-    info: &MessageInfo,
-    attrs: &[FetchAttr],
-    extra: Extra,
-    src: &mut dyn Source,
-) -> Result<(), MailboxError> {
-    let need = needs(attrs);
-    let bytes = if need.bytes { Some(src.bytes(info.uid)?) } else { None };
-    let parsed = if need.parse { Some(src.parsed(info.uid)?) } else { None };
-    let bytes = bytes.as_deref().unwrap_or_default();
+/// The bytes of each RFC822.* and section item in `attrs`, in order.
+fn message_data<'b>(attrs: &[FetchAttr], bytes: &'b [u8], parsed: Option<&Parsed>) -> Vec<Cow<'b, [u8]>> {
     // the top part a top-level section is cut from when no parse was read:
     // the header up to the first empty line, the text after it
-    let top = match &parsed {
+    let top = match parsed {
         Some(p) => Cow::Borrowed(&p.body),
-        None if need.bytes => {
-            let end = bytes.len() as u32;
-            Cow::Owned(Part { body: header_end(bytes), end, ..Part::default() })
-        }
-        None => Cow::Owned(Part::default()),
+        None => Cow::Owned(Part { body: header_end(bytes), end: bytes.len() as u32, ..Part::default() }),
     };
-
-    let flag_list = attrs.contains(&FetchAttr::Flags).then(|| flags::to_protocol(&info.flags, extra.recent));
-    let envelope =
-        parsed.as_ref().filter(|_| attrs.contains(&FetchAttr::Envelope)).map(|p| conv::envelope(&p.envelope));
-    let structure = parsed
-        .as_ref()
-        .filter(|_| attrs.iter().any(|a| matches!(a, FetchAttr::Body | FetchAttr::BodyStructure)))
-        .map(|p| conv::body_structure(&p.body));
-    // the bytes of each section and RFC822.* item, in the order asked
-    let mut data: Vec<Cow<'_, [u8]>> = Vec::new();
+    let mut data = Vec::new();
     for a in attrs {
         let d = match a {
             FetchAttr::Rfc822 => Cow::Borrowed(bytes),
@@ -150,6 +122,35 @@ pub fn write_fetch(
         };
         data.push(d);
     }
+    data
+}
+
+/// Append `* seq FETCH (...)` for one message to `out`. The items come in
+/// the order asked, UID first when a UID command did not ask for it, MODSEQ
+/// last when CONDSTORE wants it and it was not asked. On an error (the
+/// message's file or parse is gone: [`MailboxError::NoSuchMessage`] when
+/// another session expunged it) nothing is appended.
+pub fn write_fetch(
+    out: &mut Vec<u8>,
+    seq: u32,
+    info: &MessageInfo,
+    attrs: &[FetchAttr],
+    extra: Extra,
+    src: &mut dyn Source,
+) -> Result<(), MailboxError> {
+    let need = needs(attrs);
+    let bytes = if need.bytes { Some(src.bytes(info.uid)?) } else { None };
+    let parsed = if need.parse { Some(src.parsed(info.uid)?) } else { None };
+    let bytes = bytes.as_deref().unwrap_or_default();
+    let flag_list = attrs.contains(&FetchAttr::Flags).then(|| flags::to_protocol(&info.flags, extra.recent));
+    let envelope =
+        parsed.as_ref().filter(|_| attrs.contains(&FetchAttr::Envelope)).map(|p| conv::envelope(&p.envelope));
+    let structure = parsed
+        .as_ref()
+        .filter(|_| attrs.iter().any(|a| matches!(a, FetchAttr::Body | FetchAttr::BodyStructure)))
+        .map(|p| conv::body_structure(&p.body));
+    // the bytes of each section and RFC822.* item, in the order asked
+    let data = if need.bytes { message_data(attrs, bytes, parsed.as_ref()) } else { Vec::new() };
 
     let mut items: Vec<FetchItem<'_>> = Vec::with_capacity(attrs.len() + 2);
     if extra.uid && !attrs.contains(&FetchAttr::Uid) {
