@@ -328,8 +328,87 @@ fn decoded_name(n: &str) -> String {
         .unwrap_or_else(|| n.to_string())
 }
 
-fn attrs(a: &Option<Vec<mail_parser::Attribute>>) -> Vec<(String, String)> {
-    a.iter().flatten().map(|a| (a.name.to_string(), a.value.to_string())).collect()
+/// A header's parameters as mail-parser read them, each value as written
+/// in the header where it can be found there (`raw`: the header's raw
+/// value): BODYSTRUCTURE shows parameter values undecoded, an RFC 2047
+/// encoded filename as its encoded words (as Dovecot does), not as 8-bit text.
+fn attrs(a: &Option<Vec<mail_parser::Attribute>>, raw: Option<&str>) -> Vec<(String, String)> {
+    let written = raw.map(raw_params).unwrap_or_default();
+    a.iter()
+        .flatten()
+        .map(|a| {
+            let value = written
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(&a.name))
+                .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| a.value.to_string());
+            (a.name.to_string(), value)
+        })
+        .collect()
+}
+
+/// `type/sub; name=value; name="quoted \"value\""` → the parameters as
+/// written (quotes and escapes removed, nothing decoded).
+fn raw_params(raw: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut chars = raw.chars().peekable();
+    // skip the type (or disposition) up to the first ';' outside quotes
+    let mut quoted = false;
+    for c in chars.by_ref() {
+        match c {
+            '"' => quoted = !quoted,
+            ';' if !quoted => break,
+            _ => {}
+        }
+    }
+    loop {
+        let mut name = String::new();
+        while let Some(&c) = chars.peek() {
+            chars.next();
+            if c == '=' {
+                break;
+            }
+            if c == ';' {
+                name.clear();
+                continue;
+            }
+            name.push(c);
+        }
+        let name = name.trim().to_string();
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => value.extend(chars.next()),
+                    '"' => break,
+                    c => value.push(c),
+                }
+            }
+            // skip to the next ';'
+            for c in chars.by_ref() {
+                if c == ';' {
+                    break;
+                }
+            }
+        } else {
+            for c in chars.by_ref() {
+                if c == ';' {
+                    break;
+                }
+                value.push(c);
+            }
+            value = value.trim().to_string();
+        }
+        if name.is_empty() {
+            break;
+        }
+        out.push((name, value));
+    }
+    out
 }
 
 /// Part `i` of `parts` (one message's flat list) as a tree, `depth` deep.
@@ -345,7 +424,8 @@ fn part(bytes: &[u8], parts: &[MessagePart], i: usize, depth: usize) -> Part {
         ),
         None => ("text".to_string(), "plain".to_string()),
     };
-    let mut params = ct.map(|ct| attrs(&ct.attributes)).unwrap_or_default();
+    let mut params =
+        ct.map(|ct| attrs(&ct.attributes, raw_header(bytes, p, "Content-Type").as_deref())).unwrap_or_default();
     if ct.is_none() {
         params.push(("charset".into(), "us-ascii".into()));
     }
@@ -362,7 +442,9 @@ fn part(bytes: &[u8], parts: &[MessagePart], i: usize, depth: usize) -> Part {
         description: raw_header(bytes, p, "Content-Description"),
         encoding: raw_header(bytes, p, "Content-Transfer-Encoding").unwrap_or_else(|| "7BIT".into()),
         lines: None,
-        disposition: p.content_disposition().map(|d| (d.ctype().to_string(), attrs(&d.attributes))),
+        disposition: p.content_disposition().map(|d| {
+            (d.ctype().to_string(), attrs(&d.attributes, raw_header(bytes, p, "Content-Disposition").as_deref()))
+        }),
         language,
         location: p.content_location().map(str::to_string),
         md5: raw_header(bytes, p, "Content-MD5"),
@@ -418,4 +500,29 @@ fn trim_boundary_crlf(bytes: &[u8], body: u32, end: u32) -> u32 {
         }
     }
     e as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_are_read_as_written() {
+        let p = raw_params(" attachment; filename=\"=?utf-8?q?r=c3=a9sum=c3=a9.pdf?=\";\r\n\tsize=12 ; x=\"a\\\"b;c\"");
+        assert_eq!(
+            p,
+            vec![
+                ("filename".to_string(), "=?utf-8?q?r=c3=a9sum=c3=a9.pdf?=".to_string()),
+                ("size".to_string(), "12".to_string()),
+                ("x".to_string(), "a\"b;c".to_string()),
+            ]
+        );
+        assert!(raw_params("text/plain").is_empty());
+        let msg = b"Content-Type: application/pdf; name=\"=?utf-8?q?r=c3=a9sum=c3=a9.pdf?=\"\r\n\
+Content-Disposition: attachment; filename=\"=?utf-8?q?r=c3=a9sum=c3=a9.pdf?=\"\r\n\r\n%PDF\r\n";
+        let parsed = parse(msg);
+        assert_eq!(parsed.body.params, vec![("name".to_string(), "=?utf-8?q?r=c3=a9sum=c3=a9.pdf?=".to_string())]);
+        let (_, dparams) = parsed.body.disposition.expect("a disposition");
+        assert_eq!(dparams, vec![("filename".to_string(), "=?utf-8?q?r=c3=a9sum=c3=a9.pdf?=".to_string())]);
+    }
 }

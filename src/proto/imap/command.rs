@@ -281,10 +281,15 @@ pub struct BadCommand {
 }
 
 impl BadCommand {
-    /// The whole reply line, CRLF included: `<tag> BAD <sentence>` or `* BAD <sentence>`.
+    /// The whole reply line, CRLF included: `<tag> BAD <sentence>` or `* BAD
+    /// <sentence>`; a tagged SEARCH in a charset we lack is `<tag> NO
+    /// [BADCHARSET (UTF-8 US-ASCII)] <sentence>` (RFC 3501 §6.4.4).
     pub fn line(&self) -> Vec<u8> {
         let tag = self.tag.as_deref().unwrap_or("*");
-        let mut out = format!("{tag} BAD ").into_bytes();
+        let mut out = match (&self.error, &self.tag) {
+            (CommandError::Charset(_), Some(_)) => format!("{tag} NO [BADCHARSET (UTF-8 US-ASCII)] ").into_bytes(),
+            _ => format!("{tag} BAD ").into_bytes(),
+        };
         // every piece of the message is ours or an atom/tag we read, but a
         // reply line must never be split, whatever a future variant holds
         out.extend(self.error.to_string().bytes().filter(|b| (0x20..0x7f).contains(b)));
@@ -1635,10 +1640,9 @@ mod tests {
         );
         let deep = format!("a1 SEARCH {}ALL{}", "(".repeat(MAX_SEARCH_DEPTH), ")".repeat(MAX_SEARCH_DEPTH));
         assert_eq!(bad(deep.as_bytes()).error, CommandError::TooDeep);
-        assert_eq!(
-            bad(b"a1 SEARCH CHARSET iso-8859-1 TEXT {1}\r\n\xe9").error,
-            CommandError::Charset("ISO-8859-1".into())
-        );
+        let charset = bad(b"a1 SEARCH CHARSET iso-8859-1 TEXT {1}\r\n\xe9");
+        assert_eq!(charset.error, CommandError::Charset("ISO-8859-1".into()));
+        assert_eq!(charset.line(), b"a1 NO [BADCHARSET (UTF-8 US-ASCII)] The charset ISO-8859-1 is not supported\r\n");
         assert!(matches!(ok("a1 SEARCH CHARSET US-ASCII ALL"), CommandKind::Search { .. }));
         let deep_not = format!("a1 SEARCH {}ALL", "NOT ".repeat(MAX_SEARCH_DEPTH));
         assert_eq!(bad(deep_not.as_bytes()).error, CommandError::TooDeep);

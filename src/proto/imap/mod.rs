@@ -14,6 +14,6 @@ pub mod server;
 pub mod types;
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod server_tests;
+#[cfg(test)]
+mod tests;
