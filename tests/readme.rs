@@ -1,7 +1,7 @@
 //! The README's first commands on a fresh checkout: `postern serve` on the
 //! default config (self-signed certificate made on first start), then "Try
 //! it": a user, a message over SMTP with STARTTLS, `queue list`, and the
-//! message read back with curl over POP3S. The default config's ports are
+//! message read back with curl over POP3S and IMAPS. The default config's ports are
 //! rewritten to free ones (port 0) so that the test never meets another
 //! server on 2525; everything else is the file as shipped.
 
@@ -50,7 +50,7 @@ fn default_config_serves_and_queues() {
         }
     }
     let serve_log = || std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default();
-    for name in ["mx", "submission", "submissions", "pop3", "pop3s"] {
+    for name in ["mx", "submission", "submissions", "pop3", "pop3s", "imap", "imaps", "nntp", "nntps"] {
         assert!(addrs.contains_key(name), "no {name} listener: {addrs:?}\n{}", serve_log());
     }
     let cli = |args: &[&str], stdin: Option<&str>| {
@@ -99,6 +99,16 @@ s.quit()
     let got = String::from_utf8_lossy(&curl.stdout);
     assert!(curl.status.success(), "curl: {}", String::from_utf8_lossy(&curl.stderr));
     assert!(got.starts_with("Received: ") && got.contains("Subject: hi") && got.contains("hello"), "{got}");
+    // and over IMAPS, as the next README line does
+    let imaps = addrs["imaps"];
+    let curl = Command::new("curl")
+        .args(["-sS", "-k", "-u", "alice@example.test:pw-alice"])
+        .arg(format!("imaps://{}:{}/INBOX;UID=1", imaps.ip(), imaps.port()))
+        .output()
+        .expect("curl is needed for this test (.ci/run installs it)");
+    let over_imap = String::from_utf8_lossy(&curl.stdout);
+    assert!(curl.status.success(), "curl imaps: {}", String::from_utf8_lossy(&curl.stderr));
+    assert_eq!(over_imap, got, "the same bytes over IMAP as over POP3");
     assert!(dir.path().join("queue-data/tls/main.crt").exists());
     let _ = Command::new("kill").arg(child.0.id().to_string()).status();
     let _ = child.0.wait();
