@@ -11,10 +11,10 @@
 
 use crate::config::Connector;
 use crate::util::LockExt;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::danger::ServerCertVerifier;
 use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{CertificateError, ClientConfig, RootCertStore};
 use rustls_pki_types::pem::PemObject;
 use std::collections::HashMap;
 use std::io;
@@ -106,55 +106,14 @@ fn roots_from_file(path: &Path, connector: &str) -> Result<RootCertStore, TlsSet
 
 fn build(roots: RootCertStore) -> Result<ConnectorTls, BuildError> {
     let provider = crate::tls::provider();
-    let versions: &[&'static rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
+    let versions = crate::tls::client::CLIENT_VERSIONS;
     let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build()?;
     let verifying = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)?
         .with_webpki_verifier(verifier.clone())
         .with_no_client_auth();
-    let any = ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(versions)?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
-        .with_no_client_auth();
-    Ok(ConnectorTls { any: Arc::new(any), verifying: Arc::new(verifying), verifier })
-}
-
-/// Opportunistic TLS (RFC 7435): any certificate is accepted, but the
-/// handshake signatures are still checked, so the channel is real.
-#[derive(Debug)]
-struct AcceptAnyCertificate(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+    let any = crate::tls::client::accept_any_config()?;
+    Ok(ConnectorTls { any, verifying: Arc::new(verifying), verifier })
 }
 
 /// The name to present (SNI) and verify: the host name, or the address

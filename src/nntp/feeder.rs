@@ -23,9 +23,8 @@ use crate::config::{FeedTls, NewsPeer};
 use crate::news::feed::{FeedQueue, Queued};
 use crate::news::NewsStore;
 use crate::tls::Stream;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
 use std::io;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -541,54 +540,9 @@ fn server_name(host: &str, ip: IpAddr) -> ServerName<'static> {
 /// (logged) if rustls refuses to build it: feeds then go without TLS where
 /// allowed.
 fn client_config() -> Option<Arc<ClientConfig>> {
-    let provider = crate::tls::provider();
-    let versions: &[&'static rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
-    match ClientConfig::builder_with_provider(provider.clone()).with_protocol_versions(versions) {
-        Ok(b) => Some(Arc::new(
-            b.dangerous().with_custom_certificate_verifier(Arc::new(AnyCertificate(provider))).with_no_client_auth(),
-        )),
-        Err(e) => {
-            tracing::error!("news feed: cannot build the TLS client configuration: {e}");
-            None
-        }
-    }
-}
-
-/// Accepts any certificate but still checks the handshake signatures, so
-/// the channel is real.
-#[derive(Debug)]
-struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+    crate::tls::client::accept_any_config()
+        .map_err(|e| tracing::error!("news feed: cannot build the TLS client configuration: {e}"))
+        .ok()
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! having two compiled in would make rustls panic.
 
 pub mod certs;
+pub mod client;
 pub mod selfsigned;
 mod stream;
 
