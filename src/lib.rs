@@ -1,7 +1,7 @@
 //! Postern: a mail server in one binary — an SMTP MTA and relay with
 //! opportunistic STARTTLS both ways, a persistent delivery queue, connectors
-//! with address spaces, authenticated submission, and (as they land) POP3,
-//! IMAP4 and NNTP on the same TLS layer.
+//! with address spaces, authenticated submission, and POP3, IMAP4 and NNTP
+//! (with news feeds) on the same TLS layer.
 //!
 //! # Layout
 //!
@@ -14,6 +14,8 @@
 //!        ─▶ queue::scheduler ─▶ routing (connectors, address spaces)
 //!        ─▶ delivery (local: mailbox::MailboxStore::deliver | SMTP)
 //! client ─▶ net ─▶ tls ─▶ proto::pop3 (sans-IO core) ─▶ pop3 (session) ─▶ mailbox (files fsync + sled index)
+//! client ─▶ net ─▶ tls ─▶ proto::imap (sans-IO core) ─▶ imap (session, view, FETCH, SEARCH) ─▶ mailbox
+//! client/peer ─▶ net ─▶ tls ─▶ proto::nntp (sans-IO core) ─▶ nntp (session) ─▶ news (+ news::feed ─▶ nntp::feeder ─▶ peers)
 //! ```
 //!
 //! - [`config`]: the TOML schema, defaults and validation (errors name file, line, key).
