@@ -39,6 +39,16 @@ pub enum Refused {
     Failed,
 }
 
+impl Refused {
+    /// The protocol's reply for this refusal.
+    pub fn reply<R>(self, throttled: R, failed: R) -> R {
+        match self {
+            Refused::Throttled => throttled,
+            Refused::Failed => failed,
+        }
+    }
+}
+
 impl Gate {
     pub fn new(accounts: Accounts, throttle: AuthThrottle, failure_delay: Duration) -> Gate {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
@@ -69,6 +79,16 @@ impl Login {
             tracing::info!(server = %self.server, peer = %self.peer, "{what} refused: too many recent failures");
         }
         self.attempt.is_some()
+    }
+
+    /// [`Login::begin`] as a core's AUTH step wants it: `Ok` with the slot
+    /// taken, else the protocol's `throttled` reply.
+    pub fn slot<R>(&mut self, what: &str, throttled: R) -> Result<(), R> {
+        if self.begin(what) {
+            Ok(())
+        } else {
+            Err(throttled)
+        }
     }
 
     /// Check credentials, in the slot taken by [`Login::begin`] (one is

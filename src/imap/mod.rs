@@ -23,9 +23,11 @@ pub mod list;
 pub mod search;
 pub mod view;
 
-use crate::auth::{Gate, Refused};
+use crate::auth::Gate;
 use crate::config::{TlsMode, VirtualServer};
-use crate::mailbox::{Change, ChangeKind, Flag as StoreFlag, FlagChange, MailboxError, MailboxStore, MessageInfo};
+use crate::mailbox::{
+    blocking, Change, ChangeKind, Flag as StoreFlag, FlagChange, MailboxError, MailboxStore, MessageInfo,
+};
 use crate::net::{ConnInfo, Next, Service, Session, SessionEnd};
 use crate::proto::imap::command::{Command, CommandKind, FetchAttr, SearchKey, StoreMode};
 use crate::proto::imap::reader::Limits;
@@ -125,15 +127,6 @@ pub struct ImapSession {
     appended: u64,
 }
 
-/// Run a blocking store call off the async threads.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, MailboxError> + Send + 'static,
-) -> Result<T, MailboxError> {
-    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
-        Err(MailboxError::Io { path: "mailbox".into(), source: std::io::Error::other(e.to_string()) })
-    })
-}
-
 /// The response code and words for a store failure.
 fn refusal(e: &MailboxError) -> (Option<Code>, &'static str) {
     match e {
@@ -186,7 +179,7 @@ impl ImapSession {
     }
 
     fn on_auth(&mut self) {
-        let slot = if self.conn.login.begin("AUTHENTICATE") { Ok(()) } else { Err(replies::AUTH_THROTTLED) };
+        let slot = self.conn.login.slot("AUTHENTICATE", replies::AUTH_THROTTLED);
         self.core.auth_begin(slot);
     }
 
@@ -194,8 +187,7 @@ impl ImapSession {
         let user = match self.conn.login.verify(creds).await {
             Ok(user) => user,
             Err(refused) => {
-                let r = if refused == Refused::Throttled { replies::AUTH_THROTTLED } else { replies::AUTH_FAILED };
-                self.core.login_done(Err(r));
+                self.core.login_done(Err(refused.reply(replies::AUTH_THROTTLED, replies::AUTH_FAILED)));
                 return;
             }
         };

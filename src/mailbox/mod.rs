@@ -137,6 +137,16 @@ pub use store::{FlagsStored, ListEntry, Listing, MailboxStore};
 
 use std::path::PathBuf;
 
+/// Run a blocking store call off the async threads (every store method
+/// blocks on the disk); a call that panicked is an I/O error, not a crash.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, MailboxError> + Send + 'static,
+) -> Result<T, MailboxError> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(MailboxError::Io { path: "mailbox".into(), source: std::io::Error::other(e.to_string()) })
+    })
+}
+
 /// The folder every user has and every delivery goes to.
 pub const INBOX: &str = "INBOX";
 

@@ -16,7 +16,7 @@ pub mod feeder;
 pub mod inject;
 pub mod reader;
 
-use crate::auth::{Gate, Refused};
+use crate::auth::Gate;
 use crate::config::{NewsPeer, TlsMode, VirtualServer};
 use crate::net::{ConnInfo, Next, Service, Session, SessionEnd};
 use crate::news::feed::FeedQueue;
@@ -117,16 +117,13 @@ impl NntpSession {
 
     fn on_auth(&mut self) {
         // the slot is taken now, before any credentials arrive
-        let slot = if self.conn.login.begin("AUTHINFO SASL") { Ok(()) } else { Err(reply::AUTH_THROTTLED) };
+        let slot = self.conn.login.slot("AUTHINFO SASL", reply::AUTH_THROTTLED);
         self.core.auth_begin(slot);
     }
 
     async fn log_in(&mut self, creds: Credentials) {
-        match self.conn.login.verify(creds).await {
-            Ok(user) => self.core.login_done(Ok(user)),
-            Err(Refused::Throttled) => self.core.login_done(Err(reply::AUTH_THROTTLED)),
-            Err(Refused::Failed) => self.core.login_done(Err(reply::AUTH_FAILED)),
-        }
+        let verdict = self.conn.login.verify(creds).await;
+        self.core.login_done(verdict.map_err(|r| r.reply(reply::AUTH_THROTTLED, reply::AUTH_FAILED)));
     }
 
     async fn execute(&mut self, req: Request) -> Answer {

@@ -7,9 +7,9 @@
 //! later are seen by the next session. Deletions reach the store only at
 //! QUIT (RFC 1939 §6). This module never formats a reply itself.
 
-use crate::auth::{Gate, Refused};
+use crate::auth::Gate;
 use crate::config::{TlsMode, VirtualServer};
-use crate::mailbox::{MailboxError, MailboxStore, MaildropLock, INBOX};
+use crate::mailbox::{blocking, MailboxError, MailboxStore, MaildropLock, INBOX};
 use crate::net::{ConnInfo, Next, Service, Session, SessionEnd};
 use crate::proto::pop3::reply;
 use crate::proto::pop3::server::{Entry, Event, ServerSession, Settings};
@@ -75,15 +75,6 @@ pub struct Pop3Session {
     removed: usize,
 }
 
-/// Run a blocking store call off the async threads.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, MailboxError> + Send + 'static,
-) -> Result<T, MailboxError> {
-    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
-        Err(MailboxError::Io { path: "mailbox".into(), source: std::io::Error::other(e.to_string()) })
-    })
-}
-
 impl Pop3Session {
     fn user(&self) -> &str {
         self.core.user().unwrap_or("-")
@@ -91,7 +82,7 @@ impl Pop3Session {
 
     fn on_auth(&mut self) {
         // the slot is taken now, before any credentials arrive
-        let slot = if self.conn.login.begin("AUTH") { Ok(()) } else { Err(reply::AUTH_THROTTLED) };
+        let slot = self.conn.login.slot("AUTH", reply::AUTH_THROTTLED);
         self.core.auth_begin(slot);
     }
 
@@ -102,8 +93,7 @@ impl Pop3Session {
         let user = match self.conn.login.verify(creds).await {
             Ok(user) => user,
             Err(refused) => {
-                let r = if refused == Refused::Throttled { reply::AUTH_THROTTLED } else { reply::AUTH_FAILED };
-                self.core.login_done(Err(r));
+                self.core.login_done(Err(refused.reply(reply::AUTH_THROTTLED, reply::AUTH_FAILED)));
                 return;
             }
         };

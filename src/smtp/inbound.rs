@@ -7,7 +7,7 @@
 //! A `250` goes out only after the queue says the message is on disk.
 
 use super::policy::{self, Client, RcptRoute};
-use crate::auth::{Accounts, Gate, Refused};
+use crate::auth::{Accounts, Gate};
 use crate::config::{Config, VirtualServer};
 use crate::net::{ConnInfo, Next, Service, Session, SessionEnd};
 use crate::proto::session::AuthEvent;
@@ -225,13 +225,12 @@ impl InboundSession {
     async fn on_auth(&mut self, event: AuthEvent) {
         let verdict = match event {
             AuthEvent::Start { .. } => {
-                let slot = if self.conn.login.begin("AUTH") { Ok(()) } else { Err(reply::AUTH_THROTTLED) };
+                let slot = self.conn.login.slot("AUTH", reply::AUTH_THROTTLED);
                 return self.core.auth_begin(slot);
             }
-            AuthEvent::Credentials(creds) => self.conn.login.verify(creds).await.map_err(|refused| match refused {
-                Refused::Throttled => reply::AUTH_THROTTLED,
-                Refused::Failed => reply::AUTH_FAILED,
-            }),
+            AuthEvent::Credentials(creds) => {
+                self.conn.login.verify(creds).await.map_err(|r| r.reply(reply::AUTH_THROTTLED, reply::AUTH_FAILED))
+            }
             AuthEvent::Failed(_) => {
                 self.conn.login.failed().await;
                 Err(reply::AUTH_FAILED)
