@@ -20,8 +20,7 @@
 use super::command::{self, ArticleSpec, Command, ListKind, Part, RangeSpec};
 use super::reply::{self, Reply};
 use super::wildmat::Wildmat;
-use crate::proto::dot::{DotEnd, DotReader};
-use crate::proto::pop3::message::write_multiline;
+use crate::proto::dot::{write_multiline, DotEnd, DotReader};
 use crate::proto::sasl::{Credentials, Framing, Mechanism};
 use crate::proto::session::{self, AuthEvent, AuthStage, Before, Common, LineCore, Phase};
 use bytes::BytesMut;

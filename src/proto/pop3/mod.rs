@@ -1,7 +1,7 @@
-//! POP3: the server session core, message output (byte stuffing, TOP) and
-//! the reply catalogue.
+//! POP3: the server session core and the reply catalogue (message output,
+//! byte stuffing and TOP's cut, is `proto::dot::write_multiline`, shared
+//! with NNTP).
 
-pub mod message;
 pub mod reply;
 pub mod server;
 

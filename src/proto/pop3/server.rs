@@ -14,8 +14,8 @@
 //! any other way never asks for them. The core never touches a socket, a
 //! clock or a disk.
 
-use super::message::write_multiline;
 use super::reply::{self, Reply};
+use crate::proto::dot::write_multiline;
 use crate::proto::sasl::{Credentials, Framing, Mechanism};
 use crate::proto::session::{self, AuthEvent, AuthStage, Before, Common, LineCore, Phase};
 use bytes::BytesMut;
