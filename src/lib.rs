@@ -53,6 +53,8 @@
 //! - [`datadir`], [`util`]: the data directory and small shared helpers.
 //! - [`privileges`]: giving up root after binding (`[server] user`/`group`).
 //! - [`domain`]: the one canonical (A-label) form of every domain name.
+//! - [`metrics`]: the Prometheus counters every layer bumps through a
+//!   [`metrics::Metrics`] handle, and the `GET /metrics` listener (`[metrics] listen`).
 //!
 //! # Layers
 //!
@@ -73,24 +75,25 @@
 //! | `domain` | |
 //! | `config` | util, domain, proto |
 //! | `privileges` | util |
+//! | `metrics` | util, config |
 //! | `datadir` | util, domain, config |
 //! | `proto` | util, domain |
 //! | `tls` | util, domain, config |
-//! | `auth` | util, domain, config, datadir, proto |
+//! | `auth` | util, domain, config, datadir, proto, metrics |
 //! | `mailbox` | util, domain, config, datadir, proto, auth |
 //! | `news` | util, domain, config, datadir, proto |
 //! | `routing` | util, domain, config, auth, proto |
 //! | `delivery` | util, domain, config, tls, proto, auth, mailbox |
-//! | `queue` | util, domain, config, datadir, tls, proto, auth, routing, delivery |
-//! | `net` | util, domain, config, tls |
+//! | `queue` | util, domain, config, datadir, tls, proto, auth, routing, delivery, metrics |
+//! | `net` | util, domain, config, tls, metrics |
 //! | `cert` | util, domain, config, tls |
 //! | `service` | util, domain, config, tls, net, proto, auth |
-//! | `smtp` | util, domain, config, tls, net, proto, auth, routing, queue, service |
+//! | `smtp` | util, domain, config, tls, net, proto, auth, routing, queue, service, metrics |
 //! | `pop3` | util, domain, config, tls, net, proto, auth, mailbox, service |
 //! | `imap` | util, domain, config, tls, net, proto, auth, mailbox, service |
 //! | `nntp` | util, domain, config, tls, net, proto, auth, news, service |
 //! | `control` | util, domain, config, datadir, tls, proto, auth, queue, news |
-//! | `server` | util, domain, config, datadir, privileges, tls, net, proto, auth, routing, mailbox, delivery, queue, news, service, smtp, pop3, imap, nntp, control |
+//! | `server` | util, domain, config, datadir, privileges, tls, net, proto, auth, routing, mailbox, delivery, queue, news, service, smtp, pop3, imap, nntp, control, metrics |
 
 pub mod auth;
 pub mod cert;
@@ -101,6 +104,7 @@ pub mod delivery;
 pub mod domain;
 pub mod imap;
 pub mod mailbox;
+pub mod metrics;
 pub mod net;
 pub mod news;
 pub mod nntp;

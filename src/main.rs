@@ -658,6 +658,10 @@ fn check_config(path: &Path) -> Outcome {
     println!("local domains: {}", list_or_dash(&config.server.local_domains));
     println!("relay domains: {}", list_or_dash(&config.server.relay_domains));
     println!("postmaster:    {}", config.server.postmaster);
+    match &config.metrics.listen {
+        Some(l) => println!("metrics:       http://{l}/metrics"),
+        None => println!("metrics:       -"),
+    }
     println!("virtual servers:");
     let rows: Vec<Vec<String>> = config
         .virtual_servers

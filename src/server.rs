@@ -1,9 +1,9 @@
 //! The running server: opens the data directory, reconciles the queue,
 //! the mailboxes and the news store (whose old articles it expires
-//! hourly), loads certificates, binds every virtual server, serves the
-//! control socket, and stops gracefully (SIGTERM/SIGINT) or reloads
-//! certificates (SIGHUP). This is the only place that wires the pieces
-//! together.
+//! hourly), loads certificates, binds every virtual server (and the
+//! metrics listener), serves the control socket, and stops gracefully
+//! (SIGTERM/SIGINT) or reloads certificates (SIGHUP). This is the only
+//! place that wires the pieces together.
 
 use crate::auth::throttle::AuthThrottle;
 use crate::auth::{Accounts, Gate};
@@ -12,6 +12,7 @@ use crate::control::{self, ops, Request, Response};
 use crate::datadir::DataDir;
 use crate::delivery::{LocalDelivery, SmtpTransport, TransportSettings};
 use crate::mailbox::MailboxStore;
+use crate::metrics::{self, Metrics};
 use crate::net::{self, ListenerSpec, Shutdown};
 use crate::news::feed::FeedQueue;
 use crate::news::{NewsSettings, NewsStore};
@@ -41,6 +42,8 @@ pub struct Context {
     /// The queue manager: every change to queued messages goes through it.
     scheduler: Scheduler,
     transport: Arc<SmtpTransport>,
+    /// The counters every service bumps; off without `[metrics] listen`.
+    metrics: Metrics,
     /// Held for the server's life: the database, and with it sled's lock
     /// on the data directory.
     _data: DataDir,
@@ -113,6 +116,9 @@ pub struct Server {
     control_socket: PathBuf,
     /// The tasks that push the feed queue to the news peers.
     feeder: crate::nntp::feeder::Feeder,
+    /// Where `GET /metrics` is served (`[metrics] listen`, port 0 resolved).
+    pub metrics: Option<SocketAddr>,
+    metrics_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// How to start, beyond the config: settings tests and tools may change.
@@ -153,6 +159,8 @@ pub enum ServeError {
     Signals(#[source] std::io::Error),
     #[error(transparent)]
     Privileges(#[from] crate::privileges::PrivilegeError),
+    #[error(transparent)]
+    Metrics(#[from] metrics::http::BindError),
 }
 
 /// Started as root with `[server] user`: hand the data directory to that
@@ -195,6 +203,10 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Server,
     for w in certs.warnings(&config) {
         tracing::warn!("{w}");
     }
+    for w in config.warnings() {
+        tracing::warn!("{w}");
+    }
+    let metrics = Metrics::new(&config);
     // Listeners next, while privileged ports may still be bound; then,
     // started as root, give root up before any store is opened.
     let mut bound = Vec::new();
@@ -202,6 +214,10 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Server,
         let listeners = net::bind(vs).await?;
         bound.push((vs.clone(), listeners));
     }
+    let metrics_listener = match config.metrics.listen_addr {
+        Some(addr) => Some(metrics::http::bind(addr).await?),
+        None => None,
+    };
     give_up_root(&config)?;
     let data = DataDir::open(&config.server.data_dir)?;
     let (queue, recovery) = QueueStore::open(&data.db, &data.path)?;
@@ -247,13 +263,15 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Server,
         Some(transport.clone() as Arc<dyn crate::delivery::Remote>),
         Some(Arc::new(LocalDelivery::new(mailboxes.clone(), &config.server.postmaster))
             as Arc<dyn crate::delivery::Local>),
+        metrics.clone(),
     );
     let ctx = Arc::new(Context {
         gate: Gate::new(
             accounts.clone(),
             AuthThrottle::new(config.auth.failure_limit, config.auth.failure_window.0),
             config.auth.failure_delay.0,
-        ),
+        )
+        .with_metrics(metrics.clone()),
         config: config.clone(),
         queue,
         scheduler,
@@ -263,6 +281,7 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Server,
         news,
         feeds,
         certs: certs.clone(),
+        metrics,
         _data: data,
     });
 
@@ -285,7 +304,7 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Server,
         for addr in net::local_addrs(&listeners).map_err(ServeError::LocalAddrs)? {
             listening.push(Listening { name: vs.name.clone(), protocol: vs.protocol, tls: vs.tls, addr });
         }
-        let spec = ListenerSpec::new(&vs, tls);
+        let spec = ListenerSpec::new(&vs, tls, &ctx.metrics);
         let vs = Arc::new(vs);
         match vs.protocol {
             Protocol::Smtp => {
@@ -295,6 +314,7 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Server,
                     ctx.gate.clone(),
                     ctx.queue.clone(),
                     vs.clone(),
+                    ctx.metrics.clone(),
                 ));
                 net::spawn_listeners(listeners, service, spec, shutdown.clone());
             }
@@ -330,12 +350,50 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Server,
             }
         }
     }
-    Ok(Server { ctx, shutdown, listening, control_socket, feeder })
+    let (metrics, metrics_task) = match metrics_listener {
+        Some(l) => {
+            let addr = l.local_addr().map_err(ServeError::LocalAddrs)?;
+            let sources = Arc::new(Scraped { queue: ctx.queue.clone(), certs: certs.clone() });
+            (Some(addr), Some(metrics::http::spawn(l, ctx.metrics.clone(), sources)))
+        }
+        None => (None, None),
+    };
+    Ok(Server { ctx, shutdown, listening, control_socket, feeder, metrics, metrics_task })
+}
+
+/// What the metrics read at scrape time: the queue per destination (as
+/// `queue summary` counts it) and the loaded certificates.
+struct Scraped {
+    queue: Arc<QueueStore>,
+    certs: Arc<CertStore>,
+}
+
+impl metrics::Sources for Scraped {
+    fn queue(&self) -> Vec<metrics::QueuedDestination> {
+        let all = match crate::queue::select::all(&self.queue) {
+            Ok(all) => all,
+            Err(e) => {
+                tracing::warn!("metrics: cannot read the queue: {e}");
+                return Vec::new();
+            }
+        };
+        control::views::tally(all.iter())
+            .into_iter()
+            .map(|(destination, t)| metrics::QueuedDestination { destination, messages: t.messages, oldest: t.oldest })
+            .collect()
+    }
+
+    fn certificates(&self) -> Vec<(String, i64)> {
+        self.certs.snapshot().iter().map(|(name, c)| (name.clone(), c.not_after)).collect()
+    }
 }
 
 impl Server {
     /// Stop accepting, tell sessions to finish, wait for them, flush.
     pub async fn stop(self) {
+        if let Some(task) = &self.metrics_task {
+            task.abort();
+        }
         self.shutdown.trigger_and_wait(Duration::from_secs(30)).await;
         self.feeder.stop(Duration::from_secs(5)).await;
         let feeds = self.ctx.feeds.clone();
@@ -421,6 +479,9 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     for l in &server.listening {
         // a stable line for people and scripts: which server is where
         println!("postern: {} ({}, {}) listening on {}", l.name, l.protocol, tls_word(l.tls), l.addr);
+    }
+    if let Some(addr) = server.metrics {
+        println!("postern: metrics (http, plaintext) listening on {addr}");
     }
     println!("postern: ready");
     notify_systemd("READY=1\nSTATUS=serving");

@@ -14,14 +14,19 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// The default config with every `127.0.0.1:PORT` made `127.0.0.1:0`.
+/// The default config with every `127.0.0.1:PORT` made `127.0.0.1:0`
+/// (the virtual servers' lists and the metrics listener's one address).
 fn default_config_on_free_ports() -> String {
     let text = std::fs::read_to_string(format!("{}/config/postern.toml", env!("CARGO_MANIFEST_DIR"))).unwrap();
     let mut out = String::new();
     for line in text.lines() {
-        match line.strip_prefix("listen = [\"127.0.0.1:") {
-            Some(_) => out.push_str("listen = [\"127.0.0.1:0\"]"),
-            None => out.push_str(line),
+        if line.starts_with("listen = [\"127.0.0.1:") {
+            out.push_str("listen = [\"127.0.0.1:0\"]");
+        } else if line.starts_with("listen = \"127.0.0.1:") {
+            out.push_str("listen = \"127.0.0.1:0\"");
+        } else {
+            assert!(!line.starts_with("listen"), "a listen line this test does not rewrite: {line}");
+            out.push_str(line);
         }
         out.push('\n');
     }
@@ -50,7 +55,7 @@ fn default_config_serves_and_queues() {
         }
     }
     let serve_log = || std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default();
-    for name in ["mx", "submission", "submissions", "pop3", "pop3s", "imap", "imaps", "nntp", "nntps"] {
+    for name in ["mx", "submission", "submissions", "pop3", "pop3s", "imap", "imaps", "nntp", "nntps", "metrics"] {
         assert!(addrs.contains_key(name), "no {name} listener: {addrs:?}\n{}", serve_log());
     }
     let cli = |args: &[&str], stdin: Option<&str>| {
@@ -109,6 +114,15 @@ s.quit()
     let over_imap = String::from_utf8_lossy(&curl.stdout);
     assert!(curl.status.success(), "curl imaps: {}", String::from_utf8_lossy(&curl.stderr));
     assert_eq!(over_imap, got, "the same bytes over IMAP as over POP3");
+    // and the metrics counted the message, as the README's last line shows
+    let metrics = addrs["metrics"];
+    let curl = Command::new("curl")
+        .args(["-sS", &format!("http://{metrics}/metrics")])
+        .output()
+        .expect("curl is needed for this test (.ci/run installs it)");
+    let text = String::from_utf8_lossy(&curl.stdout);
+    assert!(curl.status.success(), "curl metrics: {}", String::from_utf8_lossy(&curl.stderr));
+    assert!(text.lines().any(|l| l == r#"postern_smtp_messages_total{server="mx",code="250"} 1"#), "{text}");
     assert!(dir.path().join("queue-data/tls/main.crt").exists());
     let _ = Command::new("kill").arg(child.0.id().to_string()).status();
     let _ = child.0.wait();

@@ -11,6 +11,7 @@
 
 use super::throttle::{Attempt, AuthThrottle};
 use super::Accounts;
+use crate::metrics::{AuthFailure, Metrics};
 use crate::proto::sasl::Credentials;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +29,8 @@ pub struct Gate {
     /// logins at once in the IMAP benchmark). More than one per core buys
     /// no throughput: a login waits for a turn instead.
     hashing: Arc<tokio::sync::Semaphore>,
+    /// Counts the refusals (`postern_auth_failures_total`).
+    metrics: Metrics,
 }
 
 /// Why credentials were not accepted.
@@ -52,7 +55,13 @@ impl Refused {
 impl Gate {
     pub fn new(accounts: Accounts, throttle: AuthThrottle, failure_delay: Duration) -> Gate {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        Gate { accounts, throttle, failure_delay, hashing: Arc::new(tokio::sync::Semaphore::new(cores.max(2))) }
+        let hashing = Arc::new(tokio::sync::Semaphore::new(cores.max(2)));
+        Gate { accounts, throttle, failure_delay, hashing, metrics: Metrics::off() }
+    }
+
+    /// The same gate, counting its refusals in `metrics`.
+    pub fn with_metrics(self, metrics: Metrics) -> Gate {
+        Gate { metrics, ..self }
     }
 
     /// The logins of one session of `server` with the client at `peer`.
@@ -77,6 +86,7 @@ impl Login {
         self.attempt = self.gate.throttle.begin(self.peer.ip(), Instant::now());
         if self.attempt.is_none() {
             tracing::info!(server = %self.server, peer = %self.peer, "{what} refused: too many recent failures");
+            self.gate.metrics.auth_failed(&self.server, AuthFailure::Throttled);
         }
         self.attempt.is_some()
     }
@@ -149,6 +159,7 @@ impl Login {
 
     fn log_failure(&self, user: &str) {
         tracing::info!(server = %self.server, peer = %self.peer, user, "authentication failed");
+        self.gate.metrics.auth_failed(&self.server, AuthFailure::Failed);
     }
 }
 

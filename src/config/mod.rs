@@ -47,6 +47,8 @@ pub struct Config {
     pub news: NewsSection,
     #[serde(default, rename = "news_peer")]
     pub news_peers: Vec<NewsPeer>,
+    #[serde(default)]
+    pub metrics: MetricsSection,
     /// The file this was read from (for messages).
     #[serde(skip)]
     pub path: PathBuf,
@@ -399,6 +401,18 @@ fn default_expire_after() -> Dur {
     Dur(Duration::from_secs(90 * 86_400))
 }
 
+/// `[metrics]`: where Prometheus scrapes (SPEC §12); unset, nothing listens.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// `ip:port` of the HTTP listener for `GET /metrics`.
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// Parsed `listen`, filled in by validation.
+    #[serde(skip)]
+    pub listen_addr: Option<SocketAddr>,
+}
+
 /// Outgoing feed TLS to a news peer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -534,6 +548,12 @@ impl Config {
                     v.name
                 ));
             }
+        }
+        if let Some(addr) = self.metrics.listen_addr.filter(|a| !a.ip().is_loopback()) {
+            out.push(format!(
+                "metrics.listen {addr} is not a loopback address: anyone who reaches it can read the metrics \
+                 (server names, destinations, certificate names); keep it on 127.0.0.1 or behind a firewall"
+            ));
         }
         out
     }
@@ -840,6 +860,26 @@ impl Config {
                 "auth.failure_limit must be at least 1".into(),
             ));
         }
+        self.metrics.listen_addr = match &self.metrics.listen {
+            None => None,
+            Some(l) => {
+                let at = vec![Key("metrics"), Key("listen")];
+                let Ok(addr) = l.parse::<SocketAddr>() else {
+                    return Err(Problem::new(
+                        at,
+                        format!("metrics.listen {l:?} is not ip:port (e.g. \"127.0.0.1:9187\" or \"[::1]:9187\")"),
+                    ));
+                };
+                let taken = self.virtual_servers.iter().find(|v| addr.port() != 0 && v.listen_addrs.contains(&addr));
+                if let Some(v) = taken {
+                    return Err(Problem::new(
+                        at,
+                        format!("metrics.listen {addr} is also a listen address of virtual server {:?}", v.name),
+                    ));
+                }
+                Some(addr)
+            }
+        };
         Ok(())
     }
 }
@@ -946,6 +986,24 @@ certificates = ["main"]
         assert_eq!(c.queue.retry_delay(1), Duration::from_secs(60));
         assert_eq!(c.queue.retry_delay(100), Duration::from_secs(4 * 3600));
         assert_eq!(c.control_socket(), PathBuf::from("queue-data/control.sock"));
+    }
+
+    #[test]
+    fn metrics_listen_is_checked_and_warned_about_off_loopback() {
+        assert_eq!(parse(MINIMAL).unwrap().metrics.listen_addr, None, "no [metrics]: no listener");
+        let c = parse(&format!("{MINIMAL}[metrics]\nlisten = \"127.0.0.1:9187\"\n")).unwrap();
+        assert_eq!(c.metrics.listen_addr, Some("127.0.0.1:9187".parse().unwrap()));
+        assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+        let e = parse(&format!("{MINIMAL}[metrics]\nlisten = \"localhost\"\n")).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "test.toml:17: metrics.listen \"localhost\" is not ip:port (e.g. \"127.0.0.1:9187\" or \"[::1]:9187\")"
+        );
+        let e = parse(&format!("{MINIMAL}[metrics]\nlisten = \"127.0.0.1:2525\"\n")).unwrap_err().to_string();
+        assert!(e.ends_with("metrics.listen 127.0.0.1:2525 is also a listen address of virtual server \"mx\""), "{e}");
+        let c = parse(&format!("{MINIMAL}[metrics]\nlisten = \"0.0.0.0:9187\"\n")).unwrap();
+        let w = c.warnings();
+        assert!(w.len() == 1 && w[0].starts_with("metrics.listen 0.0.0.0:9187 is not a loopback address"), "{w:?}");
     }
 
     #[test]

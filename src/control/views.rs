@@ -104,21 +104,29 @@ pub fn message_view(m: &Message) -> MessageView {
     }
 }
 
-/// One row per destination over the queued recipients of `messages`.
-pub fn summary<'a>(messages: impl Iterator<Item = &'a Message>) -> Vec<SummaryRow> {
-    struct Acc {
-        messages: usize,
-        recipients: usize,
-        oldest: u64,
-        next: Option<u64>,
-        last_error: Option<(u64, String)>,
-        frozen: usize,
-    }
-    let mut by: BTreeMap<String, Acc> = BTreeMap::new();
+/// One destination's queued recipients, counted: what `queue summary`
+/// shows and the metrics' queue gauges read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tally {
+    /// Messages with at least one queued recipient for this destination.
+    pub messages: usize,
+    pub recipients: usize,
+    /// The arrival of the oldest of them (Unix seconds).
+    pub oldest: u64,
+    /// The earliest next attempt of a recipient not frozen (0: due now).
+    pub next: Option<u64>,
+    /// The newest error: when, and its category.
+    pub last_error: Option<(u64, String)>,
+    pub frozen: usize,
+}
+
+/// Per destination, the queued recipients of `messages`.
+pub fn tally<'a>(messages: impl Iterator<Item = &'a Message>) -> BTreeMap<String, Tally> {
+    let mut by: BTreeMap<String, Tally> = BTreeMap::new();
     for m in messages {
         let mut counted: Vec<&str> = Vec::new();
         for r in m.pending() {
-            let a = by.entry(r.destination.clone()).or_insert(Acc {
+            let a = by.entry(r.destination.clone()).or_insert(Tally {
                 messages: 0,
                 recipients: 0,
                 oldest: u64::MAX,
@@ -146,7 +154,13 @@ pub fn summary<'a>(messages: impl Iterator<Item = &'a Message>) -> Vec<SummaryRo
             }
         }
     }
-    by.into_iter()
+    by
+}
+
+/// One row per destination over the queued recipients of `messages`.
+pub fn summary<'a>(messages: impl Iterator<Item = &'a Message>) -> Vec<SummaryRow> {
+    tally(messages)
+        .into_iter()
         .map(|(destination, a)| SummaryRow {
             destination,
             count: a.messages,

@@ -35,6 +35,7 @@
 //! returns, so a notification may close, continue or upgrade.
 
 use super::ShutdownSignal;
+use crate::metrics::SessionMetrics;
 use crate::tls::{Stream, TlsInfo};
 use bytes::BytesMut;
 use std::future::Future;
@@ -180,6 +181,8 @@ pub struct DriverSettings {
     pub idle_timeout: Duration,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub implicit_tls: bool,
+    /// The listener's session counters (open now; ended, by TLS version).
+    pub sessions: SessionMetrics,
 }
 
 async fn write_all(stream: &mut Stream, out: &mut Vec<u8>, limit: Duration) -> Result<(), SessionEnd> {
@@ -217,7 +220,9 @@ pub async fn run<S: Session>(
     settings: DriverSettings,
     mut shutdown: ShutdownSignal,
 ) {
+    let open = settings.sessions.opened();
     let end = drive(&mut stream, &mut session, &settings, &mut shutdown).await;
+    open.ended(stream.tls_info().as_ref().map(|t| t.version.as_str()));
     // TLS ends with close_notify; a plain socket's close sends the FIN itself
     if stream.is_tls() && end != SessionEnd::PeerClosed {
         let _ = tokio::time::timeout(Duration::from_secs(2), stream.shutdown()).await;
@@ -451,7 +456,8 @@ mod tests {
             let (ended_tx, ended) = mpsc::unbounded_channel();
             let shutdown = Shutdown::new();
             let session = LineSession { long: false, news, pending_news: false, ended: ended_tx };
-            let settings = DriverSettings { idle_timeout: idle, tls: None, implicit_tls: false };
+            let settings =
+                DriverSettings { idle_timeout: idle, tls: None, implicit_tls: false, sessions: Default::default() };
             tokio::spawn(run(Stream::Plain(server), session, settings, shutdown.signal()));
             let mut h = Harness { client: BufReader::new(client), news: news_tx, ended, shutdown };
             assert_eq!(h.line().await, "HELLO");

@@ -16,6 +16,7 @@ pub mod driver;
 pub use driver::{DriverSettings, Next, Session, SessionEnd};
 
 use crate::config::{canonical_ip, TlsMode, VirtualServer};
+use crate::metrics::Metrics;
 use crate::tls::Stream;
 use crate::util::LockExt;
 use std::collections::HashMap;
@@ -212,10 +213,15 @@ pub struct ListenerSpec {
 }
 
 impl ListenerSpec {
-    pub fn new(vs: &VirtualServer, tls: Option<Arc<rustls::ServerConfig>>) -> ListenerSpec {
+    pub fn new(vs: &VirtualServer, tls: Option<Arc<rustls::ServerConfig>>, metrics: &Metrics) -> ListenerSpec {
         ListenerSpec {
             name: vs.name.clone(),
-            driver: DriverSettings { idle_timeout: vs.idle_timeout.0, tls, implicit_tls: vs.tls == TlsMode::Implicit },
+            driver: DriverSettings {
+                idle_timeout: vs.idle_timeout.0,
+                tls,
+                implicit_tls: vs.tls == TlsMode::Implicit,
+                sessions: metrics.sessions(&vs.name),
+            },
             limits: Limits::new(vs.max_connections, vs.max_connections_per_ip),
         }
     }

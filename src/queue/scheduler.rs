@@ -20,6 +20,7 @@ use super::{QueueId, QueueStore, StoreError};
 use crate::auth::Accounts;
 use crate::config::Config;
 use crate::delivery::{Attempt, AttemptReport, Local, RcptOutcome, Remote};
+use crate::metrics::{Metrics, Outcome, TlsUse};
 use crate::proto::smtp::server::BodyType;
 use crate::routing;
 use crate::util::now_secs;
@@ -122,6 +123,7 @@ impl Scheduler {
         accounts: Accounts,
         remote: Option<Arc<dyn Remote>>,
         local: Option<Arc<dyn Local>>,
+        metrics: Metrics,
     ) -> Scheduler {
         let (tx, rx) = mpsc::unbounded_channel();
         let new_ids = store.subscribe();
@@ -131,6 +133,7 @@ impl Scheduler {
             accounts,
             remote,
             local,
+            metrics,
             heap: BinaryHeap::new(),
             due: HashMap::new(),
             ready: HashMap::new(),
@@ -160,6 +163,8 @@ struct Manager {
     /// None: that kind of delivery is not available; its recipients wait.
     remote: Option<Arc<dyn Remote>>,
     local: Option<Arc<dyn Local>>,
+    /// Deliveries by outcome and TLS (`postern_deliveries_total`).
+    metrics: Metrics,
     /// (due second, id); entries that no longer match `due` are stale.
     heap: BinaryHeap<Reverse<(u64, QueueId)>>,
     due: HashMap<QueueId, u64>,
@@ -425,27 +430,35 @@ impl Manager {
                             r.tls = report.tls.clone();
                         }
                         let tls = report.tls.as_ref().map(|t| t.to_string()).unwrap_or_else(|| "-".into());
+                        let tls_use = TlsUse::of(
+                            report.tls.as_ref().is_some_and(|t| t.info.is_some()),
+                            report.tls.as_ref().is_some_and(|t| t.verified),
+                        );
                         match outcome {
                             RcptOutcome::Delivered(res) => {
                                 r.state = RcptState::Delivered;
                                 r.next_attempt = None;
                                 tracing::info!(id = %m.id, rcpt = %r.address, via = %d.destination, result = %res, tls = %tls, "delivered");
+                                self.metrics.delivery(Outcome::Delivered, tls_use);
                             }
                             RcptOutcome::Failed(res) => {
                                 r.state = RcptState::Failed;
                                 r.next_attempt = None;
                                 tracing::info!(id = %m.id, rcpt = %r.address, via = %d.destination, result = %res, "failed");
+                                self.metrics.delivery(Outcome::Failed, tls_use);
                                 failed.push(i);
                             }
                             RcptOutcome::Deferred(res) if now >= lifetime_end && !m.frozen => {
                                 r.state = RcptState::Expired;
                                 r.next_attempt = None;
                                 tracing::info!(id = %m.id, rcpt = %r.address, result = %res, "expired");
+                                self.metrics.delivery(Outcome::Failed, tls_use);
                                 failed.push(i);
                             }
                             RcptOutcome::Deferred(res) => {
                                 r.next_attempt = Some(retry);
                                 tracing::info!(id = %m.id, rcpt = %r.address, via = %d.destination, result = %res, next = %crate::util::rfc3339(retry), "deferred");
+                                self.metrics.delivery(Outcome::Deferred, tls_use);
                             }
                         }
                     }

@@ -9,6 +9,7 @@
 use super::policy::{self, Client, RcptRoute};
 use crate::auth::{Accounts, Gate};
 use crate::config::{Config, VirtualServer};
+use crate::metrics::Metrics;
 use crate::net::{ConnInfo, Next, Service, Session, SessionEnd};
 use crate::proto::session::AuthEvent;
 use crate::proto::session::LineCore;
@@ -31,6 +32,7 @@ pub struct SmtpService {
     queue: Arc<QueueStore>,
     vs: Arc<VirtualServer>,
     settings: Settings,
+    metrics: Metrics,
 }
 
 impl SmtpService {
@@ -40,6 +42,7 @@ impl SmtpService {
         gate: Gate,
         queue: Arc<QueueStore>,
         vs: Arc<VirtualServer>,
+        metrics: Metrics,
     ) -> SmtpService {
         let settings = Settings {
             hostname: config.server.hostname.clone(),
@@ -55,7 +58,7 @@ impl SmtpService {
             allow_plaintext_auth: vs.allow_plaintext_auth,
             max_errors: MAX_ERRORS,
         };
-        SmtpService { config, accounts, gate, queue, vs, settings }
+        SmtpService { config, accounts, gate, queue, vs, settings, metrics }
     }
 }
 
@@ -67,6 +70,7 @@ impl Service for SmtpService {
             config: self.config.clone(),
             accounts: self.accounts.clone(),
             queue: self.queue.clone(),
+            metrics: self.metrics.clone(),
             core: ServerSession::new(self.settings.clone(), conn.implicit_tls),
             conn: Conn::new(&self.vs, conn, &self.gate),
             txn: Transaction::default(),
@@ -89,6 +93,8 @@ pub struct InboundSession {
     config: Arc<Config>,
     accounts: Accounts,
     queue: Arc<QueueStore>,
+    /// Messages accepted and refused (`postern_smtp_*`).
+    metrics: Metrics,
     core: ServerSession,
     /// Peer, virtual server, TLS, and the login (holding the throttle slot
     /// of the AUTH exchange under way (SPEC §4)).
@@ -106,6 +112,9 @@ impl InboundSession {
         let decision = policy::check_sender(&self.accounts, &self.conn.vs, &self.client(), &from);
         if decision.is_ok() {
             self.txn = Transaction { from: from.to_string(), rcpts: Vec::new() };
+        }
+        if let Err(r) = &decision {
+            self.metrics.smtp_refused(&self.conn.vs.name, "MAIL", r.code);
         }
         self.core.mail_decision(decision);
     }
@@ -125,6 +134,7 @@ impl InboundSession {
             }
             Err(r) => {
                 tracing::info!(server = %self.conn.vs.name, peer = %self.conn.peer, rcpt = %to, reply = %r, "recipient refused");
+                self.metrics.smtp_refused(&self.conn.vs.name, "RCPT", r.code);
                 self.core.rcpt_decision(Err(r));
             }
         }
@@ -158,6 +168,7 @@ impl InboundSession {
 
     async fn on_message(&mut self, body: Vec<u8>) {
         let r = self.enqueue(body).await;
+        self.metrics.smtp_message(&self.conn.vs.name, r.code);
         self.core.message_decision(r);
     }
 
