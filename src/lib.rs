@@ -49,6 +49,9 @@
 //! - [`cert`]: the `cert` subcommands (self-signed, request with pending keys,
 //!   install, show); key generation and the first-start self-signed
 //!   certificate are the TLS layer's ([`tls::selfsigned`]).
+//! - [`track`]: message tracking: the append-only log of every message's
+//!   events (received, attempts, delivered, bounced, deleted...) and the
+//!   reader behind `postern track`.
 //! - [`server`]: wires everything together for `postern serve`.
 //! - [`datadir`], [`util`]: the data directory and small shared helpers.
 //! - [`privileges`]: giving up root after binding (`[server] user`/`group`).
@@ -74,6 +77,7 @@
 //! | `config` | util, domain, proto |
 //! | `privileges` | util |
 //! | `datadir` | util, domain, config |
+//! | `track` | util, config |
 //! | `proto` | util, domain |
 //! | `tls` | util, domain, config |
 //! | `auth` | util, domain, config, datadir, proto |
@@ -81,16 +85,16 @@
 //! | `news` | util, domain, config, datadir, proto |
 //! | `routing` | util, domain, config, auth, proto |
 //! | `delivery` | util, domain, config, tls, proto, auth, mailbox |
-//! | `queue` | util, domain, config, datadir, tls, proto, auth, routing, delivery |
+//! | `queue` | util, domain, config, datadir, tls, proto, auth, routing, delivery, track |
 //! | `net` | util, domain, config, tls |
 //! | `cert` | util, domain, config, tls |
 //! | `service` | util, domain, config, tls, net, proto, auth |
-//! | `smtp` | util, domain, config, tls, net, proto, auth, routing, queue, service |
+//! | `smtp` | util, domain, config, tls, net, proto, auth, routing, queue, service, track |
 //! | `pop3` | util, domain, config, tls, net, proto, auth, mailbox, service |
 //! | `imap` | util, domain, config, tls, net, proto, auth, mailbox, service |
 //! | `nntp` | util, domain, config, tls, net, proto, auth, news, service |
-//! | `control` | util, domain, config, datadir, tls, proto, auth, queue, news |
-//! | `server` | util, domain, config, datadir, privileges, tls, net, proto, auth, routing, mailbox, delivery, queue, news, service, smtp, pop3, imap, nntp, control |
+//! | `control` | util, domain, config, datadir, tls, proto, auth, queue, news, track |
+//! | `server` | util, domain, config, datadir, privileges, tls, net, proto, auth, routing, mailbox, delivery, queue, news, service, smtp, pop3, imap, nntp, control, track |
 
 pub mod auth;
 pub mod cert;
@@ -113,4 +117,5 @@ pub mod server;
 pub mod service;
 pub mod smtp;
 pub mod tls;
+pub mod track;
 pub mod util;

@@ -45,6 +45,31 @@ enum Command {
     Cert(CertCmd),
     /// Re-read certificates in the running server without dropping sessions.
     Reload,
+    /// A message's history from the tracking log, also after it left the queue.
+    Track(TrackArgs),
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["id", "sender", "recipient"])))]
+struct TrackArgs {
+    /// The queue id (from the 250 reply, `queue list` or the logs); its NDRs are shown too.
+    id: Option<String>,
+    /// Every message from this sender (case-insensitive; `<>` for reports).
+    #[arg(long)]
+    sender: Option<String>,
+    /// Every message to this recipient (case-insensitive).
+    #[arg(long)]
+    recipient: Option<String>,
+    /// Only events of this last stretch of time, e.g. 2d, 4h (default: all that is kept).
+    #[arg(long, value_name = "DURATION", value_parser = parse_since)]
+    since: Option<std::time::Duration>,
+    /// One JSON object per event per line (documented in the README).
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_since(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|_| format!("{s:?} is not a duration: write e.g. 30m, 4h or 2d"))
 }
 
 #[derive(Subcommand)]
@@ -349,6 +374,7 @@ fn run(cli: Cli) -> Outcome {
         Command::Alias(a) => alias(&cli.config, a),
         Command::Group(g) => group(&cli.config, g),
         Command::Cert(c) => cert(&cli.config, c),
+        Command::Track(args) => track(&cli.config, args),
         Command::Reload => {
             let data = operate(&cli.config, Request::Reload)?;
             let report: postern::tls::ReloadReport = from_value(data)?;
@@ -401,7 +427,9 @@ fn direct(config: &Config, req: Request) -> Result<Response, Failure> {
     let settings = postern::server::news_settings(config);
     let (news, _) = postern::news::NewsStore::open(&data.db, &data.path, settings, postern::util::now_secs())
         .map_err(|e| runtime(e.to_string()))?;
-    let resp = ops::execute(&ops::Stores { config, queue: &queue, accounts: &accounts, news: &news }, req);
+    let tracker = postern::track::Tracker::from_config(config);
+    let stores = ops::Stores { config, queue: &queue, accounts: &accounts, news: &news, tracker: &tracker };
+    let resp = ops::execute(&stores, req);
     let _ = queue.flush();
     Ok(resp)
 }
@@ -454,6 +482,52 @@ fn queue(config: &Path, cmd: QueueCmd) -> Outcome {
         QueueCmd::Delete { select, ndr } => {
             report_ids("deleted", operate(config, Request::QueueDelete { select: select.into(), ndr })?)?
         }
+    }
+    Ok(())
+}
+
+/// `postern track`: reads the log files directly (a running server is not
+/// needed) and creates nothing. No match is exit 1, as `grep` does, with
+/// one sentence on stderr, so that scripts can test for it.
+fn track(config_path: &Path, args: TrackArgs) -> Outcome {
+    use postern::track::read::{self, Query};
+    let config = load(config_path)?;
+    let query = match (args.id, args.sender, args.recipient) {
+        (Some(id), None, None) => {
+            if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return Err(usage(format!("{id:?} is not a queue id")));
+            }
+            Query::Id(id)
+        }
+        (None, Some(a), None) => Query::Sender(a),
+        (None, None, Some(a)) => Query::Recipient(a),
+        _ => return Err(usage("name one of: a queue id, --sender or --recipient")),
+    };
+    let data_dir = &config.server.data_dir;
+    if !data_dir.is_dir() {
+        return Err(runtime(format!(
+            "there is no data directory at {}; is --config the server's configuration?",
+            data_dir.display()
+        )));
+    }
+    let since = args.since.map(|d| postern::util::now_secs().saturating_sub(d.as_secs()));
+    let dir = postern::track::log_dir(data_dir);
+    let found = read::search(&dir, &query, since).map_err(|e| runtime(e.to_string()))?;
+    if found.is_empty() {
+        let what = match &query {
+            Query::Id(id) => format!("message {id}"),
+            Query::Sender(a) => format!("message from {a}"),
+            Query::Recipient(a) => format!("message to {a}"),
+        };
+        let window = args.since.map(|d| format!(" in the last {}", humantime::format_duration(d))).unwrap_or_default();
+        return Err(runtime(format!("no {what} in the tracking log {}{window}", dir.display())));
+    }
+    if args.json {
+        for e in found.iter().flat_map(|t| &t.events) {
+            println!("{}", serde_json::to_string(e).unwrap_or_default());
+        }
+    } else {
+        print!("{}", read::timelines_text(&found));
     }
     Ok(())
 }
@@ -658,6 +732,11 @@ fn check_config(path: &Path) -> Outcome {
     println!("local domains: {}", list_or_dash(&config.server.local_domains));
     println!("relay domains: {}", list_or_dash(&config.server.relay_domains));
     println!("postmaster:    {}", config.server.postmaster);
+    let kept = match config.log.tracking_retention() {
+        Some(_) => format!("kept {}", config.log.tracking_retention),
+        None => "kept forever".into(),
+    };
+    println!("tracking log:  {} ({kept})", postern::track::log_dir(dd).display());
     println!("virtual servers:");
     let rows: Vec<Vec<String>> = config
         .virtual_servers

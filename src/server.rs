@@ -2,7 +2,8 @@
 //! the mailboxes and the news store (whose old articles it expires
 //! hourly), loads certificates, binds every virtual server, serves the
 //! control socket, and stops gracefully (SIGTERM/SIGINT) or reloads
-//! certificates (SIGHUP). This is the only place that wires the pieces
+//! certificates (SIGHUP). It opens the message-tracking log (pruned
+//! daily) and hands it to the SMTP services and the queue manager. This is the only place that wires the pieces
 //! together.
 
 use crate::auth::throttle::AuthThrottle;
@@ -18,6 +19,7 @@ use crate::news::{NewsSettings, NewsStore};
 use crate::queue::scheduler::{ControlOp, Scheduler};
 use crate::queue::QueueStore;
 use crate::tls::CertStore;
+use crate::track::Tracker;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -41,6 +43,8 @@ pub struct Context {
     /// The queue manager: every change to queued messages goes through it.
     scheduler: Scheduler,
     transport: Arc<SmtpTransport>,
+    /// The message-tracking log (operator actions go in through the scheduler).
+    tracker: Tracker,
     /// Held for the server's life: the database, and with it sled's lock
     /// on the data directory.
     _data: DataDir,
@@ -60,10 +64,16 @@ impl control::Handler for Context {
                 Request::QueueDelete { select, ndr } => ControlOp::Delete { select, ndr },
                 req => {
                     let (config, queue, accounts) = (self.config.clone(), self.queue.clone(), self.accounts.clone());
-                    let news = self.news.clone();
+                    let (news, tracker) = (self.news.clone(), self.tracker.clone());
                     // account changes hash passwords; listing a big queue takes a while
                     return tokio::task::spawn_blocking(move || {
-                        let stores = ops::Stores { config: &config, queue: &queue, accounts: &accounts, news: &news };
+                        let stores = ops::Stores {
+                            config: &config,
+                            queue: &queue,
+                            accounts: &accounts,
+                            news: &news,
+                            tracker: &tracker,
+                        };
                         ops::execute(&stores, req)
                     })
                     .await
@@ -238,6 +248,8 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Server,
     let feeder = crate::nntp::feeder::spawn(feeds.clone(), news.clone(), Default::default());
     spawn_news_expiry(news.clone());
     let queue = Arc::new(queue);
+    let tracker = Tracker::from_config(&config);
+    tracker.spawn_retention();
     let transport =
         Arc::new(SmtpTransport::with_settings(config.clone(), options.transport).map_err(ServeError::Transport)?);
     let scheduler = Scheduler::start(
@@ -247,6 +259,7 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Server,
         Some(transport.clone() as Arc<dyn crate::delivery::Remote>),
         Some(Arc::new(LocalDelivery::new(mailboxes.clone(), &config.server.postmaster))
             as Arc<dyn crate::delivery::Local>),
+        tracker.clone(),
     );
     let ctx = Arc::new(Context {
         gate: Gate::new(
@@ -258,6 +271,7 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Server,
         queue,
         scheduler,
         transport,
+        tracker,
         accounts,
         mailboxes,
         news,
@@ -295,6 +309,7 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Server,
                     ctx.gate.clone(),
                     ctx.queue.clone(),
                     vs.clone(),
+                    ctx.tracker.clone(),
                 ));
                 net::spawn_listeners(listeners, service, spec, shutdown.clone());
             }

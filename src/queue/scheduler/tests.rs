@@ -166,6 +166,7 @@ fn env(config: Arc<Config>) -> Env {
         accounts.clone(),
         Some(Arc::new(FakeRemote(fake.clone()))),
         Some(Arc::new(FakeLocal(fake.clone()))),
+        crate::track::Tracker::off(),
     );
     Env { _dir: dir, _data: data, store, fake, sched, accounts }
 }
@@ -435,6 +436,7 @@ async fn concurrency_is_bounded_per_destination() {
         Accounts::open(&data.db).unwrap(),
         Some(Arc::new(Slow(fake.clone(), peak.clone()))),
         None,
+        crate::track::Tracker::off(),
     );
     for _ in 0..12 {
         enqueue(&store, "s@example.org", &[("a@remote.test", "internet/remote.test")]).await;
