@@ -129,7 +129,7 @@ pub fn timelines_text(found: &[Timeline]) -> String {
         out.push_str(&heading(t));
         out.push('\n');
         for e in &t.events {
-            out.push_str(&format!("  {:<24}  {:<width$}  {}\n", e.time, e.event, describe(e)).trim_end().to_string());
+            out.push_str(format!("  {:<24}  {:<width$}  {}", e.time, e.event, describe(e)).trim_end());
             out.push('\n');
         }
     }
