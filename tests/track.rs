@@ -121,6 +121,7 @@ fn local_and_relayed_deliveries_are_told_after_they_left_the_queue() {
     assert_eq!(d["connector"], "out");
     assert_eq!(d["destination"], format!("out/127.0.0.1:{}", sink.port()));
     assert_eq!(d["host"], "127.0.0.1");
+    assert_eq!(d["remote_ip"], "127.0.0.1");
     assert_eq!(d["code"], 250);
     assert_eq!(d["tls"], "unverified", "the sink's self-signed certificate: {d}");
     assert_eq!(d["tls_version"], "TLSv1.3");

@@ -433,32 +433,36 @@ impl Manager {
                             r.tls = report.tls.clone();
                         }
                         let tls = report.tls.as_ref().map(|t| t.to_string()).unwrap_or_else(|| "-".into());
-                        let (via, tls_out) = (&d.destination, report.tls.as_ref());
+                        let via = tracking::Via {
+                            destination: &d.destination,
+                            tls: report.tls.as_ref(),
+                            ip: report.remote_ip,
+                        };
                         match outcome {
                             RcptOutcome::Delivered(res) => {
                                 r.state = RcptState::Delivered;
                                 r.next_attempt = None;
                                 tracing::info!(id = %m.id, rcpt = %r.address, via = %d.destination, result = %res, tls = %tls, "delivered");
-                                self.tracker.record(tracking::attempt(&m.id, r, "delivered", via, &res, tls_out));
+                                self.tracker.record(tracking::attempt(&m.id, r, "delivered", &via, &res));
                             }
                             RcptOutcome::Failed(res) => {
                                 r.state = RcptState::Failed;
                                 r.next_attempt = None;
                                 tracing::info!(id = %m.id, rcpt = %r.address, via = %d.destination, result = %res, "failed");
-                                self.tracker.record(tracking::attempt(&m.id, r, "failed", via, &res, tls_out));
+                                self.tracker.record(tracking::attempt(&m.id, r, "failed", &via, &res));
                                 failed.push(i);
                             }
                             RcptOutcome::Deferred(res) if now >= lifetime_end && !m.frozen => {
                                 r.state = RcptState::Expired;
                                 r.next_attempt = None;
                                 tracing::info!(id = %m.id, rcpt = %r.address, result = %res, "expired");
-                                self.tracker.record(tracking::attempt(&m.id, r, "expired", via, &res, tls_out));
+                                self.tracker.record(tracking::attempt(&m.id, r, "expired", &via, &res));
                                 failed.push(i);
                             }
                             RcptOutcome::Deferred(res) => {
                                 r.next_attempt = Some(retry);
                                 tracing::info!(id = %m.id, rcpt = %r.address, via = %d.destination, result = %res, next = %crate::util::rfc3339(retry), "deferred");
-                                self.tracker.record(tracking::deferred(&m.id, r, via, &res, tls_out, retry));
+                                self.tracker.record(tracking::deferred(&m.id, r, &via, &res, retry));
                             }
                         }
                     }
@@ -691,6 +695,7 @@ fn failure_all(rcpts: &[usize], stage: Stage, code: u16, enhanced: &str, text: S
     AttemptReport {
         outcomes: rcpts.iter().map(|&i| (i, RcptOutcome::Failed(res.clone()))).collect(),
         tls: None,
+        remote_ip: None,
         unreachable: false,
     }
 }

@@ -8,6 +8,7 @@
 use super::dsn::ReportKind;
 use super::{AttemptResult, Message, MessageKind, QueueId, Recipient, TlsOutcome};
 use crate::track::Event;
+use std::net::IpAddr;
 
 /// `received` for a message from a client (`created` for one of our reports).
 pub fn received(m: &Message) -> Event {
@@ -54,22 +55,26 @@ pub fn report_queued(m: &Message, rcpts: &[usize], kind: &ReportKind, report: &Q
     e
 }
 
+/// How an attempt went out: the destination, and what the attempt's
+/// report says of the connection.
+pub struct Via<'a> {
+    pub destination: &'a str,
+    /// TLS as it went on the connection (None: no connection was made).
+    pub tls: Option<&'a TlsOutcome>,
+    /// The address of the host that answered.
+    pub ip: Option<IpAddr>,
+}
+
 /// One attempt's outcome for recipient `r` (`delivered`, `deferred`,
-/// `failed`, `expired`), with the reply, the host, and TLS as it went on
-/// the connection (`tls` None: no connection was made).
-pub fn attempt(
-    id: &QueueId,
-    r: &Recipient,
-    name: &str,
-    destination: &str,
-    res: &AttemptResult,
-    tls: Option<&TlsOutcome>,
-) -> Event {
+/// `failed`, `expired`), with the reply, the host, and TLS.
+pub fn attempt(id: &QueueId, r: &Recipient, name: &str, via: &Via<'_>, res: &AttemptResult) -> Event {
+    let destination = via.destination;
     let mut e = Event::new(id, name);
     e.rcpt = Some(r.address.clone());
     e.destination = Some(destination.to_string());
     e.connector = Some(destination.split_once('/').map(|(c, _)| c).unwrap_or(destination).to_string());
     e.host = res.remote_host.clone();
+    e.remote_ip = via.ip.map(|ip| ip.to_string());
     if destination == "local" && name == "delivered" {
         // local delivery puts mail in the user's INBOX (delivery::local)
         e.mailbox = Some("INBOX".into());
@@ -79,7 +84,7 @@ pub fn attempt(
     e.enhanced = res.enhanced.clone();
     e.text = Some(res.text.clone());
     e.attempt = Some(r.attempts);
-    if let Some(t) = tls {
+    if let Some(t) = via.tls {
         e.tls = Some(
             match (&t.info, t.verified) {
                 (None, _) => "none",
@@ -96,15 +101,8 @@ pub fn attempt(
 }
 
 /// `deferred`, with when the next attempt is due.
-pub fn deferred(
-    id: &QueueId,
-    r: &Recipient,
-    destination: &str,
-    res: &AttemptResult,
-    tls: Option<&TlsOutcome>,
-    next: u64,
-) -> Event {
-    let mut e = attempt(id, r, "deferred", destination, res, tls);
+pub fn deferred(id: &QueueId, r: &Recipient, via: &Via<'_>, res: &AttemptResult, next: u64) -> Event {
+    let mut e = attempt(id, r, "deferred", via, res);
     e.next_attempt = Some(crate::util::rfc3339(next));
     e
 }

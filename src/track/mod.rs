@@ -73,6 +73,10 @@ pub struct Event {
     /// The host that answered (an MX or smarthost name, or an address).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// The address of that host (or of the last one that refused a
+    /// connection or handshake).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_ip: Option<String>,
     /// Local delivery: the folder it went into.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mailbox: Option<String>,

@@ -230,8 +230,11 @@ pub fn describe(e: &Event) -> String {
             if let Some(d) = &e.destination {
                 head = format!("{head} via {d}").trim_start().to_string();
             }
-            if let Some(h) = &e.host {
-                head.push_str(&format!(" ({h})"));
+            match (&e.host, &e.remote_ip) {
+                (Some(h), Some(ip)) if h != ip => head.push_str(&format!(" ({h} [{ip}])")),
+                (Some(h), _) => head.push_str(&format!(" ({h})")),
+                (None, Some(ip)) => head.push_str(&format!(" ([{ip}])")),
+                (None, None) => {}
             }
             let r = reply(e);
             if !r.is_empty() {

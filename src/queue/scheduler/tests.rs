@@ -75,6 +75,7 @@ impl Fake {
                     })
                     .collect(),
                 tls: None,
+                remote_ip: None,
                 unreachable: true,
             };
         }
@@ -94,7 +95,7 @@ impl Fake {
                 (i, o)
             })
             .collect();
-        AttemptReport { outcomes, tls: None, unreachable: false }
+        AttemptReport { outcomes, tls: None, remote_ip: None, unreachable: false }
     }
 }
 
