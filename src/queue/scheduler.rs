@@ -6,7 +6,8 @@
 //! report (delivered, retry by `retry_schedule`, failed, expired after
 //! `max_lifetime`), sends NDRs and the one delayed DSN, and carries out
 //! operator commands (retry, freeze, thaw, delete) as events, so the CLI
-//! never races a delivery.
+//! never races a delivery. Each of these steps is also recorded in the
+//! message tracking log, beside its log line.
 //!
 //! Ordering for crash safety: an NDR is durable in the queue before the
 //! recipients it reports are marked final, and a delivery is complete
