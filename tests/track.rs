@@ -211,6 +211,42 @@ fn an_operator_delete_is_recorded_and_queue_show_points_to_track() {
     assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("postern track {id}")), "{out:?}");
 }
 
+#[test]
+fn tls_facts_of_a_refused_policy_and_of_an_unreachable_host_are_recorded() {
+    let sinks = Sinks::new();
+    let plain = sinks.start(SinkConfig::new(&["plain.test"]).starttls(sink::StartTls::NotOffered));
+    // a port nothing listens on: bound, then closed
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let conf = config(
+        "relay_networks = [\"127.0.0.0/8\"]",
+        &format!(
+            "[[connector]]\nname = \"req\"\naddress_spaces = [\"req.test\"]\nsmarthost = \"127.0.0.1:{}\"\n\
+             tls = \"required\"\n\n[[connector]]\nname = \"gone\"\naddress_spaces = [\"gone.test\"]\n\
+             smarthost = \"127.0.0.1:{closed}\"\n\n[queue]\nretry_schedule = [\"1h\"]\n",
+            plain.port()
+        ),
+    );
+    let s = TestServer::start(&conf);
+    let req = send(&s, false, "sender@origin.test", &["x@req.test"], "req");
+    let gone = send(&s, false, "sender@origin.test", &["y@gone.test"], "gone");
+    let deferred = |id: &str| {
+        let ev = track_json(&s, &[id]);
+        ev.into_iter().find(|e| e["event"] == "deferred")
+    };
+    wait("both deferred", || deferred(&req).is_some() && deferred(&gone).is_some());
+    // TLS required, not offered: a connection was made, in plaintext
+    let e = deferred(&req).unwrap();
+    assert_eq!(e["stage"], "tls", "{e}");
+    assert_eq!(e["tls"], "none", "{e}");
+    assert_eq!(e["tls_note"], "STARTTLS not offered", "{e}");
+    assert_eq!(e["remote_ip"], "127.0.0.1", "{e}");
+    // nothing listening: no connection, so no TLS facts at all
+    let e = deferred(&gone).unwrap();
+    assert_eq!(e["stage"], "connect", "{e}");
+    assert!(e.get("tls").is_none(), "{e}");
+    assert_eq!(e["remote_ip"], "127.0.0.1", "{e}");
+}
+
 /// A configuration for the CLI alone: no server is started.
 fn offline(data_dir: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
