@@ -46,6 +46,10 @@ enum Command {
     /// Re-read certificates in the running server without dropping sessions.
     Reload,
     /// A message's history from the tracking log, also after it left the queue.
+    ///
+    /// Reads data_dir/track directly (no running server needed) and creates
+    /// nothing. Exit status: 0 with output; 1 when no message matches or
+    /// there is no log; 2 for a usage error.
     Track(TrackArgs),
 }
 
