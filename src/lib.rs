@@ -49,6 +49,9 @@
 //! - [`cert`]: the `cert` subcommands (self-signed, request with pending keys,
 //!   install, show); key generation and the first-start self-signed
 //!   certificate are the TLS layer's ([`tls::selfsigned`]).
+//! - [`track`]: message tracking: the append-only log of every message's
+//!   events (received, attempts, delivered, bounced, deleted...) and the
+//!   reader behind `postern track`.
 //! - [`server`]: wires everything together for `postern serve`.
 //! - [`datadir`], [`util`]: the data directory and small shared helpers.
 //! - [`privileges`]: giving up root after binding (`[server] user`/`group`).
@@ -77,6 +80,7 @@
 //! | `privileges` | util |
 //! | `metrics` | util, config |
 //! | `datadir` | util, domain, config |
+//! | `track` | util, config |
 //! | `proto` | util, domain |
 //! | `tls` | util, domain, config |
 //! | `auth` | util, domain, config, datadir, proto, metrics |
@@ -84,16 +88,16 @@
 //! | `news` | util, domain, config, datadir, proto |
 //! | `routing` | util, domain, config, auth, proto |
 //! | `delivery` | util, domain, config, tls, proto, auth, mailbox |
-//! | `queue` | util, domain, config, datadir, tls, proto, auth, routing, delivery, metrics |
+//! | `queue` | util, domain, config, datadir, tls, proto, auth, routing, delivery, metrics, track |
 //! | `net` | util, domain, config, tls, metrics |
 //! | `cert` | util, domain, config, tls |
 //! | `service` | util, domain, config, tls, net, proto, auth |
-//! | `smtp` | util, domain, config, tls, net, proto, auth, routing, queue, service, metrics |
+//! | `smtp` | util, domain, config, tls, net, proto, auth, routing, queue, service, metrics, track |
 //! | `pop3` | util, domain, config, tls, net, proto, auth, mailbox, service |
 //! | `imap` | util, domain, config, tls, net, proto, auth, mailbox, service |
 //! | `nntp` | util, domain, config, tls, net, proto, auth, news, service |
-//! | `control` | util, domain, config, datadir, tls, proto, auth, queue, news |
-//! | `server` | util, domain, config, datadir, privileges, tls, net, proto, auth, routing, mailbox, delivery, queue, news, service, smtp, pop3, imap, nntp, control, metrics |
+//! | `control` | util, domain, config, datadir, tls, proto, auth, queue, news, track |
+//! | `server` | util, domain, config, datadir, privileges, tls, net, proto, auth, routing, mailbox, delivery, queue, news, service, smtp, pop3, imap, nntp, control, metrics, track |
 
 pub mod auth;
 pub mod cert;
@@ -117,4 +121,5 @@ pub mod server;
 pub mod service;
 pub mod smtp;
 pub mod tls;
+pub mod track;
 pub mod util;

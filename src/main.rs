@@ -9,6 +9,30 @@ use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// `println!` and `print!` that end the program quietly when standard output
+/// is a closed pipe (`postern queue list | head`): the std macros panic there.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        emit(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+macro_rules! out {
+    ($($arg:tt)*) => {
+        emit(format_args!($($arg)*))
+    };
+}
+
+fn emit(args: std::fmt::Arguments) {
+    use std::io::Write;
+    if let Err(e) = std::io::stdout().lock().write_fmt(args) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("postern: cannot write to standard output: {e}");
+        std::process::exit(1);
+    }
+}
+
 #[derive(Parser)]
 #[command(name = "postern", version, about = "A mail server in one binary: SMTP MTA and relay, POP3, IMAP4, NNTP")]
 struct Cli {
@@ -45,6 +69,35 @@ enum Command {
     Cert(CertCmd),
     /// Re-read certificates in the running server without dropping sessions.
     Reload,
+    /// A message's history from the tracking log, also after it left the queue.
+    ///
+    /// Reads data_dir/track directly (no running server needed) and creates
+    /// nothing. Exit status: 0 with output; 1 when no message matches or
+    /// there is no log; 2 for a usage error.
+    Track(TrackArgs),
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["id", "sender", "recipient"])))]
+struct TrackArgs {
+    /// The queue id (from the 250 reply, `queue list` or the logs); its NDRs are shown too.
+    id: Option<String>,
+    /// Every message from this sender (case-insensitive; `<>` for reports).
+    #[arg(long)]
+    sender: Option<String>,
+    /// Every message to this recipient (case-insensitive).
+    #[arg(long)]
+    recipient: Option<String>,
+    /// Only events of this last stretch of time, e.g. 2d, 4h (default: all that is kept).
+    #[arg(long, value_name = "DURATION", value_parser = parse_since)]
+    since: Option<std::time::Duration>,
+    /// One JSON object per event per line (documented in the README).
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_since(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|_| format!("{s:?} is not a duration: write e.g. 30m, 4h or 2d"))
 }
 
 #[derive(Subcommand)]
@@ -338,9 +391,9 @@ fn run(cli: Cli) -> Outcome {
             let ex =
                 postern::routing::explain(&config, &address, server.as_deref()).map_err(|e| usage(e.to_string()))?;
             if json {
-                println!("{}", serde_json::to_string(&ex).unwrap_or_default());
+                outln!("{}", serde_json::to_string(&ex).unwrap_or_default());
             } else {
-                print!("{ex}");
+                out!("{ex}");
             }
             Ok(())
         }
@@ -349,11 +402,12 @@ fn run(cli: Cli) -> Outcome {
         Command::Alias(a) => alias(&cli.config, a),
         Command::Group(g) => group(&cli.config, g),
         Command::Cert(c) => cert(&cli.config, c),
+        Command::Track(args) => track(&cli.config, args),
         Command::Reload => {
             let data = operate(&cli.config, Request::Reload)?;
             let report: postern::tls::ReloadReport = from_value(data)?;
             for name in &report.reloaded {
-                println!("certificate {name:?} reloaded");
+                outln!("certificate {name:?} reloaded");
             }
             if report.failed.is_empty() {
                 return Ok(());
@@ -401,7 +455,9 @@ fn direct(config: &Config, req: Request) -> Result<Response, Failure> {
     let settings = postern::server::news_settings(config);
     let (news, _) = postern::news::NewsStore::open(&data.db, &data.path, settings, postern::util::now_secs())
         .map_err(|e| runtime(e.to_string()))?;
-    let resp = ops::execute(&ops::Stores { config, queue: &queue, accounts: &accounts, news: &news }, req);
+    let tracker = postern::track::Tracker::from_config(config);
+    let stores = ops::Stores { config, queue: &queue, accounts: &accounts, news: &news, tracker: &tracker };
+    let resp = ops::execute(&stores, req);
     let _ = queue.flush();
     Ok(resp)
 }
@@ -410,10 +466,10 @@ fn print_json_lines(v: &serde_json::Value) {
     match v {
         serde_json::Value::Array(items) => {
             for i in items {
-                println!("{i}");
+                outln!("{i}");
             }
         }
-        other => println!("{other}"),
+        other => outln!("{other}"),
     }
 }
 
@@ -428,7 +484,7 @@ fn queue(config: &Path, cmd: QueueCmd) -> Outcome {
             if json {
                 print_json_lines(&data);
             } else {
-                print!("{}", views::summary_table(&from_value::<Vec<views::SummaryRow>>(data)?));
+                out!("{}", views::summary_table(&from_value::<Vec<views::SummaryRow>>(data)?));
             }
         }
         QueueCmd::List { json, destination, state, sender, recipient } => {
@@ -437,15 +493,15 @@ fn queue(config: &Path, cmd: QueueCmd) -> Outcome {
             if json {
                 print_json_lines(&data);
             } else {
-                print!("{}", views::list_table(&from_value::<Vec<views::MessageView>>(data)?));
+                out!("{}", views::list_table(&from_value::<Vec<views::MessageView>>(data)?));
             }
         }
         QueueCmd::Show { id, json } => {
             let data = operate(config, Request::QueueShow { id })?;
             if json {
-                println!("{data}");
+                outln!("{data}");
             } else {
-                print!("{}", views::detail_text(&from_value(data)?));
+                out!("{}", views::detail_text(&from_value(data)?));
             }
         }
         QueueCmd::Retry(s) => report_ids("retrying", operate(config, Request::QueueRetry { select: s.into() })?)?,
@@ -458,13 +514,59 @@ fn queue(config: &Path, cmd: QueueCmd) -> Outcome {
     Ok(())
 }
 
+/// `postern track`: reads the log files directly (a running server is not
+/// needed) and creates nothing. No match is exit 1, as `grep` does, with
+/// one sentence on stderr, so that scripts can test for it.
+fn track(config_path: &Path, args: TrackArgs) -> Outcome {
+    use postern::track::read::{self, Query};
+    let config = load(config_path)?;
+    let query = match (args.id, args.sender, args.recipient) {
+        (Some(id), None, None) => {
+            if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return Err(usage(format!("{id:?} is not a queue id")));
+            }
+            Query::Id(id)
+        }
+        (None, Some(a), None) => Query::Sender(a),
+        (None, None, Some(a)) => Query::Recipient(a),
+        _ => return Err(usage("name one of: a queue id, --sender or --recipient")),
+    };
+    let data_dir = &config.server.data_dir;
+    if !data_dir.is_dir() {
+        return Err(runtime(format!(
+            "there is no data directory at {}; is --config the server's configuration?",
+            data_dir.display()
+        )));
+    }
+    let since = args.since.map(|d| postern::util::now_secs().saturating_sub(d.as_secs()));
+    let dir = postern::track::log_dir(data_dir);
+    let found = read::search(&dir, &query, since).map_err(|e| runtime(e.to_string()))?;
+    if found.is_empty() {
+        let what = match &query {
+            Query::Id(id) => format!("message {id}"),
+            Query::Sender(a) => format!("message from {a}"),
+            Query::Recipient(a) => format!("message to {a}"),
+        };
+        let window = args.since.map(|d| format!(" in the last {}", humantime::format_duration(d))).unwrap_or_default();
+        return Err(runtime(format!("no {what} in the tracking log {}{window}", dir.display())));
+    }
+    if args.json {
+        for e in found.iter().flat_map(|t| &t.events) {
+            outln!("{}", serde_json::to_string(e).unwrap_or_default());
+        }
+    } else {
+        out!("{}", read::timelines_text(&found));
+    }
+    Ok(())
+}
+
 fn report_ids(what: &str, data: serde_json::Value) -> Outcome {
     let ids: Vec<String> = from_value(data)?;
     if ids.is_empty() {
-        println!("no message changed");
+        outln!("no message changed");
     }
     for id in ids {
-        println!("{id}: {what}");
+        outln!("{id}: {what}");
     }
     Ok(())
 }
@@ -498,8 +600,8 @@ fn read_password(from_stdin: bool) -> Result<String, Failure> {
 
 fn say(data: serde_json::Value) {
     match data {
-        serde_json::Value::String(s) => println!("{s}"),
-        other => println!("{other}"),
+        serde_json::Value::String(s) => outln!("{s}"),
+        other => outln!("{other}"),
     }
 }
 
@@ -522,7 +624,7 @@ fn user(config: &Path, cmd: UserCmd) -> Outcome {
                 let users: Vec<postern::auth::UserInfo> = from_value(data)?;
                 let rows: Vec<Vec<String>> =
                     users.iter().map(|u| vec![u.email.clone(), postern::util::rfc3339(u.created)]).collect();
-                print!("{}", views::table(&["USER", "CREATED"], &rows));
+                out!("{}", views::table(&["USER", "CREATED"], &rows));
             }
         }
     }
@@ -541,7 +643,7 @@ fn alias(config: &Path, cmd: AliasCmd) -> Outcome {
             } else {
                 let all: Vec<postern::auth::AliasInfo> = from_value(data)?;
                 let rows: Vec<Vec<String>> = all.iter().map(|a| vec![a.alias.clone(), a.targets.join(", ")]).collect();
-                print!("{}", views::table(&["ALIAS", "TARGETS"], &rows));
+                out!("{}", views::table(&["ALIAS", "TARGETS"], &rows));
             }
         }
     }
@@ -560,7 +662,7 @@ fn group(config: &Path, cmd: GroupCmd) -> Outcome {
             if json {
                 print_json_lines(&data);
             } else {
-                print!("{}", views::group_table(&from_value::<Vec<views::GroupView>>(data)?));
+                out!("{}", views::group_table(&from_value::<Vec<views::GroupView>>(data)?));
             }
         }
     }
@@ -589,7 +691,7 @@ fn cert(config: &Path, cmd: CertCmd) -> Outcome {
         }
     }
     .map_err(|e| Failure(e.status, e.message))?;
-    print!("{said}");
+    out!("{said}");
     Ok(())
 }
 
@@ -649,20 +751,25 @@ fn check_config(path: &Path) -> Outcome {
     if let Some(p) = problems.first() {
         return Err(usage(format!("{}: {p}", path.display())));
     }
-    println!("{}: OK", path.display());
+    outln!("{}: OK", path.display());
     for w in config.warnings() {
-        println!("warning: {w}");
+        outln!("warning: {w}");
     }
-    println!("hostname:      {}", config.server.hostname);
-    println!("data_dir:      {}", dd.display());
-    println!("local domains: {}", list_or_dash(&config.server.local_domains));
-    println!("relay domains: {}", list_or_dash(&config.server.relay_domains));
-    println!("postmaster:    {}", config.server.postmaster);
+    outln!("hostname:      {}", config.server.hostname);
+    outln!("data_dir:      {}", dd.display());
+    outln!("local domains: {}", list_or_dash(&config.server.local_domains));
+    outln!("relay domains: {}", list_or_dash(&config.server.relay_domains));
+    outln!("postmaster:    {}", config.server.postmaster);
     match &config.metrics.listen {
-        Some(l) => println!("metrics:       http://{l}/metrics"),
-        None => println!("metrics:       -"),
+        Some(l) => outln!("metrics:       http://{l}/metrics"),
+        None => outln!("metrics:       -"),
     }
-    println!("virtual servers:");
+    let kept = match config.log.tracking_retention() {
+        Some(_) => format!("kept {}", config.log.tracking_retention),
+        None => "kept forever".into(),
+    };
+    outln!("tracking log:  {} ({kept})", postern::track::log_dir(dd).display());
+    outln!("virtual servers:");
     let rows: Vec<Vec<String>> = config
         .virtual_servers
         .iter()
@@ -683,10 +790,10 @@ fn check_config(path: &Path) -> Outcome {
         })
         .collect();
     for line in views::table(&["  NAME", "PROTOCOL", "LISTEN", "TLS", "AUTH", "CERTIFICATES"], &indent(rows)).lines() {
-        println!("{line}");
+        outln!("{line}");
     }
     if !config.connectors.is_empty() {
-        println!("connectors:");
+        outln!("connectors:");
         let rows: Vec<Vec<String>> = config
             .connectors
             .iter()
@@ -701,13 +808,13 @@ fn check_config(path: &Path) -> Outcome {
             })
             .collect();
         for line in views::table(&["  NAME", "ADDRESS SPACES", "COST", "TLS", "NEXT HOP"], &indent(rows)).lines() {
-            println!("{line}");
+            outln!("{line}");
         }
     }
     if !cert_lines.is_empty() {
-        println!("certificates:");
+        outln!("certificates:");
         for l in cert_lines {
-            println!("{l}");
+            outln!("{l}");
         }
     }
     Ok(())

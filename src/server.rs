@@ -2,8 +2,10 @@
 //! the mailboxes and the news store (whose old articles it expires
 //! hourly), loads certificates, binds every virtual server (and the
 //! metrics listener), serves the control socket, and stops gracefully
-//! (SIGTERM/SIGINT) or reloads certificates (SIGHUP). This is the only
-//! place that wires the pieces together.
+//! (SIGTERM/SIGINT) or reloads certificates (SIGHUP). It opens the
+//! message-tracking log (pruned daily) and hands it to the SMTP services
+//! and the queue manager. This is the only place that wires the pieces
+//! together.
 
 use crate::auth::throttle::AuthThrottle;
 use crate::auth::{Accounts, Gate};
@@ -19,6 +21,7 @@ use crate::news::{NewsSettings, NewsStore};
 use crate::queue::scheduler::{ControlOp, Scheduler};
 use crate::queue::QueueStore;
 use crate::tls::CertStore;
+use crate::track::Tracker;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -44,6 +47,8 @@ pub struct Context {
     transport: Arc<SmtpTransport>,
     /// The counters every service bumps; off without `[metrics] listen`.
     metrics: Metrics,
+    /// The message-tracking log (operator actions go in through the scheduler).
+    tracker: Tracker,
     /// Held for the server's life: the database, and with it sled's lock
     /// on the data directory.
     _data: DataDir,
@@ -63,10 +68,16 @@ impl control::Handler for Context {
                 Request::QueueDelete { select, ndr } => ControlOp::Delete { select, ndr },
                 req => {
                     let (config, queue, accounts) = (self.config.clone(), self.queue.clone(), self.accounts.clone());
-                    let news = self.news.clone();
+                    let (news, tracker) = (self.news.clone(), self.tracker.clone());
                     // account changes hash passwords; listing a big queue takes a while
                     return tokio::task::spawn_blocking(move || {
-                        let stores = ops::Stores { config: &config, queue: &queue, accounts: &accounts, news: &news };
+                        let stores = ops::Stores {
+                            config: &config,
+                            queue: &queue,
+                            accounts: &accounts,
+                            news: &news,
+                            tracker: &tracker,
+                        };
                         ops::execute(&stores, req)
                     })
                     .await
@@ -254,6 +265,8 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Server,
     let feeder = crate::nntp::feeder::spawn(feeds.clone(), news.clone(), Default::default());
     spawn_news_expiry(news.clone());
     let queue = Arc::new(queue);
+    let tracker = Tracker::from_config(&config);
+    tracker.spawn_retention();
     let transport =
         Arc::new(SmtpTransport::with_settings(config.clone(), options.transport).map_err(ServeError::Transport)?);
     let scheduler = Scheduler::start(
@@ -264,6 +277,7 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Server,
         Some(Arc::new(LocalDelivery::new(mailboxes.clone(), &config.server.postmaster))
             as Arc<dyn crate::delivery::Local>),
         metrics.clone(),
+        tracker.clone(),
     );
     let ctx = Arc::new(Context {
         gate: Gate::new(
@@ -276,6 +290,7 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Server,
         queue,
         scheduler,
         transport,
+        tracker,
         accounts,
         mailboxes,
         news,
@@ -315,6 +330,7 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Server,
                     ctx.queue.clone(),
                     vs.clone(),
                     ctx.metrics.clone(),
+                    ctx.tracker.clone(),
                 ));
                 net::spawn_listeners(listeners, service, spec, shutdown.clone());
             }

@@ -330,12 +330,30 @@ pub struct LogSection {
     pub level: String,
     #[serde(default)]
     pub format: LogFormat,
+    /// How long the message tracking log keeps its day files; "0s" keeps them forever.
+    #[serde(default = "default_tracking_retention")]
+    pub tracking_retention: Dur,
 }
 
 impl Default for LogSection {
     fn default() -> Self {
-        LogSection { level: default_log_level(), format: LogFormat::Text }
+        LogSection {
+            level: default_log_level(),
+            format: LogFormat::Text,
+            tracking_retention: default_tracking_retention(),
+        }
     }
+}
+
+impl LogSection {
+    /// None: the tracking log is kept forever.
+    pub fn tracking_retention(&self) -> Option<Duration> {
+        (!self.tracking_retention.0.is_zero()).then_some(self.tracking_retention.0)
+    }
+}
+
+fn default_tracking_retention() -> Dur {
+    Dur(Duration::from_secs(30 * 86_400))
 }
 
 fn default_log_level() -> String {
@@ -819,6 +837,14 @@ impl Config {
             );
         }
 
+        let kept = self.log.tracking_retention.0;
+        if !kept.is_zero() && kept < Duration::from_secs(86_400) {
+            return Err(Problem::new(
+                vec![Key("log"), Key("tracking_retention")],
+                "log.tracking_retention must be at least \"1d\" (whole day files are removed), or \"0s\" to keep the log forever".into(),
+            ));
+        }
+
         let q = &self.queue;
         if q.retry_schedule.is_empty() || q.retry_schedule.iter().any(|d| d.0.is_zero()) {
             return Err(Problem::new(
@@ -1052,6 +1078,16 @@ certificates = ["main"]
         assert_eq!((c.server.user.as_deref(), c.server.group.as_deref()), (Some("postern"), Some("mail")));
         let e = parse(&with("group = \"mail\"\n")).unwrap_err().to_string();
         assert!(e.contains("server.group") && e.contains("server.user"), "{e}");
+    }
+
+    #[test]
+    fn tracking_retention_defaults_to_30_days_and_keeps_whole_days() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.log.tracking_retention(), Some(Duration::from_secs(30 * 86_400)));
+        let c = parse(&format!("{MINIMAL}\n[log]\ntracking_retention = \"0s\"\n")).unwrap();
+        assert_eq!(c.log.tracking_retention(), None);
+        let e = parse(&format!("{MINIMAL}\n[log]\ntracking_retention = \"6h\"\n")).unwrap_err().to_string();
+        assert!(e.contains("log.tracking_retention") && e.contains("1d"), "{e}");
     }
 
     #[test]

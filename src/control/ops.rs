@@ -13,12 +13,15 @@ use crate::proto::smtp::Address;
 use crate::queue::scheduler::{apply, ControlOp};
 use crate::queue::select::{self, SelectError};
 use crate::queue::{Message, QueueStore, RcptState, StoreError};
+use crate::track::Tracker;
 
 pub struct Stores<'a> {
     pub config: &'a Config,
     pub queue: &'a QueueStore,
     pub accounts: &'a Accounts,
     pub news: &'a NewsStore,
+    /// Where operator actions on the queue are recorded.
+    pub tracker: &'a Tracker,
 }
 
 /// Why an operator action was refused or failed; the text is what the CLI
@@ -165,7 +168,7 @@ fn queue_show(s: &Stores<'_>, id: &str) -> Result<Response, OpError> {
 fn modify(s: &Stores<'_>, op: ControlOp) -> Result<Response, OpError> {
     let mut ids = Vec::new();
     for mut m in select::select(s.queue, op.selector())? {
-        if apply(&mut m, &op) {
+        if apply(&mut m, &op, s.tracker) {
             s.queue.update(&m)?;
             ids.push(m.id.to_string());
         }

@@ -86,7 +86,7 @@ impl Local for LocalDelivery {
                     })
                     .collect(),
             };
-            AttemptReport { outcomes, tls: None, unreachable: false }
+            AttemptReport { outcomes, tls: None, remote_ip: None, unreachable: false }
         })
     }
 }

@@ -47,6 +47,9 @@ pub struct AttemptReport {
     pub outcomes: Vec<(usize, RcptOutcome)>,
     /// TLS as it went on the connection used (None when no connection was made).
     pub tls: Option<TlsOutcome>,
+    /// The address of the host that answered (or last refused a connection
+    /// or handshake); None when none was tried (DNS failures, local delivery).
+    pub remote_ip: Option<std::net::IpAddr>,
     /// Every next hop failed at connect or TLS: the scheduler may try the
     /// next equally specific connector (SPEC §6.3).
     pub unreachable: bool,

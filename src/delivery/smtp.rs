@@ -240,6 +240,7 @@ impl SmtpTransport {
 
         let mut last: Option<HopFailure> = None;
         let mut last_host = String::new();
+        let mut last_ip = None;
         let mut connections = 0;
         'hops: for hop in self.prefer_pooled(connector, &route) {
             let port = self.port(&route, &hop);
@@ -291,6 +292,7 @@ impl SmtpTransport {
                         tracing::info!(id = msg.id, host = %hop.host, addr = %p.addr, "{}: {}", f.stage, f.text);
                         let next = f.is_connect_or_tls();
                         last_host = hop.host.clone();
+                        last_ip = Some(p.addr.ip());
                         last = Some(f);
                         if !next {
                             break 'hops;
@@ -306,7 +308,7 @@ impl SmtpTransport {
         };
         let unreachable = f.is_connect_or_tls();
         let r = result(f.stage, f.code, f.enhanced.as_deref(), &f.text, Some(&last_host), now);
-        all(msg, RcptOutcome::Deferred(r), f.tls, unreachable)
+        AttemptReport { remote_ip: last_ip, ..all(msg, RcptOutcome::Deferred(r), f.tls, unreachable) }
     }
 
     async fn route(&self, c: &Connector, domain: &str) -> Result<Route, (super::mx::DnsFailure, bool)> {
@@ -394,9 +396,9 @@ impl SmtpTransport {
                 outcomes.push((*i, o));
             }
         }
-        let tls = s.tls.clone();
+        let (tls, remote_ip) = (s.tls.clone(), Some(s.addr.ip()));
         close_all(self.pool.put(key, s));
-        Some(AttemptReport { outcomes, tls: Some(tls), unreachable: false })
+        Some(AttemptReport { outcomes, tls: Some(tls), remote_ip, unreachable: false })
     }
 }
 
@@ -408,7 +410,8 @@ fn close_all(sessions: Vec<Session>) {
 }
 
 fn all(msg: &OutboundMessage<'_>, o: RcptOutcome, tls: Option<TlsOutcome>, unreachable: bool) -> AttemptReport {
-    AttemptReport { outcomes: msg.recipients.iter().map(|(i, _)| (*i, o.clone())).collect(), tls, unreachable }
+    let outcomes = msg.recipients.iter().map(|(i, _)| (*i, o.clone())).collect();
+    AttemptReport { outcomes, tls, remote_ip: None, unreachable }
 }
 
 fn result(

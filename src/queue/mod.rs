@@ -2,7 +2,8 @@
 //! records, the spool that makes a `250` true, and the store that keeps the
 //! current state of everything queued, and the delivery status reports
 //! (`dsn`) it sends back, which messages an operator's selection names
-//! (`select`), and the manager that drives delivery (`scheduler`). It knows
+//! (`select`), the manager that drives delivery (`scheduler`), and its
+//! records as message-tracking events (`tracking`). It knows
 //! nothing of SMTP sessions or of the control socket.
 
 pub mod dsn;
@@ -13,6 +14,7 @@ pub mod scheduler;
 pub mod select;
 pub mod spool;
 pub mod store;
+pub mod tracking;
 
 pub use id::QueueId;
 pub use message::{AttemptResult, Message, MessageKind, RcptState, Recipient, SpoolRef, Stage, TlsOutcome};

@@ -6,7 +6,8 @@
 //! report (delivered, retry by `retry_schedule`, failed, expired after
 //! `max_lifetime`), sends NDRs and the one delayed DSN, and carries out
 //! operator commands (retry, freeze, thaw, delete) as events, so the CLI
-//! never races a delivery.
+//! never races a delivery. Each of these steps is also recorded in the
+//! message tracking log, beside its log line.
 //!
 //! Ordering for crash safety: an NDR is durable in the queue before the
 //! recipients it reports are marked final, and a delivery is complete
@@ -16,6 +17,7 @@
 use super::dsn::{self, ReportKind};
 use super::message::{AttemptResult, Message, MessageKind, RcptState, Recipient, SpoolRef, Stage};
 use super::select::{self, SelectError, Selector};
+use super::tracking;
 use super::{QueueId, QueueStore, StoreError};
 use crate::auth::Accounts;
 use crate::config::Config;
@@ -23,6 +25,7 @@ use crate::delivery::{Attempt, AttemptReport, Local, RcptOutcome, Remote};
 use crate::metrics::{Metrics, Outcome, TlsUse};
 use crate::proto::smtp::server::BodyType;
 use crate::routing;
+use crate::track::{Event, Tracker};
 use crate::util::now_secs;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
@@ -124,6 +127,7 @@ impl Scheduler {
         remote: Option<Arc<dyn Remote>>,
         local: Option<Arc<dyn Local>>,
         metrics: Metrics,
+        tracker: Tracker,
     ) -> Scheduler {
         let (tx, rx) = mpsc::unbounded_channel();
         let new_ids = store.subscribe();
@@ -134,6 +138,7 @@ impl Scheduler {
             remote,
             local,
             metrics,
+            tracker,
             heap: BinaryHeap::new(),
             due: HashMap::new(),
             ready: HashMap::new(),
@@ -165,6 +170,8 @@ struct Manager {
     local: Option<Arc<dyn Local>>,
     /// Deliveries by outcome and TLS (`postern_deliveries_total`).
     metrics: Metrics,
+    /// The message-tracking log: every event below is also recorded there.
+    tracker: Tracker,
     /// (due second, id); entries that no longer match `due` are stale.
     heap: BinaryHeap<Reverse<(u64, QueueId)>>,
     due: HashMap<QueueId, u64>,
@@ -399,6 +406,7 @@ impl Manager {
         match d.result {
             Err(e) => {
                 tracing::error!(id = %d.id, destination = %d.destination, "delivery attempt failed: {e}");
+                self.tracker.record(tracking::note(&d.id, "deferred", format!("{}: {e}", d.destination)));
                 for r in
                     m.recipients.iter_mut().filter(|r| r.state == RcptState::Queued && r.destination == d.destination)
                 {
@@ -410,6 +418,7 @@ impl Manager {
                 for (i, dest) in rerouted {
                     if let Some(r) = m.recipients.get_mut(i) {
                         tracing::info!(id = %m.id, rcpt = %r.address, from = %r.destination, to = %dest, "rerouted");
+                        self.tracker.record(tracking::rerouted(&m.id, r, &dest));
                         r.destination = dest;
                         r.next_attempt = None;
                     }
@@ -434,18 +443,25 @@ impl Manager {
                             report.tls.as_ref().is_some_and(|t| t.info.is_some()),
                             report.tls.as_ref().is_some_and(|t| t.verified),
                         );
+                        let via = tracking::Via {
+                            destination: &d.destination,
+                            tls: report.tls.as_ref(),
+                            ip: report.remote_ip,
+                        };
                         match outcome {
                             RcptOutcome::Delivered(res) => {
                                 r.state = RcptState::Delivered;
                                 r.next_attempt = None;
                                 tracing::info!(id = %m.id, rcpt = %r.address, via = %d.destination, result = %res, tls = %tls, "delivered");
                                 self.metrics.delivery(Outcome::Delivered, tls_use);
+                                self.tracker.record(tracking::attempt(&m.id, r, "delivered", &via, &res));
                             }
                             RcptOutcome::Failed(res) => {
                                 r.state = RcptState::Failed;
                                 r.next_attempt = None;
                                 tracing::info!(id = %m.id, rcpt = %r.address, via = %d.destination, result = %res, "failed");
                                 self.metrics.delivery(Outcome::Failed, tls_use);
+                                self.tracker.record(tracking::attempt(&m.id, r, "failed", &via, &res));
                                 failed.push(i);
                             }
                             RcptOutcome::Deferred(res) if now >= lifetime_end && !m.frozen => {
@@ -453,12 +469,14 @@ impl Manager {
                                 r.next_attempt = None;
                                 tracing::info!(id = %m.id, rcpt = %r.address, result = %res, "expired");
                                 self.metrics.delivery(Outcome::Failed, tls_use);
+                                self.tracker.record(tracking::attempt(&m.id, r, "expired", &via, &res));
                                 failed.push(i);
                             }
                             RcptOutcome::Deferred(res) => {
                                 r.next_attempt = Some(retry);
                                 tracing::info!(id = %m.id, rcpt = %r.address, via = %d.destination, result = %res, next = %crate::util::rfc3339(retry), "deferred");
                                 self.metrics.delivery(Outcome::Deferred, tls_use);
+                                self.tracker.record(tracking::deferred(&m.id, r, &via, &res, retry));
                             }
                         }
                     }
@@ -510,6 +528,7 @@ impl Manager {
         if m.is_finished() {
             self.due.remove(&m.id);
             tracing::info!(id = %m.id, "removed from the queue");
+            self.tracker.record(Event::new(&m.id, "removed"));
         } else {
             self.index(m);
         }
@@ -523,6 +542,7 @@ impl Manager {
         let to = match m.kind {
             MessageKind::Inbound if m.is_null_sender() => {
                 tracing::info!(id = %m.id, "no NDR: the sender is <>");
+                self.tracker.record(tracking::note(&m.id, "no_ndr", "the sender is <>"));
                 return Ok(());
             }
             MessageKind::Inbound => m.sender.clone(),
@@ -533,6 +553,7 @@ impl Manager {
                         || r.original.as_deref().map(crate::auth::key) == Some(postmaster.clone())
                 }) {
                     tracing::error!(id = %m.id, "double bounce: a report to the postmaster could not be delivered; dropped");
+                    self.tracker.record(tracking::note(&m.id, "no_ndr", "double bounce: dropped"));
                     return Ok(());
                 }
                 postmaster.clone()
@@ -564,8 +585,11 @@ impl Manager {
             recipients,
             spool: SpoolRef::default(),
         };
+        let created = tracking::report_created(&msg, &m.id, &kind);
         self.store.enqueue(msg, report).await?;
         tracing::info!(id = %m.id, report = %id, to = %to, kind = ?kind, recipients = rcpts.len(), "delivery status notification queued");
+        self.tracker.record(tracking::report_queued(m, rcpts, &kind, &id, &to));
+        self.tracker.record(created);
         Ok(())
     }
 
@@ -608,7 +632,7 @@ impl Manager {
                     self.bounce(&m, &idx, ReportKind::Failure).await?;
                 }
             }
-            let touched = apply(&mut m, &op);
+            let touched = apply(&mut m, &op, &self.tracker);
             if touched {
                 self.drop_waiting(&m.id);
                 self.save(&m);
@@ -635,9 +659,10 @@ impl Manager {
 
 /// What an operator command changes in one message (the NDR of
 /// `delete --ndr` aside). Shared with the CLI's direct mode, so that with or
-/// without a running server the commands mean the same.
-pub fn apply(m: &mut Message, op: &ControlOp) -> bool {
-    match op {
+/// without a running server the commands mean the same. What changed is
+/// recorded in the tracking log.
+pub fn apply(m: &mut Message, op: &ControlOp, tracker: &Tracker) -> bool {
+    let changed = match op {
         // a frozen message keeps the request and is attempted when thawed
         ControlOp::Retry(_) => {
             let mut any = false;
@@ -650,16 +675,26 @@ pub fn apply(m: &mut Message, op: &ControlOp) -> bool {
         ControlOp::Freeze(_) => !std::mem::replace(&mut m.frozen, true),
         ControlOp::Thaw(_) => std::mem::replace(&mut m.frozen, false),
         ControlOp::Delete { ndr, .. } => {
-            let mut n = 0;
+            let mut deleted = Vec::new();
             for r in m.recipients.iter_mut().filter(|r| r.state == RcptState::Queued) {
                 r.state = RcptState::Deleted;
                 r.next_attempt = None;
-                n += 1;
+                deleted.push(r.address.clone());
             }
-            tracing::info!(id = %m.id, recipients = n, ndr = *ndr, "deleted by the operator");
-            true
+            tracing::info!(id = %m.id, recipients = deleted.len(), ndr = *ndr, "deleted by the operator");
+            tracker.record(Event { recipients: deleted, ndr: Some(*ndr), ..Event::new(&m.id, "deleted") });
+            return true;
         }
+    };
+    if changed {
+        let name = match op {
+            ControlOp::Retry(_) => "retry",
+            ControlOp::Freeze(_) => "frozen",
+            _ => "thawed",
+        };
+        tracker.record(Event::new(&m.id, name));
     }
+    changed
 }
 
 fn failure_all(rcpts: &[usize], stage: Stage, code: u16, enhanced: &str, text: String) -> AttemptReport {
@@ -674,6 +709,7 @@ fn failure_all(rcpts: &[usize], stage: Stage, code: u16, enhanced: &str, text: S
     AttemptReport {
         outcomes: rcpts.iter().map(|&i| (i, RcptOutcome::Failed(res.clone()))).collect(),
         tls: None,
+        remote_ip: None,
         unreachable: false,
     }
 }

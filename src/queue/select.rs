@@ -38,7 +38,7 @@ pub enum SelectError {
     NothingNamed,
     #[error("{0:?} is not a queue id")]
     BadId(String),
-    #[error("no message {0} in the queue")]
+    #[error("no message {0} in the queue (`postern track {0}` shows where it went)")]
     NoSuchMessage(QueueId),
     #[error(transparent)]
     Store(#[from] StoreError),

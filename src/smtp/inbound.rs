@@ -3,8 +3,9 @@
 //! with the other services (`auth::login`: an AUTH exchange holds a slot of
 //! the failure throttle from its start to its outcome), and the queue.
 //! It gets narrow handles — the configuration, the accounts, the login
-//! gate, the queue — not the whole server.
-//! A `250` goes out only after the queue says the message is on disk.
+//! gate, the queue, the tracking log — not the whole server.
+//! A `250` goes out only after the queue says the message is on disk; the
+//! message's `received` tracking event follows it.
 
 use super::policy::{self, Client, RcptRoute};
 use crate::auth::{Accounts, Gate};
@@ -19,6 +20,7 @@ use crate::proto::smtp::{Address, ReversePath};
 use crate::queue::{Message, MessageKind, QueueStore, Recipient, SpoolRef};
 use crate::service::Conn;
 use crate::tls::TlsInfo;
+use crate::track::Tracker;
 use bytes::BytesMut;
 use std::sync::Arc;
 
@@ -33,6 +35,7 @@ pub struct SmtpService {
     vs: Arc<VirtualServer>,
     settings: Settings,
     metrics: Metrics,
+    tracker: Tracker,
 }
 
 impl SmtpService {
@@ -43,6 +46,7 @@ impl SmtpService {
         queue: Arc<QueueStore>,
         vs: Arc<VirtualServer>,
         metrics: Metrics,
+        tracker: Tracker,
     ) -> SmtpService {
         let settings = Settings {
             hostname: config.server.hostname.clone(),
@@ -58,7 +62,7 @@ impl SmtpService {
             allow_plaintext_auth: vs.allow_plaintext_auth,
             max_errors: MAX_ERRORS,
         };
-        SmtpService { config, accounts, gate, queue, vs, settings, metrics }
+        SmtpService { config, accounts, gate, queue, vs, settings, metrics, tracker }
     }
 }
 
@@ -71,6 +75,7 @@ impl Service for SmtpService {
             accounts: self.accounts.clone(),
             queue: self.queue.clone(),
             metrics: self.metrics.clone(),
+            tracker: self.tracker.clone(),
             core: ServerSession::new(self.settings.clone(), conn.implicit_tls),
             conn: Conn::new(&self.vs, conn, &self.gate),
             txn: Transaction::default(),
@@ -95,6 +100,7 @@ pub struct InboundSession {
     queue: Arc<QueueStore>,
     /// Messages accepted and refused (`postern_smtp_*`).
     metrics: Metrics,
+    tracker: Tracker,
     core: ServerSession,
     /// Peer, virtual server, TLS, and the login (holding the throttle slot
     /// of the AUTH exchange under way (SPEC §4)).
@@ -214,6 +220,7 @@ impl InboundSession {
             spool: SpoolRef::default(),
         };
         let (size, nrcpt) = (message.size, message.recipients.len());
+        let received = crate::queue::tracking::received(&message);
         match self.queue.enqueue(message, full).await {
             Ok(_) => {
                 self.queued += 1;
@@ -221,6 +228,7 @@ impl InboundSession {
                     id = %id, size, from = %txn.from, recipients = nrcpt, server = %self.conn.vs.name,
                     "message queued"
                 );
+                self.tracker.record(received);
                 Reply::owned(250, "2.0.0", format!("Ok: queued as {id}"))
             }
             Err(e) => {

@@ -75,6 +75,7 @@ impl Fake {
                     })
                     .collect(),
                 tls: None,
+                remote_ip: None,
                 unreachable: true,
             };
         }
@@ -94,7 +95,7 @@ impl Fake {
                 (i, o)
             })
             .collect();
-        AttemptReport { outcomes, tls: None, unreachable: false }
+        AttemptReport { outcomes, tls: None, remote_ip: None, unreachable: false }
     }
 }
 
@@ -167,6 +168,7 @@ fn env(config: Arc<Config>) -> Env {
         Some(Arc::new(FakeRemote(fake.clone()))),
         Some(Arc::new(FakeLocal(fake.clone()))),
         crate::metrics::Metrics::off(),
+        crate::track::Tracker::off(),
     );
     Env { _dir: dir, _data: data, store, fake, sched, accounts }
 }
@@ -437,6 +439,7 @@ async fn concurrency_is_bounded_per_destination() {
         Some(Arc::new(Slow(fake.clone(), peak.clone()))),
         None,
         crate::metrics::Metrics::off(),
+        crate::track::Tracker::off(),
     );
     for _ in 0..12 {
         enqueue(&store, "s@example.org", &[("a@remote.test", "internet/remote.test")]).await;
