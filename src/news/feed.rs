@@ -18,7 +18,7 @@
 //!
 //! ```text
 //! @ <t>                          every article that arrived before t is accounted for
-//! + <arrived> <id> <peer>...     owed to these peers (fsynced before stored() returns)
+//! + <arrived> <id> <peer>...     owed to these peers (fsynced before stored()/stored_many() returns)
 //! - <peer> <id>                  done for that peer: sent, refused or not wanted (fsynced by done())
 //! = <arrived> <id>               known and owed to nobody (compaction keeps these for the rescan)
 //! ```

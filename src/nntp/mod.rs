@@ -10,7 +10,11 @@
 //! only into the groups its `groups` covers. Every article stored is
 //! handed to the feed queue ([`crate::news::feed::FeedQueue::stored`])
 //! before the client hears `240`/`235`/`239`: the store has fsynced it by
-//! then. This module never formats a reply itself.
+//! then. TAKETHIS articles a peer pipelines are deferred in the core as
+//! they are read and stored as one run ([`NewsStore::post_many`], one
+//! feed-journal fsync) when the input holds no further complete TAKETHIS
+//! (or after `MAX_RUN` articles); their replies then go out in order.
+//! This module never formats a reply itself.
 
 pub mod feeder;
 pub mod inject;
