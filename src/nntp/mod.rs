@@ -38,8 +38,10 @@ use std::sync::Arc;
 /// After this many 5xx replies a session is closed, as for SMTP and POP3.
 const MAX_ERRORS: u32 = 10;
 
-/// At most this many pipelined TAKETHIS articles are stored together.
+/// At most this many pipelined TAKETHIS articles, and this many octets of
+/// them, are stored together.
 const MAX_RUN: usize = 256;
+const MAX_RUN_BYTES: usize = 8 << 20;
 
 /// What the NNTP virtual servers share: the news store and the feed queue.
 #[derive(Clone)]
@@ -81,6 +83,8 @@ impl Service for NntpService {
             core: ServerSession::new(self.settings.clone(), conn.implicit_tls, peer.is_some()),
             conn: Conn::new(&self.vs, conn, &self.gate),
             peer,
+            run: Vec::new(),
+            run_bytes: 0,
             stored: 0,
             refused: 0,
         }
@@ -99,6 +103,9 @@ pub struct NntpSession {
     /// The `[[news_peer]]` (an index into `news.peers`) whose
     /// `accept_from` covers the client, if any: it may feed us.
     peer: Option<usize>,
+    /// TAKETHIS articles deferred in the core, to be stored as one run.
+    run: Vec<(String, Vec<u8>)>,
+    run_bytes: usize,
     stored: u32,
     refused: u32,
 }
@@ -118,6 +125,13 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 impl NntpSession {
+    /// Closing with a run not stored: none of it was acknowledged.
+    fn abandon_run(&mut self) {
+        self.run.clear();
+        self.run_bytes = 0;
+        self.core.abandon_deferred();
+    }
+
     fn peer(&self) -> Option<&NewsPeer> {
         self.peer.and_then(|i| self.news.peers.get(i))
     }
@@ -292,22 +306,32 @@ impl Session for NntpSession {
     }
 
     async fn handle(&mut self, input: &mut BytesMut, out: &mut Vec<u8>) -> Next {
-        // pipelined TAKETHIS articles, deferred in the core, stored together
-        let mut run: Vec<(String, Vec<u8>)> = Vec::new();
+        // pipelined TAKETHIS articles are deferred in the core and stored
+        // as one run: when the input holds no further TAKETHIS and the peer
+        // may be waiting for the replies (it is not in the middle of
+        // sending something), or when the run is full
         loop {
             let event = match self.core.feed(input) {
                 Some(Event::Request(Request::TakeThis { id, article })) => {
                     self.core.defer();
-                    run.push((id, article));
-                    if run.len() < MAX_RUN {
+                    self.run_bytes += article.len();
+                    self.run.push((id, article));
+                    if self.run.len() < MAX_RUN && self.run_bytes < MAX_RUN_BYTES {
                         continue;
                     }
                     None
                 }
                 event => event,
             };
-            if !run.is_empty() {
-                let replies = self.take_these(std::mem::take(&mut run)).await;
+            if !self.run.is_empty() {
+                let full = self.run.len() >= MAX_RUN || self.run_bytes >= MAX_RUN_BYTES;
+                if event.is_none() && !full && self.core.expects_more(input) {
+                    // the rest is on its way: read it into this run
+                    break;
+                }
+                let run = std::mem::take(&mut self.run);
+                self.run_bytes = 0;
+                let replies = self.take_these(run).await;
                 self.core.answer_deferred(replies);
                 if event.is_none() {
                     // what held the core back may be complete now
@@ -343,10 +367,12 @@ impl Session for NntpSession {
     }
 
     fn timed_out(&mut self, out: &mut Vec<u8>) {
+        self.abandon_run();
         Conn::close(&mut self.core, &reply::IDLE_TIMEOUT, out);
     }
 
     fn shutting_down(&mut self, out: &mut Vec<u8>) {
+        self.abandon_run();
         Conn::close(&mut self.core, &reply::SHUTTING_DOWN, out);
     }
 

@@ -409,6 +409,20 @@ impl ServerSession {
         }
     }
 
+    /// Whether more input must come before the core can go on: it is in
+    /// the middle of an article, or `input` ends in a partial line (a
+    /// client never waits for replies there, so it is still sending).
+    pub fn expects_more(&self, input: &[u8]) -> bool {
+        matches!(self.state, State::Article { .. }) || (!input.is_empty() && memchr::memchr(b'\n', input).is_none())
+    }
+
+    /// Forget the deferred outcomes and the replies held behind them: the
+    /// session is closing (timeout, shutdown) before they were decided,
+    /// and a peer takes what a `400` leaves unanswered as not taken.
+    pub fn abandon_deferred(&mut self) {
+        self.held.clear();
+    }
+
     /// How many deferred outcomes the service owes.
     pub fn deferred(&self) -> usize {
         self.held.iter().filter(|h| h.is_none()).count()

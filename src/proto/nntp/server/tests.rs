@@ -493,3 +493,23 @@ fn fuzz_once(data: &[u8], splits: &[usize]) {
         }
     }
 }
+
+#[test]
+fn more_is_expected_mid_article_and_mid_line_only() {
+    let mut s = ServerSession::new(settings(), true, true);
+    let mut input = BytesMut::from(&b"TAKETHIS <1@x>\r\nA: 1\r\n\r\nb\r\n.\r\nTAKETHIS <2@x>\r\nA: 2\r\n"[..]);
+    assert!(matches!(s.feed(&mut input), Some(Event::Request(Request::TakeThis { .. }))));
+    s.defer();
+    assert_eq!(s.feed(&mut input), None);
+    assert!(s.expects_more(&input), "in the middle of <2@x>");
+    input.extend_from_slice(b"\r\nb\r\n.\r\nTAKE");
+    assert!(matches!(s.feed(&mut input), Some(Event::Request(Request::TakeThis { .. }))));
+    s.defer();
+    assert_eq!(s.feed(&mut input), None);
+    assert!(s.expects_more(&input), "a partial line");
+    input.extend_from_slice(b"\r\nCHECK <3@x>\r\n");
+    assert_eq!(s.feed(&mut input), None);
+    assert!(!s.expects_more(&input), "a whole other command: the peer may be waiting");
+    s.abandon_deferred();
+    assert_eq!(s.deferred(), 0);
+}
