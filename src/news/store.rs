@@ -437,7 +437,6 @@ impl NewsStore {
             linked.push(st);
         }
         if linked.is_empty() {
-            drop(set);
             return results;
         }
         // the numbers of articles that failed stay given: they never go back
