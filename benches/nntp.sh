@@ -18,7 +18,8 @@
 # keeps what earlier runs fed it, and OVER takes the newest OVER_N).
 #
 # Env: N (100000), L (2048), OVER_N (100000), PORT (postern's NNTP, 2219),
-# RUN_INN (1), TIMEOUT (1800 s per step).
+# RUN_INN (1), TIMEOUT (1800 s per step), BIN (a postern binary to run
+# instead of building target/release/postern).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 N=${N:-100000}; L=${L:-2048}; OVER_N=${OVER_N:-100000}; PORT=${PORT:-2219}
@@ -27,9 +28,11 @@ LOAD="$ROOT/benches/nntp_load.py"
 INN="$ROOT/tests/peers/inn-feed.sh"
 GROUP=bench.over
 
-echo "# building postern (release)"
-cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml" || exit 1
-BIN=$ROOT/target/release/postern
+if [[ -z ${BIN:-} ]]; then
+  echo "# building postern (release)"
+  cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml" || exit 1
+  BIN=$ROOT/target/release/postern
+fi
 
 WORK=$(mktemp -d /tmp/postern-nntp.XXXXXX)
 cleanup() {

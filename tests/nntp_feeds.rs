@@ -590,3 +590,74 @@ fn inn_both_ways_once_with_both_in_path() {
         s.log().lines().filter(|l| l.contains("news feed batch")).filter(|l| !l.contains("refused=0")).count();
     assert_eq!(refused, 0, "a batch was refused: our feed offered INN its own article; log:\n{}", s.log());
 }
+
+#[test]
+fn sigkill_during_pipelined_takethis_loses_nothing_acknowledged_and_shows_nothing_half() {
+    // a peer that pipelines TAKETHIS as innfeed does: the server stores
+    // them in runs (group commit), each reply only once its run is durable
+    let peers = "[[news_peer]]\nname = \"feeder.test\"\naccept_from = [\"127.0.0.0/8\"]\ngroups = [\"*\"]\n";
+    let mut s = TestServer::start(&news_config(peers));
+    let out = s.cli(&["group", "add", "local.test"]);
+    assert!(out.status.success(), "group add: {}", String::from_utf8_lossy(&out.stderr));
+    let mut n = Nntp::connect(s.addr("news")).expect("connect");
+    assert!(n.cmd("MODE STREAM").unwrap().starts_with("203"));
+    let tag = std::process::id();
+    let mut w = n.w.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        for i in 0..100_000 {
+            let id = format!("<pipe{i}.{tag}@feeder.test>");
+            let art = news_article(&id, "local.test", Some("feeder.test!not-for-mail"));
+            // news_article has no line starting with a dot: no stuffing needed
+            if w.write_all(format!("TAKETHIS {id}\r\n{art}.\r\n").as_bytes()).is_err() {
+                return;
+            }
+        }
+    });
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let a = acked.clone();
+    let reader = std::thread::spawn(move || {
+        while let Ok(l) = n.line() {
+            match l.strip_prefix("239 ") {
+                Some(id) => a.lock().unwrap().push(id.to_string()),
+                None => panic!("TAKETHIS answered {l}"),
+            }
+        }
+    });
+    assert!(
+        eventually(Duration::from_secs(60), || acked.lock().unwrap().len() >= 300),
+        "articles are not arriving; log:\n{}",
+        s.log()
+    );
+    s.kill9();
+    writer.join().unwrap();
+    reader.join().unwrap();
+    let acked = acked.lock().unwrap().clone();
+    s.start_again();
+    let mut n = Nntp::connect(s.addr("news")).unwrap();
+    for id in &acked {
+        assert!(n.article(id).unwrap().is_some(), "acknowledged article {id} is lost");
+    }
+    // whatever the group lists is there whole
+    let g = n.cmd("LISTGROUP local.test").unwrap();
+    assert!(g.starts_with("211"), "{g}");
+    let mut numbers = Vec::new();
+    loop {
+        let l = n.line().unwrap();
+        if l == "." {
+            break;
+        }
+        numbers.push(l);
+    }
+    assert!(numbers.len() >= acked.len(), "{} listed, {} acknowledged", numbers.len(), acked.len());
+    for num in &numbers {
+        let r = n.cmd(&format!("ARTICLE {num}")).unwrap();
+        assert!(r.starts_with("220"), "ARTICLE {num}: {r}");
+        loop {
+            if n.line().unwrap() == "." {
+                break;
+            }
+        }
+    }
+    eprintln!("{} acknowledged before the kill, {} stored", acked.len(), numbers.len());
+    s.stop();
+}

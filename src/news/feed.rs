@@ -18,7 +18,7 @@
 //!
 //! ```text
 //! @ <t>                          every article that arrived before t is accounted for
-//! + <arrived> <id> <peer>...     owed to these peers (fsynced before stored() returns)
+//! + <arrived> <id> <peer>...     owed to these peers (fsynced before stored()/stored_many() returns)
 //! - <peer> <id>                  done for that peer: sent, refused or not wanted (fsynced by done())
 //! = <arrived> <id>               known and owed to nobody (compaction keeps these for the rescan)
 //! ```
@@ -343,24 +343,40 @@ impl FeedQueue {
     /// (the article's `Path` header value). Returns once the queue entry is
     /// fsynced. Blocking: call it from `spawn_blocking`.
     pub fn stored(&self, posted: &Posted, path: &str, from_peer: Option<&str>) -> Result<(), NewsError> {
-        let to = owed(&self.peers, &posted.numbers, path, from_peer);
-        if to.is_empty() {
+        self.stored_many(&[(posted, path)], from_peer)
+    }
+
+    /// [`FeedQueue::stored`] for a run of articles (each with its `Path`
+    /// value) from the same source: one append and one fsync for all.
+    pub fn stored_many(&self, stored: &[(&Posted, &str)], from_peer: Option<&str>) -> Result<(), NewsError> {
+        let owed: Vec<(&Posted, Vec<&str>)> = stored
+            .iter()
+            .map(|(posted, path)| (*posted, owed(&self.peers, &posted.numbers, path, from_peer)))
+            .filter(|(_, to)| !to.is_empty())
+            .collect();
+        if owed.is_empty() {
             return Ok(());
         }
-        let line = format!("+ {} {} {}\n", posted.arrived, posted.message_id, to.join(" "));
+        let text: String = owed
+            .iter()
+            .map(|(posted, to)| format!("+ {} {} {}\n", posted.arrived, posted.message_id, to.join(" ")))
+            .collect();
         let file = {
             let mut j = self.journal.lock_or_recover();
-            let file = j.append(&self.path, &line)?;
-            for p in &to {
-                j.push(p, Queued { message_id: posted.message_id.clone(), arrived: posted.arrived });
+            let file = j.append(&self.path, &text)?;
+            for (posted, to) in &owed {
+                for p in to {
+                    j.push(p, Queued { message_id: posted.message_id.clone(), arrived: posted.arrived });
+                }
+                j.note_arrival(posted.arrived, &posted.message_id);
             }
-            j.note_arrival(posted.arrived, &posted.message_id);
             file
         };
-        // the feeder may see the entry before this returns; whatever it
-        // records later is appended after it, so never durable without it
+        // the feeder may see the entries before this returns; whatever it
+        // records later is appended after them, so never durable without them
         file.sync_data().map_err(io_err(&self.path))?;
-        for p in to {
+        let woken: HashSet<&str> = owed.iter().flat_map(|(_, to)| to.iter().copied()).collect();
+        for p in woken {
             if let Some(n) = self.wake.get(p) {
                 n.notify_one();
             }

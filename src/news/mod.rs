@@ -19,7 +19,13 @@
 //! file to `.tmp-*`, fsyncs it, hard-links it to its name (which refuses a
 //! second article with the same Message-ID even when the index lags) and
 //! fsyncs the directory before it returns Ok: only then may the caller answer
-//! `240`/`235`/`239`. sled (the `news` tree) is the index: group records,
+//! `240`/`235`/`239`. [`NewsStore::post_many`] does the same for a run of
+//! articles (pipelined TAKETHIS) as a group commit: all files written, then
+//! fsynced concurrently (the file system shares one journal commit among
+//! the fsyncs waiting for it), linked, one directory fsync, one index
+//! batch. A crash inside a run leaves only `.tmp-*` files (removed at open)
+//! or linked, durable files (re-indexed at open): nothing half-visible, and
+//! nothing of the run was acknowledged. sled (the `news` tree) is the index: group records,
 //! `group+number → id`, `id → overview and Xref` (computed once, at
 //! arrival), arrival order for NEWNEWS and expiry, and the history. sled's
 //! `flush()` does not fsync, so [`NewsStore::open`] reconciles: an index

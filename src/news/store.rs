@@ -10,7 +10,7 @@ use super::{check_group_name, Expired, GroupInfo, NewsError, NewsSettings, Poste
 use crate::proto::nntp::wildmat::Wildmat;
 use crate::util::{fsync_dir, LockExt};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::ops::RangeInclusive;
@@ -136,12 +136,81 @@ impl Dirs {
     }
 }
 
+/// A run of articles being posted together (see [`NewsStore::post_many`]).
+#[derive(Default)]
+struct Batch {
+    /// The records of the groups the run touches, numbers raised.
+    groups: BTreeMap<String, GroupRecord>,
+    /// Message-IDs in the run so far.
+    ids: HashSet<String>,
+    staged: Vec<Staged>,
+}
+
+/// An article of a run, checked and numbered, its file not yet written.
+struct Staged {
+    /// Its place among the run's results.
+    slot: usize,
+    id: String,
+    file: String,
+    numbers: Vec<(String, u64)>,
+    /// As stored, with our `Xref`.
+    stored: Vec<u8>,
+}
+
+/// At most this many fsyncs of one run at a time.
+const SYNC_THREADS: usize = 8;
+
+/// fsync every open file, several at once; one result per entry (an
+/// entry that failed to open stays failed, its error reported there).
+fn sync_all_concurrently(files: &[io::Result<(PathBuf, fs::File)>]) -> Vec<io::Result<()>> {
+    let sync = |f: &io::Result<(PathBuf, fs::File)>| match f {
+        Ok((_, file)) => file.sync_all(),
+        // the open's error is returned by the caller
+        Err(_) => Ok(()),
+    };
+    if files.len() < 2 {
+        return files.iter().map(sync).collect();
+    }
+    let next = AtomicU64::new(0);
+    let results: Vec<Mutex<Option<io::Result<()>>>> = files.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..SYNC_THREADS.min(files.len()) {
+            s.spawn(|| loop {
+                let i = usize::try_from(next.fetch_add(1, Ordering::Relaxed)).unwrap_or(usize::MAX);
+                let (Some(f), Some(slot)) = (files.get(i), results.get(i)) else { break };
+                *slot.lock_or_recover() = Some(sync(f));
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|r| {
+            r.into_inner().unwrap_or_else(|p| p.into_inner()).unwrap_or_else(|| Err(io::Error::other("not synced")))
+        })
+        .collect()
+}
+
 pub struct NewsStore {
     tree: sled::Tree,
     dirs: Dirs,
     settings: NewsSettings,
     /// One writer at a time: numbers are read and raised under it.
     write: Mutex<()>,
+    /// Tests: where the next [`NewsStore::post_many`] "crashes".
+    #[cfg(test)]
+    pub(super) crash: Mutex<Option<Crash>>,
+}
+
+/// A point in [`NewsStore::post_many`] where a test stops it dead, leaving
+/// the disk as a crash there would (nothing is cleaned up).
+#[cfg(test)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Crash {
+    /// The files are written, not yet fsynced or linked.
+    BeforeSync,
+    /// The files are fsynced and linked, the directory fsynced; the index
+    /// is not written.
+    BeforeIndex,
 }
 
 /// A group record with its name, or NoSuchGroup.
@@ -169,7 +238,15 @@ impl NewsStore {
             crate::util::create_dir_durably(d).map_err(|e| NewsError::io(d, e))?;
         }
         let recovery = super::reconcile::reconcile(&tree, &dirs, now)?;
-        Ok((NewsStore { tree, dirs, settings, write: Mutex::new(()) }, recovery))
+        let store = NewsStore {
+            tree,
+            dirs,
+            settings,
+            write: Mutex::new(()),
+            #[cfg(test)]
+            crash: Mutex::new(None),
+        };
+        Ok((store, recovery))
     }
 
     pub fn settings(&self) -> &NewsSettings {
@@ -300,6 +377,109 @@ impl NewsStore {
     /// `keep` accepts (a feed peer's `groups`); the others are skipped like
     /// groups that do not exist here.
     pub fn post_where(&self, article: &[u8], now: u64, keep: impl Fn(&str) -> bool) -> Result<Posted, NewsError> {
+        self.post_many(&[article], now, keep).pop().unwrap_or_else(|| Err(NewsError::NoMessageId))
+    }
+
+    /// Store a run of articles as [`NewsStore::post_where`] does, with one
+    /// round of fsyncs for all of them (a group commit): every file is
+    /// written, then all are fsynced (concurrently, so that the file
+    /// system's journal commits are shared), linked to their names, the
+    /// directory is fsynced once and the index written in one batch. One
+    /// result per article, in order; each `Ok` is durable when this
+    /// returns. A Message-ID seen earlier in the same run is a duplicate.
+    pub fn post_many(
+        &self,
+        articles: &[&[u8]],
+        now: u64,
+        keep: impl Fn(&str) -> bool,
+    ) -> Vec<Result<Posted, NewsError>> {
+        let _w = self.write.lock_or_recover();
+        let mut batch = Batch::default();
+        let mut results: Vec<Result<Posted, NewsError>> =
+            articles.iter().enumerate().map(|(i, a)| self.stage(i, a, &keep, &mut batch)).collect();
+        // until its file is written, a staged article has failed
+        let mut set = |slot: usize, r: Result<Posted, NewsError>| {
+            if let Some(place) = results.get_mut(slot) {
+                *place = r;
+            }
+        };
+        if batch.staged.is_empty() {
+            return results;
+        }
+        let written = self.write_articles(&batch.staged, now);
+        let mut index = sled::Batch::default();
+        let mut linked = Vec::new();
+        for (st, w) in batch.staged.iter().zip(written) {
+            if let Err(e) = w {
+                set(
+                    st.slot,
+                    Err(match e.kind() {
+                        io::ErrorKind::AlreadyExists => NewsError::Duplicate(st.id.clone()),
+                        _ => NewsError::io(self.dirs.articles.join(&st.file), e),
+                    }),
+                );
+                continue;
+            }
+            for (g, n) in &st.numbers {
+                if let Some(r) = batch.groups.get_mut(g) {
+                    r.count += 1;
+                }
+                index.insert(number_key(g, *n), st.id.as_bytes());
+            }
+            let rec = ArticleRecord {
+                file: st.file.clone(),
+                arrived: now,
+                numbers: st.numbers.clone(),
+                overview: Overview::of(&st.stored),
+            };
+            index.insert(article_key(&st.id), encode(&rec));
+            index.insert(arrival_key(now, &st.id), &[][..]);
+            linked.push(st);
+        }
+        if linked.is_empty() {
+            return results;
+        }
+        // the numbers of articles that failed stay given: they never go back
+        for (g, r) in &batch.groups {
+            index.insert(group_key(g), encode(r));
+        }
+        #[cfg(test)]
+        if *self.crash.lock_or_recover() == Some(Crash::BeforeIndex) {
+            let _ = fsync_dir(&self.dirs.articles);
+            return Vec::new();
+        }
+        let failed = match fsync_dir(&self.dirs.articles) {
+            Err(e) => Some((e.kind(), format!("news store directory {}: {e}", self.dirs.articles.display()))),
+            Ok(()) => self.tree.apply_batch(index).err().map(|e| (io::ErrorKind::Other, format!("news index: {e}"))),
+        };
+        if let Some((kind, why)) = failed {
+            tracing::error!("{why}");
+            // never acknowledged: take the files back, or the retries would
+            // be refused as duplicates of themselves
+            for st in &linked {
+                let _ = fs::remove_file(self.dirs.articles.join(&st.file));
+                set(st.slot, Err(NewsError::io(self.dirs.articles.join(&st.file), io::Error::new(kind, why.clone()))));
+            }
+            let _ = fsync_dir(&self.dirs.articles);
+        } else {
+            for st in linked {
+                set(st.slot, Ok(Posted { message_id: st.id.clone(), numbers: st.numbers.clone(), arrived: now }));
+            }
+        }
+        results
+    }
+
+    /// Under the write lock: check one article of a run and give it its
+    /// numbers and `Xref` (the files come later, for the whole run). Always
+    /// an `Err`: the refusal, or for a staged article the failure it is
+    /// until its file is written.
+    fn stage(
+        &self,
+        slot: usize,
+        article: &[u8],
+        keep: &impl Fn(&str) -> bool,
+        batch: &mut Batch,
+    ) -> Result<Posted, NewsError> {
         let h = article::headers(article);
         let id = h.get("Message-ID").ok_or(NewsError::NoMessageId)?.to_string();
         article::check_message_id(&id)?;
@@ -310,23 +490,21 @@ impl NewsStore {
                 wanted.push(g);
             }
         }
-
-        let _w = self.write.lock_or_recover();
-        if self.seen(&id)? {
+        if batch.ids.contains(&id) || self.seen(&id)? {
             return Err(NewsError::Duplicate(id));
         }
         let mut numbers = Vec::new();
-        let mut records = Vec::new();
         for g in wanted {
-            let mut rec = match group_record(&self.tree, g) {
-                Ok(r) => r,
-                Err(NewsError::NoSuchGroup(_)) => continue,
-                Err(e) => return Err(e),
-            };
+            if !batch.groups.contains_key(g) {
+                match group_record(&self.tree, g) {
+                    Ok(r) => batch.groups.insert(g.to_string(), r),
+                    Err(NewsError::NoSuchGroup(_)) => continue,
+                    Err(e) => return Err(e),
+                };
+            }
+            let Some(rec) = batch.groups.get_mut(g) else { continue };
             rec.high += 1;
-            rec.count += 1;
             numbers.push((g.to_string(), rec.high));
-            records.push((g.to_string(), rec));
         }
         if numbers.is_empty() {
             return Err(NewsError::NoGroups(newsgroups));
@@ -336,57 +514,51 @@ impl NewsStore {
             .collect::<Vec<_>>()
             .join(" ");
         let stored = article::with_xref(article, &xref);
+        batch.ids.insert(id.clone());
         let file = file_name(&id);
-        self.write_article(&file, &stored, now).map_err(|e| match e.kind() {
-            io::ErrorKind::AlreadyExists => NewsError::Duplicate(id.clone()),
-            _ => NewsError::io(self.dirs.articles.join(&file), e),
-        })?;
-
-        let rec = ArticleRecord {
-            file: file.clone(),
-            arrived: now,
-            numbers: numbers.clone(),
-            overview: Overview::of(&stored),
-        };
-        let mut batch = sled::Batch::default();
-        for (g, r) in &records {
-            batch.insert(group_key(g), encode(r));
-        }
-        for (g, n) in &numbers {
-            batch.insert(number_key(g, *n), id.as_bytes());
-        }
-        batch.insert(article_key(&id), encode(&rec));
-        batch.insert(arrival_key(now, &id), &[][..]);
-        if let Err(e) = self.tree.apply_batch(batch) {
-            // never acknowledged: take the file back, or the retry would be
-            // refused as a duplicate of itself
-            let _ = fs::remove_file(self.dirs.articles.join(&file)).and_then(|()| fsync_dir(&self.dirs.articles));
-            return Err(e.into());
-        }
-        Ok(Posted { message_id: id, numbers, arrived: now })
+        let not_yet = NewsError::io(self.dirs.articles.join(&file), io::Error::other("the article was not written"));
+        batch.staged.push(Staged { slot, file, id, numbers, stored });
+        Err(not_yet)
     }
 
-    /// Write an article file durably: `.tmp-*`, fsync, hard link (which
-    /// fails with `AlreadyExists` rather than overwrite), directory fsync.
-    fn write_article(&self, file: &str, bytes: &[u8], arrived: u64) -> io::Result<()> {
+    /// Write a run of article files durably, one result per file: each to
+    /// `.tmp-*`, then every one fsynced (on a few threads at once: the file
+    /// system commits its journal once for the fsyncs waiting on it), then
+    /// hard-linked to its name (which fails with `AlreadyExists` rather
+    /// than overwrite). The caller fsyncs the directory.
+    fn write_articles(&self, staged: &[Staged], arrived: u64) -> Vec<io::Result<()>> {
         let dir = &self.dirs.articles;
-        let tmp = dir.join(format!(".tmp-{}", nonce()));
-        let name = dir.join(file);
-        let written = (|| {
-            let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-            f.write_all(bytes)?;
-            f.set_modified(UNIX_EPOCH + Duration::from_secs(arrived))?;
-            f.sync_all()?;
-            fs::hard_link(&tmp, &name)
-        })();
-        let _ = fs::remove_file(&tmp);
-        written?;
-        if let Err(e) = fsync_dir(dir) {
-            // linked but not known durable, and never acknowledged
-            let _ = fs::remove_file(&name).and_then(|()| fsync_dir(dir));
-            return Err(e);
+        let open: Vec<io::Result<(PathBuf, fs::File)>> = staged
+            .iter()
+            .map(|st| {
+                let tmp = dir.join(format!(".tmp-{}", nonce()));
+                let written = (|| {
+                    let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+                    f.write_all(&st.stored)?;
+                    f.set_modified(UNIX_EPOCH + Duration::from_secs(arrived))?;
+                    Ok(f)
+                })();
+                if written.is_err() {
+                    let _ = fs::remove_file(&tmp);
+                }
+                written.map(|f| (tmp, f))
+            })
+            .collect();
+        #[cfg(test)]
+        if *self.crash.lock_or_recover() == Some(Crash::BeforeSync) {
+            return Vec::new();
         }
-        Ok(())
+        let synced = sync_all_concurrently(&open);
+        open.into_iter()
+            .zip(synced)
+            .zip(staged)
+            .map(|((o, synced), st)| {
+                let (tmp, _file) = o?;
+                let linked = synced.and_then(|()| fs::hard_link(&tmp, dir.join(&st.file)));
+                let _ = fs::remove_file(&tmp);
+                linked
+            })
+            .collect()
     }
 
     // ---- removal ----

@@ -365,3 +365,53 @@ fn news_parallel_posts_get_distinct_consecutive_numbers() {
     assert_eq!(a, (1..=40).collect::<Vec<u64>>());
     assert_eq!(info(&store, "a.one"), (40, 1, 40));
 }
+
+#[test]
+fn news_a_run_posted_together_and_crashes_inside_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, store, _) = open(dir.path(), T0);
+    with_groups(&store, &["a.one", "b.two"]);
+    let run = [art("<r1@x>", "a.one"), art("<r2@x>", "a.one,b.two"), art("<r1@x>", "a.one"), art("<r3@x>", "c.none")];
+    let refs: Vec<&[u8]> = run.iter().map(Vec::as_slice).collect();
+    let out = store.post_many(&refs, T0, |_| true);
+    assert_eq!(out[0].as_ref().unwrap().numbers, [("a.one".to_string(), 1)]);
+    assert_eq!(out[1].as_ref().unwrap().numbers, [("a.one".to_string(), 2), ("b.two".to_string(), 1)]);
+    assert!(matches!(out[2], Err(NewsError::Duplicate(_))), "the same Message-ID twice in one run");
+    assert!(matches!(out[3], Err(NewsError::NoGroups(_))));
+    assert_eq!(info(&store, "a.one"), (2, 1, 2));
+
+    // a crash after the files were written, before their fsync and link:
+    // nothing of the run is visible after reconciliation
+    *store.crash.lock().unwrap() = Some(store::Crash::BeforeSync);
+    let run = [art("<s1@x>", "a.one"), art("<s2@x>", "b.two")];
+    let refs: Vec<&[u8]> = run.iter().map(Vec::as_slice).collect();
+    assert!(store.post_many(&refs, T0 + 1, |_| true).iter().all(Result::is_err));
+    let (d, store, rec) = reopen((d, store), dir.path(), T0 + 2);
+    assert!(rec.reindexed.is_empty() && rec.quarantined.is_empty(), "{rec:?}");
+    assert_eq!(store.locate("<s1@x>").unwrap(), None);
+    assert_eq!(store.locate("<s2@x>").unwrap(), None);
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("news/articles"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_eq!(info(&store, "a.one"), (2, 1, 2));
+
+    // a crash after the files were made durable, before the index: the
+    // whole run comes back whole, with its numbers
+    *store.crash.lock().unwrap() = Some(store::Crash::BeforeIndex);
+    let run = [art("<t1@x>", "a.one"), art("<t2@x>", "a.one,b.two")];
+    let refs: Vec<&[u8]> = run.iter().map(Vec::as_slice).collect();
+    store.post_many(&refs, T0 + 3, |_| true);
+    let (_d, store, rec) = reopen((d, store), dir.path(), T0 + 4);
+    let mut reindexed = rec.reindexed.clone();
+    reindexed.sort();
+    assert_eq!(reindexed, ["<t1@x>", "<t2@x>"]);
+    assert_eq!(store.id_of("a.one", 3).unwrap().as_deref(), Some("<t1@x>"));
+    assert_eq!(store.id_of("a.one", 4).unwrap().as_deref(), Some("<t2@x>"));
+    assert_eq!(store.id_of("b.two", 2).unwrap().as_deref(), Some("<t2@x>"));
+    assert_eq!(info(&store, "a.one"), (4, 1, 4));
+    assert!(matches!(store.post(&art("<t1@x>", "a.one"), T0 + 5), Err(NewsError::Duplicate(_))));
+    assert_eq!(store.post(&art("<u@x>", "a.one"), T0 + 5).unwrap().numbers[0].1, 5, "numbers never go back");
+}

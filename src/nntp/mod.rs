@@ -10,7 +10,11 @@
 //! only into the groups its `groups` covers. Every article stored is
 //! handed to the feed queue ([`crate::news::feed::FeedQueue::stored`])
 //! before the client hears `240`/`235`/`239`: the store has fsynced it by
-//! then. This module never formats a reply itself.
+//! then. TAKETHIS articles a peer pipelines are deferred in the core as
+//! they are read and stored as one run ([`NewsStore::post_many`], one
+//! feed-journal fsync) when the input holds no further complete TAKETHIS
+//! (or after `MAX_RUN` articles); their replies then go out in order.
+//! This module never formats a reply itself.
 
 pub mod feeder;
 pub mod inject;
@@ -33,6 +37,11 @@ use std::sync::Arc;
 
 /// After this many 5xx replies a session is closed, as for SMTP and POP3.
 const MAX_ERRORS: u32 = 10;
+
+/// At most this many pipelined TAKETHIS articles, and this many octets of
+/// them, are stored together.
+const MAX_RUN: usize = 256;
+const MAX_RUN_BYTES: usize = 8 << 20;
 
 /// What the NNTP virtual servers share: the news store and the feed queue.
 #[derive(Clone)]
@@ -74,6 +83,8 @@ impl Service for NntpService {
             core: ServerSession::new(self.settings.clone(), conn.implicit_tls, peer.is_some()),
             conn: Conn::new(&self.vs, conn, &self.gate),
             peer,
+            run: Vec::new(),
+            run_bytes: 0,
             stored: 0,
             refused: 0,
         }
@@ -92,6 +103,9 @@ pub struct NntpSession {
     /// The `[[news_peer]]` (an index into `news.peers`) whose
     /// `accept_from` covers the client, if any: it may feed us.
     peer: Option<usize>,
+    /// TAKETHIS articles deferred in the core, to be stored as one run.
+    run: Vec<(String, Vec<u8>)>,
+    run_bytes: usize,
     stored: u32,
     refused: u32,
 }
@@ -111,6 +125,13 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 impl NntpSession {
+    /// Closing with a run not stored: none of it was acknowledged.
+    fn abandon_run(&mut self) {
+        self.run.clear();
+        self.run_bytes = 0;
+        self.core.abandon_deferred();
+    }
+
     fn peer(&self) -> Option<&NewsPeer> {
         self.peer.and_then(|i| self.news.peers.get(i))
     }
@@ -131,7 +152,10 @@ impl NntpSession {
         match req {
             Request::Post(article) => self.arrived(Via::Post, None, article).await,
             Request::Ihave { id, article } => self.arrived(Via::Ihave, Some(id), article).await,
-            Request::TakeThis { id, article } => self.arrived(Via::TakeThis, Some(id), article).await,
+            Request::TakeThis { id, article } => {
+                let r = self.take_these(vec![(id, article)]).await;
+                Answer::Reply(r.into_iter().next().unwrap_or(reply::SERVICE_UNAVAILABLE))
+            }
             Request::Offer(id) => match blocking(move || store.seen(&id)).await {
                 Some(Ok(false)) => Answer::Wanted,
                 Some(Ok(true)) => Answer::Reply(reply::NOT_WANTED),
@@ -153,51 +177,89 @@ impl NntpSession {
         }
     }
 
-    /// An article arrived: check it, store it, queue it for the feeds.
+    /// An article arrived (POST or IHAVE): check it, store it, queue it
+    /// for the feeds.
     async fn arrived(&mut self, via: Via, id: Option<String>, article: Vec<u8>) -> Answer {
-        let news = self.news.clone();
-        let peer = self.peer;
         let offered = id.clone().unwrap_or_default();
-        let outcome = blocking(move || {
-            let now = now_secs();
-            let host = news.store.settings().host.clone();
-            let ready = match (&id, via) {
-                (None, _) | (_, Via::Post) => inject::post(&news.store, &article, now).map_err(Outcome::Refused)?,
-                (Some(id), _) => {
-                    inject::feed(&host, id, &article).map_err(|inject::Rejected(why)| Outcome::Rejected(why))?
-                }
-            };
-            let from = peer.and_then(|i| news.peers.get(i));
-            let posted = match from {
-                Some(p) if via != Via::Post => news.store.post_where(&ready.article, now, |g| p.wants(g)),
-                _ => news.store.post(&ready.article, now),
-            }
-            .map_err(Outcome::Store)?;
-            if let Err(e) =
-                news.feeds.stored(&posted, &ready.path, from.filter(|_| via != Via::Post).map(|p| p.name.as_str()))
-            {
-                // stored and durable: the client is told so; only the feeds miss it
-                tracing::error!(article = %posted.message_id, "cannot queue the article for the news feeds: {e}");
-            }
-            Ok::<Posted, Outcome>(posted)
-        })
-        .await
-        .unwrap_or(Err(Outcome::Store(NewsError::Corrupt("task".into(), "the store task failed".into()))));
-        self.outcome(via, &offered, outcome)
+        let outcome = self.store(via, vec![(id, article)]).await.pop().unwrap_or_else(|| Err(task_failed()));
+        Answer::Reply(self.outcome(via, &offered, outcome))
     }
 
-    fn outcome(&mut self, via: Via, id: &str, outcome: Result<Posted, Outcome>) -> Answer {
+    /// A run of pipelined TAKETHIS articles: stored together (one round of
+    /// fsyncs), one reply each, in order.
+    async fn take_these(&mut self, articles: Vec<(String, Vec<u8>)>) -> Vec<Reply> {
+        let ids: Vec<String> = articles.iter().map(|(id, _)| id.clone()).collect();
+        let outcomes = self.store(Via::TakeThis, articles.into_iter().map(|(id, a)| (Some(id), a)).collect()).await;
+        let mut outcomes = outcomes.into_iter();
+        ids.iter()
+            .map(|id| self.outcome(Via::TakeThis, id, outcomes.next().unwrap_or_else(|| Err(task_failed()))))
+            .collect()
+    }
+
+    /// Check arriving articles, store those that pass in one run, queue
+    /// them for the feeds (one journal fsync), off the async threads. One
+    /// outcome per article, in order; every `Ok` is durable and queued.
+    async fn store(&mut self, via: Via, articles: Vec<(Option<String>, Vec<u8>)>) -> Vec<Result<Posted, Outcome>> {
+        let news = self.news.clone();
+        let peer = self.peer;
+        let n = articles.len();
+        let stored = blocking(move || {
+            let now = now_secs();
+            let host = news.store.settings().host.clone();
+            let mut outcomes: Vec<Result<Posted, Outcome>> = Vec::with_capacity(articles.len());
+            let mut ready = Vec::new();
+            for (id, article) in &articles {
+                let r = match (id, via) {
+                    (None, _) | (_, Via::Post) => inject::post(&news.store, article, now).map_err(Outcome::Refused),
+                    (Some(id), _) => {
+                        inject::feed(&host, id, article).map_err(|inject::Rejected(why)| Outcome::Rejected(why))
+                    }
+                };
+                match r {
+                    Ok(r) => {
+                        ready.push((outcomes.len(), r));
+                        // a placeholder for the store's outcome
+                        outcomes.push(Err(task_failed()));
+                    }
+                    Err(e) => outcomes.push(Err(e)),
+                }
+            }
+            let from = peer.and_then(|i| news.peers.get(i)).filter(|_| via != Via::Post);
+            let bytes: Vec<&[u8]> = ready.iter().map(|(_, r)| r.article.as_slice()).collect();
+            let posted = match from {
+                Some(p) => news.store.post_many(&bytes, now, |g| p.wants(g)),
+                None => news.store.post_many(&bytes, now, |_| true),
+            };
+            let queued: Vec<(&Posted, &str)> =
+                posted.iter().zip(&ready).filter_map(|(p, (_, r))| Some((p.as_ref().ok()?, r.path.as_str()))).collect();
+            if let Err(e) = news.feeds.stored_many(&queued, from.map(|p| p.name.as_str())) {
+                // stored and durable: the client is told so; only the feeds miss them
+                let ids: Vec<&str> = queued.iter().map(|(p, _)| p.message_id.as_str()).collect();
+                tracing::error!(articles = %ids.join(" "), "cannot queue articles for the news feeds: {e}");
+            }
+            for ((slot, _), p) in ready.iter().zip(posted) {
+                if let Some(o) = outcomes.get_mut(*slot) {
+                    *o = p.map_err(Outcome::Store);
+                }
+            }
+            outcomes
+        })
+        .await;
+        stored.unwrap_or_else(|| (0..n).map(|_| Err(task_failed())).collect())
+    }
+
+    fn outcome(&mut self, via: Via, id: &str, outcome: Result<Posted, Outcome>) -> Reply {
         let server = &self.conn.vs.name;
         let r = match outcome {
             Ok(posted) => {
                 self.stored += 1;
                 let groups: Vec<String> = posted.numbers.iter().map(|(g, n)| format!("{g}:{n}")).collect();
                 tracing::info!(server = %server, peer = %self.conn.peer, article = %posted.message_id, groups = %groups.join(" "), "article stored");
-                return Answer::Reply(match via {
+                return match via {
                     Via::Post => Reply::owned(240, format!("Article received OK {}", posted.message_id)),
                     Via::Ihave => reply::TRANSFERRED,
                     Via::TakeThis => Reply::owned(239, posted.message_id),
-                });
+                };
             }
             Err(Outcome::Refused(r)) => r,
             Err(Outcome::Rejected(why)) => match via {
@@ -220,8 +282,13 @@ impl NntpSession {
         };
         self.refused += 1;
         tracing::info!(server = %server, peer = %self.conn.peer, reply = %r, "article refused");
-        Answer::Reply(r)
+        r
     }
+}
+
+/// The store task itself failed (it panicked): store trouble, not the article's.
+fn task_failed() -> Outcome {
+    Outcome::Store(NewsError::Corrupt("task".into(), "the store task failed".into()))
 }
 
 /// Why an arriving article was not stored.
@@ -239,7 +306,39 @@ impl Session for NntpSession {
     }
 
     async fn handle(&mut self, input: &mut BytesMut, out: &mut Vec<u8>) -> Next {
-        while let Some(event) = self.core.feed(input) {
+        // pipelined TAKETHIS articles are deferred in the core and stored
+        // as one run: when the input holds no further TAKETHIS and the peer
+        // may be waiting for the replies (it is not in the middle of
+        // sending something), or when the run is full
+        loop {
+            let event = match self.core.feed(input) {
+                Some(Event::Request(Request::TakeThis { id, article })) => {
+                    self.core.defer();
+                    self.run_bytes += article.len();
+                    self.run.push((id, article));
+                    if self.run.len() < MAX_RUN && self.run_bytes < MAX_RUN_BYTES {
+                        continue;
+                    }
+                    None
+                }
+                event => event,
+            };
+            if !self.run.is_empty() {
+                let full = self.run.len() >= MAX_RUN || self.run_bytes >= MAX_RUN_BYTES;
+                if event.is_none() && !full && self.core.expects_more(input) {
+                    // the rest is on its way: read it into this run
+                    break;
+                }
+                let run = std::mem::take(&mut self.run);
+                self.run_bytes = 0;
+                let replies = self.take_these(run).await;
+                self.core.answer_deferred(replies);
+                if event.is_none() {
+                    // what held the core back may be complete now
+                    continue;
+                }
+            }
+            let Some(event) = event else { break };
             match event {
                 Event::StartTls => {
                     self.core.take_output(out);
@@ -268,10 +367,12 @@ impl Session for NntpSession {
     }
 
     fn timed_out(&mut self, out: &mut Vec<u8>) {
+        self.abandon_run();
         Conn::close(&mut self.core, &reply::IDLE_TIMEOUT, out);
     }
 
     fn shutting_down(&mut self, out: &mut Vec<u8>) {
+        self.abandon_run();
         Conn::close(&mut self.core, &reply::SHUTTING_DOWN, out);
     }
 

@@ -16,6 +16,13 @@
 //! unstuffed. Lines are read by the kit's skeleton (`proto::session`);
 //! AUTHINFO SASL runs the kit's SASL exchange with `383` framing. The core
 //! never touches a socket, a clock or a disk.
+//!
+//! A streaming peer pipelines TAKETHIS. So that the store can make a run
+//! of them durable with one round of fsyncs, the service may
+//! [`ServerSession::defer`] a TAKETHIS request: the core then reads on, but
+//! only further TAKETHIS commands (anything else waits in the input), and
+//! holds every reply it would write until [`ServerSession::answer_deferred`]
+//! brings the deferred outcomes, so replies still go out in command order.
 
 use super::command::{self, ArticleSpec, Command, ListKind, Part, RangeSpec};
 use super::reply::{self, Reply};
@@ -24,6 +31,7 @@ use crate::proto::dot::{write_multiline, DotEnd, DotReader};
 use crate::proto::sasl::{Credentials, Framing, Mechanism};
 use crate::proto::session::{self, AuthEvent, AuthStage, Before, Common, LineCore, Phase};
 use bytes::BytesMut;
+use std::collections::VecDeque;
 
 /// Feeding pauses while this much output waits to be taken (a client
 /// pipelining many ARTICLEs must not make one buffer of them).
@@ -189,8 +197,10 @@ enum Pending {
     NewNews,
     Date,
     Offer(String),
-    /// POST, IHAVE, CHECK, TAKETHIS: a single-line outcome.
+    /// POST, IHAVE, CHECK: a single-line outcome.
     Outcome,
+    /// TAKETHIS: a single-line outcome, or [`ServerSession::defer`].
+    TakeThis,
 }
 
 #[derive(Debug)]
@@ -221,6 +231,10 @@ pub struct ServerSession {
     pending_user: Option<String>,
     group: Option<String>,
     current: Option<u64>,
+    /// Replies held back behind deferred TAKETHIS outcomes, in order:
+    /// `None` where the service still owes the outcome. While it is not
+    /// empty only TAKETHIS commands are read.
+    held: VecDeque<Option<Reply>>,
 }
 
 const HELP: &[&str] = &[
@@ -286,6 +300,11 @@ impl LineCore for ServerSession {
         if self.output_full() {
             return Before::Return(None);
         }
+        if !self.held.is_empty() && !starts_with_ignore_case(input, b"TAKETHIS ") {
+            // not another TAKETHIS (or not all here yet): the deferred
+            // outcomes come first
+            return Before::Return(None);
+        }
         Before::ReadLine
     }
     fn auth_stage(&mut self, stage: AuthStage<'_, Reply>) {
@@ -337,6 +356,7 @@ impl ServerSession {
             pending_user: None,
             group: None,
             current: None,
+            held: VecDeque::new(),
         }
     }
 
@@ -363,9 +383,77 @@ impl ServerSession {
     }
 
     fn reply(&mut self, r: &Reply) {
-        r.write(&mut self.kit.out);
         if r.is_error() {
             self.kit.errors += 1;
+        }
+        self.emit(r);
+    }
+
+    /// Write `r`, or hold it behind the deferred outcomes.
+    fn emit(&mut self, r: &Reply) {
+        if self.held.is_empty() {
+            r.write(&mut self.kit.out);
+        } else {
+            self.held.push_back(Some(r.clone()));
+        }
+    }
+
+    /// Leave the TAKETHIS request just returned unanswered for now and read
+    /// on (only TAKETHIS commands); its outcome comes, in order with the
+    /// others deferred, through [`ServerSession::answer_deferred`]. Does
+    /// nothing unless a TAKETHIS is waiting for its answer.
+    pub fn defer(&mut self) {
+        if matches!(self.state, State::Waiting(Pending::TakeThis)) {
+            self.state = State::Command;
+            self.held.push_back(None);
+        }
+    }
+
+    /// Whether more input must come before the core can go on: it is in
+    /// the middle of an article, or `input` ends in a partial line (a
+    /// client never waits for replies there, so it is still sending).
+    pub fn expects_more(&self, input: &[u8]) -> bool {
+        matches!(self.state, State::Article { .. }) || (!input.is_empty() && memchr::memchr(b'\n', input).is_none())
+    }
+
+    /// Forget the deferred outcomes and the replies held behind them: the
+    /// session is closing (timeout, shutdown) before they were decided,
+    /// and a peer takes what a `400` leaves unanswered as not taken.
+    pub fn abandon_deferred(&mut self) {
+        self.held.clear();
+    }
+
+    /// How many deferred outcomes the service owes.
+    pub fn deferred(&self) -> usize {
+        self.held.iter().filter(|h| h.is_none()).count()
+    }
+
+    /// The outcomes of the deferred TAKETHIS requests, in the order they
+    /// were deferred: written with every reply held behind them. An
+    /// outcome missing from `replies` is answered `400` (the service's
+    /// mistake), which closes the session.
+    pub fn answer_deferred(&mut self, replies: impl IntoIterator<Item = Reply>) {
+        let mut replies = replies.into_iter();
+        for slot in std::mem::take(&mut self.held) {
+            let r = match slot {
+                Some(r) => r,
+                None => match replies.next() {
+                    Some(r) => {
+                        if r.is_error() {
+                            self.kit.errors += 1;
+                        }
+                        if r.code == 400 {
+                            self.state = State::Closed;
+                        }
+                        r
+                    }
+                    None => {
+                        self.state = State::Closed;
+                        reply::SERVICE_UNAVAILABLE
+                    }
+                },
+            };
+            r.write(&mut self.kit.out);
         }
     }
 
@@ -532,7 +620,7 @@ impl ServerSession {
                 self.reply(&Reply::owned(439, format!("{id} Invalid message-id")));
                 return None;
             }
-            Purpose::TakeThis(id) => Request::TakeThis { id, article },
+            Purpose::TakeThis(id) => return self.request(Pending::TakeThis, Request::TakeThis { id, article }),
         };
         self.request(Pending::Outcome, request)
     }
@@ -718,9 +806,13 @@ impl ServerSession {
 
     /// Queue a reply the driver decided on (timeouts, shutdown) and close.
     pub fn close_with(&mut self, r: &Reply) {
-        r.write(&mut self.kit.out);
+        self.emit(r);
         self.state = State::Closed;
     }
+}
+
+fn starts_with_ignore_case(input: &[u8], prefix: &[u8]) -> bool {
+    input.get(..prefix.len()).is_some_and(|p| p.eq_ignore_ascii_case(prefix))
 }
 
 /// `name high low status` (LIST ACTIVE, NEWGROUPS).

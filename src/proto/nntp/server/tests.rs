@@ -180,6 +180,38 @@ fn feeders_see_ihave_and_streaming() {
 }
 
 #[test]
+fn deferred_takethis_outcomes_keep_command_order() {
+    let mut s = ServerSession::new(settings(), true, true);
+    let big = "x".repeat(5000);
+    let input = format!(
+        "TAKETHIS <1@x>\r\nA: 1\r\n\r\nb\r\n.\r\ntakethis <2@x>\r\nA: 2\r\n\r\n.\r\n\
+         TAKETHIS <3@x>\r\nA: 3\r\n\r\n{big}\r\n.\r\nTAKETHIS <4@x>\r\nA: 4\r\n\r\n.\r\nDATE\r\nTAKETHIS <5@x>\r\n"
+    );
+    let mut input = BytesMut::from(input.as_bytes());
+    let mut ids = Vec::new();
+    while let Some(e) = s.feed(&mut input) {
+        let Event::Request(Request::TakeThis { id, .. }) = e else { panic!("{e:?}") };
+        ids.push(id);
+        s.defer();
+    }
+    assert_eq!(ids, ["<1@x>", "<2@x>", "<4@x>"], "the too-big <3@x> is the core's own 439");
+    assert_eq!(s.deferred(), 3);
+    let mut out = Vec::new();
+    s.take_output(&mut out);
+    assert!(out.is_empty(), "nothing before the deferred outcomes: {}", String::from_utf8_lossy(&out));
+    assert!(input.starts_with(b"DATE"), "DATE waits for them");
+    s.answer_deferred([Reply::owned(239, "<1@x>"), Reply::owned(439, "<2@x> duplicate"), Reply::owned(239, "<4@x>")]);
+    assert_eq!(s.deferred(), 0);
+    let e = s.feed(&mut input);
+    assert_eq!(e, Some(Event::Request(Request::Date)));
+    s.answer(Answer::Date(0));
+    s.take_output(&mut out);
+    let out = String::from_utf8(out).unwrap();
+    assert_eq!(codes(&out), ["239", "439", "439", "239", "111"], "{out}");
+    assert!(out.contains("439 <3@x> Article too large"), "{out}");
+}
+
+#[test]
 fn reading_a_group() {
     let mut s = ServerSession::new(settings(), true, false);
     let out =
@@ -423,13 +455,24 @@ fn fuzz_once(data: &[u8], splits: &[usize]) {
         for cut in cuts.into_iter().chain([data.len()]) {
             buf.extend_from_slice(&data[prev..cut]);
             prev = cut;
-            while let Some(ev) = s.feed(&mut buf) {
+            loop {
+                let Some(ev) = s.feed(&mut buf) else {
+                    // what the service does when the core stops: answer what it deferred
+                    if s.deferred() == 0 {
+                        break;
+                    }
+                    let n = s.deferred();
+                    s.answer_deferred((0..n).map(|i| Reply::owned(if i % 2 == 0 { 239 } else { 439 }, "<x@y>")));
+                    continue;
+                };
                 flip = !flip;
                 match ev {
                     Event::StartTls => {
                         buf.clear();
                         s.tls_started();
                     }
+                    // every other TAKETHIS is deferred, as the service does in a run
+                    Event::Request(Request::TakeThis { .. }) if flip => s.defer(),
                     Event::Login(c) | Event::Auth(AuthEvent::Credentials(c)) => {
                         s.login_done(if flip { Ok(c.username) } else { Err(reply::AUTH_FAILED) })
                     }
@@ -449,4 +492,24 @@ fn fuzz_once(data: &[u8], splits: &[usize]) {
             panic!("{e}: {:?}", String::from_utf8_lossy(&out));
         }
     }
+}
+
+#[test]
+fn more_is_expected_mid_article_and_mid_line_only() {
+    let mut s = ServerSession::new(settings(), true, true);
+    let mut input = BytesMut::from(&b"TAKETHIS <1@x>\r\nA: 1\r\n\r\nb\r\n.\r\nTAKETHIS <2@x>\r\nA: 2\r\n"[..]);
+    assert!(matches!(s.feed(&mut input), Some(Event::Request(Request::TakeThis { .. }))));
+    s.defer();
+    assert_eq!(s.feed(&mut input), None);
+    assert!(s.expects_more(&input), "in the middle of <2@x>");
+    input.extend_from_slice(b"\r\nb\r\n.\r\nTAKE");
+    assert!(matches!(s.feed(&mut input), Some(Event::Request(Request::TakeThis { .. }))));
+    s.defer();
+    assert_eq!(s.feed(&mut input), None);
+    assert!(s.expects_more(&input), "a partial line");
+    input.extend_from_slice(b"\r\nCHECK <3@x>\r\n");
+    assert_eq!(s.feed(&mut input), None);
+    assert!(!s.expects_more(&input), "a whole other command: the peer may be waiting");
+    s.abandon_deferred();
+    assert_eq!(s.deferred(), 0);
 }
