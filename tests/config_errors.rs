@@ -125,3 +125,23 @@ fn default_and_production_configs_are_valid() {
         assert!(c.is_ok(), "{f}: {:?}", c.err().map(|e| e.to_string()));
     }
 }
+
+/// Output into a pipe nobody reads (`postern check-config | head -1`):
+/// the command ends quietly, exit 0, no panic and no backtrace.
+#[test]
+fn a_closed_pipe_on_stdout_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("postern.toml");
+    std::fs::write(&path, config("", "")).unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+        .current_dir(dir.path())
+        .args(["--config", path.to_str().unwrap(), "check-config"])
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{err}");
+}
