@@ -252,7 +252,7 @@ impl ImapSession {
         }
         self.dirty = false;
         let (store, user, folder) = (self.store.clone(), self.user(), v.folder.clone());
-        match blocking(move || store.messages(&user, &folder)).await {
+        match blocking(move || store.listing(&user, &folder)).await {
             Ok(listing) => {
                 let condstore = self.core.condstore();
                 if let Some(v) = self.view.as_mut() {
@@ -411,7 +411,7 @@ impl ImapSession {
         self.poll_changes();
         self.dirty = false;
         let (store, user, name) = (self.store.clone(), self.user(), mailbox.as_str().to_string());
-        let listing = match blocking(move || store.messages(&user, &name)).await {
+        let listing = match blocking(move || store.listing(&user, &name)).await {
             Ok(l) => l,
             Err(e) => {
                 self.failed("SELECT", &e);
@@ -496,7 +496,7 @@ impl ImapSession {
             let highest = store.highestmodseq(&user, &name)?;
             // only RECENT needs the UIDs
             let uids: Vec<u32> = match want_recent {
-                true => store.messages(&user, &info.name)?.messages.iter().map(|m| m.uid).collect(),
+                true => store.listing(&user, &info.name)?.messages.iter().map(|m| m.uid).collect(),
                 false => Vec::new(),
             };
             Ok((info, highest, uids))
