@@ -194,7 +194,7 @@ impl ImapSession {
         // the default folders exist from the first login on
         let store = self.store.clone();
         let u = user.clone();
-        let ready = blocking(move || store.folders(&u).map(|_| ())).await;
+        let ready = blocking(move || store.ensure_user(&u)).await;
         match ready.and_then(|()| self.store.subscribe(&user)) {
             Ok(rx) => {
                 tracing::info!(server = %self.conn.vs.name, peer = %self.conn.peer, user = %user, method, "logged in");

@@ -211,6 +211,18 @@ impl MailboxStore {
         Ok(Appended { uidvalidity: f.rec.uidvalidity, uid })
     }
 
+    /// Make sure `user`'s default folders exist (a session's login): what
+    /// [`MailboxStore::folders`] does first, without reading any listing.
+    pub fn ensure_user(&self, user: &str) -> Result<(), MailboxError> {
+        let user = user_key(user)?;
+        if self.lookup(&user, INBOX)?.is_none() {
+            let lock = self.writer(&user);
+            let _held = lock.lock_or_recover();
+            self.ensure_defaults(&user)?;
+        }
+        Ok(())
+    }
+
     /// Every folder of `user` (creating the default ones for a new user), by creation.
     pub fn folders(&self, user: &str) -> Result<Vec<FolderInfo>, MailboxError> {
         let user = user_key(user)?;
