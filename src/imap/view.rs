@@ -60,8 +60,9 @@ pub struct View {
     /// included. Shared with the store's listing and the other sessions
     /// while it is the same; copied when this view departs from it.
     pub messages: Arc<Vec<MessageInfo>>,
-    /// UIDs recent to this session.
-    pub recent: HashSet<u32>,
+    /// UIDs recent to this session, ascending (a vector: the first
+    /// selection of a large folder makes every message recent).
+    pub recent: Vec<u32>,
     /// UIDs expunged by others, not yet told.
     expunged: HashSet<u32>,
     key: FolderKey,
@@ -99,7 +100,7 @@ impl View {
     }
 
     pub fn is_recent(&self, uid: u32) -> bool {
-        self.recent.contains(&uid)
+        self.recent.binary_search(&uid).is_ok()
     }
 
     pub fn is_expunged(&self, uid: u32) -> bool {
@@ -171,8 +172,8 @@ impl View {
             }
         }
         Arc::make_mut(&mut self.messages).retain(|m| !gone.contains(&m.uid));
+        self.recent.retain(|u| !gone.contains(u));
         for u in gone {
-            self.recent.remove(u);
             self.expunged.remove(u);
         }
     }
@@ -214,6 +215,7 @@ impl View {
         if !newer.is_empty() {
             let upto = newer.last().map_or(0, |m| m.uid);
             let before = if self.read_only { self.book.peek(&self.key) } else { self.book.claim(&self.key, upto) };
+            // above every UID the view had: the vector stays ascending
             self.recent.extend(newer.iter().filter(|m| m.uid > before).map(|m| m.uid));
             Arc::make_mut(&mut self.messages).extend_from_slice(newer);
             response::data(out, &response::Data::Exists(self.exists()));
@@ -230,7 +232,7 @@ impl View {
             }
             let Some(k) = known.get(j).filter(|k| k.uid == m.uid) else { continue };
             if k.flags != m.flags {
-                let flags = super::flags::to_protocol(&k.flags, self.recent.contains(&m.uid));
+                let flags = super::flags::to_protocol(&k.flags, self.recent.binary_search(&m.uid).is_ok());
                 let mut items = vec![FetchItem::Uid(m.uid), FetchItem::Flags(&flags)];
                 if condstore {
                     items.push(FetchItem::ModSeq(k.modseq));
