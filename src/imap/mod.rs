@@ -597,10 +597,10 @@ impl ImapSession {
         };
         let modseq = uses_modseq(&key);
         let messages = v.messages.clone();
-        let recent: Vec<u32> = v.recent.iter().copied().collect();
+        let recent: Vec<u32> = v.recent.clone();
         let folder = v.folder.clone();
         let r = blocking(move || {
-            let mut src = fetch::StoreSource { store: &store, user: &user, folder: &folder };
+            let mut src = fetch::StoreSource::new(&store, &user, &folder);
             let ctx = search::Context { recent: &recent, tz_offset: TZ_OFFSET };
             let hits = search::search(&key, &messages, ctx, &mut src)?;
             let ids: Vec<u32> =
@@ -711,7 +711,7 @@ impl ImapSession {
             let attrs = job.attrs.clone();
             let (store, user, folder) = (self.store.clone(), self.user(), v.folder.clone());
             let r = blocking(move || {
-                let mut src = fetch::StoreSource { store: &store, user: &user, folder: &folder };
+                let mut src = fetch::StoreSource::new(&store, &user, &folder);
                 let mut buf = Vec::new();
                 let mut done = 0;
                 for (seq, m, extra) in &batch {

@@ -140,7 +140,7 @@ pub use cache::Snapshot;
 pub use index::{Flag, Flags, SpecialUse};
 pub use notify::{Change, ChangeKind, MaildropLock};
 pub use parse::Parsed;
-pub use store::{FlagsStored, ListEntry, Listing, MailboxStore};
+pub use store::{FlagsStored, FolderRef, ListEntry, Listing, MailboxStore};
 
 use std::path::PathBuf;
 

@@ -66,6 +66,15 @@ pub struct Listing {
     pub messages: Vec<MessageInfo>,
 }
 
+/// A folder looked up once ([`MailboxStore::folder_ref`]) for many reads.
+#[derive(Clone, Debug)]
+pub struct FolderRef {
+    user: String,
+    fid: u32,
+    /// Its name when looked up (for errors).
+    name: String,
+}
+
 /// One name IMAP LIST shows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListEntry {
@@ -275,13 +284,25 @@ impl MailboxStore {
 
     /// A message's bytes, exactly as stored.
     pub fn read(&self, user: &str, folder: &str, uid: u32) -> Result<Vec<u8>, MailboxError> {
+        self.read_in(&self.folder_ref(user, folder)?, uid)
+    }
+
+    /// A folder looked up once for many reads of its messages (a FETCH or
+    /// SEARCH over a whole folder), by its id: a rename since does not
+    /// matter, a deletion makes every message gone.
+    pub fn folder_ref(&self, user: &str, folder: &str) -> Result<FolderRef, MailboxError> {
         let user = user_key(user)?;
         let f = self.find(&user, folder)?;
-        let gone = || MailboxError::NoSuchMessage { folder: f.rec.name.clone(), uid };
-        if !self.tree.contains_key(index::message_key(&user, f.fid, uid))? {
+        Ok(FolderRef { user, fid: f.fid, name: f.rec.name })
+    }
+
+    /// [`MailboxStore::read`] in a folder looked up before.
+    pub fn read_in(&self, at: &FolderRef, uid: u32) -> Result<Vec<u8>, MailboxError> {
+        let gone = || MailboxError::NoSuchMessage { folder: at.name.clone(), uid };
+        if !self.tree.contains_key(index::message_key(&at.user, at.fid, uid))? {
             return Err(gone());
         }
-        let path = self.disk.message_path(&user, f.fid, uid);
+        let path = self.disk.message_path(&at.user, at.fid, uid);
         match Disk::read_message(&path) {
             Ok(b) => Ok(b),
             // expunged by another session since the record was read
@@ -294,20 +315,24 @@ impl MailboxStore {
     /// SEARCH fields), made when it arrived. A message indexed before the
     /// cache existed is parsed now, and the parse kept.
     pub fn parsed(&self, user: &str, folder: &str, uid: u32) -> Result<Parsed, MailboxError> {
-        let user = user_key(user)?;
-        let f = self.find(&user, folder)?;
-        let pk = index::parse_key(&user, f.fid, uid);
+        self.parsed_in(&self.folder_ref(user, folder)?, uid)
+    }
+
+    /// [`MailboxStore::parsed`] in a folder looked up before.
+    pub fn parsed_in(&self, at: &FolderRef, uid: u32) -> Result<Parsed, MailboxError> {
+        let user = &at.user;
+        let pk = index::parse_key(user, at.fid, uid);
         if let Some(v) = self.tree.get(&pk)? {
             match index::decode(&pk, &v) {
                 Ok(p) => return Ok(p),
                 Err(e) => tracing::warn!("{e}; parsed again from the message"),
             }
         }
-        let parsed = parse::parse(&self.read(&user, folder, uid)?);
-        let lock = self.writer(&user);
+        let parsed = parse::parse(&self.read_in(at, uid)?);
+        let lock = self.writer(user);
         let _held = lock.lock_or_recover();
         // only for a message still there, or an expunge would leave it behind
-        if self.tree.contains_key(index::message_key(&user, f.fid, uid))? {
+        if self.tree.contains_key(index::message_key(user, at.fid, uid))? {
             if let Err(e) = self.insert(pk, index::encode(&parsed)) {
                 tracing::warn!(user, uid, "cannot keep a message's parse: {e}");
             }
