@@ -55,7 +55,7 @@
 //! Readers (listings, message bytes) take no lock: records are read from
 //! sled and message files never change once written (the exceptions: the
 //! first access for a user never seen, which creates the default folders,
-//! and the first read of a folder's listing, which [`cache`] then keeps in
+//! and the first read of a folder's listing, which `cache` then keeps in
 //! memory, both under that user's writer lock). A folder's listing
 //! ([`MailboxStore::listing`], a [`Snapshot`] every session shares) is
 //! read from the index once and then edited by every write, so SELECT of
