@@ -1,8 +1,10 @@
 //! What every service does around a login, whatever the protocol (SMTP
-//! AUTH, POP3 USER/PASS and AUTH; IMAP4 and NNTP next): hold one slot of
+//! AUTH, POP3 USER/PASS and AUTH, IMAP4, NNTP): hold one slot of
 //! the per-IP failure throttle from the moment an attempt starts to its
 //! outcome, so parallel sessions cannot race past the limit (SPEC §4);
-//! check credentials off the async threads (Argon2id is slow on purpose);
+//! accept a password that succeeded lately from the login cache
+//! (`super::cache`) at once, and check any other off the async threads, a
+//! few at a time (Argon2id is slow on purpose);
 //! answer a failure only after the failure delay; and write the log lines.
 //! A service maps the outcomes to its core's replies and nothing more.
 //!
@@ -110,15 +112,25 @@ impl Login {
         let Some(attempt) = self.attempt.take() else { return Err(Refused::Throttled) };
         let name = creds.username.clone();
         let accounts = self.gate.accounts.clone();
-        // the semaphore is never closed; a turn is always granted in the end
-        let turn = self.gate.hashing.clone().acquire_owned().await.ok();
-        let verified = tokio::task::spawn_blocking(move || {
-            let _turn = turn;
-            accounts.verify(&creds.username, &creds.password)
-        })
-        .await
-        .ok()
-        .flatten();
+        // a password that succeeded lately needs no Argon2 and no turn
+        let creds = Arc::new(creds);
+        let (a, c) = (accounts.clone(), creds.clone());
+        let cached =
+            tokio::task::spawn_blocking(move || a.verify_cached(&c.username, &c.password)).await.ok().flatten();
+        let verified = match cached {
+            Some(user) => Some(user),
+            None => {
+                // the semaphore is never closed; a turn is always granted in the end
+                let turn = self.gate.hashing.clone().acquire_owned().await.ok();
+                tokio::task::spawn_blocking(move || {
+                    let _turn = turn;
+                    accounts.verify(&creds.username, &creds.password)
+                })
+                .await
+                .ok()
+                .flatten()
+            }
+        };
         match verified {
             Some(user) => {
                 attempt.succeeded();

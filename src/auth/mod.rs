@@ -1,13 +1,16 @@
 //! Accounts and authentication: users with Argon2id password hashes,
 //! aliases and their expansion, the per-IP failure throttle, and the login
 //! glue every service shares (`login`: throttle slot, verification off the
-//! async threads, failure delay, log lines). The SASL exchange itself is
+//! async threads, failure delay, log lines), and the cache of successful
+//! password checks that spares a repeated login its Argon2id (`cache`,
+//! keyed HMACs, never a password). The SASL exchange itself is
 //! sans-IO and lives in the protocol kit (`proto::sasl`).
 //! Passwords never leave this module except as hashes, and nothing here
 //! logs one. Aliases never form a loop that reaches no mailbox: `add_alias`
 //! refuses a target that leads back to the alias, and [`Accounts::expand`]
 //! reports a loop stored before that check as an error, never as nobody.
 
+pub mod cache;
 pub mod login;
 pub mod throttle;
 
@@ -18,7 +21,7 @@ use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::Argon2;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {
@@ -93,6 +96,8 @@ const MAX_ALIAS_DEPTH: usize = 8;
 pub struct Accounts {
     users: sled::Tree,
     aliases: sled::Tree,
+    /// Successful password checks, shared by every clone ([`cache`]).
+    verified: Arc<cache::VerifiedCache>,
 }
 
 pub fn hash_password(password: &str) -> Result<String, AccountError> {
@@ -135,7 +140,11 @@ pub fn key(address: &str) -> String {
 
 impl Accounts {
     pub fn open(db: &sled::Db) -> Result<Accounts, AccountError> {
-        Ok(Accounts { users: db.open_tree("users")?, aliases: db.open_tree("aliases")? })
+        Ok(Accounts {
+            users: db.open_tree("users")?,
+            aliases: db.open_tree("aliases")?,
+            verified: Arc::new(cache::VerifiedCache::new(cache::TTL)),
+        })
     }
 
     pub fn add_user(&self, email: &str, password: &str) -> Result<(), AccountError> {
@@ -156,13 +165,16 @@ impl Accounts {
         let mut rec = self.user(&k)?.ok_or_else(|| AccountError::NoSuchUser(k.clone()))?;
         rec.hash = hash_password(password)?;
         let v = serde_json::to_vec(&rec).map_err(|e| AccountError::Corrupt(k.clone(), e.to_string()))?;
-        self.users.insert(k, v)?;
+        self.users.insert(k.as_bytes(), v)?;
+        self.verified.forget(&k);
         Ok(())
     }
 
     pub fn delete_user(&self, email: &str) -> Result<(), AccountError> {
         let k = key(email);
-        self.users.remove(&k)?.map(|_| ()).ok_or(AccountError::NoSuchUser(k))
+        let removed = self.users.remove(&k)?;
+        self.verified.forget(&k);
+        removed.map(|_| ()).ok_or(AccountError::NoSuchUser(k))
     }
 
     fn user(&self, k: &str) -> Result<Option<UserRecord>, AccountError> {
@@ -195,17 +207,37 @@ impl Accounts {
         Ok(out)
     }
 
-    /// Check a password. CPU-heavy (Argon2id): call it from a blocking
-    /// context. Returns the canonical user name on success.
+    /// Check a password. CPU-heavy (Argon2id) unless the same password
+    /// succeeded lately ([`Accounts::verify_cached`]): call it from a
+    /// blocking context. Returns the canonical user name on success.
     pub fn verify(&self, email: &str, password: &str) -> Option<String> {
         let k = key(email);
         match self.user(&k) {
-            Ok(Some(rec)) => verify_hash(password, &rec.hash).then_some(k),
+            Ok(Some(rec)) => {
+                if self.verified.check(&k, &rec.hash, password) {
+                    return Some(k);
+                }
+                let ok = verify_hash(password, &rec.hash);
+                if ok {
+                    self.verified.remember(&k, &rec.hash, password);
+                }
+                ok.then_some(k)
+            }
             _ => {
                 verify_hash(password, dummy_hash());
                 None
             }
         }
+    }
+
+    /// The user, if this password succeeded for them within the login
+    /// cache's TTL and their stored hash is still the one it succeeded
+    /// against; `None` means "not known", never "wrong": check with
+    /// [`Accounts::verify`]. Cheap (one index read, one HMAC), no Argon2.
+    pub fn verify_cached(&self, email: &str, password: &str) -> Option<String> {
+        let k = key(email);
+        let rec = self.user(&k).ok()??;
+        self.verified.check(&k, &rec.hash, password).then_some(k)
     }
 
     pub fn add_alias(&self, alias: &str, target: &str) -> Result<(), AccountError> {
@@ -400,6 +432,40 @@ mod tests {
         assert!(a.lookup("sales@example.test").is_none());
         a.delete_user("alice@example.test").unwrap();
         assert!(a.users().unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_login_cache_remembers_successes_until_the_password_changes() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let a = Accounts::open(&db).unwrap();
+        a.add_user("alice@example.test", "s3cret").unwrap();
+        assert_eq!(a.verify_cached("alice@example.test", "s3cret"), None, "nothing checked yet");
+        assert_eq!(a.verify("alice@example.test", "wrong"), None);
+        assert_eq!(a.verify_cached("alice@example.test", "wrong"), None, "failures are never cached");
+        assert_eq!(a.verify("Alice@example.test", "s3cret").as_deref(), Some("alice@example.test"));
+        assert_eq!(a.verify_cached("ALICE@example.test", "s3cret").as_deref(), Some("alice@example.test"), "a hit");
+        assert_eq!(a.verify_cached("alice@example.test", "s3cre"), None, "only that password");
+        assert_eq!(a.verify("alice@example.test", "wrong"), None, "a wrong password is not accepted after a hit");
+        let clone = a.clone();
+        clone.set_password("alice@example.test", "n3w").unwrap();
+        assert_eq!(a.verify_cached("alice@example.test", "s3cret"), None, "miss after a password change");
+        assert_eq!(a.verify("alice@example.test", "s3cret"), None, "and the old password fails");
+        assert!(a.verify("alice@example.test", "n3w").is_some());
+        assert!(a.verify_cached("alice@example.test", "n3w").is_some());
+        // a change behind the cache's back (another Accounts on the same
+        // database) is seen too: the stored hash is part of the HMAC
+        Accounts::open(&db).unwrap().set_password("alice@example.test", "third").unwrap();
+        assert_eq!(a.verify_cached("alice@example.test", "n3w"), None, "the stored hash changed");
+        assert!(a.verify("alice@example.test", "third").is_some());
+        a.delete_user("alice@example.test").unwrap();
+        assert_eq!(a.verify_cached("alice@example.test", "third"), None, "miss after delete");
+        assert_eq!(a.verify("alice@example.test", "third"), None);
+        a.add_user("alice@example.test", "third").unwrap();
+        assert_eq!(
+            a.verify_cached("alice@example.test", "third"),
+            None,
+            "a new user with the same password: a new salt"
+        );
     }
 
     #[test]

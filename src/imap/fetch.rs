@@ -10,7 +10,7 @@
 use super::flags;
 use crate::mailbox::imap as conv;
 use crate::mailbox::parse::{header_end, Parsed, Part};
-use crate::mailbox::{MailboxError, MailboxStore, MessageInfo};
+use crate::mailbox::{FolderRef, MailboxError, MailboxStore, MessageInfo};
 use crate::proto::imap::command::FetchAttr;
 use crate::proto::imap::response::{self as resp, FetchItem};
 use crate::proto::imap::types::{DateTime, Section, SectionText};
@@ -24,19 +24,38 @@ pub trait Source {
     fn parsed(&mut self, uid: u32) -> Result<Parsed, MailboxError>;
 }
 
-/// A [`Source`] reading one folder of one user's store (blocking).
+/// A [`Source`] reading one folder of one user's store (blocking). The
+/// folder is looked up at the first read, not once per message.
 pub struct StoreSource<'a> {
-    pub store: &'a MailboxStore,
-    pub user: &'a str,
-    pub folder: &'a str,
+    store: &'a MailboxStore,
+    user: &'a str,
+    folder: &'a str,
+    at: Option<FolderRef>,
+}
+
+impl<'a> StoreSource<'a> {
+    pub fn new(store: &'a MailboxStore, user: &'a str, folder: &'a str) -> StoreSource<'a> {
+        StoreSource { store, user, folder, at: None }
+    }
+
+    fn at(&mut self) -> Result<FolderRef, MailboxError> {
+        if let Some(at) = &self.at {
+            return Ok(at.clone());
+        }
+        let at = self.store.folder_ref(self.user, self.folder)?;
+        self.at = Some(at.clone());
+        Ok(at)
+    }
 }
 
 impl Source for StoreSource<'_> {
     fn bytes(&mut self, uid: u32) -> Result<Vec<u8>, MailboxError> {
-        self.store.read(self.user, self.folder, uid)
+        let at = self.at()?;
+        self.store.read_in(&at, uid)
     }
     fn parsed(&mut self, uid: u32) -> Result<Parsed, MailboxError> {
-        self.store.parsed(self.user, self.folder, uid)
+        let at = self.at()?;
+        self.store.parsed_in(&at, uid)
     }
 }
 

@@ -319,7 +319,7 @@ fn imap_fetch_over_the_mailbox_store() {
     let uid = store.deliver(USER, MULTI.as_bytes(), 1_700_000_000).unwrap();
     let listing = store.messages(USER, "INBOX").unwrap();
     let m = &listing.messages[0];
-    let mut src = StoreSource { store: &store, user: USER, folder: "INBOX" };
+    let mut src = StoreSource::new(&store, USER, "INBOX");
     let out =
         fetch_with(&mut src, m, "(UID RFC822.SIZE BODY.PEEK[] BODY[2] BODY[3]<0.4> BODYSTRUCTURE)", Extra::default());
     assert!(out.starts_with(&format!("* 1 FETCH (UID {uid} RFC822.SIZE {} BODY[] {{", MULTI.len())), "{out}");

@@ -194,7 +194,7 @@ impl ImapSession {
         // the default folders exist from the first login on
         let store = self.store.clone();
         let u = user.clone();
-        let ready = blocking(move || store.folders(&u).map(|_| ())).await;
+        let ready = blocking(move || store.ensure_user(&u)).await;
         match ready.and_then(|()| self.store.subscribe(&user)) {
             Ok(rx) => {
                 tracing::info!(server = %self.conn.vs.name, peer = %self.conn.peer, user = %user, method, "logged in");
@@ -252,7 +252,7 @@ impl ImapSession {
         }
         self.dirty = false;
         let (store, user, folder) = (self.store.clone(), self.user(), v.folder.clone());
-        match blocking(move || store.messages(&user, &folder)).await {
+        match blocking(move || store.listing(&user, &folder)).await {
             Ok(listing) => {
                 let condstore = self.core.condstore();
                 if let Some(v) = self.view.as_mut() {
@@ -411,7 +411,7 @@ impl ImapSession {
         self.poll_changes();
         self.dirty = false;
         let (store, user, name) = (self.store.clone(), self.user(), mailbox.as_str().to_string());
-        let listing = match blocking(move || store.messages(&user, &name)).await {
+        let listing = match blocking(move || store.listing(&user, &name)).await {
             Ok(l) => l,
             Err(e) => {
                 self.failed("SELECT", &e);
@@ -496,7 +496,7 @@ impl ImapSession {
             let highest = store.highestmodseq(&user, &name)?;
             // only RECENT needs the UIDs
             let uids: Vec<u32> = match want_recent {
-                true => store.messages(&user, &info.name)?.messages.iter().map(|m| m.uid).collect(),
+                true => store.listing(&user, &info.name)?.messages.iter().map(|m| m.uid).collect(),
                 false => Vec::new(),
             };
             Ok((info, highest, uids))
@@ -597,10 +597,10 @@ impl ImapSession {
         };
         let modseq = uses_modseq(&key);
         let messages = v.messages.clone();
-        let recent: Vec<u32> = v.recent.iter().copied().collect();
+        let recent: Vec<u32> = v.recent.clone();
         let folder = v.folder.clone();
         let r = blocking(move || {
-            let mut src = fetch::StoreSource { store: &store, user: &user, folder: &folder };
+            let mut src = fetch::StoreSource::new(&store, &user, &folder);
             let ctx = search::Context { recent: &recent, tz_offset: TZ_OFFSET };
             let hits = search::search(&key, &messages, ctx, &mut src)?;
             let ids: Vec<u32> =
@@ -711,7 +711,7 @@ impl ImapSession {
             let attrs = job.attrs.clone();
             let (store, user, folder) = (self.store.clone(), self.user(), v.folder.clone());
             let r = blocking(move || {
-                let mut src = fetch::StoreSource { store: &store, user: &user, folder: &folder };
+                let mut src = fetch::StoreSource::new(&store, &user, &folder);
                 let mut buf = Vec::new();
                 let mut done = 0;
                 for (seq, m, extra) in &batch {

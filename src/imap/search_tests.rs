@@ -209,7 +209,7 @@ fn imap_search_over_the_mailbox_store() {
         store.deliver(USER, m.as_bytes(), 1_700_000_000).unwrap();
     }
     let listing = store.messages(USER, "INBOX").unwrap();
-    let mut src = StoreSource { store: &store, user: USER, folder: "INBOX" };
+    let mut src = StoreSource::new(&store, USER, "INBOX");
     let msgs = &listing.messages;
     assert_eq!(run(&mut src, msgs, "BODY \"überraschung\"", 0), vec![1]);
     assert_eq!(run(&mut src, msgs, "HEADER X-Mood \"glück\"", 0), vec![1]);

@@ -14,7 +14,7 @@
 //! folder selected that no other session claimed first. In memory only:
 //! after a restart every message is old.
 
-use crate::mailbox::{Flags, Listing, MessageInfo};
+use crate::mailbox::{Flags, MessageInfo, Snapshot};
 use crate::proto::imap::response::{self, FetchItem};
 use crate::proto::imap::types::SequenceSet;
 use crate::util::LockExt;
@@ -56,10 +56,13 @@ pub struct View {
     pub uidnext: u32,
     pub highestmodseq: u64,
     pub read_only: bool,
-    /// In sequence order (ascending UID), expunged ones not yet told included.
-    pub messages: Vec<MessageInfo>,
-    /// UIDs recent to this session.
-    pub recent: HashSet<u32>,
+    /// In sequence order (ascending UID), expunged ones not yet told
+    /// included. Shared with the store's listing and the other sessions
+    /// while it is the same; copied when this view departs from it.
+    pub messages: Arc<Vec<MessageInfo>>,
+    /// UIDs recent to this session, ascending (a vector: the first
+    /// selection of a large folder makes every message recent).
+    pub recent: Vec<u32>,
     /// UIDs expunged by others, not yet told.
     expunged: HashSet<u32>,
     key: FolderKey,
@@ -68,7 +71,7 @@ pub struct View {
 
 impl View {
     /// A freshly selected folder; read-write selection claims its new messages as recent.
-    pub fn new(user: &str, folder: &str, listing: Listing, read_only: bool, book: &RecentBook) -> View {
+    pub fn new(user: &str, folder: &str, listing: Snapshot, read_only: bool, book: &RecentBook) -> View {
         let key = (user.to_string(), folder.to_string(), listing.uidvalidity);
         let last = listing.messages.last().map_or(0, |m| m.uid);
         let before = if read_only { book.peek(&key) } else { book.claim(&key, last) };
@@ -97,7 +100,7 @@ impl View {
     }
 
     pub fn is_recent(&self, uid: u32) -> bool {
-        self.recent.contains(&uid)
+        self.recent.binary_search(&uid).is_ok()
     }
 
     pub fn is_expunged(&self, uid: u32) -> bool {
@@ -145,8 +148,9 @@ impl View {
     /// Our own change: new flags and MODSEQ for `uid`.
     pub fn set_flags(&mut self, uid: u32, flags: Flags, modseq: u64) {
         if let Ok(i) = self.messages.binary_search_by_key(&uid, |m| m.uid) {
-            self.messages[i].flags = flags;
-            self.messages[i].modseq = modseq;
+            let m = &mut Arc::make_mut(&mut self.messages)[i];
+            m.flags = flags;
+            m.modseq = modseq;
         }
         self.highestmodseq = self.highestmodseq.max(modseq);
     }
@@ -167,9 +171,9 @@ impl View {
                 response::data(out, &response::Data::Expunge(i as u32 + 1));
             }
         }
-        self.messages.retain(|m| !gone.contains(&m.uid));
+        Arc::make_mut(&mut self.messages).retain(|m| !gone.contains(&m.uid));
+        self.recent.retain(|u| !gone.contains(u));
         for u in gone {
-            self.recent.remove(u);
             self.expunged.remove(u);
         }
     }
@@ -183,23 +187,26 @@ impl View {
     /// Compare with a fresh listing and tell the client what changed:
     /// expunges (unless `expunges_allowed` is false: they wait), new
     /// messages, flags changed by others (with MODSEQ when `condstore`).
-    pub fn refresh(&mut self, listing: Listing, expunges_allowed: bool, condstore: bool, out: &mut Vec<u8>) {
-        if listing.uidvalidity != self.uidvalidity {
+    /// Both lists are in UID order: one walk, no map. When the view ends up
+    /// showing just what the listing holds, it shares the listing again.
+    pub fn refresh(&mut self, fresh: Snapshot, expunges_allowed: bool, condstore: bool, out: &mut Vec<u8>) {
+        if fresh.uidvalidity != self.uidvalidity {
             return;
         }
-        let mut fresh: HashMap<u32, MessageInfo> = HashMap::with_capacity(listing.messages.len());
-        let mut newer = Vec::new();
         let last = self.messages.last().map_or(0, |m| m.uid).max(self.uidnext.saturating_sub(1));
-        for m in listing.messages {
-            if m.uid > last {
-                newer.push(m);
-            } else {
-                fresh.insert(m.uid, m);
-            }
-        }
-        for m in &self.messages {
-            if !fresh.contains_key(&m.uid) {
-                self.expunged.insert(m.uid);
+        let split = fresh.messages.partition_point(|m| m.uid <= last);
+        let (known, newer) = fresh.messages.split_at(split);
+        if !Arc::ptr_eq(&fresh.messages, &self.messages) {
+            let mut j = 0;
+            for m in self.messages.iter() {
+                while known.get(j).is_some_and(|k| k.uid < m.uid) {
+                    j += 1;
+                }
+                if known.get(j).is_some_and(|k| k.uid == m.uid) {
+                    j += 1;
+                } else {
+                    self.expunged.insert(m.uid);
+                }
             }
         }
         if expunges_allowed {
@@ -208,28 +215,46 @@ impl View {
         if !newer.is_empty() {
             let upto = newer.last().map_or(0, |m| m.uid);
             let before = if self.read_only { self.book.peek(&self.key) } else { self.book.claim(&self.key, upto) };
-            let mine: Vec<u32> = newer.iter().filter(|m| m.uid > before).map(|m| m.uid).collect();
-            self.recent.extend(mine);
-            self.messages.extend(newer);
+            // above every UID the view had: the vector stays ascending
+            self.recent.extend(newer.iter().filter(|m| m.uid > before).map(|m| m.uid));
+            Arc::make_mut(&mut self.messages).extend_from_slice(newer);
             response::data(out, &response::Data::Exists(self.exists()));
             response::data(out, &response::Data::Recent(self.recent.len() as u32));
         }
-        self.uidnext = self.uidnext.max(listing.uidnext);
-        self.highestmodseq = self.highestmodseq.max(listing.highestmodseq);
-        for (i, m) in self.messages.iter_mut().enumerate() {
-            let Some(f) = fresh.get(&m.uid) else { continue };
-            if f.flags != m.flags {
-                m.flags = f.flags.clone();
-                m.modseq = f.modseq;
-                let flags = super::flags::to_protocol(&m.flags, self.recent.contains(&m.uid));
-                let uid = m.uid;
-                let mut items = vec![FetchItem::Uid(uid), FetchItem::Flags(&flags)];
+        self.uidnext = self.uidnext.max(fresh.uidnext);
+        self.highestmodseq = self.highestmodseq.max(fresh.highestmodseq);
+        // flags changed by others: (index, index in `known`), told now
+        let mut changed = Vec::new();
+        let mut j = 0;
+        for (i, m) in self.messages.iter().enumerate() {
+            while known.get(j).is_some_and(|k| k.uid < m.uid) {
+                j += 1;
+            }
+            let Some(k) = known.get(j).filter(|k| k.uid == m.uid) else { continue };
+            if k.flags != m.flags {
+                let flags = super::flags::to_protocol(&k.flags, self.recent.binary_search(&m.uid).is_ok());
+                let mut items = vec![FetchItem::Uid(m.uid), FetchItem::Flags(&flags)];
                 if condstore {
-                    items.push(FetchItem::ModSeq(f.modseq));
+                    items.push(FetchItem::ModSeq(k.modseq));
                 }
                 response::fetch(out, i as u32 + 1, &items);
-            } else {
-                m.modseq = f.modseq;
+            }
+            if k.flags != m.flags || k.modseq != m.modseq {
+                changed.push((i, j));
+            }
+        }
+        let same_uids = self.expunged.is_empty()
+            && self.messages.len() == fresh.messages.len()
+            && self.messages.iter().zip(fresh.messages.iter()).all(|(a, b)| a.uid == b.uid);
+        if same_uids {
+            self.messages = fresh.messages.clone();
+        } else if !changed.is_empty() {
+            let messages = Arc::make_mut(&mut self.messages);
+            for (i, j) in changed {
+                if let (Some(m), Some(k)) = (messages.get_mut(i), known.get(j)) {
+                    m.flags = k.flags.clone();
+                    m.modseq = k.modseq;
+                }
             }
         }
     }
@@ -245,10 +270,10 @@ mod tests {
         MessageInfo { uid, size: 10, internal_date: 0, flags: flags.iter().cloned().collect(), modseq }
     }
 
-    fn listing(messages: Vec<MessageInfo>) -> Listing {
+    fn listing(messages: Vec<MessageInfo>) -> Snapshot {
         let uidnext = messages.last().map_or(1, |m| m.uid + 1);
         let highestmodseq = messages.iter().map(|m| m.modseq).max().unwrap_or(1);
-        Listing { uidvalidity: 7, uidnext, highestmodseq, messages }
+        Snapshot { uidvalidity: 7, uidnext, highestmodseq, messages: Arc::new(messages) }
     }
 
     fn text(out: &mut Vec<u8>) -> String {

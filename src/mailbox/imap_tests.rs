@@ -486,3 +486,70 @@ fn mailbox_faults_in_modseq_floor_and_move_lose_nothing() {
         assert!(ms.iter().all(|m| m.1 >= 1), "{what}: {ms:?}");
     }
 }
+
+/// The listing in memory equals a fresh read of the index in every folder.
+fn assert_cache_current(store: &MailboxStore, what: &str) {
+    for f in store.folders(ALICE).unwrap() {
+        let cached = store.listing(ALICE, &f.name).unwrap();
+        let fresh = store.listing_from_index(ALICE, &f.name).unwrap();
+        assert_eq!(cached, fresh, "after {what}: folder {}", f.name);
+    }
+}
+
+#[test]
+fn the_cached_listing_equals_a_fresh_read_after_every_kind_of_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_d, store, faults) = open_faulty(dir.path());
+    // every folder's listing is cached from here on
+    assert_cache_current(&store, "the first read");
+    for i in 1..=4 {
+        store.deliver(ALICE, &msg(i), 1).unwrap();
+    }
+    store.append(ALICE, "Sent", &msg(5), 2, &flags(&[Flag::Seen])).unwrap();
+    assert_cache_current(&store, "deliveries and APPEND");
+    let held = store.listing(ALICE, INBOX).unwrap();
+
+    store.store_flags(ALICE, INBOX, &[1, 2], FlagChange::Add, &flags(&[Flag::Flagged])).unwrap();
+    store.store_flags(ALICE, INBOX, &[2], FlagChange::Replace, &flags(&[Flag::Keyword("$x".into())])).unwrap();
+    let h = store.highestmodseq(ALICE, INBOX).unwrap();
+    store.store_flags_if(ALICE, INBOX, &[1, 2], FlagChange::Remove, &flags(&[Flag::Flagged]), Some(h - 1)).unwrap();
+    assert_cache_current(&store, "STORE, with and without UNCHANGEDSINCE");
+    assert_eq!(held.messages.len(), 4, "a session's snapshot does not change under it");
+    assert!(held.messages.iter().all(|m| m.flags.is_empty()));
+
+    store.expunge(ALICE, INBOX, &[3]).unwrap();
+    assert_cache_current(&store, "EXPUNGE");
+    store.copy(ALICE, INBOX, &[1, 2], "Trash").unwrap();
+    assert_cache_current(&store, "COPY");
+    store.move_messages(ALICE, INBOX, &[4], "Junk").unwrap();
+    assert_cache_current(&store, "MOVE");
+
+    store.create_folder(ALICE, "a").unwrap();
+    store.copy(ALICE, "Trash", &[1], "a").unwrap();
+    store.rename_folder(ALICE, "a", "b").unwrap();
+    assert_cache_current(&store, "CREATE and RENAME");
+    store.delete_folder(ALICE, "b").unwrap();
+    // the new folder gets the deleted one's id: none of its listing may show
+    store.create_folder(ALICE, "c").unwrap();
+    assert!(store.listing(ALICE, "c").unwrap().messages.is_empty());
+    assert_cache_current(&store, "DELETE and CREATE");
+    store.rename_inbox(ALICE, "Old").unwrap();
+    assert_cache_current(&store, "RENAME INBOX");
+
+    // writes that fail part-way: the cache follows the index
+    store.deliver(ALICE, &msg(6), 3).unwrap();
+    store.deliver(ALICE, &msg(7), 3).unwrap();
+    faults.inject(fault::Step::Index, 5, 1);
+    assert!(store.deliver(ALICE, &msg(8), 3).is_err());
+    assert_cache_current(&store, "a failed delivery");
+    faults.inject(fault::Step::Index, 5, 1);
+    assert!(store.store_flags(ALICE, INBOX, &[1, 2, 3, 4, 5, 6, 7], FlagChange::Add, &flags(&[Flag::Seen])).is_err());
+    assert_cache_current(&store, "a failed STORE");
+    let uids: Vec<u32> = store.listing(ALICE, INBOX).unwrap().messages.iter().map(|m| m.uid).collect();
+    faults.inject(fault::Step::Unlink, 5, 1);
+    assert!(store.expunge(ALICE, INBOX, &uids).is_err());
+    assert_cache_current(&store, "a failed EXPUNGE");
+    faults.inject(fault::Step::Index, 5, 1);
+    assert!(store.copy(ALICE, INBOX, &uids, "Trash").is_err());
+    assert_cache_current(&store, "a failed COPY");
+}

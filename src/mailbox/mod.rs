@@ -53,9 +53,14 @@
 //! # Concurrency
 //!
 //! Readers (listings, message bytes) take no lock: records are read from
-//! sled and message files never change once written (the one exception is
-//! the first access for a user never seen, which creates the default
-//! folders under that user's writer lock). Writes for one user
+//! sled and message files never change once written (the exceptions: the
+//! first access for a user never seen, which creates the default folders,
+//! and the first read of a folder's listing, which `cache` then keeps in
+//! memory, both under that user's writer lock). A folder's listing
+//! ([`MailboxStore::listing`], a [`Snapshot`] every session shares) is
+//! read from the index once and then edited by every write, so SELECT of
+//! 100,000 messages is a lookup, not 100,000 record decodes; the index
+//! stays the truth and a restart reads it again. Writes for one user
 //! are serialised by a per-user mutex (one writer per user; different users
 //! proceed in parallel). Every method blocks on the disk: call it from
 //! `tokio::task::spawn_blocking`, never on the async runtime's threads.
@@ -121,6 +126,7 @@
 //! }
 //! ```
 
+mod cache;
 mod disk;
 pub mod fault;
 pub mod imap;
@@ -130,10 +136,11 @@ pub mod parse;
 mod reconcile;
 mod store;
 
+pub use cache::Snapshot;
 pub use index::{Flag, Flags, SpecialUse};
 pub use notify::{Change, ChangeKind, MaildropLock};
 pub use parse::Parsed;
-pub use store::{FlagsStored, ListEntry, Listing, MailboxStore};
+pub use store::{FlagsStored, FolderRef, ListEntry, Listing, MailboxStore};
 
 use std::path::PathBuf;
 

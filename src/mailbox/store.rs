@@ -9,6 +9,7 @@
 //! message that cannot be read). Every index write goes through the fault
 //! seam ([`super::fault`]) like the disk's.
 
+use super::cache::{self, Listings, Numbers, Snapshot};
 use super::disk::{Disk, FolderState};
 use super::fault::{Faults, Step};
 use super::index::{self, FolderRecord, MessageRecord};
@@ -44,6 +45,8 @@ pub struct MailboxStore {
     writers: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     last_uidvalidity: Mutex<u32>,
     notifier: Notifier,
+    /// Folders' listings in memory ([`super::cache`]), edited by every write.
+    listings: Listings,
 }
 
 /// A folder's id and index record.
@@ -61,6 +64,15 @@ pub struct Listing {
     /// At least the MODSEQ of every message listed (RFC 7162).
     pub highestmodseq: u64,
     pub messages: Vec<MessageInfo>,
+}
+
+/// A folder looked up once ([`MailboxStore::folder_ref`]) for many reads.
+#[derive(Clone, Debug)]
+pub struct FolderRef {
+    user: String,
+    fid: u32,
+    /// Its name when looked up (for errors).
+    name: String,
 }
 
 /// One name IMAP LIST shows.
@@ -148,6 +160,7 @@ impl MailboxStore {
             writers: Mutex::new(HashMap::new()),
             last_uidvalidity: Mutex::new(max_uidvalidity),
             notifier: Notifier::default(),
+            listings: Listings::default(),
         };
         Ok((store, recovery))
     }
@@ -190,15 +203,33 @@ impl MailboxStore {
             batch.insert(index::message_key(&user, f.fid, uid), index::encode(&rec));
             batch.insert(index::parse_key(&user, f.fid, uid), parsed);
             batch.insert(index::folder_key(&user, f.fid), index::encode(&f.rec));
-            self.apply(batch)
+            self.apply(batch).map(|()| modseq)
         });
-        if let Err(e) = indexed {
-            // not acknowledged: take the file back so a retry does not duplicate it
-            self.disk.discard_messages(&dir, &[super::disk::message_name(uid)]);
-            return Err(e);
-        }
+        let modseq = match indexed {
+            Ok(m) => m,
+            Err(e) => {
+                self.listings.forget(&user, f.fid);
+                // not acknowledged: take the file back so a retry does not duplicate it
+                self.disk.discard_messages(&dir, &[super::disk::message_name(uid)]);
+                return Err(e);
+            }
+        };
+        let info = MessageInfo { uid, size: message.len() as u64, internal_date, flags: flags.clone(), modseq };
+        self.listings.edit(&user, f.fid, numbers(&f.rec), |m| cache::insert_sorted(m, info));
         self.notify(&user, &f, ChangeKind::Appended(vec![uid]));
         Ok(Appended { uidvalidity: f.rec.uidvalidity, uid })
+    }
+
+    /// Make sure `user`'s default folders exist (a session's login): what
+    /// [`MailboxStore::folders`] does first, without reading any listing.
+    pub fn ensure_user(&self, user: &str) -> Result<(), MailboxError> {
+        let user = user_key(user)?;
+        if self.lookup(&user, INBOX)?.is_none() {
+            let lock = self.writer(&user);
+            let _held = lock.lock_or_recover();
+            self.ensure_defaults(&user)?;
+        }
+        Ok(())
     }
 
     /// Every folder of `user` (creating the default ones for a new user), by creation.
@@ -211,28 +242,30 @@ impl MailboxStore {
             self.ensure_defaults(&user)?;
             all = self.folder_records(&user)?;
         }
-        all.iter().map(|f| self.info(&user, f)).collect()
+        all.iter().map(|f| self.info(&user, f, &self.snapshot(&user, f.fid)?)).collect()
     }
 
     /// One folder's status (IMAP STATUS / SELECT).
     pub fn folder(&self, user: &str, name: &str) -> Result<FolderInfo, MailboxError> {
         let user = user_key(user)?;
         let f = self.find(&user, name)?;
-        self.info(&user, &f)
+        self.info(&user, &f, &self.snapshot(&user, f.fid)?)
     }
 
-    /// The messages of a folder, ascending by UID.
+    /// The messages of a folder, ascending by UID (a copy of
+    /// [`MailboxStore::listing`]).
     pub fn messages(&self, user: &str, folder: &str) -> Result<Listing, MailboxError> {
+        let s = self.listing(user, folder)?;
+        let messages = s.messages.as_ref().clone();
+        Ok(Listing { uidvalidity: s.uidvalidity, uidnext: s.uidnext, highestmodseq: s.highestmodseq, messages })
+    }
+
+    /// The messages of a folder, ascending by UID, shared with every other
+    /// reader ([`super::cache`]): no copy, no index read after the first.
+    pub fn listing(&self, user: &str, folder: &str) -> Result<Snapshot, MailboxError> {
         let user = user_key(user)?;
-        let fid = self.find(&user, folder)?.fid;
-        let messages = self.message_infos(&user, fid)?;
-        // read the record after the messages, so UIDNEXT is past every UID listed
-        let k = index::folder_key(&user, fid);
-        let Some(v) = self.tree.get(&k)? else {
-            return Err(MailboxError::NoSuchFolder { user, folder: folder.to_string() });
-        };
-        let rec: FolderRecord = index::decode(&k, &v)?;
-        Ok(Listing { uidvalidity: rec.uidvalidity, uidnext: rec.uidnext, highestmodseq: rec.highestmodseq, messages })
+        let f = self.find(&user, folder)?;
+        self.snapshot(&user, f.fid)
     }
 
     /// A folder's HIGHESTMODSEQ (RFC 7162; STATUS, SELECT).
@@ -244,20 +277,32 @@ impl MailboxStore {
     /// The messages whose MODSEQ is above `modseq` (RFC 7162 CHANGEDSINCE),
     /// ascending by UID, in a listing like [`MailboxStore::messages`].
     pub fn changed_since(&self, user: &str, folder: &str, modseq: u64) -> Result<Listing, MailboxError> {
-        let mut l = self.messages(user, folder)?;
-        l.messages.retain(|m| m.modseq > modseq);
-        Ok(l)
+        let s = self.listing(user, folder)?;
+        let messages = s.messages.iter().filter(|m| m.modseq > modseq).cloned().collect();
+        Ok(Listing { uidvalidity: s.uidvalidity, uidnext: s.uidnext, highestmodseq: s.highestmodseq, messages })
     }
 
     /// A message's bytes, exactly as stored.
     pub fn read(&self, user: &str, folder: &str, uid: u32) -> Result<Vec<u8>, MailboxError> {
+        self.read_in(&self.folder_ref(user, folder)?, uid)
+    }
+
+    /// A folder looked up once for many reads of its messages (a FETCH or
+    /// SEARCH over a whole folder), by its id: a rename since does not
+    /// matter, a deletion makes every message gone.
+    pub fn folder_ref(&self, user: &str, folder: &str) -> Result<FolderRef, MailboxError> {
         let user = user_key(user)?;
         let f = self.find(&user, folder)?;
-        let gone = || MailboxError::NoSuchMessage { folder: f.rec.name.clone(), uid };
-        if !self.tree.contains_key(index::message_key(&user, f.fid, uid))? {
+        Ok(FolderRef { user, fid: f.fid, name: f.rec.name })
+    }
+
+    /// [`MailboxStore::read`] in a folder looked up before.
+    pub fn read_in(&self, at: &FolderRef, uid: u32) -> Result<Vec<u8>, MailboxError> {
+        let gone = || MailboxError::NoSuchMessage { folder: at.name.clone(), uid };
+        if !self.tree.contains_key(index::message_key(&at.user, at.fid, uid))? {
             return Err(gone());
         }
-        let path = self.disk.message_path(&user, f.fid, uid);
+        let path = self.disk.message_path(&at.user, at.fid, uid);
         match Disk::read_message(&path) {
             Ok(b) => Ok(b),
             // expunged by another session since the record was read
@@ -270,20 +315,24 @@ impl MailboxStore {
     /// SEARCH fields), made when it arrived. A message indexed before the
     /// cache existed is parsed now, and the parse kept.
     pub fn parsed(&self, user: &str, folder: &str, uid: u32) -> Result<Parsed, MailboxError> {
-        let user = user_key(user)?;
-        let f = self.find(&user, folder)?;
-        let pk = index::parse_key(&user, f.fid, uid);
+        self.parsed_in(&self.folder_ref(user, folder)?, uid)
+    }
+
+    /// [`MailboxStore::parsed`] in a folder looked up before.
+    pub fn parsed_in(&self, at: &FolderRef, uid: u32) -> Result<Parsed, MailboxError> {
+        let user = &at.user;
+        let pk = index::parse_key(user, at.fid, uid);
         if let Some(v) = self.tree.get(&pk)? {
             match index::decode(&pk, &v) {
                 Ok(p) => return Ok(p),
                 Err(e) => tracing::warn!("{e}; parsed again from the message"),
             }
         }
-        let parsed = parse::parse(&self.read(&user, folder, uid)?);
-        let lock = self.writer(&user);
+        let parsed = parse::parse(&self.read_in(at, uid)?);
+        let lock = self.writer(user);
         let _held = lock.lock_or_recover();
         // only for a message still there, or an expunge would leave it behind
-        if self.tree.contains_key(index::message_key(&user, f.fid, uid))? {
+        if self.tree.contains_key(index::message_key(user, at.fid, uid))? {
             if let Err(e) = self.insert(pk, index::encode(&parsed)) {
                 tracing::warn!(user, uid, "cannot keep a message's parse: {e}");
             }
@@ -360,7 +409,18 @@ impl MailboxStore {
             batch.insert(k, index::encode(&rec));
         }
         batch.insert(index::folder_key(&user, f.fid), index::encode(&f.rec));
-        self.apply(batch)?;
+        if let Err(e) = self.apply(batch) {
+            self.listings.forget(&user, f.fid);
+            return Err(e);
+        }
+        self.listings.edit(&user, f.fid, numbers(&f.rec), |m| {
+            for (uid, flags, modseq) in &out.updated {
+                if let Ok(i) = m.binary_search_by_key(uid, |x| x.uid) {
+                    m[i].flags = flags.clone();
+                    m[i].modseq = *modseq;
+                }
+            }
+        });
         self.notify(&user, &f, ChangeKind::Flags(uids));
         Ok(out)
     }
@@ -413,7 +473,11 @@ impl MailboxStore {
                 batch.remove(index::parse_key(&user, f.fid, uid));
             }
             batch.insert(index::folder_key(&user, f.fid), index::encode(&f.rec));
-            self.apply(batch)?;
+            if let Err(e) = self.apply(batch) {
+                self.listings.forget(&user, f.fid);
+                return Err(e);
+            }
+            self.listings.edit(&user, f.fid, numbers(&f.rec), |m| m.retain(|x| gone.binary_search(&x.uid).is_err()));
             if !gone.is_empty() {
                 self.notify(&user, &f, ChangeKind::Expunged(gone.clone()));
             }
@@ -469,6 +533,7 @@ impl MailboxStore {
         let mut dst = self.folder_locked(&user, to)?;
         let dst_dir = self.disk.folder_dir(&user, dst.fid);
         let mut pairs = Vec::new();
+        let mut added = Vec::new();
         let mut batch = sled::Batch::default();
         let mut uids = uids.to_vec();
         uids.sort_unstable();
@@ -490,6 +555,13 @@ impl MailboxStore {
                 pairs.push((uid, new));
                 let mut rec = rec;
                 rec.modseq = self.next_modseq(&dst_dir, &mut dst.rec)?;
+                added.push(MessageInfo {
+                    uid: new,
+                    size: rec.size,
+                    internal_date: rec.date,
+                    flags: rec.flags.clone(),
+                    modseq: rec.modseq,
+                });
                 batch.insert(index::message_key(&user, dst.fid, new), index::encode(&rec));
                 if let Some(p) = self.tree.get(index::parse_key(&user, src.fid, uid))? {
                     batch.insert(index::parse_key(&user, dst.fid, new), p);
@@ -503,6 +575,7 @@ impl MailboxStore {
             self.apply(std::mem::take(&mut batch))
         };
         if let Err(e) = link_all() {
+            self.listings.forget(&user, dst.fid);
             // not acknowledged: take the new names back so they are not re-indexed later
             let made: Vec<String> = pairs.iter().map(|p| super::disk::message_name(p.1)).collect();
             self.disk.discard_messages(&dst_dir, &made);
@@ -511,6 +584,11 @@ impl MailboxStore {
         if pairs.is_empty() {
             return Ok((dst.rec.uidvalidity, pairs));
         }
+        self.listings.edit(&user, dst.fid, numbers(&dst.rec), |m| {
+            for info in added {
+                cache::insert_sorted(m, info);
+            }
+        });
         self.notify(&user, &dst, ChangeKind::Appended(pairs.iter().map(|p| p.1).collect()));
         Ok((dst.rec.uidvalidity, pairs))
     }
@@ -531,7 +609,7 @@ impl MailboxStore {
         }
         let f = self.new_folder(&user, &name, None)?;
         self.notify(&user, &f, ChangeKind::Folders);
-        self.info(&user, &f)
+        self.info(&user, &f, &self.snapshot_locked(&user, f.fid)?)
     }
 
     /// What IMAP LIST shows: every folder with its attributes
@@ -663,7 +741,9 @@ impl MailboxStore {
         for k in self.tree.scan_prefix(index::parse_prefix(&user, f.fid)).keys() {
             batch.remove(k?);
         }
-        self.apply(batch)?;
+        let applied = self.apply(batch);
+        self.listings.forget(&user, f.fid);
+        applied?;
         self.notify(&user, &f, ChangeKind::Folders);
         removed.map_err(|e| MailboxError::io(dir, e))
     }
@@ -866,6 +946,8 @@ impl MailboxStore {
             self.disk.discard_folder(user, fid);
             return Err(e);
         }
+        // a folder deleted before had this id: nothing of its listing stays
+        self.listings.forget(user, fid);
         Ok(Folder { fid, rec })
     }
 
@@ -886,8 +968,58 @@ impl MailboxStore {
         Ok(out)
     }
 
-    fn info(&self, user: &str, f: &Folder) -> Result<FolderInfo, MailboxError> {
-        let msgs = self.message_infos(user, f.fid)?;
+    /// A folder's listing: from memory, else read from the index (under
+    /// the user's writer lock: never call it holding the lock, use
+    /// [`MailboxStore::snapshot_locked`]).
+    fn snapshot(&self, user: &str, fid: u32) -> Result<Snapshot, MailboxError> {
+        if let Some(s) = self.listings.get(user, fid) {
+            return Ok(s);
+        }
+        let lock = self.writer(user);
+        let _held = lock.lock_or_recover();
+        self.snapshot_locked(user, fid)
+    }
+
+    /// [`MailboxStore::snapshot`] for callers holding the user's writer
+    /// lock: no write can come between the read and the caching.
+    fn snapshot_locked(&self, user: &str, fid: u32) -> Result<Snapshot, MailboxError> {
+        if let Some(s) = self.listings.get(user, fid) {
+            return Ok(s);
+        }
+        let snap = self.read_listing(user, fid)?;
+        self.listings.put(user, fid, snap.clone());
+        Ok(snap)
+    }
+
+    /// A folder's listing as the index has it (the cache's source).
+    pub(super) fn read_listing(&self, user: &str, fid: u32) -> Result<Snapshot, MailboxError> {
+        let messages = self.message_infos(user, fid)?;
+        // read the record after the messages, so UIDNEXT is past every UID listed
+        let k = index::folder_key(user, fid);
+        let Some(v) = self.tree.get(&k)? else {
+            return Err(MailboxError::NoSuchFolder { user: user.to_string(), folder: format!("#{fid}") });
+        };
+        let rec: FolderRecord = index::decode(&k, &v)?;
+        let n = numbers(&rec);
+        Ok(Snapshot {
+            uidvalidity: n.uidvalidity,
+            uidnext: n.uidnext,
+            highestmodseq: n.highestmodseq,
+            messages: Arc::new(messages),
+        })
+    }
+
+    /// The listing of `folder` as the index has it, bypassing the cache
+    /// (tests compare the two).
+    #[cfg(test)]
+    pub(super) fn listing_from_index(&self, user: &str, folder: &str) -> Result<Snapshot, MailboxError> {
+        let user = user_key(user)?;
+        let f = self.find(&user, folder)?;
+        self.read_listing(&user, f.fid)
+    }
+
+    fn info(&self, user: &str, f: &Folder, snap: &Snapshot) -> Result<FolderInfo, MailboxError> {
+        let msgs = &snap.messages;
         let prefix = format!("{}{DELIMITER}", f.rec.name);
         let has_children = self.folder_records(user)?.iter().any(|c| c.rec.name.starts_with(&prefix));
         Ok(FolderInfo {
@@ -901,6 +1033,10 @@ impl MailboxStore {
             has_children,
         })
     }
+}
+
+fn numbers(rec: &FolderRecord) -> Numbers {
+    Numbers { uidvalidity: rec.uidvalidity, uidnext: rec.uidnext, highestmodseq: rec.highestmodseq }
 }
 
 fn state_of(rec: &FolderRecord) -> FolderState {
