@@ -13,24 +13,10 @@ mod common;
 mod sink;
 
 use common::*;
-use sink::{Sink, SinkConfig};
+use sink::{Sink, SinkConfig, Sinks};
 use std::io::{Read, Write};
 use std::process::Command;
 use std::time::Duration;
-
-/// Sinks run on their own runtime, kept for the test's life.
-struct Sinks {
-    rt: tokio::runtime::Runtime,
-}
-
-impl Sinks {
-    fn new() -> Sinks {
-        Sinks { rt: tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap() }
-    }
-    fn start(&self, c: SinkConfig) -> Sink {
-        self.rt.block_on(Sink::start(c))
-    }
-}
 
 /// A port on 127.0.0.1 that nobody listens on (bound, then let go).
 fn dead_port() -> u16 {

@@ -14,23 +14,9 @@ mod sink;
 
 use common::*;
 use serde_json::Value;
-use sink::{Sink, SinkConfig};
+use sink::{Sink, SinkConfig, Sinks};
 use std::process::Output;
 use std::time::Duration;
-
-/// Sinks run on their own runtime, kept for the test's life.
-struct Sinks {
-    rt: tokio::runtime::Runtime,
-}
-
-impl Sinks {
-    fn new() -> Sinks {
-        Sinks { rt: tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap() }
-    }
-    fn start(&self, c: SinkConfig) -> Sink {
-        self.rt.block_on(Sink::start(c))
-    }
-}
 
 /// A relay (127.0.0.0/8 may relay) whose one connector takes every remote
 /// domain to `sink`; example.test is local.

@@ -14,22 +14,8 @@ mod mx;
 mod sink;
 
 use common::*;
-use sink::{Sink, SinkConfig, StartTls};
+use sink::{Sink, SinkConfig, Sinks, StartTls};
 use std::time::Duration;
-
-/// Sinks run on their own runtime, kept for the test's life.
-struct Sinks {
-    rt: tokio::runtime::Runtime,
-}
-
-impl Sinks {
-    fn new() -> Sinks {
-        Sinks { rt: tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap() }
-    }
-    fn start(&self, c: SinkConfig) -> Sink {
-        self.rt.block_on(Sink::start(c))
-    }
-}
 
 /// A relay (127.0.0.0/8 may relay) whose connectors are `connectors`,
 /// with `queue` settings; senders at origin.test are routed to `back`.

@@ -25,6 +25,21 @@ pub enum StartTls {
     GarbageAfterReady,
 }
 
+/// Sinks for tests that are not async themselves: they run on their own
+/// runtime, kept for the test's life.
+pub struct Sinks {
+    rt: tokio::runtime::Runtime,
+}
+
+impl Sinks {
+    pub fn new() -> Sinks {
+        Sinks { rt: tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap() }
+    }
+    pub fn start(&self, c: SinkConfig) -> Sink {
+        self.rt.block_on(Sink::start(c))
+    }
+}
+
 #[derive(Clone)]
 pub struct SinkConfig {
     pub hostname: String,
