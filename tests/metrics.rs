@@ -13,7 +13,7 @@ mod common;
 mod sink;
 
 use common::*;
-use sink::{Sink, SinkConfig, Sinks};
+use sink::{SinkConfig, Sinks};
 use std::io::{Read, Write};
 use std::process::Command;
 use std::time::Duration;
