@@ -23,7 +23,8 @@
 # installed if missing and never started) and GNU time.
 #
 # Env: SIZES, L, S (smtp-source sessions, 20), PORT (2545), DEAD_PORT (2546),
-# TIMEOUT per phase in seconds (3600).
+# TIMEOUT per phase in seconds (3600), BIN (a postern binary to use instead of
+# building the release one).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SIZES=${SIZES:-"10000 100000 1000000"}; L=${L:-2048}; S=${S:-20}
@@ -38,9 +39,11 @@ if ! command -v smtp-source >/dev/null || ! command -v smtp-sink >/dev/null; the
 fi
 [[ -x /usr/bin/time ]] || { echo "GNU time (/usr/bin/time, Debian package time) is needed for the CLI's peak RSS"; exit 1; }
 
-echo "# building postern (release)"
-cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml" || exit 1
-BIN=$ROOT/target/release/postern
+if [[ -z ${BIN:-} ]]; then
+  echo "# building postern (release)"
+  cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml" || exit 1
+  BIN=$ROOT/target/release/postern
+fi
 
 WORK=$(mktemp -d /tmp/postern-queue-scale.XXXXXX)
 cleanup() {
