@@ -210,6 +210,10 @@ pub struct Connector {
     pub helo_name: Option<String>,
     #[serde(default)]
     pub tls_ca_file: Option<PathBuf>,
+    /// The port of the recipient domain's MX hosts (without a smarthost);
+    /// 25 when absent. A lab, or a test, runs receiving servers elsewhere.
+    #[serde(default)]
+    pub mx_port: Option<u16>,
 
     /// Parsed `smarthost`, filled in by validation.
     #[serde(skip)]
@@ -769,6 +773,15 @@ impl Config {
                     format!("{cn}: AUTH never goes over plaintext; tls = \"none\" would never send the credentials"),
                 ));
             }
+            if c.mx_port == Some(0) {
+                return Err(Problem::new(at("mx_port"), format!("{cn}: mx_port 0 is not a port (1..65535)")));
+            }
+            if c.mx_port.is_some() && c.smarthost.is_some() {
+                return Err(Problem::new(
+                    at("mx_port"),
+                    format!("{cn}: mx_port is for MX delivery; a smarthost carries its own port"),
+                ));
+            }
             if let Some(h) = &c.helo_name {
                 if !is_domain_name(h) {
                     return Err(Problem::new(at("helo_name"), format!("{cn}: helo_name {h:?} is not a host name")));
@@ -1030,6 +1043,19 @@ certificates = ["main"]
         let c = parse(&format!("{MINIMAL}[metrics]\nlisten = \"0.0.0.0:9187\"\n")).unwrap();
         let w = c.warnings();
         assert!(w.len() == 1 && w[0].starts_with("metrics.listen 0.0.0.0:9187 is not a loopback address"), "{w:?}");
+    }
+
+    #[test]
+    fn mx_port_is_a_port_and_only_for_mx_delivery() {
+        let conn = |extra: &str| format!("{MINIMAL}[[connector]]\nname = \"lab\"\naddress_spaces = [\"*\"]\n{extra}\n");
+        assert_eq!(parse(&conn("")).unwrap().connectors[0].mx_port, None, "absent: 25 (the transport's default)");
+        assert_eq!(parse(&conn("mx_port = 2526")).unwrap().connectors[0].mx_port, Some(2526));
+        let e = parse(&conn("mx_port = 0")).unwrap_err().to_string();
+        assert!(e.ends_with("connector \"lab\": mx_port 0 is not a port (1..65535)"), "{e}");
+        let e = parse(&conn("mx_port = 70000")).unwrap_err().to_string();
+        assert!(e.contains("mx_port"), "{e}");
+        let e = parse(&conn("mx_port = 2526\nsmarthost = \"relay.example.net:587\"")).unwrap_err().to_string();
+        assert!(e.ends_with("connector \"lab\": mx_port is for MX delivery; a smarthost carries its own port"), "{e}");
     }
 
     #[test]

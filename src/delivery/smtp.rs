@@ -25,8 +25,9 @@
 //! # What happens in one attempt
 //!
 //! 1. Next hops: the smarthost (`smarthost_port()`, A/AAAA or an IP), or the
-//!    domain's MX hosts by preference via [`MxResolver`] (port
-//!    [`TransportSettings::mx_port`], 25 unless changed, or a per-host
+//!    domain's MX hosts by preference via [`MxResolver`] (port: the
+//!    connector's `mx_port`, else [`TransportSettings::mx_port`], 25 unless
+//!    changed, or a per-host
 //!    [`TransportSettings::port_overrides`] entry — the seam tests use to
 //!    run receiving servers on 127.0.0.1 port 0). DNS failures end the
 //!    attempt: NXDOMAIN and null MX fail the recipients, the rest defer them.
@@ -89,8 +90,8 @@ pub struct OutboundMessage<'a> {
 /// Tunables of the transport; [`Default`] is what production uses.
 #[derive(Clone, Debug)]
 pub struct TransportSettings {
-    /// The port MX hosts (and domain literals) are contacted on. Always 25
-    /// on the Internet; a test or ops seam for mail sinks on other ports.
+    /// The port MX hosts (and domain literals) are contacted on when the
+    /// connector sets no `mx_port`. Always 25 on the Internet.
     pub mx_port: u16,
     /// Per next-hop host name (as in the MX record, lower case), a port to
     /// use instead of `mx_port`: lets tests put several MX hosts on one
@@ -324,7 +325,7 @@ impl SmtpTransport {
             }
             None => {
                 let hops = self.resolver.resolve_domain(domain).await.map_err(|f| (f, false))?;
-                Ok(Route { hops, port: self.settings.mx_port, implicit_tls: false, smarthost: false })
+                Ok(Route { hops, port: c.mx_port.unwrap_or(self.settings.mx_port), implicit_tls: false, smarthost: false })
             }
         }
     }

@@ -43,6 +43,7 @@ relay_networks = ["127.0.0.0/8"]
 [[connector]]
 name = "internet"
 address_spaces = ["*"]
+mx_port = {mx_port}
 
 [dns]
 nameservers = ["{dns}"]
@@ -52,11 +53,12 @@ timeout = "2s"
 socket = "{data}/control.sock"
 "#,
         data = dir.path().join("data").display(),
-        dns = d.addr
+        dns = d.addr,
+        mx_port = sink.port()
     );
     let config = Config::parse(&text, std::path::Path::new("mx-test.toml")).unwrap();
+    // the MX port comes from the connector's `mx_port`, not from a seam
     let mut transport = TransportSettings {
-        mx_port: sink.port(),
         timeouts: Timeouts::all(Duration::from_secs(3)),
         ..Default::default()
     };
