@@ -325,7 +325,12 @@ impl SmtpTransport {
             }
             None => {
                 let hops = self.resolver.resolve_domain(domain).await.map_err(|f| (f, false))?;
-                Ok(Route { hops, port: c.mx_port.unwrap_or(self.settings.mx_port), implicit_tls: false, smarthost: false })
+                Ok(Route {
+                    hops,
+                    port: c.mx_port.unwrap_or(self.settings.mx_port),
+                    implicit_tls: false,
+                    smarthost: false,
+                })
             }
         }
     }

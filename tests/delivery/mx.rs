@@ -58,10 +58,7 @@ socket = "{data}/control.sock"
     );
     let config = Config::parse(&text, std::path::Path::new("mx-test.toml")).unwrap();
     // the MX port comes from the connector's `mx_port`, not from a seam
-    let mut transport = TransportSettings {
-        timeouts: Timeouts::all(Duration::from_secs(3)),
-        ..Default::default()
-    };
+    let mut transport = TransportSettings { timeouts: Timeouts::all(Duration::from_secs(3)), ..Default::default() };
     transport.port_overrides.insert("mx1.good.test".into(), closed_port());
     let server = postern::server::start_with(config, StartOptions { transport }).await.unwrap();
     let addr = server.listening[0].addr;
