@@ -125,7 +125,7 @@ listen = "127.0.0.1:0"
 "#,
         sink = sink.port()
     );
-    let conf = config("relay_networks = [\"127.0.0.0/8\"]", &extra)
+    let conf = config("relay_networks = [\"127.0.0.0/8\"]\nmax_message_size = 4096", &extra)
         .replace("[[connector]]\nname = \"internet\"\naddress_spaces = [\"*\"]\n", "");
     let s = TestServer::start(&conf);
     s.add_user("alice@example.test", "pw-alice");
@@ -144,6 +144,15 @@ listen = "127.0.0.1:0"
     c.expect("EHLO client.test", 250);
     c.expect("MAIL FROM:<a@origin.test>", 250);
     c.expect("RCPT TO:<nobody@example.test>", 550);
+    // refusals the SMTP core makes by itself: a declared SIZE over the
+    // limit at MAIL, and a message over it at the end of DATA
+    c.expect("RSET", 250);
+    c.expect("MAIL FROM:<a@origin.test> SIZE=100000", 552);
+    c.expect("MAIL FROM:<a@origin.test>", 250);
+    c.expect("RCPT TO:<alice@example.test>", 250);
+    c.expect("DATA", 354);
+    c.send(&format!("Subject: big\r\n\r\n{}\r\n.\r\n", "x".repeat(8000)));
+    assert_eq!(c.reply().code, 552);
     c.cmd("QUIT");
     let mut c = Client::connect(s.addr("submission"));
     c.reply();
@@ -155,6 +164,8 @@ listen = "127.0.0.1:0"
     let expected: &[(&str, f64)] = &[
         (r#"postern_smtp_messages_total{server="mx",code="250"}"#, 3.0),
         (r#"postern_smtp_refusals_total{server="mx",command="RCPT",code="550"}"#, 1.0),
+        (r#"postern_smtp_refusals_total{server="mx",command="MAIL",code="552"}"#, 1.0),
+        (r#"postern_smtp_messages_total{server="mx",code="552"}"#, 1.0),
         // alice's message and the NDR to her
         (r#"postern_deliveries_total{outcome="delivered",tls="none"}"#, 2.0),
         (r#"postern_deliveries_total{outcome="delivered",tls="unverified"}"#, 1.0),

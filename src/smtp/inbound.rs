@@ -15,7 +15,7 @@ use crate::net::{ConnInfo, Next, Service, Session, SessionEnd};
 use crate::proto::session::AuthEvent;
 use crate::proto::session::LineCore;
 use crate::proto::smtp::reply::{self, Reply};
-use crate::proto::smtp::server::{AuthMode, Event, ServerSession, Settings};
+use crate::proto::smtp::server::{AuthMode, Event, Refusal, ServerSession, Settings};
 use crate::proto::smtp::{Address, ReversePath};
 use crate::queue::{Message, MessageKind, QueueStore, Recipient, SpoolRef};
 use crate::service::Conn;
@@ -276,6 +276,12 @@ impl Session for InboundSession {
                     return Next::StartTls;
                 }
                 Event::Quit | Event::TooManyErrors => break,
+            }
+        }
+        for refusal in self.core.take_refusals() {
+            match refusal {
+                Refusal::Message(code) => self.metrics.smtp_message(&self.conn.vs.name, code),
+                Refusal::Mail(code) => self.metrics.smtp_refused(&self.conn.vs.name, "MAIL", code),
             }
         }
         self.conn.end_turn(&mut self.core, out)

@@ -141,6 +141,18 @@ pub struct ServerSession {
     esmtp: bool,
     auth_user: Option<String>,
     transactions: u32,
+    /// Refusals the core made by itself since the service last asked
+    /// ([`ServerSession::take_refusals`]): the service counts them.
+    refusals: Vec<Refusal>,
+}
+
+/// A refusal the core answers without asking the service: a message at the
+/// end of DATA (too big, too many `Received:` hops), or a MAIL by policy
+/// (a declared SIZE over the limit, AUTH required first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    Message(u16),
+    Mail(u16),
 }
 
 fn verb_is(line: &[u8], verb: &str) -> bool {
@@ -160,7 +172,13 @@ impl ServerSession {
             esmtp: false,
             auth_user: None,
             transactions: 0,
+            refusals: Vec::new(),
         }
+    }
+
+    /// The refusals made by the core itself since the last call.
+    pub fn take_refusals(&mut self) -> Vec<Refusal> {
+        std::mem::take(&mut self.refusals)
     }
 
     pub fn settings(&self) -> &Settings {
@@ -234,6 +252,7 @@ impl ServerSession {
             DataEnd::Complete(_) => reply::TOO_MANY_HOPS,
         };
         self.state = State::ExpectMail;
+        self.refusals.push(Refusal::Message(refusal.code));
         self.reply(&refusal);
         Before::Again
     }
@@ -315,7 +334,10 @@ impl ServerSession {
         let refusal = match self.state {
             State::ExpectHelo => Some(reply::HELO_FIRST),
             State::ExpectRcptOrData(_) => Some(reply::NESTED_MAIL),
-            _ if self.settings.auth == AuthMode::Required && self.auth_user.is_none() => Some(reply::AUTH_REQUIRED),
+            _ if self.settings.auth == AuthMode::Required && self.auth_user.is_none() => {
+                self.refusals.push(Refusal::Mail(reply::AUTH_REQUIRED.code));
+                Some(reply::AUTH_REQUIRED)
+            }
             _ => None,
         };
         let parsed = match refusal {
@@ -324,6 +346,7 @@ impl ServerSession {
         };
         let (from, params) = match parsed {
             Ok((_, params)) if params.size.is_some_and(|s| s > self.settings.max_message_size as u64) => {
+                self.refusals.push(Refusal::Mail(reply::SIZE_EXCEEDED.code));
                 self.reply(&reply::SIZE_EXCEEDED);
                 return None;
             }
