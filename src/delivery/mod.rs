@@ -16,7 +16,7 @@ pub mod smtp;
 mod tls;
 
 pub use local::LocalDelivery;
-pub use result::{AttemptResult, Stage, TlsOutcome};
+pub use result::{AttemptResult, PolicyKind, PolicyOutcome, Stage, TlsOutcome};
 pub use smtp::{OutboundMessage, SmtpTransport, Timeouts, TransportError, TransportSettings};
 
 use crate::proto::smtp::server::BodyType;

@@ -94,6 +94,47 @@ pub struct TlsOutcome {
     /// E.g. "plaintext after a failed handshake: ...".
     #[serde(default)]
     pub note: Option<String>,
+    /// The recipient domain's own policy (DANE or MTA-STS) and how it went;
+    /// `None` for a smarthost, a domain without one, or older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyOutcome>,
+}
+
+/// The policy kinds of RFC 8460 §4.3 (`policy-type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PolicyKind {
+    /// DANE: TLSA records under DNSSEC (RFC 7672).
+    Tlsa,
+    /// MTA-STS (RFC 8461).
+    Sts,
+    /// The domain publishes neither (or its DNS is insecure).
+    NoPolicyFound,
+}
+
+/// One session's result under a domain's TLS policy: what TLS-RPT (RFC 8460)
+/// aggregates and `postern tls report` counts. Filled by the DANE and MTA-STS
+/// code in delivery; read from the tracking log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyOutcome {
+    pub kind: PolicyKind,
+    /// The policy domain (the recipient domain).
+    pub domain: String,
+    /// RFC 8460 `policy-string`: the TLSA records as presented, or the
+    /// MTA-STS policy's lines.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub strings: Vec<String>,
+    /// MTA-STS `mode: testing`: a failure is reported, not enforced.
+    #[serde(default)]
+    pub testing: bool,
+    /// RFC 8460 §4.3 `result-type` when the policy failed
+    /// (`starttls-not-supported`, `certificate-host-mismatch`,
+    /// `certificate-expired`, `certificate-not-trusted`,
+    /// `validation-failure`, `tlsa-invalid`, `dnssec-invalid`,
+    /// `dane-required`, `sts-policy-fetch-error`, `sts-policy-invalid`,
+    /// `sts-webpki-invalid`); `None` on success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
 }
 
 impl fmt::Display for TlsOutcome {
@@ -131,6 +172,7 @@ mod tests {
             info: Some(TlsInfo { version: "TLSv1.3".into(), cipher: "TLS_AES_128_GCM_SHA256".into(), sni: None }),
             verified: true,
             note: None,
+            policy: None,
         };
         let json = r#"{"info":{"version":"TLSv1.3","cipher":"TLS_AES_128_GCM_SHA256"},"verified":true,"note":null}"#;
         assert_eq!(serde_json::to_string(&tls).unwrap(), json);

@@ -194,7 +194,7 @@ impl std::fmt::Debug for Session {
 }
 
 fn plaintext(note: impl Into<String>) -> TlsOutcome {
-    TlsOutcome { info: None, verified: false, note: Some(note.into()) }
+    TlsOutcome { info: None, verified: false, note: Some(note.into()), policy: None }
 }
 
 impl Session {
@@ -341,7 +341,7 @@ impl Session {
             Ok(Ok(info)) => info,
         };
         let verified = verify || self.stream.peer_certificates().is_some_and(|certs| p.tls.would_verify(&certs, &name));
-        self.tls = TlsOutcome { info: Some(info), verified, note: None };
+        self.tls = TlsOutcome { info: Some(info), verified, note: None, policy: None };
         Ok(())
     }
 
