@@ -225,6 +225,30 @@ impl MxResolver {
         Ok(NextHop { host, preference: None, addrs })
     }
 
+    /// The TXT records at `name` (e.g. `_mta-sts.example.net`,
+    /// `_smtp._tls.example.net`), each record's strings joined as RFC 7208
+    /// §3.3 and RFC 8461 §3.1 say. No records (or NXDOMAIN) is an empty
+    /// list; timeouts and SERVFAIL are temporary failures.
+    pub async fn txt(&self, name: &str) -> Result<Vec<String>, DnsFailure> {
+        let name_text = name.trim_end_matches('.').to_ascii_lowercase();
+        let fq = fqdn(&name_text).ok_or_else(|| DnsFailure::permanent(&name_text, "invalid name", "5.1.2"))?;
+        match tokio::time::timeout(self.limit, self.inner.txt_lookup(fq)).await {
+            Err(_) => Err(DnsFailure::temporary(&name_text, "timed out")),
+            Ok(Ok(l)) => Ok(l
+                .answers()
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::TXT(t) => {
+                        Some(t.txt_data.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect::<String>())
+                    }
+                    _ => None,
+                })
+                .collect()),
+            Ok(Err(e)) if e.is_nx_domain() || e.is_no_records_found() => Ok(Vec::new()),
+            Ok(Err(e)) => Err(temporary(&name_text, &e)),
+        }
+    }
+
     async fn addresses(&self, host: &str, name: Name) -> Result<Vec<IpAddr>, DnsFailure> {
         match tokio::time::timeout(self.limit, self.inner.lookup_ip(name)).await {
             Err(_) => Err(DnsFailure::temporary(host, "timed out")),
