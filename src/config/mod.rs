@@ -49,6 +49,8 @@ pub struct Config {
     pub news_peers: Vec<NewsPeer>,
     #[serde(default)]
     pub metrics: MetricsSection,
+    #[serde(default)]
+    pub mta_sts: MtaStsSection,
     /// The file this was read from (for messages).
     #[serde(skip)]
     pub path: PathBuf,
@@ -214,6 +216,10 @@ pub struct Connector {
     /// 25 when absent. A lab, or a test, runs receiving servers elsewhere.
     #[serde(default)]
     pub mx_port: Option<u16>,
+    /// Honour the recipient domain's MTA-STS policy (RFC 8461) on MX
+    /// delivery; a smarthost is the operator's own policy and never uses it.
+    #[serde(default = "default_true")]
+    pub mta_sts: bool,
 
     /// Parsed `smarthost`, filled in by validation.
     #[serde(skip)]
@@ -236,6 +242,35 @@ impl Connector {
         };
         self.smarthost_addr.as_ref().map(|h| h.port_or(default)).unwrap_or(25)
     }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// `[mta_sts]`: how MTA-STS policies are fetched and MX certificates
+/// verified under them (SPEC §7).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MtaStsSection {
+    /// PEM CA certificates trusted for the policy host's HTTPS and for MX
+    /// certificates under a policy; the built-in web roots when absent. The
+    /// transport loads it at start, so an unreadable file stops the start.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// The HTTPS port of `mta-sts.<domain>`: 443 on the Internet.
+    #[serde(default = "default_mta_sts_port")]
+    pub port: u16,
+}
+
+impl Default for MtaStsSection {
+    fn default() -> Self {
+        MtaStsSection { ca_file: None, port: default_mta_sts_port() }
+    }
+}
+
+fn default_mta_sts_port() -> u16 {
+    443
 }
 
 fn default_cost() -> u32 {
@@ -897,6 +932,12 @@ impl Config {
             return Err(Problem::new(
                 vec![Key("auth"), Key("failure_limit")],
                 "auth.failure_limit must be at least 1".into(),
+            ));
+        }
+        if self.mta_sts.port == 0 {
+            return Err(Problem::new(
+                vec![Key("mta_sts"), Key("port")],
+                "mta_sts.port 0 is not a port (1..65535)".to_string(),
             ));
         }
         self.metrics.listen_addr = match &self.metrics.listen {

@@ -8,6 +8,7 @@
 //! delivery's, kept by the queue as they are.
 
 mod local;
+pub mod mta_sts;
 pub mod mx;
 mod pool;
 mod result;

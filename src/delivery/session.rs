@@ -437,6 +437,13 @@ impl Session {
         }
     }
 
+    /// Whether the peer's certificate verifies for the host against `tls`'s
+    /// roots (MTA-STS `testing` reports what enforcing would have done).
+    pub fn would_verify(&self, tls: &ConnectorTls) -> bool {
+        let (name, name_ok) = server_name(&self.host, self.addr.ip());
+        name_ok && self.stream.peer_certificates().is_some_and(|certs| tls.would_verify(&certs, &name))
+    }
+
     /// Whether an idle session looks usable, without a round trip: no
     /// transaction left open (the core pipelines an RSET itself if one
     /// was) and nothing waiting on the socket — a server that closed the

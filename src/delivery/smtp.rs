@@ -56,6 +56,7 @@
 //! 4. If every hop failed at connect or TLS, every recipient is deferred with
 //!    the last failure and `unreachable` is set.
 
+use super::mta_sts::{MtaSts, Plan};
 use super::mx::{MxResolver, NextHop};
 use super::pool::{Pool, PoolKey, PoolLimits};
 use super::session::{HopFailure, OpenParams, Session};
@@ -136,6 +137,8 @@ pub enum TransportError {
     Dns(#[from] super::mx::DnsSetupError),
     #[error(transparent)]
     Tls(#[from] super::tls::TlsSetupError),
+    #[error(transparent)]
+    MtaSts(#[from] super::mta_sts::StsSetupError),
 }
 
 /// Outbound SMTP: resolver, TLS configurations and the session pool.
@@ -143,6 +146,7 @@ pub struct SmtpTransport {
     config: Arc<Config>,
     resolver: MxResolver,
     tls: TlsClients,
+    sts: MtaSts,
     pool: Pool,
     settings: TransportSettings,
 }
@@ -172,6 +176,7 @@ impl SmtpTransport {
     pub fn with_settings(config: Arc<Config>, settings: TransportSettings) -> Result<SmtpTransport, TransportError> {
         let resolver = MxResolver::from_config(&config.dns)?;
         let tls = TlsClients::default();
+        let sts = MtaSts::new(&config, resolver.clone())?;
         for c in &config.connectors {
             tls.for_connector(c)?;
         }
@@ -184,7 +189,7 @@ impl SmtpTransport {
             max_age: settings.max_session_age,
             max_messages: settings.max_messages_per_session,
         });
-        Ok(SmtpTransport { config, resolver, tls, pool, settings })
+        Ok(SmtpTransport { config, resolver, tls, sts, pool, settings })
     }
 
     pub fn settings(&self) -> &TransportSettings {
@@ -218,7 +223,7 @@ impl SmtpTransport {
                 return all(msg, RcptOutcome::Deferred(r), None, false);
             }
         };
-        let route = match self.route(connector, domain).await {
+        let mut route = match self.route(connector, domain).await {
             Ok(r) => r,
             Err((f, smarthost)) => {
                 tracing::info!(id = msg.id, connector = %connector.name, "{f}");
@@ -239,6 +244,23 @@ impl SmtpTransport {
         };
         let helo = connector.helo_name.as_deref().unwrap_or(&self.config.server.hostname);
 
+        // MTA-STS (RFC 8461): the domain's own policy, for MX delivery only;
+        // under `enforce` only the MX hosts it names, each with verified TLS
+        let sts = match route.smarthost || !connector.mta_sts {
+            true => Plan::Off,
+            false => self.sts.lookup(domain).await,
+        };
+        route.hops = match sts.hops(std::mem::take(&mut route.hops)) {
+            Ok(hops) => hops,
+            Err(host) => {
+                tracing::info!(id = msg.id, domain, "MTA-STS: no MX host matches the policy ({host} first)");
+                let text = format!("mta-sts: {host} not in policy");
+                let r = result(Stage::Tls, None, Some("4.7.5"), &text, Some(&host), now);
+                return all(msg, RcptOutcome::Deferred(r), Some(sts.not_in_policy()), true);
+            }
+        };
+        let (policy, tls) = sts.tls(policy, &tls, self.sts.tls());
+
         let mut last: Option<HopFailure> = None;
         let mut last_host = String::new();
         let mut last_ip = None;
@@ -246,11 +268,18 @@ impl SmtpTransport {
         'hops: for hop in self.prefer_pooled(connector, &route) {
             let port = self.port(&route, &hop);
             let key = PoolKey { connector: connector.name.clone(), host: hop.host.clone(), port };
-            while let Some(s) = self.take_idle(&key) {
+            while let Some(mut s) = self.take_idle(&key) {
                 if !s.probe() {
                     close_all(vec![s]);
                     continue;
                 }
+                if sts.enforce() && !s.tls.verified {
+                    // opened for a domain without a policy: not good enough here
+                    close_all(self.pool.put(key.clone(), s));
+                    break;
+                }
+                let sts_verified = s.would_verify(self.sts.tls());
+                sts.opened(&hop.host, &mut s.tls, sts_verified);
                 tracing::debug!(id = msg.id, host = %hop.host, "reusing an idle session");
                 // a reused session that dies before MAIL is answered is not
                 // the message's fault: try it on a fresh connection instead
@@ -270,7 +299,7 @@ impl SmtpTransport {
                     policy,
                     implicit_tls: route.implicit_tls,
                     plaintext_note: None,
-                    tls: &tls,
+                    tls,
                     auth,
                     timeouts: self.settings.timeouts,
                 };
@@ -283,13 +312,16 @@ impl SmtpTransport {
                     opened = Session::open(&p).await;
                 }
                 match opened {
-                    Ok(s) => {
+                    Ok(mut s) => {
+                        let sts_verified = s.would_verify(self.sts.tls());
+                        sts.opened(&hop.host, &mut s.tls, sts_verified);
                         // a fresh session always decides (None is for reused ones)
                         if let Some(report) = self.run(key.clone(), s, msg, now, false).await {
                             return report;
                         }
                     }
-                    Err(f) => {
+                    Err(mut f) => {
+                        sts.failed(&mut f);
                         tracing::info!(id = msg.id, host = %hop.host, addr = %p.addr, "{}: {}", f.stage, f.text);
                         let next = f.is_connect_or_tls();
                         last_host = hop.host.clone();

@@ -104,7 +104,7 @@ fn roots_from_file(path: &Path, connector: &str) -> Result<RootCertStore, TlsSet
     Ok(roots)
 }
 
-fn build(roots: RootCertStore) -> Result<ConnectorTls, BuildError> {
+pub(crate) fn build(roots: RootCertStore) -> Result<ConnectorTls, BuildError> {
     let provider = crate::tls::provider();
     let versions = crate::tls::client::CLIENT_VERSIONS;
     let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build()?;
