@@ -1100,6 +1100,21 @@ certificates = ["main"]
     }
 
     #[test]
+    fn mta_sts_keys_and_defaults() {
+        let conn = |extra: &str| format!("{MINIMAL}[[connector]]\nname = \"lab\"\naddress_spaces = [\"*\"]\n{extra}\n");
+        let c = parse(&conn("")).unwrap();
+        assert!(c.connectors[0].mta_sts, "MTA-STS is on by default");
+        assert_eq!((c.mta_sts.ca_file.clone(), c.mta_sts.port), (None, 443));
+        assert!(!parse(&conn("mta_sts = false")).unwrap().connectors[0].mta_sts);
+        let c = parse(&format!("{}\n[mta_sts]\nca_file = \"/etc/ca.pem\"\nport = 8443\n", conn(""))).unwrap();
+        assert_eq!((c.mta_sts.ca_file, c.mta_sts.port), (Some(PathBuf::from("/etc/ca.pem")), 8443));
+        let e = parse(&format!("{}\n[mta_sts]\nport = 0\n", conn(""))).unwrap_err().to_string();
+        assert!(e.ends_with("mta_sts.port 0 is not a port (1..65535)"), "{e}");
+        let e = parse(&format!("{}\n[mta_sts]\nbogus = 1\n", conn(""))).unwrap_err().to_string();
+        assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
     fn unknown_key_names_key_and_line() {
         let t = MINIMAL.replace("tls = \"starttls\"", "tls = \"starttls\"\nbogus_key = 1");
         let e = parse(&t).unwrap_err().to_string();

@@ -1,6 +1,7 @@
 //! Delivery: taking queued recipients to where they go — local mailboxes, or
 //! another SMTP server chosen by the recipient domain's MX (or a smarthost)
-//! under the connector's TLS policy. The scheduler (`queue::scheduler`)
+//! under the connector's TLS policy and the domain's MTA-STS policy
+//! ([`mta_sts`]). The scheduler (`queue::scheduler`)
 //! decides *when*; this module does one attempt and reports, per recipient,
 //! what happened. It never changes the queue itself, and knows nothing of
 //! it: an [`Attempt`] carries what delivery needs of a queued message, and

@@ -556,7 +556,7 @@ impl Plan {
         if self.enforce() {
             f.text = format!("mta-sts: {}", f.text);
         }
-        let tls = f.tls.get_or_insert_with(|| TlsOutcome { info: None, verified: false, note: None, policy: None });
+        let tls = f.tls.get_or_insert(TlsOutcome { info: None, verified: false, note: None, policy: None });
         tls.policy = Some(o);
     }
 

@@ -32,6 +32,12 @@
 //!    run receiving servers on 127.0.0.1 port 0). DNS failures end the
 //!    attempt: NXDOMAIN and null MX fail the recipients, the rest defer them.
 //!    A smarthost's DNS failure always defers, and counts as unreachable.
+//!    For MX delivery with the connector's `mta_sts` on, the domain's
+//!    MTA-STS policy ([`MtaSts::lookup`]): under `enforce` only the MX hosts
+//!    it names are tried (none: `tls: mta-sts: <host> not in policy`), each
+//!    under `verify` with the MTA-STS trust roots (the connector's own when
+//!    it already verifies), and TLS failures read `tls: mta-sts: ...`;
+//!    under `testing` the would-be failure is only recorded.
 //! 2. Each host in order, each of its addresses: an idle pooled session if
 //!    one passes the probe, else a new connection: implicit TLS (smarthost_tls =
 //!    "implicit"), banner, EHLO (HELO if EHLO gets 5xx), STARTTLS per policy:
