@@ -520,7 +520,11 @@ impl Plan {
     /// the certificate verifies against the MTA-STS roots for the host.
     pub fn opened(&self, host: &str, tls: &mut TlsOutcome, sts_verified: bool) {
         let mut o = match self {
-            Plan::Off => return,
+            // a pooled session may carry the outcome of another domain's policy
+            Plan::Off => {
+                tls.policy = None;
+                return;
+            }
             Plan::Unavailable(o) => o.clone(),
             Plan::Apply { outcome, .. } => outcome.clone(),
         };
@@ -629,6 +633,23 @@ mod tests {
         assert_eq!(t(&["v=STSv1;"]), None);
         assert_eq!(t(&["v=STSv1; id=not-alnum"]), None);
         assert_eq!(t(&[]), None);
+    }
+
+    #[tokio::test]
+    async fn an_unusable_ca_file_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("garbage.pem"), "not a pem").unwrap();
+        for name in ["missing.pem", "garbage.pem"] {
+            let path = dir.path().join(name);
+            let text = format!(
+                "[server]\nhostname = \"h.test\"\nlocal_domains = [\"h.test\"]\n\n[mta_sts]\nca_file = \"{}\"\n",
+                path.display()
+            );
+            let config = Config::parse(&text, Path::new("t.toml")).unwrap();
+            let resolver = MxResolver::from_config(&config.dns).unwrap();
+            let e = MtaSts::new(&config, resolver).unwrap_err().to_string();
+            assert!(e.starts_with("mta_sts.ca_file ") && e.contains(name), "{e}");
+        }
     }
 
     #[test]
