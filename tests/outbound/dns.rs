@@ -51,6 +51,10 @@ impl Zone {
     pub fn a(&mut self, host: &str, ip: Ipv4Addr) -> &mut Zone {
         self.add(host, RData::A(A(ip)))
     }
+
+    pub fn txt(&mut self, owner: &str, text: &str) -> &mut Zone {
+        self.add(owner, RData::TXT(hickory_proto::rr::rdata::TXT::new(vec![text.to_string()])))
+    }
 }
 
 /// A running DNS server; dropping it stops it.
