@@ -88,10 +88,10 @@ impl Reporter {
     /// a multiple of [`DAY`]), dated `now`.
     pub async fn run_day(&self, day: u64, now: u64) -> Result<DayReport, TlsRptError> {
         let dir = crate::track::log_dir(&self.config.server.data_dir);
-        let mut events = Vec::new();
+        let mut fold = report::Day::default();
         let scanned = crate::track::read::scan(&dir, Some(day), |e| {
             if e.policy_domain.is_some() && e.secs().is_some_and(|t| t < day + DAY) {
-                events.push(e);
+                fold.add(&e);
             }
         });
         match scanned {
@@ -101,7 +101,7 @@ impl Reporter {
         let mut done = DayReport::default();
         let postmaster = self.config.server.postmaster.clone();
         let submitter = report::Submitter { hostname: &self.config.server.hostname, contact: &postmaster, day };
-        for (domain, policies) in report::aggregate(&events) {
+        for (domain, policies) in fold.finish() {
             let ruas = match self.resolver.txt(&format!("_smtp._tls.{domain}")).await {
                 Ok(records) => report::mailto_ruas(&records),
                 Err(f) => {

@@ -37,15 +37,35 @@ pub struct PolicySessions {
 /// policies in the order of their type and strings. `events` are every
 /// event of the day; sessions are counted once (see [`super::coverage`]).
 pub fn aggregate<'a>(events: impl IntoIterator<Item = &'a Event>) -> BTreeMap<String, Vec<PolicySessions>> {
-    let mut seen = HashSet::new();
-    let mut by: BTreeMap<String, BTreeMap<(String, Vec<String>), PolicySessions>> = BTreeMap::new();
+    let mut day = Day::default();
     for e in events {
+        day.add(e);
+    }
+    day.finish()
+}
+
+/// The fold behind [`aggregate`], one event at a time, so a day's log is
+/// never held in memory: only its sessions' keys and the counts.
+#[derive(Default)]
+pub struct Day {
+    seen: HashSet<(String, String, u32)>,
+    by: BTreeMap<String, BTreeMap<(String, Vec<String>), PolicySessions>>,
+}
+
+impl Day {
+    pub fn finish(self) -> BTreeMap<String, Vec<PolicySessions>> {
+        self.by.into_iter().map(|(d, m)| (d, m.into_values().collect())).collect()
+    }
+
+    /// Count `e` if it is an outbound attempt under a domain policy.
+    pub fn add(&mut self, e: &Event) {
+        let (seen, by) = (&mut self.seen, &mut self.by);
         if !is_outbound_attempt(e) {
-            continue;
+            return;
         }
-        let (Some(kind), Some(domain)) = (&e.policy_type, &e.policy_domain) else { continue };
+        let (Some(kind), Some(domain)) = (&e.policy_type, &e.policy_domain) else { return };
         if !seen.insert(session_key(e)) {
-            continue;
+            return;
         }
         let domain = domain.trim_end_matches('.').to_ascii_lowercase();
         let p = by.entry(domain.clone()).or_default().entry((kind.clone(), e.policy_strings.clone())).or_insert_with(
@@ -76,7 +96,6 @@ pub fn aggregate<'a>(events: impl IntoIterator<Item = &'a Event>) -> BTreeMap<St
             }
         }
     }
-    by.into_iter().map(|(d, m)| (d, m.into_values().collect())).collect()
 }
 
 /// Who sends the report and which day it covers.
