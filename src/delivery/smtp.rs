@@ -538,3 +538,40 @@ fn describe(o: &RcptOutcome) -> String {
         RcptOutcome::Failed(r) => format!("failed: {r}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::{PolicyKind, PolicyOutcome};
+    use crate::tls::TlsInfo;
+
+    fn tls(encrypted: bool, verified: bool, policy: Option<(PolicyKind, Option<&str>)>) -> TlsOutcome {
+        TlsOutcome {
+            info: encrypted.then(|| TlsInfo { version: "TLSv1.3".into(), cipher: "X".into(), sni: None }),
+            verified,
+            note: None,
+            policy: policy.map(|(kind, failure)| PolicyOutcome {
+                kind,
+                domain: "d.test".into(),
+                strings: Vec::new(),
+                testing: false,
+                failure: failure.map(str::to_string),
+            }),
+        }
+    }
+
+    /// RFC 8689 §4.2.1: REQUIRETLS offered, and TLS verified by verify, DANE or MTA-STS.
+    #[test]
+    fn requiretls_needs_the_extension_and_verified_tls() {
+        assert_eq!(requiretls_refusal(&tls(true, true, None), true), None);
+        assert_eq!(requiretls_refusal(&tls(true, false, Some((PolicyKind::Tlsa, None))), true), None);
+        assert_eq!(requiretls_refusal(&tls(true, false, Some((PolicyKind::Sts, None))), true), None);
+        let not_verified = Some("the host's certificate is not verified (by verify, DANE or MTA-STS)");
+        assert_eq!(requiretls_refusal(&tls(true, false, None), true), not_verified);
+        assert_eq!(requiretls_refusal(&tls(true, false, Some((PolicyKind::NoPolicyFound, None))), true), not_verified);
+        let failed = Some((PolicyKind::Sts, Some("certificate-host-mismatch")));
+        assert_eq!(requiretls_refusal(&tls(true, false, failed), true), not_verified);
+        assert_eq!(requiretls_refusal(&tls(false, true, None), true), Some("the session is not encrypted"));
+        assert_eq!(requiretls_refusal(&tls(true, true, None), false), Some("the host does not offer REQUIRETLS"));
+    }
+}
