@@ -24,6 +24,8 @@ fn message(store: &QueueStore) -> Message {
         kind: MessageKind::Inbound,
         frozen: false,
         delay_warned: false,
+        require_tls: false,
+        tls_optional: false,
         recipients: vec![Recipient::new("rcpt@example.net".into(), "internet/example.net".into())],
         spool: SpoolRef::default(),
     }

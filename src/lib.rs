@@ -52,6 +52,9 @@
 //! - [`track`]: message tracking: the append-only log of every message's
 //!   events (received, attempts, delivered, bounced, deleted...) and the
 //!   reader behind `postern track`.
+//! - [`tlsrpt`]: TLS reporting from the tracking log: `postern tls report`
+//!   (coverage per destination domain) and the daily RFC 8460 aggregate
+//!   reports (TLS-RPT), queued as mail from the postmaster.
 //! - [`server`]: wires everything together for `postern serve`.
 //! - [`datadir`], [`util`]: the data directory and small shared helpers.
 //! - [`privileges`]: giving up root after binding (`[server] user`/`group`).
@@ -96,8 +99,9 @@
 //! | `pop3` | util, domain, config, tls, net, proto, auth, mailbox, service |
 //! | `imap` | util, domain, config, tls, net, proto, auth, mailbox, service |
 //! | `nntp` | util, domain, config, tls, net, proto, auth, news, service |
+//! | `tlsrpt` | util, domain, config, delivery, queue, routing, track |
 //! | `control` | util, domain, config, datadir, tls, proto, auth, queue, news, track |
-//! | `server` | util, domain, config, datadir, privileges, tls, net, proto, auth, routing, mailbox, delivery, queue, news, service, smtp, pop3, imap, nntp, control, metrics, track |
+//! | `server` | util, domain, config, datadir, privileges, tls, net, proto, auth, routing, mailbox, delivery, queue, news, service, smtp, pop3, imap, nntp, control, metrics, track, tlsrpt |
 
 pub mod auth;
 pub mod cert;
@@ -121,5 +125,6 @@ pub mod server;
 pub mod service;
 pub mod smtp;
 pub mod tls;
+pub mod tlsrpt;
 pub mod track;
 pub mod util;

@@ -75,6 +75,25 @@ enum Command {
     /// nothing. Exit status: 0 with output; 1 when no message matches or
     /// there is no log; 2 for a usage error.
     Track(TrackArgs),
+    /// TLS reports.
+    #[command(subcommand)]
+    Tls(TlsCmd),
+}
+
+#[derive(Subcommand)]
+enum TlsCmd {
+    /// TLS coverage per destination domain from the tracking log: sessions,
+    /// messages, TLS, verified, plaintext fallbacks, failures by category.
+    ///
+    /// Reads data_dir/track directly (no running server needed) and creates nothing.
+    Report {
+        /// The last stretch of time counted, e.g. 24h, 7d.
+        #[arg(long, value_name = "DURATION", value_parser = parse_since, default_value = "24h")]
+        since: std::time::Duration,
+        /// One JSON object per domain per line (documented in the README).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -403,6 +422,7 @@ fn run(cli: Cli) -> Outcome {
         Command::Group(g) => group(&cli.config, g),
         Command::Cert(c) => cert(&cli.config, c),
         Command::Track(args) => track(&cli.config, args),
+        Command::Tls(TlsCmd::Report { since, json }) => tls_report(&cli.config, since, json),
         Command::Reload => {
             let data = operate(&cli.config, Request::Reload)?;
             let report: postern::tls::ReloadReport = from_value(data)?;
@@ -517,6 +537,33 @@ fn queue(config: &Path, cmd: QueueCmd) -> Outcome {
 /// `postern track`: reads the log files directly (a running server is not
 /// needed) and creates nothing. No match is exit 1, as `grep` does, with
 /// one sentence on stderr, so that scripts can test for it.
+fn tls_report(config_path: &Path, since: std::time::Duration, json: bool) -> Outcome {
+    use postern::tlsrpt::coverage::{self, Coverage};
+    let config = load(config_path)?;
+    let data_dir = &config.server.data_dir;
+    if !data_dir.is_dir() {
+        return Err(runtime(format!(
+            "there is no data directory at {}; is --config the server's configuration?",
+            data_dir.display()
+        )));
+    }
+    let from = postern::util::now_secs().saturating_sub(since.as_secs());
+    let mut c = Coverage::new();
+    let dir = postern::track::log_dir(data_dir);
+    postern::track::read::scan(&dir, Some(from), |e| c.add(&e)).map_err(|e| runtime(e.to_string()))?;
+    let rows = c.rows();
+    if json {
+        for r in &rows {
+            outln!("{}", serde_json::to_string(r).unwrap_or_default());
+        }
+    } else if rows.is_empty() {
+        outln!("no outbound sessions in the last {}", humantime::format_duration(since));
+    } else {
+        out!("{}", coverage::table(&rows));
+    }
+    Ok(())
+}
+
 fn track(config_path: &Path, args: TrackArgs) -> Outcome {
     use postern::track::read::{self, Query};
     let config = load(config_path)?;

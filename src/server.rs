@@ -269,6 +269,11 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Server,
     tracker.spawn_retention();
     let transport =
         Arc::new(SmtpTransport::with_settings(config.clone(), options.transport).map_err(ServeError::Transport)?);
+    // RFC 8460: yesterday's TLS reports, then each day's
+    match crate::tlsrpt::Reporter::new(config.clone(), queue.clone(), tracker.clone()) {
+        Ok(r) => crate::tlsrpt::spawn_daily(Arc::new(r), crate::util::now_secs),
+        Err(e) => tracing::warn!("TLS reports (TLS-RPT) are off: {e}"),
+    }
     let scheduler = Scheduler::start(
         queue.clone(),
         config.clone(),

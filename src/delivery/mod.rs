@@ -19,7 +19,7 @@ mod tls;
 
 pub use local::LocalDelivery;
 pub use result::{AttemptResult, PolicyKind, PolicyOutcome, Stage, TlsOutcome};
-pub use smtp::{OutboundMessage, SmtpTransport, Timeouts, TransportError, TransportSettings};
+pub use smtp::{requiretls_refusal, OutboundMessage, SmtpTransport, Timeouts, TransportError, TransportSettings};
 
 use crate::proto::smtp::server::BodyType;
 
@@ -73,6 +73,10 @@ pub struct Attempt<'a> {
     /// The recipients to try: each one's index in the queued message (the
     /// report names it by that) and its address.
     pub recipients: &'a [(usize, &'a str)],
+    /// RFC 8689 REQUIRETLS (see [`OutboundMessage::require_tls`]).
+    pub require_tls: bool,
+    /// `TLS-Required: No` (see [`OutboundMessage::tls_optional`]).
+    pub tls_optional: bool,
 }
 
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
@@ -110,6 +114,8 @@ impl Remote for SmtpTransport {
                 body: attempt.body,
                 body_type: attempt.body_type,
                 smtputf8: attempt.smtputf8,
+                require_tls: attempt.require_tls,
+                tls_optional: attempt.tls_optional,
             };
             SmtpTransport::deliver(self, connector, domain, &msg).await
         })

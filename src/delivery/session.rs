@@ -480,6 +480,11 @@ impl Session {
         self.core.connection_lost(&text).unwrap_or_else(fallback)
     }
 
+    /// The server offered REQUIRETLS (RFC 8689) in its last EHLO reply.
+    pub fn offers_requiretls(&self) -> bool {
+        self.core.extensions().requiretls
+    }
+
     /// Can carry another message (the server is not closing, nothing broke).
     pub fn is_reusable(&self) -> bool {
         self.core.is_ready()

@@ -92,6 +92,15 @@ pub struct OutboundMessage<'a> {
     pub body: &'a [u8],
     pub body_type: BodyType,
     pub smtputf8: bool,
+    /// RFC 8689 REQUIRETLS: only to a host that offers REQUIRETLS over
+    /// verified TLS (see [`requiretls_refusal`]), with `REQUIRETLS` on MAIL;
+    /// where no host does, the recipients fail with 5.7.10.
+    pub require_tls: bool,
+    /// RFC 8689 §4.2.2 `TLS-Required: No`: the connector's `required` /
+    /// `verify` act as `opportunistic` for this message (credentials still
+    /// need TLS). Its sessions are pooled apart, so a weaker session never
+    /// carries other mail.
+    pub tls_optional: bool,
 }
 
 /// Tunables of the transport; [`Default`] is what production uses.
@@ -246,13 +255,20 @@ impl SmtpTransport {
         // AUTH never goes over plaintext: credentials make TLS required.
         let policy = match (connector.tls, auth.is_some()) {
             (OutboundTls::None | OutboundTls::Opportunistic, true) => OutboundTls::Required,
+            (OutboundTls::Required | OutboundTls::Verify, false) if msg.tls_optional => OutboundTls::Opportunistic,
             (p, _) => p,
+        };
+        // sessions opened under a waived policy are kept apart from the rest
+        let pool_name = match policy != connector.tls {
+            true => format!("{}\0tls-optional", connector.name),
+            false => connector.name.clone(),
         };
         let helo = connector.helo_name.as_deref().unwrap_or(&self.config.server.hostname);
 
         // MTA-STS (RFC 8461): the domain's own policy, for MX delivery only;
         // under `enforce` only the MX hosts it names, each with verified TLS
-        let sts = match route.smarthost || !connector.mta_sts {
+        // (`TLS-Required: No` waives it, RFC 8689 §4.1)
+        let sts = match route.smarthost || !connector.mta_sts || msg.tls_optional {
             true => Plan::Off,
             false => self.sts.lookup(domain).await,
         };
@@ -271,9 +287,10 @@ impl SmtpTransport {
         let mut last_host = String::new();
         let mut last_ip = None;
         let mut connections = 0;
+        let mut requiretls_refused: Option<AttemptResult> = None;
         'hops: for hop in self.prefer_pooled(connector, &route) {
             let port = self.port(&route, &hop);
-            let key = PoolKey { connector: connector.name.clone(), host: hop.host.clone(), port };
+            let key = PoolKey { connector: pool_name.clone(), host: hop.host.clone(), port };
             while let Some(mut s) = self.take_idle(&key) {
                 if !s.probe() {
                     close_all(vec![s]);
@@ -286,6 +303,13 @@ impl SmtpTransport {
                 }
                 let sts_verified = s.would_verify(self.sts.tls());
                 sts.opened(&hop.host, &mut s.tls, sts_verified);
+                let s = match self.requiretls_check(msg, &key, s, now) {
+                    Ok(s) => s,
+                    Err(r) => {
+                        requiretls_refused = Some(r);
+                        continue 'hops;
+                    }
+                };
                 tracing::debug!(id = msg.id, host = %hop.host, "reusing an idle session");
                 // a reused session that dies before MAIL is answered is not
                 // the message's fault: try it on a fresh connection instead
@@ -321,6 +345,13 @@ impl SmtpTransport {
                     Ok(mut s) => {
                         let sts_verified = s.would_verify(self.sts.tls());
                         sts.opened(&hop.host, &mut s.tls, sts_verified);
+                        let s = match self.requiretls_check(msg, &key, s, now) {
+                            Ok(s) => s,
+                            Err(r) => {
+                                requiretls_refused = Some(r);
+                                continue 'hops;
+                            }
+                        };
                         // a fresh session always decides (None is for reused ones)
                         if let Some(report) = self.run(key.clone(), s, msg, now, false).await {
                             return report;
@@ -341,6 +372,10 @@ impl SmtpTransport {
             }
         }
 
+        if let Some(r) = requiretls_refused {
+            // RFC 8689 §4.2.1: no host could take it under REQUIRETLS: return it
+            return AttemptReport { remote_ip: last_ip, ..all(msg, RcptOutcome::Failed(r), None, false) };
+        }
         let Some(f) = last else {
             let r = result(Stage::Connect, None, Some("4.4.1"), "no address to connect to", None, now);
             return all(msg, RcptOutcome::Deferred(r), None, true);
@@ -427,6 +462,7 @@ impl SmtpTransport {
                 body: msg.body,
                 body_type: msg.body_type,
                 smtputf8: msg.smtputf8,
+                requiretls: msg.require_tls,
             };
             let t = s.transaction(&env).await;
             if reused && n == 0 && t.recipients.iter().all(|r| r.stage == TxStage::Mail && r.code.is_none()) {
@@ -443,6 +479,48 @@ impl SmtpTransport {
         let (tls, remote_ip) = (s.tls.clone(), Some(s.addr.ip()));
         close_all(self.pool.put(key, s));
         Some(AttemptReport { outcomes, tls: Some(tls), remote_ip, unreachable: false })
+    }
+}
+
+impl SmtpTransport {
+    /// For a REQUIRETLS message: `s` if its host may take it, else the
+    /// session goes back to the pool (still good for other mail) and the
+    /// result that returns the message.
+    fn requiretls_check(
+        &self,
+        msg: &OutboundMessage<'_>,
+        key: &PoolKey,
+        s: Session,
+        now: u64,
+    ) -> Result<Session, AttemptResult> {
+        if !msg.require_tls {
+            return Ok(s);
+        }
+        let Some(why) = requiretls_refusal(&s.tls, s.offers_requiretls()) else { return Ok(s) };
+        tracing::info!(id = msg.id, host = %s.host, "REQUIRETLS: {why}");
+        let r = result(Stage::Mail, None, Some("5.7.10"), &format!("REQUIRETLS: {why}"), Some(&s.host), now);
+        close_all(self.pool.put(key.clone(), s));
+        Err(r)
+    }
+}
+
+/// RFC 8689 §4.2.1: why a session may not carry a REQUIRETLS message, or
+/// `None` when it may: the host offers REQUIRETLS, and TLS is verified —
+/// by the connector's `verify` (or a certificate that would pass it), or
+/// by the domain's DANE or MTA-STS policy succeeding on this session.
+pub fn requiretls_refusal(tls: &TlsOutcome, offered: bool) -> Option<&'static str> {
+    let policy_ok = tls
+        .policy
+        .as_ref()
+        .is_some_and(|p| matches!(p.kind, super::PolicyKind::Tlsa | super::PolicyKind::Sts) && p.failure.is_none());
+    if tls.info.is_none() {
+        Some("the session is not encrypted")
+    } else if !(tls.verified || policy_ok) {
+        Some("the host's certificate is not verified (by verify, DANE or MTA-STS)")
+    } else if !offered {
+        Some("the host does not offer REQUIRETLS")
+    } else {
+        None
     }
 }
 
@@ -497,5 +575,42 @@ fn describe(o: &RcptOutcome) -> String {
         RcptOutcome::Delivered(r) => format!("delivered: {r}"),
         RcptOutcome::Deferred(r) => format!("deferred: {r}"),
         RcptOutcome::Failed(r) => format!("failed: {r}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::{PolicyKind, PolicyOutcome};
+    use crate::tls::TlsInfo;
+
+    fn tls(encrypted: bool, verified: bool, policy: Option<(PolicyKind, Option<&str>)>) -> TlsOutcome {
+        TlsOutcome {
+            info: encrypted.then(|| TlsInfo { version: "TLSv1.3".into(), cipher: "X".into(), sni: None }),
+            verified,
+            note: None,
+            policy: policy.map(|(kind, failure)| PolicyOutcome {
+                kind,
+                domain: "d.test".into(),
+                strings: Vec::new(),
+                testing: false,
+                failure: failure.map(str::to_string),
+            }),
+        }
+    }
+
+    /// RFC 8689 §4.2.1: REQUIRETLS offered, and TLS verified by verify, DANE or MTA-STS.
+    #[test]
+    fn requiretls_needs_the_extension_and_verified_tls() {
+        assert_eq!(requiretls_refusal(&tls(true, true, None), true), None);
+        assert_eq!(requiretls_refusal(&tls(true, false, Some((PolicyKind::Tlsa, None))), true), None);
+        assert_eq!(requiretls_refusal(&tls(true, false, Some((PolicyKind::Sts, None))), true), None);
+        let not_verified = Some("the host's certificate is not verified (by verify, DANE or MTA-STS)");
+        assert_eq!(requiretls_refusal(&tls(true, false, None), true), not_verified);
+        assert_eq!(requiretls_refusal(&tls(true, false, Some((PolicyKind::NoPolicyFound, None))), true), not_verified);
+        let failed = Some((PolicyKind::Sts, Some("certificate-host-mismatch")));
+        assert_eq!(requiretls_refusal(&tls(true, false, failed), true), not_verified);
+        assert_eq!(requiretls_refusal(&tls(false, true, None), true), Some("the session is not encrypted"));
+        assert_eq!(requiretls_refusal(&tls(true, true, None), false), Some("the host does not offer REQUIRETLS"));
     }
 }

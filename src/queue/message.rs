@@ -59,6 +59,15 @@ pub struct Message {
     /// The one "delayed" DSN has been sent.
     #[serde(default)]
     pub delay_warned: bool,
+    /// RFC 8689: received with `MAIL FROM:<..> REQUIRETLS`; relayed only
+    /// to hosts that offer REQUIRETLS over verified TLS, else returned.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_tls: bool,
+    /// RFC 8689 §4.2.2: the message carries `TLS-Required: No`; the
+    /// connector's certificate checks are waived for it. Never set together
+    /// with `require_tls` (REQUIRETLS wins).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tls_optional: bool,
     pub recipients: Vec<Recipient>,
     #[serde(default)]
     pub spool: SpoolRef,

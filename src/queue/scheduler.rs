@@ -582,6 +582,10 @@ impl Manager {
             kind: MessageKind::Report,
             frozen: false,
             delay_warned: false,
+            // RFC 8689 §5: the report about a REQUIRETLS message (its
+            // headers) travels under REQUIRETLS too
+            require_tls: m.require_tls,
+            tls_optional: false,
             recipients,
             spool: SpoolRef::default(),
         };
@@ -741,6 +745,8 @@ async fn work(
         smtputf8: m.smtputf8,
         body: &body,
         recipients: &addressed,
+        require_tls: m.require_tls,
+        tls_optional: m.tls_optional,
     };
     if destination == "local" {
         return match local {

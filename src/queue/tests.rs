@@ -22,6 +22,8 @@ pub(super) fn message(store: &QueueStore, rcpts: &[&str]) -> Message {
         kind: MessageKind::Inbound,
         frozen: false,
         delay_warned: false,
+        require_tls: false,
+        tls_optional: false,
         recipients: rcpts.iter().map(|r| Recipient::new(r.to_string(), "local".into())).collect(),
         spool: SpoolRef::default(),
     }

@@ -7,6 +7,7 @@
 
 use super::dsn::ReportKind;
 use super::{AttemptResult, Message, MessageKind, QueueId, Recipient, TlsOutcome};
+use crate::delivery::PolicyKind;
 use crate::track::Event;
 use std::net::IpAddr;
 
@@ -96,6 +97,20 @@ pub fn attempt(id: &QueueId, r: &Recipient, name: &str, via: &Via<'_>, res: &Att
         e.tls_version = t.info.as_ref().map(|i| i.version.clone());
         e.tls_cipher = t.info.as_ref().map(|i| i.cipher.clone());
         e.tls_note = t.note.clone();
+        if let Some(p) = &t.policy {
+            e.policy_type = Some(
+                match p.kind {
+                    PolicyKind::Tlsa => "tlsa",
+                    PolicyKind::Sts => "sts",
+                    PolicyKind::NoPolicyFound => "no-policy-found",
+                }
+                .into(),
+            );
+            e.policy_domain = Some(p.domain.clone());
+            e.policy_strings = p.strings.clone();
+            e.policy_result = p.failure.clone();
+            e.policy_testing = p.testing;
+        }
     }
     e
 }

@@ -216,6 +216,9 @@ impl InboundSession {
             kind: MessageKind::Inbound,
             frozen: false,
             delay_warned: false,
+            require_tls: params.requiretls,
+            // RFC 8689 §4.1: with REQUIRETLS the header is ignored
+            tls_optional: !params.requiretls && tls_required_no(&full),
             recipients: self.queue_recipients(&txn),
             spool: SpoolRef::default(),
         };
@@ -314,5 +317,46 @@ impl Session for InboundSession {
             outcome = %end,
             "smtp session"
         );
+    }
+}
+
+/// RFC 8689 §4.2.2: whether the message's header section has
+/// `TLS-Required: No` (the name and value compare case-insensitively; a
+/// folded field is unfolded). Only the header section is read.
+fn tls_required_no(message: &[u8]) -> bool {
+    let end = memchr::memmem::find(message, b"\r\n\r\n").map_or(message.len(), |i| i + 2);
+    let headers = String::from_utf8_lossy(message.get(..end).unwrap_or(message));
+    let mut field: Option<String> = None;
+    let is_no = |f: &str| {
+        f.split_once(':').is_some_and(|(name, value)| {
+            name.trim().eq_ignore_ascii_case("TLS-Required") && value.trim().eq_ignore_ascii_case("No")
+        })
+    };
+    for line in headers.split("\r\n") {
+        if line.starts_with([' ', '\t']) {
+            if let Some(f) = &mut field {
+                f.push_str(line);
+            }
+            continue;
+        }
+        if field.as_deref().is_some_and(is_no) {
+            return true;
+        }
+        field = Some(line.to_string());
+    }
+    field.as_deref().is_some_and(is_no)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tls_required_no;
+
+    #[test]
+    fn tls_required_no_is_read_from_the_header_section_only() {
+        assert!(tls_required_no(b"Received: x\r\nTLS-Required: No\r\n\r\nbody\r\n"));
+        assert!(tls_required_no(b"tls-required:\r\n  no\r\nSubject: s\r\n\r\n"));
+        assert!(!tls_required_no(b"TLS-Required: Yes\r\n\r\nTLS-Required: No\r\n"));
+        assert!(!tls_required_no(b"Subject: TLS-Required: No\r\n\r\n"));
+        assert!(!tls_required_no(b""));
     }
 }

@@ -108,6 +108,23 @@ pub struct Event {
     /// Why TLS went as it did, e.g. plaintext after a failed handshake.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_note: Option<String>,
+    /// The recipient domain's TLS policy on this attempt (RFC 8460
+    /// `policy-type`): `tlsa` (DANE), `sts` (MTA-STS) or `no-policy-found`.
+    /// Absent where none was looked up (smarthosts, older lines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_type: Option<String>,
+    /// The policy domain (what TLS-RPT reports to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_domain: Option<String>,
+    /// RFC 8460 `policy-string`: the TLSA records or the MTA-STS policy lines.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policy_strings: Vec<String>,
+    /// RFC 8460 `result-type` of a failed policy (absent: the policy held).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_result: Option<String>,
+    /// MTA-STS `mode: testing`: a failure was reported, not enforced.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub policy_testing: bool,
     /// bounced, delay_warned: the id of the report queued.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<String>,

@@ -82,6 +82,24 @@ fn day_files(dir: &Path, since: Option<u64>) -> Result<Vec<PathBuf>, ReadError> 
     Ok(days.into_iter().map(|(_, p)| p).collect())
 }
 
+/// Every event at or after `since` (Unix seconds), oldest day first, handed
+/// to `f` one at a time (for the TLS reports); lines that do not parse are
+/// passed over.
+pub fn scan(dir: &Path, since: Option<u64>, mut f: impl FnMut(Event)) -> Result<(), ReadError> {
+    for path in day_files(dir, since)? {
+        let file = std::fs::File::open(&path).map_err(|e| ReadError::Io(path.clone(), e))?;
+        for line in std::io::BufReader::new(file).split(b'\n') {
+            let line = line.map_err(|e| ReadError::Io(path.clone(), e))?;
+            let Ok(e) = serde_json::from_slice::<Event>(&line) else { continue };
+            if since.is_some_and(|s| e.secs().is_none_or(|t| t < s)) {
+                continue;
+            }
+            f(e);
+        }
+    }
+    Ok(())
+}
+
 /// Every message the query names, with its events at or after `since`
 /// (Unix seconds; None: everything kept), in the order they were first seen.
 /// A line that does not parse (cut short by a crash) is passed over.

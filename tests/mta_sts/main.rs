@@ -252,6 +252,8 @@ async fn deliver(t: &SmtpTransport, config: &Config, domain: &str) -> AttemptRep
         body: BODY,
         body_type: BodyType::SevenBit,
         smtputf8: false,
+        require_tls: false,
+        tls_optional: false,
     };
     tokio::time::timeout(Duration::from_secs(60), t.deliver(&config.connectors[0], domain, &msg))
         .await

@@ -51,6 +51,12 @@ impl Zone {
     pub fn a(&mut self, host: &str, ip: Ipv4Addr) -> &mut Zone {
         self.add(host, RData::A(A(ip)))
     }
+
+    /// TXT (TLS-RPT's `_smtp._tls`); the outbound tests use none.
+    #[allow(dead_code)]
+    pub fn txt(&mut self, owner: &str, text: &str) -> &mut Zone {
+        self.add(owner, RData::TXT(hickory_proto::rr::rdata::TXT::new(vec![text.to_string()])))
+    }
 }
 
 /// A running DNS server; dropping it stops it.

@@ -61,6 +61,8 @@ pub fn message<'a>(rcpts: &'a [(usize, &'a str)], body: &'a [u8]) -> OutboundMes
         body,
         body_type: BodyType::SevenBit,
         smtputf8: false,
+        require_tls: false,
+        tls_optional: false,
     }
 }
 

@@ -56,6 +56,8 @@ pub struct SinkConfig {
     /// After this many messages on one connection, say 421 and close it
     /// (as a server does when it ends an idle or long session).
     pub close_after: Option<usize>,
+    /// Offer REQUIRETLS (RFC 8689) after STARTTLS; off by default.
+    pub requiretls: bool,
     tls: Option<Arc<rustls::ServerConfig>>,
     /// The certificate in PEM, to trust it with tls_ca_file.
     pub cert_pem: String,
@@ -84,6 +86,7 @@ impl SinkConfig {
             rcpt_replies: Vec::new(),
             greeting: String::new(),
             close_after: None,
+            requiretls: false,
             tls: Some(Arc::new(tls)),
             cert_pem: ck.cert.pem(),
         }
@@ -115,6 +118,10 @@ impl SinkConfig {
     }
     pub fn close_after(mut self, messages: usize) -> Self {
         self.close_after = Some(messages);
+        self
+    }
+    pub fn requiretls(mut self) -> Self {
+        self.requiretls = true;
         self
     }
     pub fn greeting(mut self, line: &str) -> Self {
@@ -294,6 +301,9 @@ async fn serve(stream: Stream, id: usize, cfg: SinkConfig, log: Arc<Mutex<SinkLo
             ext.extend(["SIZE 1000000".into(), "8BITMIME".into(), "ENHANCEDSTATUSCODES".into(), "SMTPUTF8".into()]);
             if cfg.starttls != StartTls::NotOffered && tls.is_none() {
                 ext.push("STARTTLS".into());
+            }
+            if cfg.requiretls && tls.is_some() {
+                ext.push("REQUIRETLS".into());
             }
             if cfg.auth.is_some() && tls.is_some() {
                 ext.push("AUTH PLAIN LOGIN".into());

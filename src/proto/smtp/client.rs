@@ -120,6 +120,9 @@ pub struct Envelope<'a> {
     pub body_type: BodyType,
     /// The message was received with SMTPUTF8.
     pub smtputf8: bool,
+    /// RFC 8689: send `REQUIRETLS` on MAIL (when the server offers it; the
+    /// caller has checked that it does before sending such a message).
+    pub requiretls: bool,
 }
 
 /// What the session reports after consuming a reply.
@@ -453,6 +456,9 @@ impl ClientSession {
         }
         if env.smtputf8 && self.ext.smtputf8 {
             mail_cmd.push_str(" SMTPUTF8");
+        }
+        if env.requiretls && self.ext.requiretls {
+            mail_cmd.push_str(" REQUIRETLS");
         }
 
         let mut t = Transaction {

@@ -105,6 +105,7 @@ fn mail_parameters(params: &str, auth_param: bool) -> Result<MailParams, Reply> 
             ("BODY", Some(v)) if v.eq_ignore_ascii_case("7BIT") => p.body = BodyType::SevenBit,
             ("BODY", Some(v)) if v.eq_ignore_ascii_case("8BITMIME") => p.body = BodyType::EightBitMime,
             ("SMTPUTF8", None) => p.smtputf8 = true,
+            ("REQUIRETLS", None) => p.requiretls = true,
             ("AUTH", Some(_)) if auth_param => {}
             _ => return Err(reply::UNSUPPORTED_PARAM),
         }

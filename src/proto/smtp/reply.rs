@@ -130,6 +130,8 @@ pub const SIZE_EXCEEDED: Reply = Reply::new(552, "5.3.4", "Message size exceeds 
 pub const SENDER_NOT_OWNED: Reply = Reply::new(553, "5.7.1", "Sender address not owned by the authenticated user");
 pub const NO_VALID_RECIPIENTS: Reply = Reply::new(554, "5.5.1", "No valid recipients");
 pub const TOO_MANY_HOPS: Reply = Reply::new(554, "5.4.6", "Too many Received headers: mail loop");
+/// RFC 8689: `MAIL FROM:<..> REQUIRETLS` outside TLS (5.7.10: encryption needed).
+pub const REQUIRETLS_NEEDS_TLS: Reply = Reply::new(530, "5.7.10", "REQUIRETLS needs TLS: issue STARTTLS first");
 pub const UNSUPPORTED_PARAM: Reply = Reply::new(555, "5.5.4", "Unsupported parameter");
 
 #[cfg(test)]

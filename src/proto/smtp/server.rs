@@ -68,6 +68,9 @@ pub struct MailParams {
     pub size: Option<u64>,
     pub body: BodyType,
     pub smtputf8: bool,
+    /// RFC 8689 `REQUIRETLS`: only ever set over TLS (the core refuses it
+    /// in plaintext).
+    pub requiretls: bool,
 }
 
 session::kit_event!(Event, Reply);
@@ -104,7 +107,7 @@ struct Transaction {
 }
 
 /// What [`ServerSession::mail_params`] says outside a transaction.
-const NO_PARAMS: MailParams = MailParams { size: None, body: BodyType::SevenBit, smtputf8: false };
+const NO_PARAMS: MailParams = MailParams { size: None, body: BodyType::SevenBit, smtputf8: false, requiretls: false };
 
 #[derive(Debug)]
 enum State {
@@ -345,6 +348,12 @@ impl ServerSession {
             None => command::mail_from(arg, self.settings.auth != AuthMode::Off),
         };
         let (from, params) = match parsed {
+            // RFC 8689 §4.1: REQUIRETLS is offered only over TLS; asked in
+            // plaintext it is refused, never silently dropped
+            Ok((_, params)) if params.requiretls && !self.kit.tls => {
+                self.reply(&reply::REQUIRETLS_NEEDS_TLS);
+                return None;
+            }
             Ok((_, params)) if params.size.is_some_and(|s| s > self.settings.max_message_size as u64) => {
                 self.refusals.push(Refusal::Mail(reply::SIZE_EXCEEDED.code));
                 self.reply(&reply::SIZE_EXCEEDED);
@@ -411,6 +420,10 @@ impl ServerSession {
         ];
         if self.settings.starttls && !self.kit.tls {
             lines.push("STARTTLS".into());
+        }
+        if self.kit.tls {
+            // RFC 8689 §3: only once TLS is active
+            lines.push("REQUIRETLS".into());
         }
         if self.auth_offered() && self.auth_user.is_none() {
             lines.push("AUTH PLAIN LOGIN".into());

@@ -45,6 +45,8 @@ fn message(recipients: Vec<Recipient>) -> Message {
         kind: Default::default(),
         frozen: false,
         delay_warned: false,
+        require_tls: false,
+        tls_optional: false,
         recipients,
         spool: Default::default(),
     }

@@ -189,6 +189,8 @@ async fn enqueue(store: &QueueStore, sender: &str, rcpts: &[(&str, &str)]) -> Qu
         kind: MessageKind::Inbound,
         frozen: false,
         delay_warned: false,
+        require_tls: false,
+        tls_optional: false,
         recipients: rcpts.iter().map(|(a, d)| Recipient::new(a.to_string(), d.to_string())).collect(),
         spool: SpoolRef::default(),
     };

@@ -188,6 +188,8 @@ pub struct Extensions {
     pub eight_bit_mime: bool,
     pub pipelining: bool,
     pub smtputf8: bool,
+    /// RFC 8689 REQUIRETLS (a server offers it only over TLS).
+    pub requiretls: bool,
     pub enhanced_status_codes: bool,
     /// SASL mechanisms, upper case.
     pub auth: Vec<String>,
@@ -213,6 +215,7 @@ impl Extensions {
                 "8BITMIME" => e.eight_bit_mime = true,
                 "PIPELINING" => e.pipelining = true,
                 "SMTPUTF8" => e.smtputf8 = true,
+                "REQUIRETLS" => e.requiretls = true,
                 "ENHANCEDSTATUSCODES" => e.enhanced_status_codes = true,
                 "AUTH" => {
                     for a in args {

@@ -9,7 +9,14 @@ const EHLO_PIPELINING: &str = "250-mx.example.test\r\n250-PIPELINING\r\n250-SIZE
 const EHLO_PLAIN: &str = "250-mx.example.test\r\n250 SIZE\r\n";
 
 fn envelope<'a>(rcpts: &'a [&'a str], body: &'a [u8]) -> Envelope<'a> {
-    Envelope { sender: "a@b.test", recipients: rcpts, body, body_type: BodyType::SevenBit, smtputf8: false }
+    Envelope {
+        sender: "a@b.test",
+        recipients: rcpts,
+        body,
+        body_type: BodyType::SevenBit,
+        smtputf8: false,
+        requiretls: false,
+    }
 }
 
 /// What the client does on each event: on `Ready` send the message (once),

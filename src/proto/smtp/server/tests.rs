@@ -105,6 +105,20 @@ fn require_tls_blocks_mail() {
     assert!(out.contains("530 5.7.0 Must issue a STARTTLS command first"));
 }
 
+/// RFC 8689: REQUIRETLS is advertised only after TLS, and refused in plaintext.
+#[test]
+fn requiretls_only_over_tls() {
+    let mut s = ServerSession::new(settings(), false);
+    let (out, events) = run_chunks(&mut s, &[b"EHLO c\r\nMAIL FROM:<a@b.test> REQUIRETLS\r\n"]);
+    assert!(!out.contains("REQUIRETLS\r\n250"), "{out}");
+    assert!(out.ends_with("530 5.7.10 REQUIRETLS needs TLS: issue STARTTLS first\r\n"), "{out}");
+    assert!(events.is_empty(), "{events:?}");
+    let mut s = ServerSession::new(settings(), true);
+    let (out, events) = run_chunks(&mut s, &[b"EHLO c\r\nMAIL FROM:<a@b.test> REQUIRETLS\r\n"]);
+    assert!(out.contains("250-REQUIRETLS\r\n") || out.contains("250 REQUIRETLS\r\n"), "{out}");
+    assert!(events[0].contains("requiretls: true"), "{events:?}");
+}
+
 #[test]
 fn sequence_errors() {
     let out = run("MAIL FROM:<a@b.test>\r\nEHLO c\r\nRCPT TO:<a@b.test>\r\nDATA\r\nMAIL FROM:<a@b.test>\r\nDATA\r\nMAIL FROM:<a@b.test>\r\nEXPN x\r\nVRFY x\r\nBOGUS\r\n");
