@@ -121,6 +121,22 @@ impl SinkConfig {
         self.greeting = line.into();
         self
     }
+    /// Present `chain` (leaf first) signed for by `key` instead of the
+    /// self-signed certificate (a CA-issued chain, for DANE-TA).
+    pub fn chain(
+        mut self,
+        chain: Vec<rustls_pki_types::CertificateDer<'static>>,
+        key: rustls_pki_types::PrivateKeyDer<'static>,
+    ) -> Self {
+        let tls = rustls::ServerConfig::builder_with_provider(postern::tls::provider())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("server config");
+        self.tls = Some(Arc::new(tls));
+        self
+    }
 }
 
 /// A message as the sink received it.
