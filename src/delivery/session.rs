@@ -320,8 +320,10 @@ impl Session {
                 return Ok(());
             }
             Ok(Event::Rejected { reply, .. }) => {
+                // under DANE the refusal is also the policy's failure (RFC 8460)
+                let policy = p.dane.map(|d| d.outcome(Some("starttls-not-supported")));
                 let f = HopFailure {
-                    tls: Some(plaintext(format!("STARTTLS refused: {reply}"))),
+                    tls: Some(TlsOutcome { policy, ..plaintext(format!("STARTTLS refused: {reply}")) }),
                     ..HopFailure::reply(Stage::Tls, &reply)
                 };
                 return Err(self.fail_connect(f));
