@@ -129,6 +129,9 @@ async fn matching_dane_ee_record_delivers_verified() {
     assert_eq!((p.kind, p.domain.as_str(), p.failure), (PolicyKind::Tlsa, "dane.test", None));
     assert_eq!(p.strings.len(), 1);
     assert!(p.strings[0].starts_with("3 1 1 "), "{:?}", p.strings);
+    // DANE decides instead of `verify`'s web PKI check (the certificate is self-signed)
+    let r = deliver(&config(&dns, &connector(sink.port(), "verify")), "dane.test").await;
+    assert_eq!(outcome(&r), "delivered", "{r:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -170,12 +173,16 @@ async fn unsigned_zone_falls_back_to_the_connector_policy() {
     let mut w = world(&domain);
     // a TLSA record that would not match, in a zone nothing vouches for: ignored
     w.tlsa(&format!("mx.{domain}"), sink.port(), 3, 1, 1, vec![0x55; 32]);
+    // RFC 7672 §2.2.1: a signed MX naming a host whose addresses are insecure: no DANE either
+    w.mx("mixed.test", 10, &format!("mx.{domain}"));
     let dns = w.serve(dir.path()).await;
-    let r = deliver(&config(&dns, &connector(sink.port(), "opportunistic")), &domain).await;
-    assert_eq!(outcome(&r), "delivered", "{r:?}");
-    let tls = r.tls.expect("tls outcome");
-    assert!(tls.info.is_some() && !tls.verified && tls.policy.is_none(), "opportunistic TLS: {tls:?}");
-    assert_eq!(sink.messages().len(), 1);
+    for d in [domain.as_str(), "mixed.test"] {
+        let r = deliver(&config(&dns, &connector(sink.port(), "opportunistic")), d).await;
+        assert_eq!(outcome(&r), "delivered", "{d}: {r:?}");
+        let tls = r.tls.expect("tls outcome");
+        assert!(tls.info.is_some() && !tls.verified && tls.policy.is_none(), "{d}: opportunistic TLS: {tls:?}");
+    }
+    assert_eq!(sink.messages().len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
