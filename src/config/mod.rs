@@ -340,14 +340,46 @@ pub struct DnsSection {
     /// How long one query may take before it counts as a temporary failure.
     #[serde(default = "default_dns_timeout")]
     pub timeout: Dur,
+    /// Validate answers with DNSSEC, and use DANE (TLSA) for MX delivery
+    /// where the records validate (SPEC §7).
+    #[serde(default)]
+    pub dnssec: bool,
+    /// A file of DNSKEY records (zone-file lines) to trust instead of the
+    /// root zone's KSK, e.g. for a lab's own signed root.
+    #[serde(default)]
+    pub trust_anchor: Option<PathBuf>,
     #[serde(skip)]
     pub nameserver_addrs: Vec<SocketAddr>,
 }
 
 impl Default for DnsSection {
     fn default() -> Self {
-        DnsSection { nameservers: Vec::new(), timeout: default_dns_timeout(), nameserver_addrs: Vec::new() }
+        DnsSection {
+            nameservers: Vec::new(),
+            timeout: default_dns_timeout(),
+            dnssec: false,
+            trust_anchor: None,
+            nameserver_addrs: Vec::new(),
+        }
     }
+}
+
+/// A `[dns] trust_anchor` file that cannot be used: unreadable, not
+/// DNSKEY records, or without any.
+pub fn check_trust_anchor(path: &Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("dns.trust_anchor {}: cannot read the file: {e}", path.display()))?;
+    text.parse::<hickory_proto::dnssec::TrustAnchors>()
+        .map_err(|e| format!("dns.trust_anchor {}: not DNSKEY records: {e}", path.display()))?;
+    // the parser takes an empty file; an anchor without keys would make every signed zone bogus
+    let has_key = text.lines().any(|l| {
+        let l = l.split(';').next().unwrap_or_default();
+        l.split_whitespace().any(|t| t.eq_ignore_ascii_case("DNSKEY"))
+    });
+    if !has_key {
+        return Err(format!("dns.trust_anchor {}: no DNSKEY record in the file", path.display()));
+    }
+    Ok(())
 }
 
 fn default_dns_timeout() -> Dur {
@@ -605,6 +637,11 @@ impl Config {
                     v.name
                 ));
             }
+        }
+        if self.dns.trust_anchor.is_some() && !self.dns.dnssec {
+            out.push(
+                "dns.trust_anchor has no effect without dns.dnssec = true (answers are not validated)".to_string(),
+            );
         }
         if let Some(addr) = self.metrics.listen_addr.filter(|a| !a.ip().is_loopback()) {
             out.push(format!(
@@ -907,6 +944,10 @@ impl Config {
             ));
         }
 
+        if let Some(path) = &self.dns.trust_anchor {
+            check_trust_anchor(path).map_err(|m| Problem::new(vec![Key("dns"), Key("trust_anchor")], m))?;
+        }
+
         self.dns.nameserver_addrs.clear();
         for (i, n) in self.dns.nameservers.iter().enumerate() {
             let addr =
@@ -1084,6 +1125,30 @@ certificates = ["main"]
         let c = parse(&format!("{MINIMAL}[metrics]\nlisten = \"0.0.0.0:9187\"\n")).unwrap();
         let w = c.warnings();
         assert!(w.len() == 1 && w[0].starts_with("metrics.listen 0.0.0.0:9187 is not a loopback address"), "{w:?}");
+    }
+
+    #[test]
+    fn dnssec_and_trust_anchor() {
+        let c = parse(MINIMAL).unwrap();
+        assert!(!c.dns.dnssec && c.dns.trust_anchor.is_none(), "off by default; the root KSK when on");
+        let dir = tempfile::tempdir().unwrap();
+        let anchor = dir.path().join("anchor.keys");
+        std::fs::write(&anchor, ". 3600 IN DNSKEY 257 3 15 l02Woi0iS8Aa25FQkUd9RMzZHJpBoRQwAQEX1SxZJA4=\n").unwrap();
+        let with = |p: &Path| format!("{MINIMAL}[dns]\ndnssec = true\ntrust_anchor = \"{}\"\n", p.display());
+        let c = parse(&with(&anchor)).unwrap();
+        assert!(c.dns.dnssec && c.warnings().is_empty());
+        let missing = dir.path().join("missing.keys");
+        let e = parse(&with(&missing)).unwrap_err().to_string();
+        assert!(e.contains("dns.trust_anchor") && e.contains("missing.keys") && e.contains("cannot read"), "{e}");
+        std::fs::write(&anchor, "; nothing here\n").unwrap();
+        let e = parse(&with(&anchor)).unwrap_err().to_string();
+        assert!(e.contains("anchor.keys") && e.contains("no DNSKEY"), "{e}");
+        std::fs::write(&anchor, ". IN DNSKEY not-a-key\n").unwrap();
+        let e = parse(&with(&anchor)).unwrap_err().to_string();
+        assert!(e.contains("anchor.keys") && e.contains("not DNSKEY records"), "{e}");
+        std::fs::write(&anchor, ". 3600 IN DNSKEY 257 3 15 l02Woi0iS8Aa25FQkUd9RMzZHJpBoRQwAQEX1SxZJA4=\n").unwrap();
+        let c = parse(&with(&anchor).replace("dnssec = true", "dnssec = false")).unwrap();
+        assert!(c.warnings().iter().any(|w| w.contains("trust_anchor has no effect")), "{:?}", c.warnings());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! the result types ([`AttemptResult`], [`Stage`], [`TlsOutcome`]) are
 //! delivery's, kept by the queue as they are.
 
+pub mod dane;
 mod local;
 pub mod mta_sts;
 pub mod mx;

@@ -10,17 +10,29 @@
 //! servers), with a short text that reads well as `dns: <text>` in `queue
 //! summary`. This module only asks DNS; it never connects to a mail server
 //! and never decides what a failure means for a message.
+//!
+//! With `[dns] dnssec = true` every answer is validated (hickory's DNSSEC
+//! with the ring provider, from `[dns] trust_anchor` or the root KSK), and
+//! each [`NextHop`] says whether its MX RRset and its address records were
+//! [`Dnssec::Secure`]: DANE (RFC 7672 §2.2) applies only where both are.
+//! A bogus answer is never used: it is a temporary failure
+//! (`dns: dnssec: bogus MX records`), and an MX host whose addresses are
+//! bogus is left out like one without addresses. [`MxResolver::tlsa`]
+//! looks up a host's TLSA records with their security.
 
+use super::dane::Tlsa;
 use super::{AttemptResult, Stage};
 use crate::config::DnsSection;
 use crate::proto::smtp::address::literal_ip;
 use hickory_resolver::config::{ConnectionConfig, LookupIpStrategy, NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
+use hickory_resolver::proto::dnssec::{Proof, TrustAnchors};
 use hickory_resolver::proto::op::ResponseCode;
-use hickory_resolver::proto::rr::{Name, RData};
+use hickory_resolver::proto::rr::{Name, RData, Record};
 use hickory_resolver::TokioResolver;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// At most this many MX hosts are used (RFC 5321 §5.1 lets a client limit them).
@@ -36,6 +48,68 @@ pub struct NextHop {
     /// The MX preference; `None` for an implicit MX, a literal or a smarthost.
     pub preference: Option<u16>,
     pub addrs: Vec<IpAddr>,
+    /// The MX RRset that named this host (for an implicit MX: the
+    /// domain's own address records). Insecure without `[dns] dnssec`,
+    /// for literals and smarthosts.
+    pub mx_dnssec: Dnssec,
+    /// This host's address records.
+    pub addr_dnssec: Dnssec,
+}
+
+impl NextHop {
+    fn unsigned(host: String, preference: Option<u16>, addrs: Vec<IpAddr>) -> NextHop {
+        NextHop { host, preference, addrs, mx_dnssec: Dnssec::Insecure, addr_dnssec: Dnssec::Insecure }
+    }
+
+    /// RFC 7672 §2.2.1-2: the MX RRset and the host's addresses are both
+    /// secure, so the host's TLSA records may be used.
+    pub fn dane_eligible(&self) -> bool {
+        self.mx_dnssec == Dnssec::Secure && self.addr_dnssec == Dnssec::Secure
+    }
+}
+
+/// What DNSSEC made of an answer (RFC 4035 §4.3). Bogus answers never
+/// reach a [`NextHop`]; they end as failures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Dnssec {
+    /// Validated from the trust anchor.
+    Secure,
+    /// Unsigned (or validation off): usable, but proves nothing.
+    #[default]
+    Insecure,
+    /// Should have validated and did not.
+    Bogus,
+}
+
+impl Dnssec {
+    /// Secure if every record is; bogus if any is; else insecure.
+    fn of<'a>(records: impl Iterator<Item = &'a Record>) -> Dnssec {
+        let mut all_secure = true;
+        let mut any = false;
+        for r in records {
+            any = true;
+            match r.proof {
+                Proof::Secure => {}
+                Proof::Bogus => return Dnssec::Bogus,
+                _ => all_secure = false,
+            }
+        }
+        if any && all_secure {
+            Dnssec::Secure
+        } else {
+            Dnssec::Insecure
+        }
+    }
+}
+
+/// A host's TLSA records (`_<port>._tcp.<host>`) and their security;
+/// no records (NXDOMAIN, NODATA) is an empty list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsaAnswer {
+    /// The name looked up, e.g. `_25._tcp.mx.example.net`.
+    pub name: String,
+    pub dnssec: Dnssec,
+    pub records: Vec<Tlsa>,
 }
 
 /// Why no next hop could be found.
@@ -93,6 +167,8 @@ pub struct MxResolver {
     inner: TokioResolver,
     /// Bound on one lookup, whatever the resolver's own retries do.
     limit: Duration,
+    /// `[dns] dnssec`: answers are validated.
+    dnssec: bool,
 }
 
 impl std::fmt::Debug for MxResolver {
@@ -129,8 +205,21 @@ impl MxResolver {
         opts.attempts = 2;
         // IPv4 first: where IPv6 is not routed, the IPv4 address is tried at once.
         opts.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+        if dns.dnssec {
+            opts.validate = true;
+            if let Some(path) = &dns.trust_anchor {
+                let anchors = TrustAnchors::from_file(path)
+                    .map_err(|e| DnsSetupError(format!("dns.trust_anchor {}: {e}", path.display())))?;
+                builder = builder.with_trust_anchor(Arc::new(anchors));
+            }
+        }
         let inner = builder.build().map_err(|e| DnsSetupError(e.to_string()))?;
-        Ok(MxResolver { inner, limit: timeout * 2 + Duration::from_millis(500) })
+        Ok(MxResolver { inner, limit: timeout * 2 + Duration::from_millis(500), dnssec: dns.dnssec })
+    }
+
+    /// Whether answers are validated (`[dns] dnssec`).
+    pub fn dnssec(&self) -> bool {
+        self.dnssec
     }
 
     /// The next hops for mail to `domain`: its MX hosts by preference (equal
@@ -140,26 +229,35 @@ impl MxResolver {
         let domain = domain.trim_end_matches('.').to_ascii_lowercase();
         if domain.starts_with('[') {
             return match literal_ip(&domain) {
-                Some(ip) => Ok(vec![NextHop { host: ip.to_string(), preference: None, addrs: vec![ip] }]),
+                Some(ip) => Ok(vec![NextHop::unsigned(ip.to_string(), None, vec![ip])]),
                 None => Err(DnsFailure::permanent(&domain, "invalid domain literal", "5.1.2")),
             };
         }
         let name = fqdn(&domain).ok_or_else(|| DnsFailure::permanent(&domain, "invalid domain name", "5.1.2"))?;
         let lookup = tokio::time::timeout(self.limit, self.inner.mx_lookup(name.clone())).await;
+        let mut mx_dnssec = Dnssec::Insecure;
         let mut mxs: Vec<(u16, Name)> = match lookup {
             Err(_) => return Err(DnsFailure::temporary(&domain, "timed out")),
-            Ok(Ok(l)) => l
-                .answers()
-                .iter()
-                .filter_map(|r| match &r.data {
-                    RData::MX(mx) => Some((mx.preference, mx.exchange.clone())),
-                    _ => None,
-                })
-                .collect(),
-            Ok(Err(e)) if e.is_nx_domain() => return Err(DnsFailure::permanent(&domain, "domain not found", "5.1.2")),
-            Ok(Err(e)) if e.is_no_records_found() => Vec::new(),
-            Ok(Err(e)) => return Err(temporary(&domain, &e)),
+            Ok(Ok(l)) => {
+                mx_dnssec = Dnssec::of(l.answers().iter().filter(|r| matches!(r.data, RData::MX(_))));
+                l.answers()
+                    .iter()
+                    .filter_map(|r| match &r.data {
+                        RData::MX(mx) => Some((mx.preference, mx.exchange.clone())),
+                        _ => None,
+                    })
+                    .collect()
+            }
+            Ok(Err(e)) if is_bogus(&e) => return Err(bogus(&domain, "MX records")),
+            Ok(Err(e)) => match negative(&e) {
+                Some(true) => return Err(DnsFailure::permanent(&domain, "domain not found", "5.1.2")),
+                Some(false) => Vec::new(),
+                None => return Err(temporary(&domain, &e)),
+            },
         };
+        if mx_dnssec == Dnssec::Bogus {
+            return Err(bogus(&domain, "MX records"));
+        }
 
         // RFC 7505 §3: a single MX whose exchange is "." says "no mail here".
         if mxs.iter().any(|(_, x)| x.is_root()) {
@@ -172,7 +270,14 @@ impl MxResolver {
         if mxs.is_empty() {
             // RFC 5321 §5.1: no MX, so the domain itself is the implicit MX.
             return match self.addresses(&domain, name).await {
-                Ok(addrs) => Ok(vec![NextHop { host: domain.clone(), preference: None, addrs }]),
+                // the domain's own records stand for the MX RRset (RFC 7672 §2.2.2)
+                Ok((addrs, sec)) => Ok(vec![NextHop {
+                    host: domain.clone(),
+                    preference: None,
+                    addrs,
+                    mx_dnssec: sec,
+                    addr_dnssec: sec,
+                }]),
                 Err(f) if f.permanent => {
                     Err(DnsFailure::permanent(&domain, "no MX or address records for the domain", "5.4.4"))
                 }
@@ -195,7 +300,9 @@ impl MxResolver {
         while let Some(joined) = set.join_next().await {
             let Ok((i, pref, host, r)) = joined else { continue };
             match r {
-                Ok(addrs) => found.push((i, NextHop { host, preference: Some(pref), addrs })),
+                Ok((addrs, addr_dnssec)) => {
+                    found.push((i, NextHop { host, preference: Some(pref), addrs, mx_dnssec, addr_dnssec }))
+                }
                 Err(f) => {
                     tracing::debug!(domain = %domain, mx = %host, "MX host has no usable address: {f}");
                     failures.push(f);
@@ -218,11 +325,12 @@ impl MxResolver {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         if let Ok(ip) = bare.parse::<IpAddr>() {
-            return Ok(NextHop { host: ip.to_string(), preference: None, addrs: vec![ip] });
+            return Ok(NextHop::unsigned(ip.to_string(), None, vec![ip]));
         }
         let name = fqdn(&host).ok_or_else(|| DnsFailure::permanent(&host, "invalid host name", "5.1.2"))?;
-        let addrs = self.addresses(&host, name).await?;
-        Ok(NextHop { host, preference: None, addrs })
+        let (addrs, addr_dnssec) = self.addresses(&host, name).await?;
+        // a smarthost is the operator's own choice: DANE never applies to it
+        Ok(NextHop { addr_dnssec, ..NextHop::unsigned(host, None, addrs) })
     }
 
     /// The TXT records at `name` (e.g. `_mta-sts.example.net`,
@@ -244,15 +352,60 @@ impl MxResolver {
                     _ => None,
                 })
                 .collect()),
-            Ok(Err(e)) if e.is_nx_domain() || e.is_no_records_found() => Ok(Vec::new()),
+            Ok(Err(e)) if is_bogus(&e) => Err(bogus(&name_text, "TXT records")),
+            Ok(Err(e)) if negative(&e).is_some() => Ok(Vec::new()),
             Ok(Err(e)) => Err(temporary(&name_text, &e)),
         }
     }
 
-    async fn addresses(&self, host: &str, name: Name) -> Result<Vec<IpAddr>, DnsFailure> {
+    /// The TLSA records of `host` for `port` (RFC 7672 §2.2:
+    /// `_<port>._tcp.<host>`). None (NXDOMAIN, NODATA) is an empty list;
+    /// a bogus answer, a timeout or SERVFAIL is a temporary failure, so
+    /// the host is not used (never a downgrade to no DANE).
+    pub async fn tlsa(&self, host: &str, port: u16) -> Result<TlsaAnswer, DnsFailure> {
+        let name_text = format!("_{port}._tcp.{}", host.trim_end_matches('.').to_ascii_lowercase());
+        let fq = fqdn(&name_text).ok_or_else(|| DnsFailure::permanent(&name_text, "invalid name", "5.1.2"))?;
+        match tokio::time::timeout(self.limit, self.inner.tlsa_lookup(fq)).await {
+            Err(_) => Err(DnsFailure::temporary(&name_text, "TLSA lookup timed out")),
+            Ok(Ok(l)) => {
+                let tlsa = || l.answers().iter().filter(|r| matches!(r.data, RData::TLSA(_)));
+                let dnssec = Dnssec::of(tlsa());
+                if dnssec == Dnssec::Bogus {
+                    return Err(bogus(&name_text, "TLSA records"));
+                }
+                let records = tlsa()
+                    .filter_map(|r| match &r.data {
+                        RData::TLSA(t) => Some(Tlsa {
+                            usage: t.cert_usage.into(),
+                            selector: t.selector.into(),
+                            matching: t.matching.into(),
+                            data: t.cert_data.clone(),
+                        }),
+                        _ => None,
+                    })
+                    .collect();
+                Ok(TlsaAnswer { name: name_text, dnssec, records })
+            }
+            Ok(Err(e)) if is_bogus(&e) => Err(bogus(&name_text, "TLSA records")),
+            Ok(Err(e)) if negative(&e).is_some() => {
+                Ok(TlsaAnswer { name: name_text, dnssec: Dnssec::Insecure, records: Vec::new() })
+            }
+            Ok(Err(e)) => {
+                let f = temporary(&name_text, &e);
+                Err(DnsFailure { text: format!("TLSA lookup: {}", f.text), ..f })
+            }
+        }
+    }
+
+    async fn addresses(&self, host: &str, name: Name) -> Result<(Vec<IpAddr>, Dnssec), DnsFailure> {
         match tokio::time::timeout(self.limit, self.inner.lookup_ip(name)).await {
             Err(_) => Err(DnsFailure::temporary(host, "timed out")),
             Ok(Ok(l)) => {
+                let records = l.as_lookup().answers();
+                let sec = Dnssec::of(records.iter().filter(|r| matches!(r.data, RData::A(_) | RData::AAAA(_))));
+                if sec == Dnssec::Bogus {
+                    return Err(bogus(host, "address records"));
+                }
                 let mut addrs: Vec<IpAddr> = Vec::new();
                 for a in l.iter() {
                     if !addrs.contains(&a) {
@@ -262,12 +415,15 @@ impl MxResolver {
                 if addrs.is_empty() {
                     Err(DnsFailure::permanent(host, "no address records", "5.4.4"))
                 } else {
-                    Ok(addrs)
+                    Ok((addrs, sec))
                 }
             }
-            Ok(Err(e)) if e.is_nx_domain() => Err(DnsFailure::permanent(host, "host not found", "5.4.4")),
-            Ok(Err(e)) if e.is_no_records_found() => Err(DnsFailure::permanent(host, "no address records", "5.4.4")),
-            Ok(Err(e)) => Err(temporary(host, &e)),
+            Ok(Err(e)) if is_bogus(&e) => Err(bogus(host, "address records")),
+            Ok(Err(e)) => match negative(&e) {
+                Some(true) => Err(DnsFailure::permanent(host, "host not found", "5.4.4")),
+                Some(false) => Err(DnsFailure::permanent(host, "no address records", "5.4.4")),
+                None => Err(temporary(host, &e)),
+            },
         }
     }
 }
@@ -278,6 +434,28 @@ fn fqdn(domain: &str) -> Option<Name> {
         return None;
     }
     Name::from_utf8(format!("{domain}.")).ok()
+}
+
+/// A DNSSEC validation failure: retry later, never use the answer.
+fn is_bogus(e: &NetError) -> bool {
+    matches!(e, NetError::Dns(DnsError::DnssecBogus))
+        || matches!(e, NetError::Dns(DnsError::Nsec { proof: Proof::Bogus, .. }))
+}
+
+fn bogus(name: &str, what: &str) -> DnsFailure {
+    DnsFailure::temporary(name, format!("dnssec: bogus {what}"))
+}
+
+/// A negative answer: `Some(true)` NXDOMAIN, `Some(false)` no records of the
+/// type; None for any other error. With validation on, hickory hands an
+/// insecure or indeterminate denial over as an NSEC error.
+fn negative(e: &NetError) -> Option<bool> {
+    match e {
+        _ if e.is_nx_domain() => Some(true),
+        _ if e.is_no_records_found() => Some(false),
+        NetError::Dns(DnsError::Nsec { response, .. }) => Some(response.response_code == ResponseCode::NXDomain),
+        _ => None,
+    }
 }
 
 fn temporary(name: &str, e: &NetError) -> DnsFailure {

@@ -7,9 +7,15 @@
 //! `connect`, `tls` or `auth`, with the text `queue summary` will show. It
 //! never sends credentials unless TLS is active, and after a server's 220
 //! to STARTTLS it discards whatever else the server sent in plaintext.
+//!
+//! Where DANE applies to the host ([`OpenParams::dane`]), STARTTLS is
+//! required whatever the connector says, the DANE verifier decides the
+//! handshake, and the failures read `dane: STARTTLS not offered` and
+//! `dane: no TLSA record matched` (no plaintext retry, ever).
 
+use super::dane::DaneHop;
 use super::tls::{handshake_failure_text, server_name, ConnectorTls};
-use super::{Stage, TlsOutcome};
+use super::{PolicyOutcome, Stage, TlsOutcome};
 use crate::config::OutboundTls;
 use crate::proto::smtp::client::{
     clean_text, discard, AuthMechanism, ClientSession, Envelope, Event, RcptResult, Secret, ServerReply,
@@ -87,6 +93,12 @@ pub(crate) struct HopFailure {
 impl HopFailure {
     fn new(stage: Stage, text: impl Into<String>) -> HopFailure {
         HopFailure { stage, code: None, enhanced: None, text: text.into(), tls: None, retry_plaintext: None }
+    }
+
+    /// A DNS failure for one host (its TLSA lookup): stage `dns`, not a
+    /// reason to stop trying the other hosts.
+    pub fn dns(f: &super::mx::DnsFailure) -> HopFailure {
+        HopFailure::new(Stage::Dns, f.text.clone()).enhanced(f.enhanced)
     }
 
     fn reply(stage: Stage, r: &ServerReply) -> HopFailure {
@@ -172,6 +184,9 @@ pub(crate) struct OpenParams<'a> {
     pub tls: &'a ConnectorTls,
     pub auth: Option<(&'a str, &'a PathBuf)>,
     pub timeouts: Timeouts,
+    /// DANE for this host (validated TLSA records): STARTTLS required and
+    /// the DANE verifier decides. None: the connector's policy alone.
+    pub dane: Option<&'a DaneHop>,
 }
 
 /// A connected, greeted (and maybe authenticated) session.
@@ -195,6 +210,16 @@ impl std::fmt::Debug for Session {
 
 fn plaintext(note: impl Into<String>) -> TlsOutcome {
     TlsOutcome { info: None, verified: false, note: Some(note.into()), policy: None }
+}
+
+/// A failure under DANE: stage `tls`, no SMTP code (so `queue summary`
+/// shows the text), the DANE policy's RFC 8460 result-type attached.
+fn dane_failure(dane: &DaneHop, text: String, enhanced: &str, result_type: &str) -> HopFailure {
+    let policy: Option<PolicyOutcome> = Some(dane.outcome(Some(result_type)));
+    HopFailure {
+        tls: Some(TlsOutcome { policy, ..plaintext(text.clone()) }),
+        ..HopFailure::new(Stage::Tls, text).enhanced(enhanced)
+    }
 }
 
 impl Session {
@@ -258,12 +283,17 @@ impl Session {
         name: rustls_pki_types::ServerName<'static>,
         name_ok: bool,
     ) -> Result<(), HopFailure> {
-        let must = matches!(p.policy, OutboundTls::Required | OutboundTls::Verify);
-        if p.policy == OutboundTls::None {
+        let must = matches!(p.policy, OutboundTls::Required | OutboundTls::Verify) || p.dane.is_some();
+        if let Some(d) = p.dane.filter(|_| !self.core.extensions().starttls) {
+            // RFC 7672 §2.2: usable TLSA records make TLS mandatory
+            let f = dane_failure(d, "dane: STARTTLS not offered".into(), "4.7.4", "starttls-not-supported");
+            return Err(self.fail_connect(f));
+        }
+        if p.policy == OutboundTls::None && p.dane.is_none() {
             self.tls = plaintext("TLS disabled for this connector (tls = \"none\")");
             return Ok(());
         }
-        if let Some(note) = &p.plaintext_note {
+        if let Some(note) = p.plaintext_note.as_ref().filter(|_| p.dane.is_none()) {
             self.tls = plaintext(note.clone());
             return Ok(());
         }
@@ -278,7 +308,7 @@ impl Session {
             self.tls = plaintext("STARTTLS not offered");
             return Ok(());
         }
-        if p.policy == OutboundTls::Verify && !name_ok {
+        if p.policy == OutboundTls::Verify && !name_ok && p.dane.is_none() {
             let f = HopFailure::new(Stage::Tls, "certificate name mismatch").enhanced("4.7.5");
             return Err(self.fail_connect(f));
         }
@@ -290,8 +320,10 @@ impl Session {
                 return Ok(());
             }
             Ok(Event::Rejected { reply, .. }) => {
+                // under DANE the refusal is also the policy's failure (RFC 8460)
+                let policy = p.dane.map(|d| d.outcome(Some("starttls-not-supported")));
                 let f = HopFailure {
-                    tls: Some(plaintext(format!("STARTTLS refused: {reply}"))),
+                    tls: Some(TlsOutcome { policy, ..plaintext(format!("STARTTLS refused: {reply}")) }),
                     ..HopFailure::reply(Stage::Tls, &reply)
                 };
                 return Err(self.fail_connect(f));
@@ -305,6 +337,15 @@ impl Session {
         // sent before the handshake may be acted upon.
         discard(&mut self.buf);
         if let Err(e) = self.handshake(p, name).await {
+            if let Some(d) = p.dane {
+                let text = match &e {
+                    HandshakeError::Failed(io) => super::dane::handshake_failure_text(io),
+                    HandshakeError::TimedOut => format!("dane: {e}"),
+                };
+                let result_type =
+                    if text == super::dane::NO_MATCH { "validation-failure" } else { "certificate-not-trusted" };
+                return Err(dane_failure(d, text, "4.7.5", result_type));
+            }
             let text = e.to_string();
             let reason = text.strip_prefix("handshake failed: ").unwrap_or(&text);
             let f = HopFailure {
@@ -330,7 +371,11 @@ impl Session {
         name: rustls_pki_types::ServerName<'static>,
     ) -> Result<(), HandshakeError> {
         let verify = p.policy == OutboundTls::Verify;
-        let config = if verify { p.tls.verifying.clone() } else { p.tls.any.clone() };
+        let config = match p.dane {
+            Some(d) => d.config.clone(),
+            None if verify => p.tls.verifying.clone(),
+            None => p.tls.any.clone(),
+        };
         let started = tokio::time::timeout(p.timeouts.tls_handshake, self.stream.connect_tls(config, name.clone()));
         let info = match started.await {
             Err(_) => return Err(HandshakeError::TimedOut),
@@ -340,6 +385,12 @@ impl Session {
             }
             Ok(Ok(info)) => info,
         };
+        if let Some(d) = p.dane {
+            // the DANE verifier accepted the chain (authenticated unless no record was usable)
+            let policy = Some(d.outcome(None));
+            self.tls = TlsOutcome { info: Some(info), verified: d.authenticates(), note: None, policy };
+            return Ok(());
+        }
         let verified = verify || self.stream.peer_certificates().is_some_and(|certs| p.tls.would_verify(&certs, &name));
         self.tls = TlsOutcome { info: Some(info), verified, note: None, policy: None };
         Ok(())

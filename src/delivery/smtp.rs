@@ -61,13 +61,27 @@
 //!    more go in further transactions on the same session.
 //! 4. If every hop failed at connect or TLS, every recipient is deferred with
 //!    the last failure and `unreachable` is set.
+//!
+//! # DANE (RFC 7672), one step per hop
+//!
+//! With `[dns] dnssec = true`, before a hop of MX delivery is tried
+//! ([`SmtpTransport::dane_for_hop`]): where its MX RRset and its addresses
+//! are secure, its TLSA records (`_<mx_port>._tcp.<host>`) are looked up.
+//! Secure TLSA records make STARTTLS mandatory and the DANE verifier
+//! decide (`tls: dane: no TLSA record matched`, `tls: dane: STARTTLS not
+//! offered`); a bogus or failed TLSA lookup skips the host
+//! (`dns: dnssec: bogus TLSA records`); insecure or absent TLSA leaves the
+//! connector's policy. Smarthosts and `tls = "none"` connectors never use
+//! DANE. An idle pooled session is reused under DANE only if it was itself
+//! DANE-verified.
 
+use super::dane::DaneHop;
 use super::mta_sts::{MtaSts, Plan};
-use super::mx::{MxResolver, NextHop};
+use super::mx::{Dnssec, MxResolver, NextHop};
 use super::pool::{Pool, PoolKey, PoolLimits};
 use super::session::{HopFailure, OpenParams, Session};
 use super::tls::TlsClients;
-use super::{AttemptReport, AttemptResult, RcptOutcome, Stage, TlsOutcome};
+use super::{AttemptReport, AttemptResult, PolicyKind, RcptOutcome, Stage, TlsOutcome};
 use crate::config::{Config, Connector, OutboundTls, SmarthostTls};
 use crate::proto::smtp::client::{Envelope, RcptResult, TxStage};
 use crate::proto::smtp::server::BodyType;
@@ -290,19 +304,36 @@ impl SmtpTransport {
         let mut requiretls_refused: Option<AttemptResult> = None;
         'hops: for hop in self.prefer_pooled(connector, &route) {
             let port = self.port(&route, &hop);
+            // DANE: a step of its own per hop (RFC 7672 §2.2); it wins over
+            // MTA-STS where both apply, and `TLS-Required: No` waives it
+            let dane = match msg.tls_optional {
+                true => Ok(None),
+                false => self.dane_for_hop(connector, &route, &hop, port, domain).await,
+            };
+            let dane = match dane {
+                Ok(d) => d,
+                Err(f) => {
+                    tracing::info!(id = msg.id, host = %hop.host, "{}: {}", f.stage, f.text);
+                    last_host = hop.host.clone();
+                    last = Some(f);
+                    continue;
+                }
+            };
             let key = PoolKey { connector: pool_name.clone(), host: hop.host.clone(), port };
             while let Some(mut s) = self.take_idle(&key) {
-                if !s.probe() {
+                if !s.probe() || (dane.is_some() && !dane_verified(&s.tls)) {
                     close_all(vec![s]);
                     continue;
                 }
-                if sts.enforce() && !s.tls.verified {
-                    // opened for a domain without a policy: not good enough here
-                    close_all(self.pool.put(key.clone(), s));
-                    break;
+                if dane.is_none() {
+                    if sts.enforce() && !s.tls.verified {
+                        // opened for a domain without a policy: not good enough here
+                        close_all(self.pool.put(key.clone(), s));
+                        break;
+                    }
+                    let sts_verified = s.would_verify(self.sts.tls());
+                    sts.opened(&hop.host, &mut s.tls, sts_verified);
                 }
-                let sts_verified = s.would_verify(self.sts.tls());
-                sts.opened(&hop.host, &mut s.tls, sts_verified);
                 let s = match self.requiretls_check(msg, &key, s, now) {
                     Ok(s) => s,
                     Err(r) => {
@@ -332,6 +363,7 @@ impl SmtpTransport {
                     tls,
                     auth,
                     timeouts: self.settings.timeouts,
+                    dane: dane.as_ref(),
                 };
                 let mut opened = Session::open(&p).await;
                 if let Err(HopFailure { retry_plaintext: Some(note), .. }) = &opened {
@@ -343,8 +375,10 @@ impl SmtpTransport {
                 }
                 match opened {
                     Ok(mut s) => {
-                        let sts_verified = s.would_verify(self.sts.tls());
-                        sts.opened(&hop.host, &mut s.tls, sts_verified);
+                        if dane.is_none() {
+                            let sts_verified = s.would_verify(self.sts.tls());
+                            sts.opened(&hop.host, &mut s.tls, sts_verified);
+                        }
                         let s = match self.requiretls_check(msg, &key, s, now) {
                             Ok(s) => s,
                             Err(r) => {
@@ -358,7 +392,9 @@ impl SmtpTransport {
                         }
                     }
                     Err(mut f) => {
-                        sts.failed(&mut f);
+                        if dane.is_none() {
+                            sts.failed(&mut f);
+                        }
                         tracing::info!(id = msg.id, host = %hop.host, addr = %p.addr, "{}: {}", f.stage, f.text);
                         let next = f.is_connect_or_tls();
                         last_host = hop.host.clone();
@@ -404,6 +440,55 @@ impl SmtpTransport {
                     implicit_tls: false,
                     smarthost: false,
                 })
+            }
+        }
+    }
+
+    /// DANE for one hop of MX delivery (RFC 7672 §2.2): `Some` when the
+    /// host's MX RRset, addresses and TLSA records are secure and TLSA
+    /// records exist; `None` where DANE does not apply (validation off, a
+    /// smarthost, `tls = "none"`, anything insecure, no TLSA). A bogus or
+    /// failed TLSA lookup is a failure for this host: it is skipped.
+    async fn dane_for_hop(
+        &self,
+        c: &Connector,
+        route: &Route,
+        hop: &NextHop,
+        port: u16,
+        domain: &str,
+    ) -> Result<Option<DaneHop>, HopFailure> {
+        if !self.resolver.dnssec() || route.smarthost || c.tls == OutboundTls::None || !hop.dane_eligible() {
+            return Ok(None);
+        }
+        let answer = match self.resolver.tlsa(&hop.host, port).await {
+            Ok(a) => a,
+            Err(f) => {
+                let mut h = HopFailure::dns(&f);
+                let failed = if f.text.starts_with("dnssec:") { "dnssec-invalid" } else { "tlsa-invalid" };
+                if let Ok(d) = DaneHop::new(domain, &hop.host, Vec::new()) {
+                    h.tls = Some(TlsOutcome {
+                        info: None,
+                        verified: false,
+                        note: Some(f.text.clone()),
+                        policy: Some(d.outcome(Some(failed))),
+                    });
+                }
+                return Err(h);
+            }
+        };
+        if answer.dnssec != Dnssec::Secure || answer.records.is_empty() {
+            return Ok(None);
+        }
+        match DaneHop::new(domain, &hop.host, answer.records) {
+            Ok(d) => Ok(Some(d)),
+            Err(e) => {
+                tracing::warn!(host = %hop.host, "DANE client configuration: {e}");
+                Err(HopFailure::dns(&super::mx::DnsFailure {
+                    name: answer.name,
+                    permanent: false,
+                    text: "dane: TLS setup failed".into(),
+                    enhanced: "4.7.5",
+                }))
             }
         }
     }
@@ -522,6 +607,11 @@ pub fn requiretls_refusal(tls: &TlsOutcome, offered: bool) -> Option<&'static st
     } else {
         None
     }
+}
+
+/// The session's TLS was verified by DANE (an idle one may serve a DANE hop).
+fn dane_verified(tls: &TlsOutcome) -> bool {
+    tls.verified && tls.policy.as_ref().is_some_and(|p| p.kind == PolicyKind::Tlsa && p.failure.is_none())
 }
 
 /// Close sessions in the background: a QUIT is polite, not worth waiting for.

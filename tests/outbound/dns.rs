@@ -71,6 +71,7 @@ pub async fn serve(zone: Zone) -> TestDns {
         zone.records,
         ZoneType::Primary,
         AxfrPolicy::Deny,
+        None, // no NSEC/NSEC3: the zone is not signed
     )
     .expect("zone");
     let mut catalog = Catalog::new();

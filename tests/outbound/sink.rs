@@ -129,7 +129,7 @@ impl SinkConfig {
         self
     }
     /// Present `chain` (leaf first) with `key` instead of the self-signed
-    /// certificate: e.g. one issued by a test CA.
+    /// certificate: e.g. one issued by a test CA (MTA-STS, DANE-TA).
     pub fn certificate(
         mut self,
         chain: Vec<rustls_pki_types::CertificateDer<'static>>,
