@@ -324,6 +324,31 @@ fn queue_summary_names_the_dane_failure() {
     assert!(bad.messages().is_empty());
     let text = String::from_utf8_lossy(&s.cli(&["queue", "summary"]).stdout).into_owned();
     assert!(text.contains("tls: dane: no TLSA record matched"), "{text}");
+
+    // the tracking log carries each session's DANE result to `tls report`
+    let out = s.cli(&["tls", "report", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let row = |d: &str| report.iter().find(|r| r["domain"] == d).cloned().unwrap_or_else(|| panic!("{d}: {report:?}"));
+    let good_row = row("good.test");
+    assert_eq!(good_row["verified"], 1, "{good_row}");
+    assert_eq!(good_row["verified_by"]["dane"], 1, "{good_row}");
+    let bad_row = row("bad.test");
+    assert_eq!(bad_row["verified"], 0, "{bad_row}");
+    assert_eq!(bad_row["failures"]["tls: dane: no TLSA record matched"], 1, "{bad_row}");
+    // and the policy's result, which TLS-RPT reports
+    let out = s.cli(&["track", "--recipient", "y@bad.test", "--json"]);
+    let track = String::from_utf8_lossy(&out.stdout).into_owned();
+    let deferred: Vec<serde_json::Value> = track
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["event"] == "deferred")
+        .collect();
+    assert!(!deferred.is_empty(), "{track}");
+    assert_eq!(deferred[0]["policy_type"], "tlsa", "{track}");
+    assert_eq!(deferred[0]["policy_domain"], "bad.test", "{track}");
+    assert_eq!(deferred[0]["policy_result"], "validation-failure", "{track}");
     drop(dns);
     let _: SocketAddr = good.addr;
 }
