@@ -386,14 +386,8 @@ struct Scraped {
 
 impl metrics::Sources for Scraped {
     fn queue(&self) -> Vec<metrics::QueuedDestination> {
-        let all = match crate::queue::select::all(&self.queue) {
-            Ok(all) => all,
-            Err(e) => {
-                tracing::warn!("metrics: cannot read the queue: {e}");
-                return Vec::new();
-            }
-        };
-        control::views::tally(all.iter())
+        self.queue
+            .tally()
             .into_iter()
             .map(|(destination, t)| metrics::QueuedDestination { destination, messages: t.messages, oldest: t.oldest })
             .collect()

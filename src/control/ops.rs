@@ -134,8 +134,7 @@ fn local_address(config: &Config, s: &str) -> Result<Address, OpError> {
 }
 
 fn queue_summary(s: &Stores<'_>) -> Result<Response, OpError> {
-    let all = select::all(s.queue)?;
-    Ok(Response::ok(views::summary(all.iter())))
+    Ok(Response::ok(views::summary(s.queue.tally())))
 }
 
 fn queue_list(s: &Stores<'_>, f: &QueueFilter) -> Result<Response, OpError> {
