@@ -224,21 +224,18 @@ impl QueueStore {
         }
     }
 
-    /// Every queued message, oldest first.
+    /// Every queued message, oldest first, read one at a time: the walk
+    /// holds one message from the index and one from memory, whatever the
+    /// size of the queue. A message that changes while the walk passes it
+    /// may be missed or seen in its newer state.
     pub fn iter(&self) -> impl Iterator<Item = Result<Message, StoreError>> + '_ {
-        let mut all: Vec<Result<Message, StoreError>> =
-            self.shared.fresh.lock_or_recover().values().cloned().map(Ok).collect();
-        all.extend(self.shared.tree.scan_prefix(b"m/").map(|r| {
-            let (k, v) = r?;
-            decode(&k, &v)
-        }));
-        all.sort_by(|a, b| match (a, b) {
-            (Ok(a), Ok(b)) => a.id.cmp(&b.id),
-            (Err(_), Ok(_)) => std::cmp::Ordering::Less,
-            (Ok(_), Err(_)) => std::cmp::Ordering::Greater,
-            (Err(_), Err(_)) => std::cmp::Ordering::Equal,
-        });
-        all.into_iter()
+        Walk {
+            shared: &self.shared,
+            tree: self.shared.tree.scan_prefix(b"m/"),
+            tree_head: None,
+            fresh_head: None,
+            fresh_after: None,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -307,6 +304,57 @@ impl QueueStore {
 
     pub fn spool_dir(&self) -> &Path {
         &self.shared.dir
+    }
+}
+
+/// [`QueueStore::iter`]: the index and the fresh messages merged in id
+/// order (a message in both is the fresh one, as [`QueueStore::get`] reads it).
+struct Walk<'a> {
+    shared: &'a Shared,
+    tree: sled::Iter,
+    tree_head: Option<Result<Message, StoreError>>,
+    fresh_head: Option<Message>,
+    /// The last fresh message taken: the next is looked up after it.
+    fresh_after: Option<QueueId>,
+}
+
+impl Iterator for Walk<'_> {
+    type Item = Result<Message, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        if self.tree_head.is_none() {
+            self.tree_head = self.tree.next().map(|r| r.map_err(StoreError::from).and_then(|(k, v)| decode(&k, &v)));
+        }
+        // looked up again each time: mail that arrives during the walk is
+        // in it (after everything older), as long as the walk is not over
+        if self.fresh_head.is_none() {
+            let fresh = self.shared.fresh.lock_or_recover();
+            let next = match &self.fresh_after {
+                None => fresh.values().next(),
+                Some(after) => fresh.range((Excluded(after.clone()), Unbounded)).next().map(|(_, m)| m),
+            };
+            self.fresh_head = next.cloned();
+            if let Some(m) = &self.fresh_head {
+                self.fresh_after = Some(m.id.clone());
+            }
+        }
+        let take_tree = match (&self.tree_head, &self.fresh_head) {
+            (None, None) => return None,
+            (Some(Err(_)), _) | (Some(Ok(_)), None) => true,
+            (None, Some(_)) => false,
+            (Some(Ok(t)), Some(f)) if t.id == f.id => {
+                // moved into the index while the walk ran: shown once
+                self.tree_head = None;
+                false
+            }
+            (Some(Ok(t)), Some(f)) => t.id < f.id,
+        };
+        if take_tree {
+            self.tree_head.take()
+        } else {
+            self.fresh_head.take().map(Ok)
+        }
     }
 }
 
