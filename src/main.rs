@@ -482,6 +482,47 @@ fn direct(config: &Config, req: Request) -> Result<Response, Failure> {
     Ok(resp)
 }
 
+/// `queue list --json`: one line per message, printed as it arrives from
+/// the server (or as the store is walked when no server runs).
+fn list_streamed(config_path: &Path, filter: QueueFilter) -> Outcome {
+    let config = load(config_path)?;
+    let socket = config.control_socket();
+    let req = Request::QueueList { filter, stream: true };
+    match control::request_stream(&socket, &req, |item| outln!("{item}")) {
+        Ok(Some(Response { ok: true, .. })) => Ok(()),
+        Ok(Some(Response { error, .. })) => {
+            Err(runtime(error.unwrap_or_else(|| "the server refused the request".into())))
+        }
+        Err(e) => Err(runtime(format!("control socket {}: {e}", socket.display()))),
+        Ok(None) => {
+            let Request::QueueList { filter, .. } = req else { return Ok(()) };
+            let (_data, queue) = open_queue(&config)?;
+            ops::queue_list_each(&queue, &filter, |v| {
+                match serde_json::to_string(&v) {
+                    Ok(line) => outln!("{line}"),
+                    Err(e) => eprintln!("postern: message {}: {e}", v.id),
+                }
+                true
+            })
+            .map(|_| ())
+            .map_err(|e| runtime(e.to_string()))
+        }
+    }
+}
+
+/// The queue store opened directly (no server runs), for reading.
+fn open_queue(config: &Config) -> Result<(postern::datadir::DataDir, postern::queue::QueueStore), Failure> {
+    if !config.server.data_dir.join("db").exists() {
+        return Err(runtime(format!(
+            "no server is running and there is no data directory at {} to read; is --config the server's configuration?",
+            config.server.data_dir.display()
+        )));
+    }
+    let data = postern::datadir::DataDir::open(&config.server.data_dir).map_err(|e| runtime(e.to_string()))?;
+    let (queue, _) = postern::queue::QueueStore::open(&data.db, &data.path).map_err(|e| runtime(e.to_string()))?;
+    Ok((data, queue))
+}
+
 fn print_json_lines(v: &serde_json::Value) {
     match v {
         serde_json::Value::Array(items) => {
@@ -508,11 +549,13 @@ fn queue(config: &Path, cmd: QueueCmd) -> Outcome {
             }
         }
         QueueCmd::List { json, destination, state, sender, recipient } => {
-            let data =
-                operate(config, Request::QueueList { filter: QueueFilter { destination, state, sender, recipient } })?;
+            let filter = QueueFilter { destination, state, sender, recipient };
             if json {
-                print_json_lines(&data);
+                // printed as read: memory stays flat however long the list
+                list_streamed(config, filter)?;
             } else {
+                // the table pads columns to the widest cell, so it needs them all
+                let data = operate(config, Request::QueueList { filter, stream: false })?;
                 out!("{}", views::list_table(&from_value::<Vec<views::MessageView>>(data)?));
             }
         }

@@ -90,6 +90,20 @@ impl control::Handler for Context {
             }
         })
     }
+
+    /// `queue list` streamed: walked on a blocking thread, line by line.
+    fn stream(&self, req: Request, out: tokio::sync::mpsc::Sender<Response>) -> control::BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let Request::QueueList { filter, .. } = req else {
+                let _ = out.send(self.handle(req).await).await;
+                return;
+            };
+            let (queue, tx) = (self.queue.clone(), out.clone());
+            if let Err(e) = tokio::task::spawn_blocking(move || ops::stream_list(&queue, &filter, &tx)).await {
+                let _ = out.send(Response::err(format!("internal error: {e}"))).await;
+            }
+        })
+    }
 }
 
 impl Context {
@@ -391,14 +405,8 @@ struct Scraped {
 
 impl metrics::Sources for Scraped {
     fn queue(&self) -> Vec<metrics::QueuedDestination> {
-        let all = match crate::queue::select::all(&self.queue) {
-            Ok(all) => all,
-            Err(e) => {
-                tracing::warn!("metrics: cannot read the queue: {e}");
-                return Vec::new();
-            }
-        };
-        control::views::tally(all.iter())
+        self.queue
+            .tally()
             .into_iter()
             .map(|(destination, t)| metrics::QueuedDestination { destination, messages: t.messages, oldest: t.oldest })
             .collect()

@@ -7,6 +7,10 @@
 //! Requests are objects tagged by `op`, e.g.
 //! `{"op":"queue_list","state":"queued"}`; responses are
 //! `{"ok":true,"data":...}` or `{"ok":false,"error":"one sentence"}`.
+//! A listing asked for with `"stream":true` is answered line by line as
+//! the server walks the queue: one `{"ok":true,"more":true,"data":item}`
+//! per item, then one ordinary response that ends it (its `data` is the
+//! count), so neither end holds the whole list.
 //!
 //! The socket knows nothing of the server behind it: [`serve`] takes a
 //! [`Handler`] that answers each request (the server implements it).
@@ -31,6 +35,9 @@ pub enum Request {
     QueueList {
         #[serde(flatten)]
         filter: QueueFilter,
+        /// Answer one line per message as they are read (see the module docs).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        stream: bool,
     },
     QueueShow {
         id: String,
@@ -99,6 +106,11 @@ impl Request {
         matches!(self, Request::Reload | Request::Ping)
     }
 
+    /// Whether the answer comes as a stream of lines.
+    pub fn streams(&self) -> bool {
+        matches!(self, Request::QueueList { stream: true, .. })
+    }
+
     /// Whether the operation only reads: without a server it must find a
     /// data directory, never make one (SPEC §3).
     pub fn only_reads(&self) -> bool {
@@ -120,14 +132,21 @@ pub struct Response {
     pub data: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// One item of a streamed answer; more lines follow.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub more: bool,
 }
 
 impl Response {
     pub fn ok(data: impl Serialize) -> Response {
-        Response { ok: true, data: serde_json::to_value(data).ok(), error: None }
+        Response { ok: true, data: serde_json::to_value(data).ok(), error: None, more: false }
     }
     pub fn err(e: impl std::fmt::Display) -> Response {
-        Response { ok: false, data: None, error: Some(e.to_string()) }
+        Response { ok: false, data: None, error: Some(e.to_string()), more: false }
+    }
+    /// One item of a streamed answer.
+    pub fn item(data: impl Serialize) -> Response {
+        Response { more: true, ..Response::ok(data) }
     }
 }
 
@@ -136,9 +155,22 @@ const MAX_REQUEST: usize = 1 << 20;
 
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
+/// Lines in flight between a streaming handler and the socket: a slow
+/// reader holds the handler back instead of letting lines pile up.
+const STREAM_BUFFER: usize = 16;
+
 /// What answers the requests that arrive on the control socket.
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, req: Request) -> BoxFuture<'_, Response>;
+
+    /// Answer a request that [`Request::streams`]: send each item
+    /// ([`Response::item`]) to `out` as it is made, then the response that
+    /// ends it. A failed send means the client went away: stop.
+    fn stream(&self, req: Request, out: tokio::sync::mpsc::Sender<Response>) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let _ = out.send(self.handle(req).await).await;
+        })
+    }
 }
 
 /// Serve the control socket until the task is dropped.
@@ -231,13 +263,31 @@ async fn connection(stream: UnixStream, handler: &dyn Handler) -> std::io::Resul
             return Ok(());
         }
         let resp = match serde_json::from_str::<Request>(line.trim()) {
+            Ok(req) if req.streams() => {
+                let (tx, mut rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
+                let w = &mut w;
+                let write = async move {
+                    while let Some(resp) = rx.recv().await {
+                        write_line(w, &resp).await?;
+                    }
+                    Ok::<(), std::io::Error>(())
+                };
+                // a write error drops the receiver, which stops the handler
+                let ((), written) = tokio::join!(handler.stream(req, tx), write);
+                written?;
+                continue;
+            }
             Ok(req) => handler.handle(req).await,
             Err(e) => Response::err(format!("bad request: {e}")),
         };
-        let mut out = serde_json::to_vec(&resp).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
-        out.push(b'\n');
-        w.write_all(&out).await?;
+        write_line(&mut w, &resp).await?;
     }
+}
+
+async fn write_line(w: &mut (impl AsyncWriteExt + Unpin), resp: &Response) -> std::io::Result<()> {
+    let mut out = serde_json::to_vec(resp).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
+    out.push(b'\n');
+    w.write_all(&out).await
 }
 
 /// Client side: send one request to a running server. `Ok(None)` when no
@@ -257,9 +307,45 @@ pub fn request(path: &Path, req: &Request) -> std::io::Result<Option<Response>> 
     let mut reader = std::io::BufReader::new(stream);
     let mut resp = String::new();
     reader.read_line(&mut resp)?;
-    serde_json::from_str(&resp)
-        .map(Some)
-        .map_err(|e| std::io::Error::other(format!("unreadable answer from the server: {e}")))
+    parse_line(&resp).map(Some)
+}
+
+/// Client side of a streamed answer: send `req`, hand each item's data to
+/// `each` as its line arrives, and return the response that ends the
+/// stream. `Ok(None)` when no server answers at `path`.
+pub fn request_stream(
+    path: &Path,
+    req: &Request,
+    mut each: impl FnMut(serde_json::Value),
+) -> std::io::Result<Option<Response>> {
+    use std::io::{BufRead, Write};
+    let mut stream = match std::os::unix::net::UnixStream::connect(path) {
+        Ok(s) => s,
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => {
+            return Ok(None)
+        }
+        Err(e) => return Err(e),
+    };
+    let mut line = serde_json::to_vec(req).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    stream.write_all(&line)?;
+    let mut reader = std::io::BufReader::new(stream);
+    let mut resp = String::new();
+    loop {
+        resp.clear();
+        if reader.read_line(&mut resp)? == 0 {
+            return Err(std::io::Error::other("the server closed the connection before the end of its answer"));
+        }
+        let r = parse_line(&resp)?;
+        if !r.more {
+            return Ok(Some(r));
+        }
+        each(r.data.unwrap_or(serde_json::Value::Null));
+    }
+}
+
+fn parse_line(line: &str) -> std::io::Result<Response> {
+    serde_json::from_str(line).map_err(|e| std::io::Error::other(format!("unreadable answer from the server: {e}")))
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! server) and the CLI (when no server runs). Every failure is one sentence
 //! naming the thing that is wrong.
 
-use super::views::{self, MessageDetail};
+use super::views::{self, MessageDetail, MessageView};
 use super::{QueueFilter, Request, Response};
 use crate::auth::{AccountError, Accounts};
 use crate::config::Config;
@@ -55,7 +55,7 @@ pub fn execute(s: &Stores<'_>, req: Request) -> Response {
     let r = match req {
         Request::Ping => Ok(Response::ok("pong")),
         Request::QueueSummary => queue_summary(s),
-        Request::QueueList { filter } => queue_list(s, &filter),
+        Request::QueueList { filter, .. } => queue_list(s, &filter),
         Request::QueueShow { id } => queue_show(s, &id),
         Request::QueueRetry { select } => modify(s, ControlOp::Retry(select)),
         Request::QueueFreeze { select } => modify(s, ControlOp::Freeze(select)),
@@ -134,17 +134,49 @@ fn local_address(config: &Config, s: &str) -> Result<Address, OpError> {
 }
 
 fn queue_summary(s: &Stores<'_>) -> Result<Response, OpError> {
-    let all = select::all(s.queue)?;
-    Ok(Response::ok(views::summary(all.iter())))
+    Ok(Response::ok(views::summary(s.queue.tally())))
 }
 
 fn queue_list(s: &Stores<'_>, f: &QueueFilter) -> Result<Response, OpError> {
+    let mut views = Vec::new();
+    queue_list_each(s.queue, f, |v| {
+        views.push(v);
+        true
+    })?;
+    Ok(Response::ok(views))
+}
+
+/// `queue list`, one message at a time in id order: `each` gets every
+/// message the filter matches as the walk reads it and returns false to
+/// stop (its reader went away). Returns how many it was given. Memory does
+/// not grow with the queue.
+pub fn queue_list_each(
+    queue: &QueueStore,
+    f: &QueueFilter,
+    mut each: impl FnMut(MessageView) -> bool,
+) -> Result<usize, OpError> {
     if let Some(st) = &f.state {
         RcptState::parse(st).ok_or_else(|| OpError::UnknownState(st.clone()))?;
     }
-    let views: Vec<_> =
-        select::all(s.queue)?.iter().filter(|m| select::matches_filter(m, f)).map(views::message_view).collect();
-    Ok(Response::ok(views))
+    let mut n = 0;
+    for m in queue.iter() {
+        let m = m?;
+        if select::matches_filter(&m, f) {
+            n += 1;
+            if !each(views::message_view(&m)) {
+                break;
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// [`queue_list_each`] onto a streamed answer (on a blocking thread: the
+/// sends wait for the socket): one item line per message, then the line
+/// that ends it with the count, or the error that stopped the walk.
+pub fn stream_list(queue: &QueueStore, f: &QueueFilter, out: &tokio::sync::mpsc::Sender<Response>) {
+    let end = queue_list_each(queue, f, |v| out.blocking_send(Response::item(v)).is_ok());
+    let _ = out.blocking_send(end.map(Response::ok).unwrap_or_else(Response::err));
 }
 
 pub fn detail(queue: &QueueStore, m: &Message) -> MessageDetail {

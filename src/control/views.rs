@@ -3,6 +3,7 @@
 //! forms for people. Clients ignore
 //! fields they do not know; fields are only ever added.
 
+use crate::queue::summary::Tally;
 use crate::queue::{Message, RcptState, Recipient};
 use crate::util::rfc3339;
 use serde::{Deserialize, Serialize};
@@ -104,62 +105,9 @@ pub fn message_view(m: &Message) -> MessageView {
     }
 }
 
-/// One destination's queued recipients, counted: what `queue summary`
-/// shows and the metrics' queue gauges read.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Tally {
-    /// Messages with at least one queued recipient for this destination.
-    pub messages: usize,
-    pub recipients: usize,
-    /// The arrival of the oldest of them (Unix seconds).
-    pub oldest: u64,
-    /// The earliest next attempt of a recipient not frozen (0: due now).
-    pub next: Option<u64>,
-    /// The newest error: when, and its category.
-    pub last_error: Option<(u64, String)>,
-    pub frozen: usize,
-}
-
-/// Per destination, the queued recipients of `messages`.
-pub fn tally<'a>(messages: impl Iterator<Item = &'a Message>) -> BTreeMap<String, Tally> {
-    let mut by: BTreeMap<String, Tally> = BTreeMap::new();
-    for m in messages {
-        let mut counted: Vec<&str> = Vec::new();
-        for r in m.pending() {
-            let a = by.entry(r.destination.clone()).or_insert(Tally {
-                messages: 0,
-                recipients: 0,
-                oldest: u64::MAX,
-                next: None,
-                last_error: None,
-                frozen: 0,
-            });
-            a.recipients += 1;
-            if !counted.contains(&r.destination.as_str()) {
-                counted.push(&r.destination);
-                a.messages += 1;
-                if m.frozen {
-                    a.frozen += 1;
-                }
-            }
-            a.oldest = a.oldest.min(m.arrived);
-            if !m.frozen {
-                let due = r.next_attempt.unwrap_or(0);
-                a.next = Some(a.next.map_or(due, |n| n.min(due)));
-            }
-            if let Some(e) = &r.last_result {
-                if a.last_error.as_ref().is_none_or(|(at, _)| e.at >= *at) {
-                    a.last_error = Some((e.at, e.category()));
-                }
-            }
-        }
-    }
-    by
-}
-
-/// One row per destination over the queued recipients of `messages`.
-pub fn summary<'a>(messages: impl Iterator<Item = &'a Message>) -> Vec<SummaryRow> {
-    tally(messages)
+/// One row per destination, from the queue's aggregates.
+pub fn summary(tally: BTreeMap<String, Tally>) -> Vec<SummaryRow> {
+    tally
         .into_iter()
         .map(|(destination, a)| SummaryRow {
             destination,

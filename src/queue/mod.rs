@@ -2,7 +2,8 @@
 //! records, the spool that makes a `250` true, and the store that keeps the
 //! current state of everything queued, and the delivery status reports
 //! (`dsn`) it sends back, which messages an operator's selection names
-//! (`select`), the manager that drives delivery (`scheduler`), and its
+//! (`select`), the manager that drives delivery (`scheduler`), the
+//! per-destination aggregates `queue summary` reads (`summary`), and its
 //! records as message-tracking events (`tracking`). It knows
 //! nothing of SMTP sessions or of the control socket.
 
@@ -14,6 +15,7 @@ pub mod scheduler;
 pub mod select;
 pub mod spool;
 pub mod store;
+pub mod summary;
 pub mod tracking;
 
 pub use id::QueueId;

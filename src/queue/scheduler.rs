@@ -148,8 +148,12 @@ impl Scheduler {
             total: 0,
             tx: tx.clone(),
         };
-        m.rebuild();
-        tokio::spawn(m.run(rx, new_ids));
+        // the index is rebuilt in the background: listeners open meanwhile,
+        // and commands and new mail wait in their channels until it is done
+        tokio::spawn(async move {
+            m.rebuild().await;
+            m.run(rx, new_ids).await
+        });
         Scheduler { tx }
     }
 
@@ -184,6 +188,20 @@ struct Manager {
     tx: mpsc::UnboundedSender<Command>,
 }
 
+/// When a message next needs attention: the earliest due recipient that
+/// can be delivered (locally or remotely, as far as either is available);
+/// None when frozen or nothing is left.
+fn next_due(m: &Message, local: bool, remote: bool) -> Option<u64> {
+    if m.frozen {
+        return None;
+    }
+    m.recipients
+        .iter()
+        .filter(|r| r.state == RcptState::Queued && if r.destination == "local" { local } else { remote })
+        .map(|r| r.next_attempt.unwrap_or(0))
+        .min()
+}
+
 fn rcpt_due(r: &Recipient, now: u64) -> bool {
     r.state == RcptState::Queued && r.next_attempt.is_none_or(|t| t <= now)
 }
@@ -207,14 +225,7 @@ impl Manager {
     /// When a message next needs attention: the earliest due recipient
     /// that can be delivered; None when frozen or nothing is left.
     fn next_due(&self, m: &Message) -> Option<u64> {
-        if m.frozen {
-            return None;
-        }
-        m.recipients
-            .iter()
-            .filter(|r| r.state == RcptState::Queued && self.can_deliver(&r.destination))
-            .map(|r| r.next_attempt.unwrap_or(0))
-            .min()
+        next_due(m, self.local.is_some(), self.remote.is_some())
     }
 
     fn index(&mut self, m: &Message) {
@@ -229,17 +240,33 @@ impl Manager {
         }
     }
 
-    fn rebuild(&mut self) {
-        let mut n = 0;
+    /// Index every queued message by when it is due, read on a blocking
+    /// thread (a walk of the whole store).
+    async fn rebuild(&mut self) {
         let store = self.store.clone();
-        for m in store.iter() {
-            match m {
-                Ok(m) => {
-                    self.index(&m);
-                    n += 1;
+        let (local, remote) = (self.local.is_some(), self.remote.is_some());
+        let walk = tokio::task::spawn_blocking(move || {
+            let (mut n, mut due) = (0, Vec::new());
+            for m in store.iter() {
+                match m {
+                    Ok(m) => {
+                        n += 1;
+                        if let Some(t) = next_due(&m, local, remote) {
+                            due.push((t, m.id));
+                        }
+                    }
+                    Err(e) => tracing::error!("queue index: {e}"),
                 }
-                Err(e) => tracing::error!("queue index: {e}"),
             }
+            (n, due)
+        });
+        let (n, due) = walk.await.unwrap_or_else(|e| {
+            tracing::error!("queue index rebuild failed: {e}");
+            (0, Vec::new())
+        });
+        for (t, id) in due {
+            self.due.insert(id.clone(), t);
+            self.heap.push(Reverse((t, id)));
         }
         tracing::info!(messages = n, due = self.due.len(), "queue manager started");
     }

@@ -55,11 +55,6 @@ pub fn get(queue: &QueueStore, id: &str) -> Result<Message, SelectError> {
     queue.get(&qid)?.ok_or(SelectError::NoSuchMessage(qid))
 }
 
-/// Every message in the queue, in id order.
-pub fn all(queue: &QueueStore) -> Result<Vec<Message>, StoreError> {
-    queue.iter().collect()
-}
-
 pub fn matches_filter(m: &Message, f: &QueueFilter) -> bool {
     let lc = |s: &str| s.to_ascii_lowercase();
     if let Some(d) = &f.destination {
@@ -94,17 +89,20 @@ pub fn select(queue: &QueueStore, sel: &Selector) -> Result<Vec<Message>, Select
         return Err(SelectError::NothingNamed);
     }
     let mut out: Vec<Message> = Vec::new();
+    // a set, not a search of `out`: `--all` on a big queue stays linear
+    let mut named = std::collections::HashSet::new();
     for id in &sel.ids {
         let qid = parse_id(id)?;
-        if out.iter().any(|o| o.id == qid) {
+        if !named.insert(qid.clone()) {
             continue;
         }
         out.push(queue.get(&qid)?.ok_or(SelectError::NoSuchMessage(qid))?);
     }
     if sel.destination.is_some() || sel.all {
         let filter = QueueFilter { destination: sel.destination.clone(), ..Default::default() };
-        for m in all(queue)? {
-            if (sel.all || matches_filter(&m, &filter)) && !out.iter().any(|o| o.id == m.id) {
+        for m in queue.iter() {
+            let m = m?;
+            if (sel.all || matches_filter(&m, &filter)) && !named.contains(&m.id) {
                 out.push(m);
             }
         }

@@ -30,6 +30,7 @@ use super::fault::{self, FaultPlan};
 use super::id::{IdAllocator, QueueId};
 use super::message::{Message, SpoolRef};
 use super::spool::{self, SpoolReader, SpoolWriter, SEGMENT_LIMIT};
+use super::summary::{Aggregates, Tally};
 use crate::util::{fsync_dir, LockExt};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::OpenOptions;
@@ -82,6 +83,9 @@ struct Shared {
     segments: Mutex<Segments>,
     /// Queued messages in their arrival state, not in the index.
     fresh: Mutex<BTreeMap<QueueId, Message>>,
+    /// Per destination, what is queued (see `summary`): every change to
+    /// `fresh` or the index changes these under the same call.
+    aggregates: Mutex<Aggregates>,
     subscriber: Mutex<Option<mpsc::UnboundedSender<QueueId>>>,
     faults: Arc<FaultPlan>,
 }
@@ -155,6 +159,7 @@ impl QueueStore {
             dir,
             segments: Mutex::new(Segments::default()),
             fresh: Mutex::new(BTreeMap::new()),
+            aggregates: Mutex::new(Aggregates::default()),
             subscriber: Mutex::new(None),
             faults,
         });
@@ -219,21 +224,18 @@ impl QueueStore {
         }
     }
 
-    /// Every queued message, oldest first.
+    /// Every queued message, oldest first, read one at a time: the walk
+    /// holds one message from the index and one from memory, whatever the
+    /// size of the queue. A message that changes while the walk passes it
+    /// may be missed or seen in its newer state.
     pub fn iter(&self) -> impl Iterator<Item = Result<Message, StoreError>> + '_ {
-        let mut all: Vec<Result<Message, StoreError>> =
-            self.shared.fresh.lock_or_recover().values().cloned().map(Ok).collect();
-        all.extend(self.shared.tree.scan_prefix(b"m/").map(|r| {
-            let (k, v) = r?;
-            decode(&k, &v)
-        }));
-        all.sort_by(|a, b| match (a, b) {
-            (Ok(a), Ok(b)) => a.id.cmp(&b.id),
-            (Err(_), Ok(_)) => std::cmp::Ordering::Less,
-            (Ok(_), Err(_)) => std::cmp::Ordering::Greater,
-            (Err(_), Err(_)) => std::cmp::Ordering::Equal,
-        });
-        all.into_iter()
+        Walk {
+            shared: &self.shared,
+            tree: self.shared.tree.scan_prefix(b"m/"),
+            tree_head: None,
+            fresh_head: None,
+            fresh_after: None,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -251,8 +253,19 @@ impl QueueStore {
             return self.remove(message);
         }
         // into the index first, so a reader always finds it somewhere
-        self.shared.tree.insert(mkey(&message.id), encode(message)?)?;
-        self.shared.fresh.lock_or_recover().remove(&message.id);
+        let k = mkey(&message.id);
+        let before = self.shared.tree.insert(&k, encode(message)?)?;
+        let was_fresh = self.shared.fresh.lock_or_recover().remove(&message.id);
+        let old = match (was_fresh, before) {
+            (Some(m), _) => Some(m),
+            (None, Some(v)) => Some(decode(&k, &v)?),
+            (None, None) => None,
+        };
+        let mut agg = self.shared.aggregates.lock_or_recover();
+        if let Some(old) = &old {
+            agg.subtract(old);
+        }
+        agg.add(message);
         Ok(())
     }
 
@@ -261,12 +274,22 @@ impl QueueStore {
         self.shared.mark_done(message)?;
         // release the segment only for a message that was really queued:
         // removing one twice must not count down its neighbours
-        let was_fresh = self.shared.fresh.lock_or_recover().remove(&message.id).is_some();
-        let was_indexed = !was_fresh && self.shared.tree.remove(mkey(&message.id))?.is_some();
-        if was_fresh || was_indexed {
+        let k = mkey(&message.id);
+        let old = match self.shared.fresh.lock_or_recover().remove(&message.id) {
+            Some(m) => Some(m),
+            None => self.shared.tree.remove(&k)?.map(|v| decode(&k, &v)).transpose()?,
+        };
+        if let Some(old) = old {
+            self.shared.aggregates.lock_or_recover().subtract(&old);
             self.shared.release(message.spool.segment);
         }
         Ok(())
+    }
+
+    /// Per destination, the queued recipients: read from the aggregates
+    /// kept as messages change, never by walking the queue.
+    pub fn tally(&self) -> BTreeMap<String, Tally> {
+        self.shared.aggregates.lock_or_recover().tally()
     }
 
     pub fn read_body(&self, message: &Message) -> io::Result<Vec<u8>> {
@@ -284,11 +307,68 @@ impl QueueStore {
     }
 }
 
+/// [`QueueStore::iter`]: the index and the fresh messages merged in id
+/// order (a message in both is the fresh one, as [`QueueStore::get`] reads it).
+struct Walk<'a> {
+    shared: &'a Shared,
+    tree: sled::Iter,
+    tree_head: Option<Result<Message, StoreError>>,
+    fresh_head: Option<Message>,
+    /// The last fresh message taken: the next is looked up after it.
+    fresh_after: Option<QueueId>,
+}
+
+impl Iterator for Walk<'_> {
+    type Item = Result<Message, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        if self.tree_head.is_none() {
+            self.tree_head = self.tree.next().map(|r| r.map_err(StoreError::from).and_then(|(k, v)| decode(&k, &v)));
+        }
+        // looked up again each time: mail that arrives during the walk is
+        // in it (after everything older), as long as the walk is not over
+        if self.fresh_head.is_none() {
+            let fresh = self.shared.fresh.lock_or_recover();
+            let next = match &self.fresh_after {
+                None => fresh.values().next(),
+                Some(after) => fresh.range((Excluded(after.clone()), Unbounded)).next().map(|(_, m)| m),
+            };
+            self.fresh_head = next.cloned();
+            if let Some(m) = &self.fresh_head {
+                self.fresh_after = Some(m.id.clone());
+            }
+        }
+        let take_tree = match (&self.tree_head, &self.fresh_head) {
+            (None, None) => return None,
+            (Some(Err(_)), _) | (Some(Ok(_)), None) => true,
+            (None, Some(_)) => false,
+            (Some(Ok(t)), Some(f)) if t.id == f.id => {
+                // moved into the index while the walk ran: shown once
+                self.tree_head = None;
+                false
+            }
+            (Some(Ok(t)), Some(f)) => t.id < f.id,
+        };
+        if take_tree {
+            self.tree_head.take()
+        } else {
+            self.fresh_head.take().map(Ok)
+        }
+    }
+}
+
 impl Shared {
     /// Runs on the writer thread once a batch is durable.
     fn stored(&self, batch: &[Message]) {
         let mut overflow = sled::Batch::default();
         let mut overflowed = false;
+        {
+            let mut agg = self.aggregates.lock_or_recover();
+            for m in batch {
+                agg.add(m);
+            }
+        }
         {
             let mut fresh = self.fresh.lock_or_recover();
             for m in batch {
@@ -379,10 +459,13 @@ impl Shared {
         let mut rec = Recovery::default();
         let segments = spool::list_segments(&self.dir)?;
         let mut indexed: HashMap<QueueId, SpoolRef> = HashMap::new();
+        // counted as read; what reconciliation then drops is taken back
+        let mut agg = Aggregates::default();
         for r in self.tree.scan_prefix(b"m/") {
             let (k, v) = r?;
             match decode(&k, &v) {
                 Ok(m) => {
+                    agg.add(&m);
                     indexed.insert(m.id.clone(), m.spool);
                 }
                 Err(e) => {
@@ -419,8 +502,15 @@ impl Shared {
                 if indexed.get(&id).is_some_and(|s| s.segment == seg) {
                     continue;
                 }
+                if indexed.contains_key(&id) {
+                    // the spool copy shadows an index entry pointing elsewhere
+                    if let Some(v) = self.tree.get(mkey(&id))? {
+                        agg.subtract(&decode(&mkey(&id), &v)?);
+                    }
+                }
                 let mut m = r.message;
                 m.spool = r.spool;
+                agg.add(&m);
                 rec.from_spool.push(id.clone());
                 if fresh.len() < FRESH_LIMIT {
                     fresh.insert(id, m);
@@ -430,14 +520,19 @@ impl Shared {
             }
             // index entries of finished messages (the journal line came first)
             for id in indexed.keys().filter(|id| done.contains(*id)) {
-                self.tree.remove(mkey(id))?;
+                if let Some(v) = self.tree.remove(mkey(id))? {
+                    agg.subtract(&decode(&mkey(id), &v)?);
+                }
             }
         }
         self.tree.apply_batch(overflow)?;
         for id in indexed.keys() {
-            if !seen.contains(id) && self.tree.contains_key(mkey(id))? {
+            if seen.contains(id) {
+                continue;
+            }
+            if let Some(v) = self.tree.remove(mkey(id))? {
                 tracing::warn!(id = %id, "dropped queue index entry: its spool data is missing");
-                self.tree.remove(mkey(id))?;
+                agg.subtract(&decode(&mkey(id), &v)?);
                 rec.dropped.push(id.clone());
             }
         }
@@ -457,6 +552,7 @@ impl Shared {
         }
         rec.messages = seen.len();
         *self.fresh.lock_or_recover() = fresh;
+        *self.aggregates.lock_or_recover() = agg;
         {
             let mut segs = self.segments.lock_or_recover();
             segs.live = live;

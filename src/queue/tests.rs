@@ -312,3 +312,100 @@ fn the_record_scanner_resynchronises_and_never_panics() {
         assert!(r.records.windows(2).all(|w| w[0].end() <= w[1].offset));
     }
 }
+
+/// The summary's aggregates equal a full walk after every kind of change
+/// (deferral, partial delivery, bounce, freeze, thaw, delete) and after the
+/// store is opened again, with and without sled's copy of the changes.
+#[tokio::test]
+async fn aggregates_equal_a_walk_through_every_change_and_a_reopen() {
+    use super::summary::walk;
+    let dir = tempfile::tempdir().unwrap();
+    let check = |store: &QueueStore, when: &str| {
+        let all: Vec<Message> = store.iter().map(|m| m.unwrap()).collect();
+        assert_eq!(store.tally(), walk(all.iter()), "{when}");
+    };
+    let error = |stage: Stage, code: Option<u16>, at: u64| AttemptResult {
+        code,
+        enhanced: code.map(|c| format!("{}.0.0", c / 100)),
+        text: "refused".into(),
+        remote_host: None,
+        stage,
+        at,
+    };
+    {
+        let (_d, store, _) = open(dir.path(), 4096);
+        let mut ms = Vec::new();
+        for i in 0..40u64 {
+            let mut m = message(&store, &["a@one.test", "b@two.test", "c@one.test"]);
+            m.recipients[0].destination = "smtp/one.test".into();
+            m.recipients[1].destination = "smtp/two.test".into();
+            m.recipients[2].destination = "smtp/one.test".into();
+            m.arrived = 1_000 + i % 7;
+            ms.push(store.enqueue(m, format!("Subject: {i}\r\n\r\nbody\r\n").into_bytes()).await.unwrap());
+        }
+        check(&store, "after arrival");
+        for (i, m) in ms.iter_mut().enumerate() {
+            let at = 2_000 + (i as u64 % 5);
+            match i % 6 {
+                0 => {
+                    // deferred, all of them
+                    for r in &mut m.recipients {
+                        r.attempts += 1;
+                        r.next_attempt = Some(at + 600);
+                        r.last_result = Some(error(Stage::Connect, None, at));
+                    }
+                }
+                1 => {
+                    // one delivered, one bounced, one deferred
+                    m.recipients[0].state = RcptState::Delivered;
+                    m.recipients[1].state = RcptState::Failed;
+                    m.recipients[1].last_result = Some(error(Stage::Rcpt, Some(550), at));
+                    m.recipients[2].next_attempt = Some(at + 60);
+                    m.recipients[2].last_result = Some(error(Stage::Rcpt, Some(451), at));
+                }
+                2 => m.frozen = true,
+                3 => {
+                    for r in &mut m.recipients {
+                        r.state = RcptState::Delivered;
+                    }
+                }
+                4 => {
+                    for r in &mut m.recipients {
+                        r.state = RcptState::Deleted;
+                    }
+                }
+                _ => continue,
+            }
+            store.update(m).unwrap();
+        }
+        check(&store, "after deliveries, deferrals, bounces, freezes and deletes");
+        // thaw half the frozen ones, defer the deferred once more
+        for m in ms.iter_mut().filter(|m| m.frozen).step_by(2) {
+            m.frozen = false;
+            store.update(m).unwrap();
+        }
+        for m in ms.iter_mut().filter(|m| m.recipients[0].attempts == 1) {
+            m.recipients[0].attempts = 2;
+            m.recipients[0].next_attempt = Some(9_000);
+            m.recipients[0].last_result = Some(error(Stage::Tls, None, 3_000));
+            store.update(m).unwrap();
+        }
+        // removed twice: counted down once
+        let gone = ms.iter().find(|m| m.is_finished()).unwrap().clone();
+        store.remove(&gone).unwrap();
+        check(&store, "after thaws, more deferrals and a second removal");
+        store.flush().unwrap();
+    }
+    let (_d, store, _) = open(dir.path(), 4096);
+    check(&store, "after reopening");
+    drop((_d, store));
+    // without the index: everything is queued again from the spool
+    {
+        let data = DataDir::open_when_free(dir.path());
+        data.db.drop_tree("queue").unwrap();
+        data.db.flush().unwrap();
+    }
+    let (_d, store, rec) = open(dir.path(), 4096);
+    assert!(!rec.from_spool.is_empty());
+    check(&store, "after losing the index");
+}

@@ -1,0 +1,276 @@
+//! Issue 13, the queue at scale, for real: the server binary takes mail
+//! over SMTP that is delivered locally, relayed to a receiving SMTP server
+//! inside the test (taken, refused with 550, deferred with 451), deferred
+//! to a smarthost nobody listens on, frozen, thawed and deleted; `queue
+//! summary` (read from the aggregates the store keeps) must equal a walk
+//! over `queue list --json` throughout and after a SIGKILL and restart.
+//! And `queue list --json` streams: a message sent after the CLI printed
+//! its first line is still in the listing, so the server had not read the
+//! queue to the end when that line came out.
+
+#[path = "common/mod.rs"]
+mod common;
+#[path = "outbound/sink.rs"]
+#[allow(dead_code)]
+mod sink;
+
+use common::*;
+use postern::control::views::{MessageView, SummaryRow};
+use sink::{SinkConfig, Sinks};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// A port on 127.0.0.1 that nobody listens on (bound, then let go).
+fn dead_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn send(s: &TestServer, to: &[&str], subject: &str) -> String {
+    let mut c = Client::connect(s.addr("mx"));
+    c.reply();
+    c.expect("EHLO client.test", 250);
+    let id = queued_id(&c.send_mail("alice@example.test", to, &format!("Subject: {subject}\r\n\r\nbody\r\n")));
+    c.cmd("QUIT");
+    id
+}
+
+fn json_lines(out: &std::process::Output, what: &str) -> Vec<serde_json::Value> {
+    assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json line")).collect()
+}
+
+fn list(s: &TestServer) -> Vec<MessageView> {
+    json_lines(&s.cli(&["queue", "list", "--json"]), "queue list")
+        .into_iter()
+        .map(|v| serde_json::from_value(v).expect("a message view"))
+        .collect()
+}
+
+fn summary(s: &TestServer) -> Vec<serde_json::Value> {
+    json_lines(&s.cli(&["queue", "summary", "--json"]), "queue summary")
+}
+
+/// What `queue summary` must say, worked out here from the listing, one
+/// message at a time (SPEC §5: per destination the messages and
+/// recipients still queued, the oldest arrival, the next attempt of those
+/// not frozen, the newest error's category).
+fn walk(messages: &[MessageView]) -> Vec<serde_json::Value> {
+    #[derive(Default)]
+    struct Row {
+        count: usize,
+        recipients: usize,
+        oldest: Option<String>,
+        next: Option<String>,
+        last: Option<(u64, String)>,
+        frozen: usize,
+    }
+    let mut by: BTreeMap<String, Row> = BTreeMap::new();
+    for m in messages {
+        let mut seen: Vec<&str> = Vec::new();
+        for r in m.recipients.iter().filter(|r| r.state == "queued") {
+            let row = by.entry(r.destination.clone()).or_default();
+            row.recipients += 1;
+            if !seen.contains(&r.destination.as_str()) {
+                seen.push(&r.destination);
+                row.count += 1;
+                row.frozen += m.frozen as usize;
+            }
+            if row.oldest.as_ref().is_none_or(|o| m.arrived < *o) {
+                row.oldest = Some(m.arrived.clone());
+            }
+            if !m.frozen {
+                // null: due now, which sorts before any time
+                let due = r.next_attempt.clone().unwrap_or_default();
+                if row.next.as_ref().is_none_or(|n| due < *n) {
+                    row.next = Some(due);
+                }
+            }
+            if let Some(e) = &r.last_result {
+                let this = (e.at, e.category());
+                if row.last.as_ref().is_none_or(|l| this >= *l) {
+                    row.last = Some(this);
+                }
+            }
+        }
+    }
+    by.into_iter()
+        .map(|(destination, r)| {
+            serde_json::to_value(SummaryRow {
+                destination,
+                count: r.count,
+                recipients: r.recipients,
+                oldest: r.oldest.unwrap_or_default(),
+                next_attempt: r.next.map(|n| if n.is_empty() { "now".into() } else { n }),
+                last_error: r.last.map(|(_, c)| c),
+                frozen: r.frozen,
+            })
+            .unwrap()
+        })
+        .collect()
+}
+
+/// Once nothing moves (every queued recipient waits for a later attempt or
+/// is frozen, and two listings agree), the summary equals the walk.
+fn assert_summary_is_exact(s: &TestServer, when: &str) {
+    let mut last = None;
+    let settled = eventually(Duration::from_secs(60), || {
+        let before = list(s);
+        let sum = summary(s);
+        let after = list(s);
+        let quiet = after
+            .iter()
+            .all(|m| m.frozen || m.recipients.iter().filter(|r| r.state == "queued").all(|r| r.next_attempt.is_some()));
+        let same = serde_json::to_value(&before).unwrap() == serde_json::to_value(&after).unwrap();
+        last = Some((sum, after));
+        quiet && same
+    });
+    let (sum, messages) = last.unwrap();
+    assert!(settled, "{when}: the queue did not settle; log:\n{}", s.log());
+    assert!(!sum.is_empty(), "{when}: something is queued");
+    assert_eq!(sum, walk(&messages), "{when}: the summary differs from a walk over the listing");
+}
+
+#[test]
+fn summary_aggregates_stay_exact_through_every_change_and_a_sigkill() {
+    let sinks = Sinks::new();
+    let sink = sinks.start(
+        SinkConfig::new(&["sink.test"])
+            .rcpt_reply("gone@dest.test", "550 5.1.1 no such user")
+            .rcpt_reply("later@dest.test", "451 4.3.0 try again later"),
+    );
+    let dead = dead_port();
+    let extra = format!(
+        r#"[[connector]]
+name = "out"
+address_spaces = ["dest.test"]
+smarthost = "127.0.0.1:{sink}"
+
+[[connector]]
+name = "dead"
+address_spaces = ["dead.test"]
+smarthost = "127.0.0.1:{dead}"
+
+[queue]
+retry_schedule = ["1h"]
+"#,
+        sink = sink.port()
+    );
+    let conf = config("relay_networks = [\"127.0.0.0/8\"]", &extra)
+        .replace("[[connector]]\nname = \"internet\"\naddress_spaces = [\"*\"]\n", "");
+    let mut s = TestServer::start(&conf);
+    s.add_user("alice@example.test", "pw-alice");
+
+    // every mix of delivered (local, relayed), bounced (550: an NDR to
+    // alice), deferred (451, connection refused) in one message or apart
+    let shapes: &[&[&str]] = &[
+        &["a@dead.test"],
+        &["a@dead.test", "b@dead.test", "later@dest.test"],
+        &["x@dest.test", "gone@dest.test", "later@dest.test"],
+        &["alice@example.test", "a@dead.test"],
+        &["later@dest.test"],
+        &["x@dest.test", "alice@example.test"],
+        &["gone@dest.test", "c@dead.test"],
+    ];
+    let mut ids = Vec::new();
+    for i in 0..28 {
+        ids.push(send(&s, shapes[i % shapes.len()], &format!("message {i}")));
+    }
+    assert_summary_is_exact(&s, "after deliveries, bounces and deferrals");
+
+    // operator changes: freeze some, thaw one, delete two
+    let queued: Vec<String> = list(&s).into_iter().map(|m| m.id).collect();
+    assert!(queued.len() >= 12, "{queued:?}");
+    for id in &queued[..5] {
+        assert!(s.cli(&["queue", "freeze", id]).status.success());
+    }
+    assert!(s.cli(&["queue", "thaw", &queued[2]]).status.success());
+    for id in &queued[6..8] {
+        assert!(s.cli(&["queue", "delete", id]).status.success());
+    }
+    // a deferred message tried again at once
+    assert!(s.cli(&["queue", "retry", &queued[9]]).status.success());
+    assert_summary_is_exact(&s, "after freezes, a thaw, deletes and a retry");
+
+    s.kill9();
+    s.start_again();
+    assert_summary_is_exact(&s, "after SIGKILL and a restart");
+    // and new mail counts in at once
+    send(&s, &["z@dead.test", "later@dest.test"], "after the restart");
+    assert_summary_is_exact(&s, "after new mail following the restart");
+}
+
+/// `queue list --json` with more output than a pipe holds, read as it
+/// comes (bounded by `timeout`).
+fn big_list(s: &TestServer) -> Vec<MessageView> {
+    let out = Command::new("timeout")
+        .args(["60", BIN, "--config", s.config_path.to_str().unwrap(), "queue", "list", "--json"])
+        .current_dir(s.path())
+        .output()
+        .expect("timeout (coreutils) is needed for this test");
+    json_lines(&out, "queue list").into_iter().map(|v| serde_json::from_value(v).expect("a message view")).collect()
+}
+
+#[test]
+fn queue_list_streams_from_the_server_to_the_terminal() {
+    let dead = dead_port();
+    let extra = format!(
+        r#"[[connector]]
+name = "dead"
+address_spaces = ["dead.test"]
+smarthost = "127.0.0.1:{dead}"
+
+[queue]
+retry_schedule = ["1h"]
+"#
+    );
+    let conf = config("relay_networks = [\"127.0.0.0/8\"]\nmax_recipients = 200", &extra)
+        .replace("[[connector]]\nname = \"internet\"\naddress_spaces = [\"*\"]\n", "");
+    let s = TestServer::start(&conf);
+    // each listed message is a long line (100 recipients), and there are
+    // far more lines than the pipes and the socket between server, CLI and
+    // this test can hold
+    let rcpts: Vec<String> = (0..100).map(|i| format!("recipient-number-{i:03}@dead.test")).collect();
+    let rcpts: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+    let mut c = Client::connect(s.addr("mx"));
+    c.reply();
+    c.expect("EHLO client.test", 250);
+    let mut ids = Vec::new();
+    for i in 0..250 {
+        ids.push(queued_id(&c.send_mail("alice@example.test", &rcpts, &format!("Subject: {i}\r\n\r\nbody\r\n"))));
+    }
+    c.cmd("QUIT");
+    // every first attempt made (refused), so nothing moves while listing
+    let settled = eventually(Duration::from_secs(120), || {
+        let q = big_list(&s);
+        q.len() == ids.len() && q.iter().all(|m| m.recipients[0].attempts == 1)
+    });
+    assert!(settled, "the first attempts did not all fail; log:\n{}", s.log());
+
+    let mut cli = Command::new(BIN)
+        .args(["--config", s.config_path.to_str().unwrap(), "queue", "list", "--json"])
+        .current_dir(s.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the CLI");
+    let mut out = BufReader::new(cli.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    let first: MessageView = serde_json::from_str(&first).expect("the first line is a message");
+    assert_eq!(first.id, ids[0]);
+    // the listing is under way and held back by us: a message queued now
+    // comes after every other, and shows up only if the server has not
+    // read the queue to its end yet
+    let late = send(&s, &["late@dead.test"], "late");
+    let rest: Vec<MessageView> =
+        out.lines().map(|l| serde_json::from_str(&l.unwrap()).expect("a message per line")).collect();
+    let status = cli.wait().unwrap();
+    assert!(status.success(), "queue list failed");
+    let listed: Vec<&str> = std::iter::once(first.id.as_str()).chain(rest.iter().map(|m| m.id.as_str())).collect();
+    let mut expected: Vec<&str> = ids.iter().map(String::as_str).collect();
+    expected.push(&late);
+    assert_eq!(listed, expected, "every message once, in arrival order, the late one last");
+    assert_eq!(rest.last().unwrap().recipients[0].address, "late@dead.test");
+}
