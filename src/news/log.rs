@@ -72,8 +72,7 @@ fn segment_path(dir: &Path, seq: u64) -> PathBuf {
 fn frames(bytes: &[u8]) -> Vec<(u64, &[u8])> {
     let mut out = Vec::new();
     let mut rest = bytes;
-    loop {
-        let Some(nl) = memchr::memchr(b'\n', rest) else { break };
+    while let Some(nl) = memchr::memchr(b'\n', rest) {
         let Some(head) = rest.get(..nl).and_then(|h| std::str::from_utf8(h).ok()) else { break };
         let mut parts = head.split(' ');
         let (Some("A"), Some(len), Some(arrived), None) = (parts.next(), parts.next(), parts.next(), parts.next())
