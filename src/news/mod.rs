@@ -10,22 +10,24 @@
 //! data_dir/news/articles/<sha256(id)>  one article as stored (with our Xref), immutable; mtime = arrival
 //! data_dir/news/history                `<forget-at> <message-id>` per removed article (appended + fsynced)
 //! data_dir/news/quarantine/            article files reconciliation could not read
+//! data_dir/news/log/<seq>.log          the write-ahead log: runs of articles (appended + fdatasynced)
 //! ```
 //!
 //! The files are the truth, as in [`crate::mailbox`]: an article file names
 //! its own Message-ID and, in the `Xref` line the store writes into it, every
 //! group and number it has; its mtime is its arrival. One file per article
-//! however many groups it is cross-posted to. [`NewsStore::post`] writes the
-//! file to `.tmp-*`, fsyncs it, hard-links it to its name (which refuses a
-//! second article with the same Message-ID even when the index lags) and
-//! fsyncs the directory before it returns Ok: only then may the caller answer
-//! `240`/`235`/`239`. [`NewsStore::post_many`] does the same for a run of
-//! articles (pipelined TAKETHIS) as a group commit: all files written, then
-//! fsynced concurrently (the file system shares one journal commit among
-//! the fsyncs waiting for it), linked, one directory fsync, one index
-//! batch. A crash inside a run leaves only `.tmp-*` files (removed at open)
-//! or linked, durable files (re-indexed at open): nothing half-visible, and
-//! nothing of the run was acknowledged. sled (the `news` tree) is the index: group records,
+//! however many groups it is cross-posted to. [`NewsStore::post_many`]
+//! (and [`NewsStore::post`], a run of one) makes a run of articles durable
+//! with one sequential append to the write-ahead log and one fdatasync (a
+//! group commit, however many articles pipelined TAKETHIS brings); only
+//! then does it write their files (not fsynced: the log covers them) and
+//! the index, and return Ok: only then may the caller answer
+//! `240`/`235`/`239`. The log is retired by a checkpoint (`syncfs`, then
+//! the segments unlinked) when a segment grows past 128 MiB, before any
+//! article is removed, and at open, where every segment left is first
+//! replayed into the article files: a crash after the fsync loses nothing.
+//! A crash before it leaves a torn tail that replay ignores, and nothing of
+//! that run was acknowledged (see `log.rs`). sled (the `news` tree) is the index: group records,
 //! `group+number → id`, `id → overview and Xref` (computed once, at
 //! arrival), arrival order for NEWNEWS and expiry, and the history. sled's
 //! `flush()` does not fsync, so [`NewsStore::open`] reconciles: an index
@@ -52,6 +54,7 @@
 
 pub mod article;
 pub mod feed;
+mod log;
 mod reconcile;
 mod store;
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! files decide which articles exist, their numbers (their `Xref`) and
 //! arrival (mtime); the history file restores refused Message-IDs. sled is
 //! trusted only where it agrees. It runs inside [`super::NewsStore::open`],
+//! after the write-ahead log was replayed into the files (`log.rs`) and
 //! before any session, so it needs no locks.
 //!
 //! Bodies without index entries are **re-indexed** from their own headers;
@@ -67,7 +68,8 @@ pub fn reconcile(tree: &sled::Tree, dirs: &Dirs, now: u64) -> Result<Recovery, N
         let entry = entry.map_err(|e| io(&dirs.articles, e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with(".tmp-") {
-            // written but never linked: never acknowledged
+            // left by a store older than the write-ahead log: written
+            // but never linked, never acknowledged
             let _ = fs::remove_file(entry.path());
             continue;
         }

@@ -1,11 +1,11 @@
 //! [`NewsStore`]: posting, expiry, group management and every lookup NNTP
 //! needs, from the files and the `news` index in the order the parent
-//! module's durability argument needs: the article file (fsynced, with its
-//! directory) before its index entries; floors and history (fsynced) before
-//! an unlink. When an index write fails after a file was linked, the file
-//! is taken back, so the retry is not refused as its own duplicate.
+//! module's durability argument needs: a run in the write-ahead log
+//! (fdatasynced) before its article files and index entries; floors and
+//! history (fsynced), after a log checkpoint, before an unlink.
 
 use super::article::{self, Overview};
+use super::log::Log;
 use super::{check_group_name, Expired, GroupInfo, NewsError, NewsSettings, Posted, Posting, Recovery};
 use crate::proto::nntp::wildmat::Wildmat;
 use crate::util::{fsync_dir, LockExt};
@@ -16,9 +16,7 @@ use std::io::{self, Write};
 use std::ops::RangeInclusive;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, UNIX_EPOCH};
 
 /// A group's file: what survives sled forgetting.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,13 +91,14 @@ pub(super) fn decode<T: for<'de> Deserialize<'de>>(key: &[u8], v: &[u8]) -> Resu
 /// The file name of the article with Message-ID `id`: its SHA-256 in hex
 /// (a Message-ID may hold `/` and be longer than a file name may).
 pub(super) fn file_name(id: &str) -> String {
-    ring::digest::digest(&ring::digest::SHA256, id.as_bytes()).as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A name no other writer in this process uses.
-fn nonce() -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = ring::digest::digest(&ring::digest::SHA256, id.as_bytes());
+    let mut out = String::with_capacity(64);
+    for b in digest.as_ref() {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 15)]));
+    }
+    out
 }
 
 pub(super) struct Dirs {
@@ -108,6 +107,7 @@ pub(super) struct Dirs {
     pub articles: PathBuf,
     pub quarantine: PathBuf,
     pub history: PathBuf,
+    pub log: PathBuf,
 }
 
 impl Dirs {
@@ -118,6 +118,7 @@ impl Dirs {
             articles: root.join("articles"),
             quarantine: root.join("quarantine"),
             history: root.join("history"),
+            log: root.join("log"),
             root,
         }
     }
@@ -157,45 +158,13 @@ struct Staged {
     stored: Vec<u8>,
 }
 
-/// At most this many fsyncs of one run at a time.
-const SYNC_THREADS: usize = 8;
-
-/// fsync every open file, several at once; one result per entry (an
-/// entry that failed to open stays failed, its error reported there).
-fn sync_all_concurrently(files: &[io::Result<(PathBuf, fs::File)>]) -> Vec<io::Result<()>> {
-    let sync = |f: &io::Result<(PathBuf, fs::File)>| match f {
-        Ok((_, file)) => file.sync_all(),
-        // the open's error is returned by the caller
-        Err(_) => Ok(()),
-    };
-    if files.len() < 2 {
-        return files.iter().map(sync).collect();
-    }
-    let next = AtomicU64::new(0);
-    let results: Vec<Mutex<Option<io::Result<()>>>> = files.iter().map(|_| Mutex::new(None)).collect();
-    std::thread::scope(|s| {
-        for _ in 0..SYNC_THREADS.min(files.len()) {
-            s.spawn(|| loop {
-                let i = usize::try_from(next.fetch_add(1, Ordering::Relaxed)).unwrap_or(usize::MAX);
-                let (Some(f), Some(slot)) = (files.get(i), results.get(i)) else { break };
-                *slot.lock_or_recover() = Some(sync(f));
-            });
-        }
-    });
-    results
-        .into_iter()
-        .map(|r| {
-            r.into_inner().unwrap_or_else(|p| p.into_inner()).unwrap_or_else(|| Err(io::Error::other("not synced")))
-        })
-        .collect()
-}
-
 pub struct NewsStore {
     tree: sled::Tree,
     dirs: Dirs,
     settings: NewsSettings,
-    /// One writer at a time: numbers are read and raised under it.
-    write: Mutex<()>,
+    /// One writer at a time: numbers are read and raised under it, and
+    /// the write-ahead log is appended to under it.
+    write: Mutex<Log>,
     /// Tests: where the next [`NewsStore::post_many`] "crashes".
     #[cfg(test)]
     pub(super) crash: Mutex<Option<Crash>>,
@@ -206,9 +175,9 @@ pub struct NewsStore {
 #[cfg(test)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Crash {
-    /// The files are written, not yet fsynced or linked.
+    /// The run is staged, not yet in the log (or not yet fsynced there).
     BeforeSync,
-    /// The files are fsynced and linked, the directory fsynced; the index
+    /// The run is in the log, fsynced, and its files written; the index
     /// is not written.
     BeforeIndex,
 }
@@ -237,12 +206,17 @@ impl NewsStore {
         for d in [&dirs.root, &dirs.groups, &dirs.articles, &dirs.quarantine] {
             crate::util::create_dir_durably(d).map_err(|e| NewsError::io(d, e))?;
         }
+        // the log first: what it replays, reconciliation then indexes
+        let (log, replayed) = Log::open(&dirs.log, &dirs.articles).map_err(|e| NewsError::io(&dirs.log, e))?;
+        if replayed > 0 {
+            tracing::info!(articles = replayed, "news articles written again from the write-ahead log");
+        }
         let recovery = super::reconcile::reconcile(&tree, &dirs, now)?;
         let store = NewsStore {
             tree,
             dirs,
             settings,
-            write: Mutex::new(()),
+            write: Mutex::new(log),
             #[cfg(test)]
             crash: Mutex::new(None),
         };
@@ -286,7 +260,7 @@ impl NewsStore {
     /// floor in its file), articles in no other group are removed and
     /// their Message-IDs go to the history.
     pub fn delete_group(&self, name: &str, now: u64) -> Result<(), NewsError> {
-        let _w = self.write.lock_or_recover();
+        let mut w = self.write.lock_or_recover();
         let rec = group_record(&self.tree, name)?;
         let path = self.dirs.group_file(name);
         let mut file = Dirs::read_group(&path).map_err(|e| NewsError::io(&path, e))?;
@@ -309,7 +283,7 @@ impl NewsStore {
         }
         batch.remove(group_key(name));
         self.tree.apply_batch(batch)?;
-        self.remove_articles(&only_here, now)?;
+        self.remove_articles(&mut w, &only_here, now)?;
         Ok(())
     }
 
@@ -381,10 +355,9 @@ impl NewsStore {
     }
 
     /// Store a run of articles as [`NewsStore::post_where`] does, with one
-    /// round of fsyncs for all of them (a group commit): every file is
-    /// written, then all are fsynced (concurrently, so that the file
-    /// system's journal commits are shared), linked to their names, the
-    /// directory is fsynced once and the index written in one batch. One
+    /// fsync for all of them (a group commit): the run is appended to the
+    /// write-ahead log and fdatasynced, then the files are written and the
+    /// index in one batch (a checkpoint follows when the log is full). One
     /// result per article, in order; each `Ok` is durable when this
     /// returns. A Message-ID seen earlier in the same run is a duplicate.
     pub fn post_many(
@@ -393,11 +366,11 @@ impl NewsStore {
         now: u64,
         keep: impl Fn(&str) -> bool,
     ) -> Vec<Result<Posted, NewsError>> {
-        let _w = self.write.lock_or_recover();
+        let mut log = self.write.lock_or_recover();
         let mut batch = Batch::default();
         let mut results: Vec<Result<Posted, NewsError>> =
             articles.iter().enumerate().map(|(i, a)| self.stage(i, a, &keep, &mut batch)).collect();
-        // until its file is written, a staged article has failed
+        // until it is in the log, a staged article has failed
         let mut set = |slot: usize, r: Result<Posted, NewsError>| {
             if let Some(place) = results.get_mut(slot) {
                 *place = r;
@@ -406,18 +379,29 @@ impl NewsStore {
         if batch.staged.is_empty() {
             return results;
         }
-        let written = self.write_articles(&batch.staged, now);
+        #[cfg(test)]
+        if *self.crash.lock_or_recover() == Some(Crash::BeforeSync) {
+            return Vec::new();
+        }
+        let run: Vec<(&[u8], u64)> = batch.staged.iter().map(|st| (st.stored.as_slice(), now)).collect();
+        if let Err(e) = log.append(&run) {
+            tracing::error!("news write-ahead log {}: {e}", self.dirs.log.display());
+            for st in &batch.staged {
+                set(st.slot, Err(NewsError::io(&self.dirs.log, io::Error::new(e.kind(), e.to_string()))));
+            }
+            return results;
+        }
+        // durable from here on (the log replays them after a crash): the
+        // files and the index are written for readers, not for safety
         let mut index = sled::Batch::default();
-        let mut linked = Vec::new();
-        for (st, w) in batch.staged.iter().zip(written) {
-            if let Err(e) = w {
-                set(
-                    st.slot,
-                    Err(match e.kind() {
-                        io::ErrorKind::AlreadyExists => NewsError::Duplicate(st.id.clone()),
-                        _ => NewsError::io(self.dirs.articles.join(&st.file), e),
-                    }),
-                );
+        for st in &batch.staged {
+            let path = self.dirs.articles.join(&st.file);
+            if let Err(e) = super::log::write_article(&path, &st.stored, now) {
+                // the log brings it back at the next start; until then
+                // it is not here, and this run's caller is told so
+                tracing::error!("news article file {}: {e}", path.display());
+                let _ = fs::remove_file(&path);
+                set(st.slot, Err(NewsError::io(path, e)));
                 continue;
             }
             for (g, n) in &st.numbers {
@@ -434,10 +418,7 @@ impl NewsStore {
             };
             index.insert(article_key(&st.id), encode(&rec));
             index.insert(arrival_key(now, &st.id), &[][..]);
-            linked.push(st);
-        }
-        if linked.is_empty() {
-            return results;
+            set(st.slot, Ok(Posted { message_id: st.id.clone(), numbers: st.numbers.clone(), arrived: now }));
         }
         // the numbers of articles that failed stay given: they never go back
         for (g, r) in &batch.groups {
@@ -445,25 +426,20 @@ impl NewsStore {
         }
         #[cfg(test)]
         if *self.crash.lock_or_recover() == Some(Crash::BeforeIndex) {
-            let _ = fsync_dir(&self.dirs.articles);
             return Vec::new();
         }
-        let failed = match fsync_dir(&self.dirs.articles) {
-            Err(e) => Some((e.kind(), format!("news store directory {}: {e}", self.dirs.articles.display()))),
-            Ok(()) => self.tree.apply_batch(index).err().map(|e| (io::ErrorKind::Other, format!("news index: {e}"))),
-        };
-        if let Some((kind, why)) = failed {
-            tracing::error!("{why}");
-            // never acknowledged: take the files back, or the retries would
-            // be refused as duplicates of themselves
-            for st in &linked {
-                let _ = fs::remove_file(self.dirs.articles.join(&st.file));
-                set(st.slot, Err(NewsError::io(self.dirs.articles.join(&st.file), io::Error::new(kind, why.clone()))));
+        if let Err(e) = self.tree.apply_batch(index) {
+            // durable in the log, but not findable until the next start
+            // re-indexes the files: store trouble for the caller
+            tracing::error!("news index: {e}");
+            for st in &batch.staged {
+                set(st.slot, Err(NewsError::Index(e.clone())));
             }
-            let _ = fsync_dir(&self.dirs.articles);
-        } else {
-            for st in linked {
-                set(st.slot, Ok(Posted { message_id: st.id.clone(), numbers: st.numbers.clone(), arrived: now }));
+        }
+        if log.full() {
+            if let Err(e) = log.checkpoint(&self.dirs.articles) {
+                // the segments stay and are replayed at the next start
+                tracing::error!("news write-ahead log checkpoint {}: {e}", self.dirs.log.display());
             }
         }
         results
@@ -516,49 +492,17 @@ impl NewsStore {
         let stored = article::with_xref(article, &xref);
         batch.ids.insert(id.clone());
         let file = file_name(&id);
-        let not_yet = NewsError::io(self.dirs.articles.join(&file), io::Error::other("the article was not written"));
+        let not_yet = NewsError::io(&self.dirs.log, io::Error::other("the article was not written to the log"));
         batch.staged.push(Staged { slot, file, id, numbers, stored });
         Err(not_yet)
     }
 
-    /// Write a run of article files durably, one result per file: each to
-    /// `.tmp-*`, then every one fsynced (on a few threads at once: the file
-    /// system commits its journal once for the fsyncs waiting on it), then
-    /// hard-linked to its name (which fails with `AlreadyExists` rather
-    /// than overwrite). The caller fsyncs the directory.
-    fn write_articles(&self, staged: &[Staged], arrived: u64) -> Vec<io::Result<()>> {
-        let dir = &self.dirs.articles;
-        let open: Vec<io::Result<(PathBuf, fs::File)>> = staged
-            .iter()
-            .map(|st| {
-                let tmp = dir.join(format!(".tmp-{}", nonce()));
-                let written = (|| {
-                    let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-                    f.write_all(&st.stored)?;
-                    f.set_modified(UNIX_EPOCH + Duration::from_secs(arrived))?;
-                    Ok(f)
-                })();
-                if written.is_err() {
-                    let _ = fs::remove_file(&tmp);
-                }
-                written.map(|f| (tmp, f))
-            })
-            .collect();
-        #[cfg(test)]
-        if *self.crash.lock_or_recover() == Some(Crash::BeforeSync) {
-            return Vec::new();
-        }
-        let synced = sync_all_concurrently(&open);
-        open.into_iter()
-            .zip(synced)
-            .zip(staged)
-            .map(|((o, synced), st)| {
-                let (tmp, _file) = o?;
-                let linked = synced.and_then(|()| fs::hard_link(&tmp, dir.join(&st.file)));
-                let _ = fs::remove_file(&tmp);
-                linked
-            })
-            .collect()
+    /// Retire the write-ahead log now: every article file made durable
+    /// (`syncfs`), the log's segments removed, so that a start has nothing
+    /// to replay. Posting does it by itself when a segment is full.
+    pub fn checkpoint(&self) -> Result<(), NewsError> {
+        let mut log = self.write.lock_or_recover();
+        log.checkpoint(&self.dirs.articles).map_err(|e| NewsError::io(&self.dirs.log, e))
     }
 
     // ---- removal ----
@@ -566,7 +510,7 @@ impl NewsStore {
     /// Remove articles older than `expire_after` and forget history lines
     /// past their time. Numbers stay where they are.
     pub fn expire(&self, now: u64) -> Result<Expired, NewsError> {
-        let _w = self.write.lock_or_recover();
+        let mut w = self.write.lock_or_recover();
         let mut out = Expired::default();
         if let Some(age) = self.settings.expire_after {
             let cutoff = now.saturating_sub(age.as_secs());
@@ -575,7 +519,7 @@ impl NewsStore {
                 let k = k?;
                 ids.push(String::from_utf8_lossy(k.get(9..).unwrap_or_default()).into_owned());
             }
-            out.articles = self.remove_articles(&ids, now)?;
+            out.articles = self.remove_articles(&mut w, &ids, now)?;
         }
         out.history_forgotten = self.forget_history(now)?;
         Ok(out)
@@ -584,13 +528,14 @@ impl NewsStore {
     /// Remove one article from every group (an operator's or a cancel's
     /// doing); its Message-ID goes to the history. False if it is not here.
     pub fn delete_article(&self, id: &str, now: u64) -> Result<bool, NewsError> {
-        let _w = self.write.lock_or_recover();
-        Ok(self.remove_articles(&[id.to_string()], now)? == 1)
+        let mut w = self.write.lock_or_recover();
+        Ok(self.remove_articles(&mut w, &[id.to_string()], now)? == 1)
     }
 
     /// Under the write lock: floors, then history, then the unlinks, then
-    /// the index — each step durable before the next.
-    fn remove_articles(&self, ids: &[String], now: u64) -> Result<usize, NewsError> {
+    /// the index — each step durable before the next. The log is retired
+    /// first, so that no replay brings a removed article back.
+    fn remove_articles(&self, log: &mut Log, ids: &[String], now: u64) -> Result<usize, NewsError> {
         let mut found = Vec::new();
         for id in ids {
             if let Some(rec) = self.record(id)? {
@@ -600,6 +545,7 @@ impl NewsStore {
         if found.is_empty() {
             return Ok(0);
         }
+        log.checkpoint(&self.dirs.articles).map_err(|e| NewsError::io(&self.dirs.log, e))?;
         let groups: BTreeSet<&str> =
             found.iter().flat_map(|(_, r)| r.numbers.iter().map(|(g, _)| g.as_str())).collect();
         let mut records = BTreeMap::new();
