@@ -429,6 +429,11 @@ impl Server {
         if let Err(e) = tokio::task::spawn_blocking(move || feeds.flush()).await.unwrap_or(Ok(())) {
             tracing::warn!("news feed queue flush at shutdown: {e}");
         }
+        // retire the news write-ahead log now, so the next start has nothing to replay
+        let news = self.ctx.news.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || news.checkpoint()).await.unwrap_or(Ok(())) {
+            tracing::warn!("news log checkpoint at shutdown: {e}");
+        }
         self.ctx.transport.close_idle().await;
         if let Err(e) = self.ctx.queue.flush() {
             tracing::warn!("queue flush at shutdown: {e}");
