@@ -67,6 +67,10 @@ impl control::Handler for Context {
                 Request::QueueThaw { select } => ControlOp::Thaw(select),
                 Request::QueueDelete { select, ndr } => ControlOp::Delete { select, ndr },
                 req => {
+                    if matches!(req, Request::QueueSummary | Request::QueueList { .. } | Request::QueueShow { .. }) {
+                        // the messages queued before the restart are not counted yet
+                        self.queue.reconciled().await;
+                    }
                     let (config, queue, accounts) = (self.config.clone(), self.queue.clone(), self.accounts.clone());
                     let (news, tracker) = (self.news.clone(), self.tracker.clone());
                     // account changes hash passwords; listing a big queue takes a while
@@ -98,6 +102,7 @@ impl control::Handler for Context {
                 let _ = out.send(self.handle(req).await).await;
                 return;
             };
+            self.queue.reconciled().await;
             let (queue, tx) = (self.queue.clone(), out.clone());
             if let Err(e) = tokio::task::spawn_blocking(move || ops::stream_list(&queue, &filter, &tx)).await {
                 let _ = out.send(Response::err(format!("internal error: {e}"))).await;
@@ -245,13 +250,28 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Server,
     };
     give_up_root(&config)?;
     let data = DataDir::open(&config.server.data_dir)?;
-    let (queue, recovery) = QueueStore::open(&data.db, &data.path)?;
-    tracing::info!(
-        messages = recovery.messages,
-        from_spool = recovery.from_spool.len(),
-        dropped = recovery.dropped.len(),
-        "queue opened"
-    );
+    // new mail is taken at once; what was queued before is reconciled on a
+    // blocking thread (the queue manager and queue commands wait for it)
+    let queue = Arc::new(QueueStore::open_unreconciled(&data.db, &data.path)?);
+    tracing::info!("queue open for new mail; reconciling the spool with the index in the background");
+    let reconciling = queue.clone();
+    tokio::task::spawn_blocking(move || match reconciling.reconcile() {
+        Ok(recovery) => tracing::info!(
+            messages = recovery.messages,
+            from_spool = recovery.from_spool.len(),
+            dropped = recovery.dropped.len(),
+            "queue opened"
+        ),
+        Err(e) => {
+            // as a failure to open was before listening: stop, rather than
+            // deliver from a half-known queue (a segment whose messages were
+            // not all counted could be deleted as empty); what was
+            // acknowledged is in the spool for the next start
+            tracing::error!("queue reconciliation failed, stopping (the queue stays on disk for the next start): {e}");
+            eprintln!("postern: {e}");
+            std::process::exit(1);
+        }
+    });
     let accounts = Accounts::open(&data.db)?;
     let (mailboxes, found) = MailboxStore::open(&data.db, &data.path, accounts.clone())?;
     tracing::info!(
@@ -278,7 +298,6 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Server,
     let feeds = Arc::new(feeds);
     let feeder = crate::nntp::feeder::spawn(feeds.clone(), news.clone(), Default::default());
     spawn_news_expiry(news.clone());
-    let queue = Arc::new(queue);
     let tracker = Tracker::from_config(&config);
     tracker.spawn_retention();
     let transport =

@@ -274,3 +274,81 @@ retry_schedule = ["1h"]
     assert_eq!(listed, expected, "every message once, in arrival order, the late one last");
     assert_eq!(rest.last().unwrap().recipients[0].address, "late@dead.test");
 }
+
+/// Issue 13: the server listens before the queue on disk is reconciled.
+/// A few thousand messages deferred to a dead smarthost, written by the
+/// server itself, some already tried (their state in the index) and some
+/// not (only in the spool) when the server is killed; right after the
+/// restart new mail is accepted, and once the queue is reconciled every
+/// message acknowledged before the kill is there beside the new ones.
+#[test]
+fn mail_arriving_during_background_recovery_is_accepted_and_nothing_acknowledged_is_lost() {
+    let dead = dead_port();
+    let extra = format!(
+        r#"[[connector]]
+name = "dead"
+address_spaces = ["dead.test"]
+smarthost = "127.0.0.1:{dead}"
+
+[queue]
+retry_schedule = ["1h"]
+"#
+    );
+    let conf = config("relay_networks = [\"127.0.0.0/8\"]", &extra)
+        .replace("[[connector]]\nname = \"internet\"\naddress_spaces = [\"*\"]\n", "");
+    let mut s = TestServer::start(&conf);
+    let addr = s.addr("mx");
+    // four sessions at once, so the server's group commit keeps the fill short
+    let senders: Vec<_> = (0..4)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                c.reply();
+                c.expect("EHLO client.test", 250);
+                let body = format!("Subject: fill\r\n\r\n{}\r\n", "x".repeat(1000));
+                let ids: Vec<String> = (0..750)
+                    .map(|i| queued_id(&c.send_mail("alice@example.test", &[&format!("r{t}-{i}@dead.test")], &body)))
+                    .collect();
+                c.cmd("QUIT");
+                ids
+            })
+        })
+        .collect();
+    let mut before: Vec<String> = senders.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    s.kill9();
+
+    s.start_again();
+    // at once: the restart does not wait for the reconciliation to accept
+    let mut after = Vec::new();
+    let mut c = Client::connect(s.addr("mx"));
+    c.reply();
+    c.expect("EHLO client.test", 250);
+    for i in 0..20 {
+        let r = c.send_mail("alice@example.test", &[&format!("new{i}@dead.test")], "Subject: new\r\n\r\nnew\r\n");
+        assert_eq!(r.code, 250, "new mail after the restart: {}; log:\n{}", r.text(), s.log());
+        after.push(queued_id(&r));
+    }
+    c.cmd("QUIT");
+    let log = s.log();
+    assert!(
+        log.contains("queue open for new mail; reconciling the spool with the index in the background"),
+        "the restart took the background path; log:\n{log}"
+    );
+
+    // `queue list` answers once the reconciliation is done: all of it
+    let listed = big_list(&s);
+    before.append(&mut after);
+    before.sort();
+    let ids: Vec<String> = listed.iter().map(|m| m.id.clone()).collect();
+    assert_eq!(ids, before, "every message acknowledged before the kill, and the new ones, each once");
+    assert!(listed.iter().all(|m| m.recipients.len() == 1 && m.recipients[0].state == "queued"));
+    // and the summary counts every one of them
+    let sum = summary(&s);
+    assert_eq!(sum.len(), 1, "{sum:?}");
+    assert_eq!(sum[0]["count"], serde_json::json!(before.len()), "{sum:?}");
+    assert!(
+        eventually(Duration::from_secs(60), || s.log().contains("queue manager started")),
+        "the queue manager starts once the queue is reconciled; log:\n{}",
+        s.log()
+    );
+}

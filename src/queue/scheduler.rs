@@ -148,8 +148,9 @@ impl Scheduler {
             total: 0,
             tx: tx.clone(),
         };
-        // the index is rebuilt in the background: listeners open meanwhile,
-        // and commands and new mail wait in their channels until it is done
+        // the index is rebuilt in the background once the store is
+        // reconciled: listeners open meanwhile, and commands and new mail
+        // wait in their channels until it is done
         tokio::spawn(async move {
             m.rebuild().await;
             m.run(rx, new_ids).await
@@ -241,8 +242,9 @@ impl Manager {
     }
 
     /// Index every queued message by when it is due, read on a blocking
-    /// thread (a walk of the whole store).
+    /// thread (a walk of the whole store) once the store is reconciled.
     async fn rebuild(&mut self) {
+        self.store.reconciled().await;
         let store = self.store.clone();
         let (local, remote) = (self.local.is_some(), self.remote.is_some());
         let walk = tokio::task::spawn_blocking(move || {

@@ -10,8 +10,10 @@
 //! sled, whose every log flush is a `sync_file_range`, out of the fast path.
 //!
 //! sled's `flush()` does not fsync and the done journals are not fsynced
-//! either: neither is part of any promise. After a crash, [`QueueStore::open`]
-//! reconciles: a spool record named in its segment's done journal is
+//! either: neither is part of any promise. After a crash, the store is
+//! reconciled ([`QueueStore::open`] at once; the server opens it with
+//! [`QueueStore::open_unreconciled`], takes new mail at once, and calls
+//! [`QueueStore::reconcile`] on a blocking thread): a spool record named in its segment's done journal is
 //! finished; one the index knows takes the index's state; any other is
 //! queued in its arrival state (so a delivery whose completion was not yet
 //! recorded is repeated: at least once, never lost). An index entry whose
@@ -25,6 +27,16 @@
 //! spool writer's tombstones for batches it could not wipe. Journals are
 //! opened per line, and the spool reader keeps a bounded set of segments
 //! open, so many live segments do not cost a descriptor each.
+//!
+//! Reconciling in the background is safe because it touches only what was
+//! there before the store opened: the segments below the first one the
+//! writer starts (`first_segment`), their journals, and the index entries
+//! up to the newest id then stored (new ids sort after it). New mail goes to newer segments and is counted as it
+//! is stored; what reconciliation finds is merged in when it ends. Until
+//! then the older messages are not in memory or the aggregates, so the
+//! queue manager and the operator's queue commands wait for
+//! [`QueueStore::reconciled`] (ids are allocated past the newest in the
+//! index and the last spool segments, so new ids never collide).
 
 use super::fault::{self, FaultPlan};
 use super::id::{IdAllocator, QueueId};
@@ -37,7 +49,7 @@ use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// Fresh messages kept in memory at most; beyond this they are indexed in
 /// sled at once, so a flood of new mail cannot grow memory without bound.
@@ -88,6 +100,15 @@ struct Shared {
     aggregates: Mutex<Aggregates>,
     subscriber: Mutex<Option<mpsc::UnboundedSender<QueueId>>>,
     faults: Arc<FaultPlan>,
+    /// The first segment this process writes: reconciliation looks only
+    /// below it (what was on disk when the store opened).
+    first_segment: u32,
+    /// The newest id stored when the store opened: index entries after it
+    /// are new mail, counted as it was stored; those up to it are the old
+    /// queue's (even one that points at a segment number reused since).
+    newest: Option<QueueId>,
+    /// True once reconciliation has run (see [`QueueStore::reconciled`]).
+    reconciled: watch::Sender<bool>,
 }
 
 pub struct QueueStore {
@@ -115,6 +136,31 @@ fn encode(m: &Message) -> Result<Vec<u8>, StoreError> {
 }
 
 pub use super::spool::journal_path;
+
+/// The newest id in the last spool segments holding any record (the
+/// writer's batches are not strictly in id order, so two are read): new
+/// ids must sort after every stored one even if the clock went back.
+fn newest_in_spool(dir: &Path, segments: &[u32]) -> io::Result<Option<QueueId>> {
+    let mut newest: Option<QueueId> = None;
+    let mut found = 0;
+    for &seg in segments.iter().rev() {
+        let file = std::fs::File::open(spool::segment_path(dir, seg))?;
+        let mut any = false;
+        spool::scan_source(&file, |meta| match serde_json::from_slice::<Message>(meta) {
+            Ok(m) => {
+                any = true;
+                newest = newest.take().max(Some(m.id));
+                spool::Check::Trust
+            }
+            Err(_) => spool::Check::Reject,
+        })?;
+        found += usize::from(any);
+        if found == 2 {
+            break;
+        }
+    }
+    Ok(newest)
+}
 
 /// The ids in a done journal; a torn last line is ignored.
 fn read_journal(path: &Path) -> io::Result<HashSet<QueueId>> {
@@ -150,35 +196,73 @@ impl QueueStore {
         segment_limit: u64,
         faults: Arc<FaultPlan>,
     ) -> Result<(QueueStore, Recovery), StoreError> {
+        let store = Self::open_unreconciled_with(db, data_dir, segment_limit, faults)?;
+        let recovery = store.reconcile()?;
+        Ok((store, recovery))
+    }
+
+    /// Open the queue for new mail without reconciling what is on disk:
+    /// enqueue works at once, and [`QueueStore::reconcile`] must be called
+    /// (once, on a blocking thread: it reads the whole spool) before the
+    /// older messages are found by [`QueueStore::get`], walks and tallies.
+    pub fn open_unreconciled(db: &sled::Db, data_dir: &Path) -> Result<QueueStore, StoreError> {
+        let limit = fault::installed_segment_limit().unwrap_or(SEGMENT_LIMIT);
+        Self::open_unreconciled_with(db, data_dir, limit, fault::installed())
+    }
+
+    fn open_unreconciled_with(
+        db: &sled::Db,
+        data_dir: &Path,
+        segment_limit: u64,
+        faults: Arc<FaultPlan>,
+    ) -> Result<QueueStore, StoreError> {
         let tree = db.open_tree("queue")?;
         let dir = data_dir.join("spool");
         crate::util::create_dir_durably(&dir)?;
+        let segments = spool::list_segments(&dir)?;
+        // every existing segment is closed; the writer starts a new one
+        let first_segment = segments.last().copied().unwrap_or(0) + 1;
+        let newest_indexed = tree.scan_prefix(b"m/").keys().next_back().transpose()?;
+        let newest_indexed = newest_indexed.and_then(|k| QueueId::parse(&String::from_utf8_lossy(&k[2..])));
+        let newest = newest_indexed.max(newest_in_spool(&dir, &segments)?);
         let shared = Arc::new(Shared {
             tree,
             reader: SpoolReader::new(dir.clone()),
             dir,
-            segments: Mutex::new(Segments::default()),
+            segments: Mutex::new(Segments { live: HashMap::new(), active: first_segment }),
             fresh: Mutex::new(BTreeMap::new()),
             aggregates: Mutex::new(Aggregates::default()),
             subscriber: Mutex::new(None),
             faults,
+            first_segment,
+            newest: newest.clone(),
+            reconciled: watch::Sender::new(false),
         });
-        let recovery = shared.reconcile()?;
-        let newest_indexed = shared.tree.scan_prefix(b"m/").keys().next_back().transpose()?;
-        let newest_indexed = newest_indexed.and_then(|k| QueueId::parse(&String::from_utf8_lossy(&k[2..])));
-        let newest_fresh = shared.fresh.lock_or_recover().keys().next_back().cloned();
-        let newest = newest_indexed.max(newest_fresh);
-        let first_segment = shared.segments.lock_or_recover().active;
-        Ok((
-            QueueStore {
-                shared,
-                ids: IdAllocator::starting_after(newest.as_ref()),
-                first_segment,
-                segment_limit,
-                writer: OnceLock::new(),
-            },
-            recovery,
-        ))
+        Ok(QueueStore {
+            shared,
+            ids: IdAllocator::starting_after(newest.as_ref()),
+            first_segment,
+            segment_limit,
+            writer: OnceLock::new(),
+        })
+    }
+
+    /// Reconcile the spool, the journals and the index as they were when
+    /// the store opened (see the module docs), merging what is queued into
+    /// what arrived since. Blocking; meant to run once. Whatever the
+    /// outcome, [`QueueStore::reconciled`] then returns: after a failure
+    /// the older messages stay on disk, untouched by this run, for the
+    /// next start.
+    pub fn reconcile(&self) -> Result<Recovery, StoreError> {
+        let r = self.shared.reconcile();
+        self.shared.reconciled.send_replace(true);
+        r
+    }
+
+    /// Wait until reconciliation has run (at once after [`QueueStore::open`]).
+    pub async fn reconciled(&self) {
+        let mut rx = self.shared.reconciled.subscribe();
+        let _ = rx.wait_for(|done| *done).await;
     }
 
     pub fn new_id(&self) -> QueueId {
@@ -457,13 +541,16 @@ impl Shared {
 
     fn reconcile(&self) -> Result<Recovery, StoreError> {
         let mut rec = Recovery::default();
-        let segments = spool::list_segments(&self.dir)?;
+        let first = self.first_segment;
+        let segments: Vec<u32> = spool::list_segments(&self.dir)?.into_iter().filter(|&s| s < first).collect();
         let mut indexed: HashMap<QueueId, SpoolRef> = HashMap::new();
         // counted as read; what reconciliation then drops is taken back
         let mut agg = Aggregates::default();
         for r in self.tree.scan_prefix(b"m/") {
             let (k, v) = r?;
             match decode(&k, &v) {
+                // stored since the store opened: counted as it was stored
+                Ok(m) if self.newest.as_ref().is_none_or(|n| m.id > *n) => {}
                 Ok(m) => {
                     agg.add(&m);
                     indexed.insert(m.id.clone(), m.spool);
@@ -545,20 +632,29 @@ impl Shared {
             let name = e?.file_name();
             let name = name.to_string_lossy();
             if let Some(n) = name.strip_suffix(".done").and_then(|s| s.parse::<u32>().ok()) {
-                if !present.contains(&n) {
+                if n < first && !present.contains(&n) {
                     let _ = std::fs::remove_file(journal_path(&self.dir, n));
                 }
             }
         }
         rec.messages = seen.len();
-        *self.fresh.lock_or_recover() = fresh;
-        *self.aggregates.lock_or_recover() = agg;
-        {
-            let mut segs = self.segments.lock_or_recover();
-            segs.live = live;
-            // every existing segment is closed; the writer starts a new one
-            segs.active = segments.last().copied().unwrap_or(0) + 1;
+        // merged into what arrived meanwhile; index first, so a reader
+        // always finds a message somewhere
+        let mut overflow = sled::Batch::default();
+        let mut keep = BTreeMap::new();
+        let room = FRESH_LIMIT.saturating_sub(self.fresh.lock_or_recover().len());
+        for (i, (id, m)) in fresh.into_iter().enumerate() {
+            if i < room {
+                keep.insert(id, m);
+            } else {
+                overflow.insert(mkey(&id), encode(&m)?);
+            }
         }
+        self.tree.apply_batch(overflow)?;
+        self.fresh.lock_or_recover().extend(keep);
+        self.aggregates.lock_or_recover().absorb(agg);
+        // the older segments' counts; newer ones are counted as written
+        self.segments.lock_or_recover().live.extend(live);
         for &seg in &segments {
             // a damaged segment stays for the operator to look at
             if !self.segments.lock_or_recover().live.contains_key(&seg) && !rec.damaged_segments.contains(&seg) {

@@ -119,6 +119,25 @@ impl Aggregates {
         }
     }
 
+    /// Add the counts of `other` (messages disjoint from ours).
+    pub fn absorb(&mut self, other: Aggregates) {
+        for (name, o) in other.by {
+            let d = self.by.entry(name).or_default();
+            d.messages += o.messages;
+            d.recipients += o.recipients;
+            d.frozen += o.frozen;
+            for (k, n) in o.arrivals {
+                *d.arrivals.entry(k).or_insert(0) += n;
+            }
+            for (k, n) in o.due {
+                *d.due.entry(k).or_insert(0) += n;
+            }
+            for (k, n) in o.errors {
+                *d.errors.entry(k).or_insert(0) += n;
+            }
+        }
+    }
+
     /// Per destination, what is queued now.
     pub fn tally(&self) -> BTreeMap<String, Tally> {
         self.by.iter().map(|(k, d)| (k.clone(), d.tally())).collect()

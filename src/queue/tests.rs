@@ -409,3 +409,60 @@ async fn aggregates_equal_a_walk_through_every_change_and_a_reopen() {
     assert!(!rec.from_spool.is_empty());
     check(&store, "after losing the index");
 }
+
+/// Opened for new mail before reconciling (as the server does): mail
+/// stored and changed meanwhile is kept beside the old queue, which
+/// reconciliation merges in with its states, counts and segments.
+#[tokio::test]
+async fn new_mail_while_reconciling_is_merged_with_the_old_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old, deferred) = {
+        let (_d, store, _) = open(dir.path(), spool::SEGMENT_LIMIT);
+        let ids = put(&store, 30).await;
+        for id in &ids[..10] {
+            let mut m = store.get(id).unwrap().unwrap();
+            m.recipients[0].attempts = 1;
+            m.recipients[0].next_attempt = Some(4_000_000_000);
+            store.update(&m).unwrap();
+        }
+        for id in &ids[25..] {
+            let m = store.get(id).unwrap().unwrap();
+            store.remove(&m).unwrap();
+        }
+        store.flush().unwrap();
+        (ids[..25].to_vec(), ids[..10].to_vec())
+    };
+    let data = DataDir::open_when_free(dir.path());
+    let store = QueueStore::open_unreconciled(&data.db, dir.path()).unwrap();
+    let new = put(&store, 20).await;
+    assert!(new[0] > old[24], "new ids sort after the stored ones");
+    // one of the new messages changes before the reconciliation ends
+    let mut changed = store.get(&new[3]).unwrap().unwrap();
+    changed.recipients[1].attempts = 1;
+    changed.recipients[1].next_attempt = Some(4_000_000_000);
+    store.update(&changed).unwrap();
+    let rec = store.reconcile().unwrap();
+    store.reconciled().await;
+    assert_eq!(rec.messages, 25, "{rec:?}");
+    assert!(rec.dropped.is_empty(), "{rec:?}");
+
+    let all: Vec<Message> = store.iter().map(|m| m.unwrap()).collect();
+    let ids: Vec<QueueId> = all.iter().map(|m| m.id.clone()).collect();
+    assert_eq!(ids, old.iter().chain(&new).cloned().collect::<Vec<_>>());
+    for m in &all {
+        let attempts = m.recipients.iter().map(|r| r.attempts).sum::<u32>();
+        let expected = u32::from(deferred.contains(&m.id) || m.id == new[3]);
+        assert_eq!(attempts, expected, "{}", m.id);
+    }
+    assert_eq!(store.tally(), super::summary::walk(all.iter()), "the aggregates count old and new once");
+    // the old segments' counts are in: removing everything empties them
+    for m in &all {
+        store.remove(m).unwrap();
+    }
+    assert!(store.is_empty());
+    drop(store);
+    drop(data);
+    let (_d, store, rec) = open(dir.path(), spool::SEGMENT_LIMIT);
+    assert_eq!(rec.messages, 0, "{rec:?}");
+    assert!(store.is_empty());
+}
