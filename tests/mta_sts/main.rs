@@ -7,6 +7,8 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+#[path = "../outbound/dns.rs"]
+#[allow(dead_code)]
 mod dns;
 #[path = "../outbound/sink.rs"]
 #[allow(dead_code)]

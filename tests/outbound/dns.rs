@@ -1,8 +1,10 @@
 //! A real DNS server on loopback (hickory-server 0.26, the recipe in
 //! DEPENDENCIES.md) serving one zone, plus two broken servers: one that
-//! never answers and one that answers SERVFAIL to everything.
+//! never answers and one that answers SERVFAIL to everything. Records have
+//! TTL 0, so the resolver asks again each time, and a test may change a
+//! TXT record while it runs (the MTA-STS tests change the policy id).
 
-use hickory_proto::rr::rdata::{A, MX, SOA};
+use hickory_proto::rr::rdata::{A, MX, SOA, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordSet, RrKey};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_server::store::in_memory::InMemoryZoneHandler;
@@ -19,6 +21,14 @@ fn name(s: &str) -> Name {
     Name::from_str(&format!("{}.", s.trim_end_matches('.'))).expect("test name")
 }
 
+fn set(owner: &str, data: RData) -> (RrKey, RecordSet) {
+    let n = name(owner);
+    let key = RrKey::new(LowerName::from(n.clone()), data.record_type());
+    let mut set = RecordSet::new(n.clone(), data.record_type(), 0);
+    set.insert(Record::from_rdata(n, 0, data), 0);
+    (key, set)
+}
+
 /// The records of one zone, added with small helpers.
 pub struct Zone {
     origin: Name,
@@ -30,16 +40,17 @@ impl Zone {
         let origin = name(origin);
         let mut z = Zone { origin: origin.clone(), records: BTreeMap::new() };
         let soa =
-            SOA::new(name(&format!("ns.{origin}")), name(&format!("hostmaster.{origin}")), 1, 3600, 600, 86400, 60);
+            SOA::new(name(&format!("ns.{origin}")), name(&format!("hostmaster.{origin}")), 1, 3600, 600, 86400, 0);
         z.add(&origin.to_string(), RData::SOA(soa));
         z
     }
 
     fn add(&mut self, owner: &str, data: RData) -> &mut Zone {
-        let n = name(owner);
-        let key = RrKey::new(LowerName::from(n.clone()), data.record_type());
-        let set = self.records.entry(key).or_insert_with(|| RecordSet::new(n.clone(), data.record_type(), 0));
-        set.insert(Record::from_rdata(n, 60, data), 0);
+        let (key, new) = set(owner, data);
+        let entry = self.records.entry(key).or_insert_with(|| RecordSet::new(new.name().clone(), new.record_type(), 0));
+        for r in new.records_without_rrsigs() {
+            entry.insert(r.clone(), 0);
+        }
         self
     }
 
@@ -52,30 +63,42 @@ impl Zone {
         self.add(host, RData::A(A(ip)))
     }
 
-    /// TXT (TLS-RPT's `_smtp._tls`); the outbound tests use none.
+    /// TXT (`_mta-sts`, TLS-RPT's `_smtp._tls`); the outbound tests use none.
     #[allow(dead_code)]
     pub fn txt(&mut self, owner: &str, text: &str) -> &mut Zone {
-        self.add(owner, RData::TXT(hickory_proto::rr::rdata::TXT::new(vec![text.to_string()])))
+        self.add(owner, RData::TXT(TXT::new(vec![text.to_string()])))
     }
 }
 
 /// A running DNS server; dropping it stops it.
 pub struct TestDns {
     pub addr: SocketAddr,
+    handler: Arc<InMemoryZoneHandler<TokioRuntimeProvider>>,
     _server: Server<Catalog>,
 }
 
+impl TestDns {
+    /// Replace the TXT records at `owner` with one record `text`.
+    #[allow(dead_code)]
+    pub async fn set_txt(&self, owner: &str, text: &str) {
+        let (key, set) = set(owner, RData::TXT(TXT::new(vec![text.to_string()])));
+        self.handler.records_mut().await.insert(key, Arc::new(set));
+    }
+}
+
 pub async fn serve(zone: Zone) -> TestDns {
-    let handler = InMemoryZoneHandler::<TokioRuntimeProvider>::new(
-        zone.origin.clone(),
-        zone.records,
-        ZoneType::Primary,
-        AxfrPolicy::Deny,
-        None, // no NSEC/NSEC3: the zone is not signed
-    )
-    .expect("zone");
+    let handler = Arc::new(
+        InMemoryZoneHandler::<TokioRuntimeProvider>::new(
+            zone.origin.clone(),
+            zone.records,
+            ZoneType::Primary,
+            AxfrPolicy::Deny,
+            None, // no NSEC/NSEC3: the zone is not signed
+        )
+        .expect("zone"),
+    );
     let mut catalog = Catalog::new();
-    catalog.upsert(LowerName::from(zone.origin), vec![Arc::new(handler) as Arc<dyn ZoneHandler>]);
+    catalog.upsert(LowerName::from(zone.origin), vec![handler.clone() as Arc<dyn ZoneHandler>]);
     // DNS wants UDP and TCP on one port; the kernel picks a free UDP port,
     // whose TCP twin may be some other test's connection: try again then.
     let mut tries = 0;
@@ -94,7 +117,7 @@ pub async fn serve(zone: Zone) -> TestDns {
     let mut server = Server::new(catalog);
     server.register_socket(udp);
     server.register_listener(tcp, Duration::from_secs(5), 16);
-    TestDns { addr, _server: server }
+    TestDns { addr, handler, _server: server }
 }
 
 /// A UDP socket that reads nothing and answers nothing.
