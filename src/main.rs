@@ -482,13 +482,14 @@ fn direct(config: &Config, req: Request) -> Result<Response, Failure> {
     Ok(resp)
 }
 
-/// `queue list --json`: one line per message, printed as it arrives from
-/// the server (or as the store is walked when no server runs).
-fn list_streamed(config_path: &Path, filter: QueueFilter) -> Outcome {
+/// `queue list`: each message handed to `each` as it arrives from the
+/// server (or as the store is walked when no server runs), so memory stays
+/// flat however long the list.
+fn list_streamed(config_path: &Path, filter: QueueFilter, mut each: impl FnMut(serde_json::Value)) -> Outcome {
     let config = load(config_path)?;
     let socket = config.control_socket();
     let req = Request::QueueList { filter, stream: true };
-    match control::request_stream(&socket, &req, |item| outln!("{item}")) {
+    match control::request_stream(&socket, &req, &mut each) {
         Ok(Some(Response { ok: true, .. })) => Ok(()),
         Ok(Some(Response { error, .. })) => {
             Err(runtime(error.unwrap_or_else(|| "the server refused the request".into())))
@@ -498,8 +499,8 @@ fn list_streamed(config_path: &Path, filter: QueueFilter) -> Outcome {
             let Request::QueueList { filter, .. } = req else { return Ok(()) };
             let (_data, queue) = open_queue(&config)?;
             ops::queue_list_each(&queue, &filter, |v| {
-                match serde_json::to_string(&v) {
-                    Ok(line) => outln!("{line}"),
+                match serde_json::to_value(&v) {
+                    Ok(value) => each(value),
                     Err(e) => eprintln!("postern: message {}: {e}", v.id),
                 }
                 true
@@ -551,12 +552,15 @@ fn queue(config: &Path, cmd: QueueCmd) -> Outcome {
         QueueCmd::List { json, destination, state, sender, recipient } => {
             let filter = QueueFilter { destination, state, sender, recipient };
             if json {
-                // printed as read: memory stays flat however long the list
-                list_streamed(config, filter)?;
+                list_streamed(config, filter, |item| outln!("{item}"))?;
             } else {
-                // the table pads columns to the widest cell, so it needs them all
-                let data = operate(config, Request::QueueList { filter, stream: false })?;
-                out!("{}", views::list_table(&from_value::<Vec<views::MessageView>>(data)?));
+                // the first rows size the columns; the rest print as they come
+                let mut table = views::ListTable::new(|text: &str| out!("{text}"));
+                list_streamed(config, filter, |item| match serde_json::from_value::<views::MessageView>(item) {
+                    Ok(m) => table.push(&m),
+                    Err(e) => eprintln!("postern: unexpected answer: {e}"),
+                })?;
+                table.finish();
             }
         }
         QueueCmd::Show { id, json } => {

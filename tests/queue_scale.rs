@@ -201,17 +201,6 @@ retry_schedule = ["1h"]
     assert_summary_is_exact(&s, "after new mail following the restart");
 }
 
-/// `queue list --json` with more output than a pipe holds, read as it
-/// comes (bounded by `timeout`).
-fn big_list(s: &TestServer) -> Vec<MessageView> {
-    let out = Command::new("timeout")
-        .args(["60", BIN, "--config", s.config_path.to_str().unwrap(), "queue", "list", "--json"])
-        .current_dir(s.path())
-        .output()
-        .expect("timeout (coreutils) is needed for this test");
-    json_lines(&out, "queue list").into_iter().map(|v| serde_json::from_value(v).expect("a message view")).collect()
-}
-
 #[test]
 fn queue_list_streams_from_the_server_to_the_terminal() {
     let dead = dead_port();
@@ -243,7 +232,7 @@ retry_schedule = ["1h"]
     c.cmd("QUIT");
     // every first attempt made (refused), so nothing moves while listing
     let settled = eventually(Duration::from_secs(120), || {
-        let q = big_list(&s);
+        let q = list(&s);
         q.len() == ids.len() && q.iter().all(|m| m.recipients[0].attempts == 1)
     });
     assert!(settled, "the first attempts did not all fail; log:\n{}", s.log());
@@ -336,12 +325,21 @@ retry_schedule = ["1h"]
     );
 
     // `queue list` answers once the reconciliation is done: all of it
-    let listed = big_list(&s);
+    let listed = list(&s);
     before.append(&mut after);
     before.sort();
     let ids: Vec<String> = listed.iter().map(|m| m.id.clone()).collect();
     assert_eq!(ids, before, "every message acknowledged before the kill, and the new ones, each once");
     assert!(listed.iter().all(|m| m.recipients.len() == 1 && m.recipients[0].state == "queued"));
+    // the table form lists them too, one line each in order (its columns
+    // are sized on the first rows, the rest printed as they come)
+    let out = s.cli(&["queue", "list"]);
+    assert!(out.status.success(), "queue list: {}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("ID "), "{}", lines[0]);
+    let table_ids: Vec<&str> = lines[1..].iter().map(|l| l.split(' ').next().unwrap_or("")).collect();
+    assert_eq!(table_ids, ids, "the table lists every message once, in order");
     // and the summary counts every one of them
     let sum = summary(&s);
     assert_eq!(sum.len(), 1, "{sum:?}");

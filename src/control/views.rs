@@ -123,31 +123,39 @@ pub fn summary(tally: BTreeMap<String, Tally>) -> Vec<SummaryRow> {
 
 /// Columns padded to their widest cell.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            if i < widths.len() {
-                widths[i] = widths[i].max(c.chars().count());
-            }
-        }
-    }
+    let widths = widths(header, rows);
     let mut out = String::new();
-    let line = |cells: Vec<&str>, out: &mut String| {
-        let n = cells.len();
-        for (i, c) in cells.into_iter().enumerate() {
-            if i + 1 == n {
-                out.push_str(c);
-            } else {
-                let _ = write!(out, "{c:<w$}  ", w = widths[i]);
-            }
-        }
-        out.push('\n');
-    };
-    line(header.to_vec(), &mut out);
+    write_row(&widths, header, &mut out);
     for r in rows {
-        line(r.iter().map(String::as_str).collect(), &mut out);
+        write_row(&widths, r, &mut out);
     }
     out
+}
+
+/// Each column as wide as its widest cell (the header included).
+fn widths(header: &[&str], rows: &[Vec<String>]) -> Vec<usize> {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    widths
+}
+
+/// One line of a table: every cell but the last padded to its column (a
+/// wider cell pushes the rest of its line right).
+fn write_row(widths: &[usize], cells: &[impl AsRef<str>], out: &mut String) {
+    let n = cells.len();
+    for (i, c) in cells.iter().enumerate() {
+        let c = c.as_ref();
+        if i + 1 == n {
+            out.push_str(c);
+        } else {
+            let _ = write!(out, "{c:<w$}  ", w = widths.get(i).copied().unwrap_or(0));
+        }
+    }
+    out.push('\n');
 }
 
 pub fn summary_table(rows: &[SummaryRow]) -> String {
@@ -169,37 +177,85 @@ pub fn summary_table(rows: &[SummaryRow]) -> String {
     table(&["DESTINATION", "COUNT", "OLDEST", "NEXT ATTEMPT", "LAST ERROR"], &body)
 }
 
-pub fn list_table(messages: &[MessageView]) -> String {
-    if messages.is_empty() {
-        return "The queue is empty.\n".into();
+const LIST_HEADER: [&str; 8] = ["ID", "ARRIVED", "SIZE", "SENDER", "RECIPIENT", "STATE", "TRIES", "LAST ERROR"];
+
+/// Messages the table form of `queue list` holds to size its columns;
+/// later rows are printed at once with those widths, so a listing of a
+/// million messages starts at once and its memory stays flat.
+pub const LIST_SIZING_ROWS: usize = 1000;
+
+/// The table form of `queue list`, built as messages arrive: the first
+/// [`LIST_SIZING_ROWS`] rows are held to size the columns, then everything
+/// is written through `out` as it comes. A listing that fits is aligned
+/// throughout.
+pub struct ListTable<F: FnMut(&str)> {
+    out: F,
+    held: Vec<Vec<String>>,
+    widths: Option<Vec<usize>>,
+    frozen: bool,
+    empty: bool,
+}
+
+impl<F: FnMut(&str)> ListTable<F> {
+    pub fn new(out: F) -> Self {
+        ListTable { out, held: Vec::new(), widths: None, frozen: false, empty: true }
     }
-    let mut rows = Vec::new();
-    for m in messages {
+
+    pub fn push(&mut self, m: &MessageView) {
+        self.empty = false;
+        self.frozen |= m.frozen;
         let sender = if m.sender.is_empty() { "<>".to_string() } else { m.sender.clone() };
         let id = if m.frozen { format!("{}*", m.id) } else { m.id.clone() };
         for (i, r) in m.recipients.iter().enumerate() {
-            let (id, sender, arrived, size) = if i == 0 {
-                (id.clone(), sender.clone(), m.arrived.clone(), m.size.to_string())
-            } else {
-                (String::new(), String::new(), String::new(), String::new())
-            };
-            rows.push(vec![
-                id,
-                arrived,
-                size,
-                sender,
+            let first = |s: &String| if i == 0 { s.clone() } else { String::new() };
+            let row = vec![
+                first(&id),
+                first(&m.arrived),
+                first(&m.size.to_string()),
+                first(&sender),
                 r.address.clone(),
                 r.state.clone(),
                 r.attempts.to_string(),
                 r.last_error.clone().unwrap_or_else(|| "-".into()),
-            ]);
+            ];
+            match &self.widths {
+                Some(w) => {
+                    let mut line = String::new();
+                    write_row(w, &row, &mut line);
+                    (self.out)(&line);
+                }
+                None => self.held.push(row),
+            }
+        }
+        if self.widths.is_none() && self.held.len() >= LIST_SIZING_ROWS {
+            self.release();
         }
     }
-    let mut t = table(&["ID", "ARRIVED", "SIZE", "SENDER", "RECIPIENT", "STATE", "TRIES", "LAST ERROR"], &rows);
-    if messages.iter().any(|m| m.frozen) {
-        t.push_str("(* frozen)\n");
+
+    /// Size the columns on the rows held and write them.
+    fn release(&mut self) {
+        let w = widths(&LIST_HEADER, &self.held);
+        let mut text = String::new();
+        write_row(&w, &LIST_HEADER, &mut text);
+        for r in self.held.drain(..) {
+            write_row(&w, &r, &mut text);
+        }
+        (self.out)(&text);
+        self.widths = Some(w);
     }
-    t
+
+    pub fn finish(mut self) {
+        if self.empty {
+            (self.out)("The queue is empty.\n");
+            return;
+        }
+        if self.widths.is_none() {
+            self.release();
+        }
+        if self.frozen {
+            (self.out)("(* frozen)\n");
+        }
+    }
 }
 
 pub fn detail_text(d: &MessageDetail) -> String {
@@ -295,4 +351,97 @@ pub fn group_table(groups: &[GroupView]) -> String {
         })
         .collect();
     table(&["NEWSGROUP", "POSTING", "COUNT", "LOW", "HIGH", "CREATED", "DESCRIPTION"], &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(id: usize, frozen: bool, rcpts: &[&str]) -> MessageView {
+        let recipients: Vec<RecipientView> = rcpts
+            .iter()
+            .map(|a| RecipientView {
+                address: a.to_string(),
+                destination: "example.net".into(),
+                state: "deferred".into(),
+                attempts: 1,
+                next_attempt: None,
+                last_error: Some("connection refused".into()),
+                last_result: None,
+                tls: None,
+                original: None,
+            })
+            .collect();
+        MessageView {
+            id: format!("{id:011}"),
+            sender: if id % 2 == 0 { String::new() } else { format!("s{id}@example.org") },
+            arrived: "2026-11-30T16:00:00Z".into(),
+            size: 2048,
+            frozen,
+            destination: "example.net".into(),
+            source_server: "mx".into(),
+            client_ip: None,
+            client_helo: None,
+            auth_user: None,
+            tls: None,
+            kind: crate::queue::MessageKind::Inbound,
+            recipients,
+        }
+    }
+
+    fn render(views: &[MessageView]) -> String {
+        let mut text = String::new();
+        let mut t = ListTable::new(|s: &str| text.push_str(s));
+        for v in views {
+            t.push(v);
+        }
+        t.finish();
+        text
+    }
+
+    #[test]
+    fn a_short_listing_is_one_aligned_table() {
+        let text = render(&[view(1, false, &["a@x.org", "bb@y.org"]), view(2, true, &["c@z.org"])]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 5, "{text}");
+        assert!(lines[0].starts_with("ID "));
+        let col = lines[0].find("RECIPIENT").unwrap();
+        for l in &lines[1..4] {
+            assert!(l[col..].starts_with(|c: char| c.is_ascii_alphanumeric()), "misaligned: {l}");
+        }
+        assert!(lines[1].starts_with("00000000001 "));
+        assert!(lines[2].starts_with("  "), "second recipient without the message's columns: {}", lines[2]);
+        assert!(lines[3].starts_with("00000000002*"));
+        assert!(lines[3].contains(" <> "));
+        assert_eq!(lines[4], "(* frozen)");
+    }
+
+    #[test]
+    fn a_long_listing_is_written_as_it_comes() {
+        let chunks = std::cell::RefCell::new(Vec::<String>::new());
+        let mut t = ListTable::new(|s: &str| chunks.borrow_mut().push(s.to_string()));
+        for i in 0..LIST_SIZING_ROWS - 1 {
+            t.push(&view(i, false, &["a@x.org"]));
+        }
+        assert!(chunks.borrow().is_empty(), "nothing is written while the columns are being sized");
+        for i in LIST_SIZING_ROWS - 1..LIST_SIZING_ROWS + 5 {
+            t.push(&view(i, false, &["a@x.org"]));
+        }
+        // the sized rows went out in one piece, every later row on its own
+        assert_eq!(chunks.borrow().len(), 6);
+        assert_eq!(chunks.borrow()[0].lines().count(), LIST_SIZING_ROWS + 1);
+        t.push(&view(5000, false, &["a-much-longer-recipient-address@example.org"]));
+        t.finish();
+        let chunks = chunks.into_inner();
+        assert_eq!(chunks.len(), 7);
+        assert!(chunks[6].contains("a-much-longer-recipient-address@example.org  deferred"));
+        let header = chunks[0].lines().next().unwrap();
+        let col = header.find("STATE").unwrap();
+        assert_eq!(&chunks[1][col..col + 8], "deferred");
+    }
+
+    #[test]
+    fn an_empty_listing_says_so() {
+        assert_eq!(render(&[]), "The queue is empty.\n");
+    }
 }

@@ -245,11 +245,25 @@ pub fn cli_in(dir: &Path, config: &Path, args: &[&str], stdin: Option<&str>) -> 
     wait_output(child, Duration::from_secs(60))
 }
 
+/// Wait for `child` at most `limit`, reading its output as it comes (a
+/// command that writes more than a pipe holds would otherwise never end).
 pub fn wait_output(mut child: Child, limit: Duration) -> Output {
+    fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    }
+    let (out, err) = (drain(child.stdout.take()), drain(child.stderr.take()));
     let deadline = Instant::now() + limit;
     loop {
-        if let Ok(Some(_)) = child.try_wait() {
-            return child.wait_with_output().expect("output");
+        if let Ok(Some(status)) = child.try_wait() {
+            let stdout = out.join().unwrap_or_default();
+            let stderr = err.join().unwrap_or_default();
+            return Output { status, stdout, stderr };
         }
         if Instant::now() > deadline {
             let _ = child.kill();
