@@ -363,11 +363,6 @@ impl Index {
         self.inner.current.read_or_recover().n
     }
 
-    /// The directory holding the index's generations.
-    pub fn dir(&self) -> &Path {
-        &self.inner.dir
-    }
-
     /// The current database, for tests that damage it on purpose.
     #[cfg(test)]
     pub(crate) fn raw(&self) -> sled::Db {
