@@ -2,7 +2,7 @@
 //! queued message whose state changed since it was spooled) in a sled
 //! database of its own under `data_dir/queue/`, apart from the shared one
 //! of the data directory, for two reasons. Its page cache is small
-//! ([`CACHE`]): the queue reads an entry only when a message is due or an
+//! (16 MiB): the queue reads an entry only when a message is due or an
 //! operator asks, so memory stays bounded whatever the queue's size. And
 //! it can be thrown away when empty: sled never gives disk space back, so
 //! an index that held a million deferred messages would keep their size
@@ -11,7 +11,7 @@
 //! The database lives in `queue/index.<n>`, and `queue/current` names the
 //! generation `n` (written atomically: a temporary file, fsynced, renamed,
 //! the directory fsynced). Once the number of entries reaches zero and
-//! stays there for [`GRACE`], and the database has grown past
+//! stays there for a second, and the database has grown past
 //! [`RESET_ABOVE`] on disk, a fresh generation `n+1` is created and
 //! fsynced (sled's flush does not fsync; we sync its files and directory),
 //! `current` is switched to it under the write lock, with the count
@@ -277,7 +277,7 @@ impl Index {
     }
 
     /// The index just became empty: replace it once it has stayed so for
-    /// [`GRACE`], on a thread of its own (the caller may be delivering).
+    /// `GRACE`, on a thread of its own (the caller may be delivering).
     fn emptied(&self) {
         if self.inner.pending.swap(true, SeqCst) {
             return;
