@@ -18,6 +18,8 @@
 #   disk        bytes of data_dir per queued message
 #   drain       a sink is started on the smarthost port, `queue retry --all`,
 #               time until the queue is empty, and the disk left afterwards
+#               (and how much of it is the message-tracking log, data_dir/track,
+#               which is kept for [log] tracking_retention, not for the queue)
 #
 # Uses Postfix's smtp-source and smtp-sink (Debian's postfix package; it is
 # installed if missing and never started) and GNU time.
@@ -110,7 +112,7 @@ wait_deferred() {
 }
 
 echo "# L=$L S=$S ($(nproc) cores, $(free -g | awk '/Mem/ {print $2}') GiB, $(date -u +%FT%TZ))"
-printf '%-9s %10s %10s %9s %9s %9s %9s %10s %9s %9s %9s %9s %9s\n' messages "fill/s" "full/s" summary "list1st" listall "listMiB" "B/msg RSS" restart reconcil "disk/msg" drain "disk left"
+printf '%-9s %10s %10s %9s %9s %9s %9s %10s %9s %9s %9s %9s %9s %11s\n' messages "fill/s" "full/s" summary "list1st" listall "listMiB" "B/msg RSS" restart reconcil "disk/msg" drain "disk left" "of it track"
 for N in $SIZES; do
   rm -rf "$WORK/data" "$WORK/control.sock" "$WORK/out" "$WORK/err"
   start; wait_banner || { echo "postern did not start:"; cat "$WORK/err"; exit 1; }
@@ -154,9 +156,10 @@ for N in $SIZES; do
   kill "$SINK_PID" 2>/dev/null; wait "$SINK_PID" 2>/dev/null; SINK_PID=
   sleep 2
   left=$(du -sb "$WORK/data" | cut -f1)
+  track=$(du -sb "$WORK/data/track" 2>/dev/null | cut -f1)
   stop
 
-  printf '%-9s %10s %10s %8.3fs %8.3fs %8.2fs %9s %10s %8.2fs %8.2fs %9s %8.0fs %8sMB\n' "$N" "$fill" "$full" "$summary" "$list1" "$listall" "$list_mib" "$per_msg" "$restart" "$reconciled" "$disk" "$drain" "$(( left / 1000000 ))"
+  printf '%-9s %10s %10s %8.3fs %8.3fs %8.2fs %9s %10s %8.2fs %8.2fs %9s %8.0fs %8sMB %9sMB\n' "$N" "$fill" "$full" "$summary" "$list1" "$listall" "$list_mib" "$per_msg" "$restart" "$reconciled" "$disk" "$drain" "$(( left / 1000000 ))" "$(( ${track:-0} / 1000000 ))"
 done
 echo "# goals (issue 13): summary < 1 s at 1M and within 3x of 1k; list < 64 MiB and first line at once;"
 echo "#   <= 300 B RSS per message; restart listening < 2 s at 1M; disk returns near empty after draining"

@@ -1,7 +1,8 @@
-//! The data directory: one sled database (queue index, accounts, mailbox
-//! and news metadata, each in its own tree) beside the spool and mail files
-//! that Postern fsyncs itself. sled locks the database, so one process owns
-//! it at a time: the server, or a CLI command when no server is running.
+//! The data directory: one sled database (accounts, mailbox and news
+//! metadata, each in its own tree) beside the spool and mail files that
+//! Postern fsyncs itself; the queue's index keeps a database of its own
+//! under `queue/`. sled locks the database, so one process owns it at a
+//! time: the server, or a CLI command when no server is running.
 
 use std::path::{Path, PathBuf};
 

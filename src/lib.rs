@@ -27,7 +27,8 @@
 //! - [`auth`]: accounts (Argon2id), aliases and their expansion
 //!   ([`auth::Accounts::expand`], the one place), failure throttling, and
 //!   the login glue every service shares ([`auth::login`]).
-//! - [`queue`]: queue ids, message records, the spool and the store, which
+//! - [`queue`]: queue ids, message records, the spool and the store (its
+//!   index in a sled database of its own, [`queue::index`]), which
 //!   messages an operator's selection names ([`queue::select`]), and the
 //!   queue manager that drives delivery ([`queue::scheduler`]).
 //! - [`routing`]: most-specific connector selection, `route explain`, and

@@ -350,3 +350,96 @@ retry_schedule = ["1h"]
         s.log()
     );
 }
+
+/// Bytes of the files under `dir`.
+fn du(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| if e.file_type().unwrap().is_dir() { du(&e.path()) } else { e.metadata().unwrap().len() })
+        .sum()
+}
+
+fn names(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
+
+/// Issue 13: a drained queue gives its disk back. Messages deferred to a
+/// dead smarthost grow the queue's index well past the size at which an
+/// emptied one is replaced; `queue delete --all` drains the queue; the
+/// index moves to a fresh database and the old one is removed, so the
+/// queue's directory is back near its empty size (compared with its size
+/// while full); after a restart the queue is empty and new mail is kept.
+#[test]
+fn a_drained_queue_gives_its_index_disk_back() {
+    let dead = dead_port();
+    let extra = format!(
+        r#"[[connector]]
+name = "dead"
+address_spaces = ["dead.test"]
+smarthost = "127.0.0.1:{dead}"
+
+[queue]
+retry_schedule = ["1h"]
+"#
+    );
+    let conf = config("relay_networks = [\"127.0.0.0/8\"]", &extra)
+        .replace("[[connector]]\nname = \"internet\"\naddress_spaces = [\"*\"]\n", "");
+    let mut s = TestServer::start(&conf);
+    let qdir = s.path().join("data").join("queue");
+    let addr = s.addr("mx");
+    let mut sent = 0;
+    while du(&qdir) <= 2 * postern::queue::index::RESET_ABOVE {
+        assert!(sent < 20_000, "the index does not grow: {} bytes; log:\n{}", du(&qdir), s.log());
+        // four sessions at once, so the server's group commit keeps it short
+        let round: Vec<_> = (0..4)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    let mut c = Client::connect(addr);
+                    c.reply();
+                    c.expect("EHLO client.test", 250);
+                    let body = format!("Subject: fill\r\n\r\n{}\r\n", "x".repeat(1000));
+                    for i in 0..250 {
+                        queued_id(&c.send_mail("alice@example.test", &[&format!("r{sent}-{t}-{i}@dead.test")], &body));
+                    }
+                    c.cmd("QUIT");
+                })
+            })
+            .collect();
+        round.into_iter().for_each(|h| h.join().unwrap());
+        sent += 1000;
+        // every message tried once (refused): its state is in the index
+        let deferred = eventually(Duration::from_secs(120), || {
+            let q = big_list(&s);
+            q.len() == sent && q.iter().all(|m| m.recipients[0].attempts == 1)
+        });
+        assert!(deferred, "the first attempts did not all fail; log:\n{}", s.log());
+        // sled writes its buffers every half second
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let full = du(&qdir);
+    assert_eq!(names(&qdir), ["current", "index.1"]);
+
+    let out = s.cli(&["queue", "delete", "--all"]);
+    assert!(out.status.success(), "queue delete: {}", String::from_utf8_lossy(&out.stderr));
+    let replaced = eventually(Duration::from_secs(60), || names(&qdir) == ["current", "index.2"]);
+    assert!(replaced, "the drained index was not replaced: {:?}; log:\n{}", names(&qdir), s.log());
+    assert!(big_list(&s).is_empty());
+    let left = du(&qdir);
+    assert!(left * 20 < full, "{left} bytes left of {full}");
+    assert!(s.log().contains("the empty queue index was replaced by a fresh one"), "{}", s.log());
+
+    s.stop();
+    s.start_again();
+    assert!(big_list(&s).is_empty(), "the queue is empty after the restart");
+    let id = send(&s, &["after@dead.test"], "after the drain");
+    let kept = eventually(Duration::from_secs(60), || {
+        let q = big_list(&s);
+        q.len() == 1 && q[0].id == id && q[0].recipients[0].attempts == 1
+    });
+    assert!(kept, "new mail after the drain is queued (and deferred); log:\n{}", s.log());
+    assert_eq!(names(&qdir), ["current", "index.2"]);
+}

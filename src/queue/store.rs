@@ -1,6 +1,8 @@
 //! The queue store: the spool (the truth for message bytes and for each
 //! message's state at arrival, fsynced by us), a sled index of messages
-//! whose state has changed since, and per-segment "done" journals.
+//! whose state has changed since (a database of its own, replaced by a
+//! fresh one when it empties: see [`super::index`]), and per-segment
+//! "done" journals.
 //!
 //! A message that is delivered on its first attempt — the common case for a
 //! relay — never touches sled: it lives in the spool and, while queued, in
@@ -40,6 +42,7 @@
 
 use super::fault::{self, FaultPlan};
 use super::id::{IdAllocator, QueueId};
+use super::index::{Batch, Index};
 use super::message::{Message, SpoolRef};
 use super::spool::{self, SpoolReader, SpoolWriter, SEGMENT_LIMIT};
 use super::summary::{Aggregates, Tally};
@@ -89,7 +92,8 @@ struct Segments {
 }
 
 struct Shared {
-    tree: sled::Tree,
+    /// The index, in a database of its own (see [`super::index`]).
+    tree: Index,
     dir: PathBuf,
     reader: SpoolReader,
     segments: Mutex<Segments>,
@@ -216,7 +220,7 @@ impl QueueStore {
         segment_limit: u64,
         faults: Arc<FaultPlan>,
     ) -> Result<QueueStore, StoreError> {
-        let tree = db.open_tree("queue")?;
+        let tree = Index::open(db, data_dir)?;
         let dir = data_dir.join("spool");
         crate::util::create_dir_durably(&dir)?;
         let segments = spool::list_segments(&dir)?;
@@ -389,6 +393,12 @@ impl QueueStore {
     pub fn spool_dir(&self) -> &Path {
         &self.shared.dir
     }
+
+    /// The index, for tests that look into it or damage it.
+    #[cfg(test)]
+    pub(crate) fn index(&self) -> &Index {
+        &self.shared.tree
+    }
 }
 
 /// [`QueueStore::iter`]: the index and the fresh messages merged in id
@@ -445,7 +455,7 @@ impl Iterator for Walk<'_> {
 impl Shared {
     /// Runs on the writer thread once a batch is durable.
     fn stored(&self, batch: &[Message]) {
-        let mut overflow = sled::Batch::default();
+        let mut overflow = Batch::default();
         let mut overflowed = false;
         {
             let mut agg = self.aggregates.lock_or_recover();
@@ -546,16 +556,20 @@ impl Shared {
         let mut indexed: HashMap<QueueId, SpoolRef> = HashMap::new();
         // counted as read; what reconciliation then drops is taken back
         let mut agg = Aggregates::default();
+        // the index entries there at open (its count has the rest)
+        let mut entries = 0;
         for r in self.tree.scan_prefix(b"m/") {
             let (k, v) = r?;
             match decode(&k, &v) {
                 // stored since the store opened: counted as it was stored
                 Ok(m) if self.newest.as_ref().is_none_or(|n| m.id > *n) => {}
                 Ok(m) => {
+                    entries += 1;
                     agg.add(&m);
                     indexed.insert(m.id.clone(), m.spool);
                 }
                 Err(e) => {
+                    entries += 1;
                     tracing::warn!("{e}; dropping the index entry, the spool copy is queued again");
                     self.tree.remove(&k)?;
                 }
@@ -564,7 +578,7 @@ impl Shared {
         let mut seen: HashSet<QueueId> = HashSet::new();
         let mut live: HashMap<u32, usize> = HashMap::new();
         let mut fresh = BTreeMap::new();
-        let mut overflow = sled::Batch::default();
+        let mut overflow = Batch::default();
         for &seg in &segments {
             let path = spool::segment_path(&self.dir, seg);
             let done = read_journal(&journal_path(&self.dir, seg))?;
@@ -640,7 +654,7 @@ impl Shared {
         rec.messages = seen.len();
         // merged into what arrived meanwhile; index first, so a reader
         // always finds a message somewhere
-        let mut overflow = sled::Batch::default();
+        let mut overflow = Batch::default();
         let mut keep = BTreeMap::new();
         let room = FRESH_LIMIT.saturating_sub(self.fresh.lock_or_recover().len());
         for (i, (id, m)) in fresh.into_iter().enumerate() {
@@ -651,6 +665,7 @@ impl Shared {
             }
         }
         self.tree.apply_batch(overflow)?;
+        self.tree.counted(entries);
         self.fresh.lock_or_recover().extend(keep);
         self.aggregates.lock_or_recover().absorb(agg);
         // the older segments' counts; newer ones are counted as written

@@ -29,13 +29,13 @@ pub(super) fn message(store: &QueueStore, rcpts: &[&str]) -> Message {
     }
 }
 
-fn open(dir: &Path, limit: u64) -> (DataDir, QueueStore, Recovery) {
+pub(super) fn open(dir: &Path, limit: u64) -> (DataDir, QueueStore, Recovery) {
     let data = DataDir::open_when_free(dir);
     let (store, rec) = QueueStore::open_with_segment_limit(&data.db, dir, limit).unwrap();
     (data, store, rec)
 }
 
-async fn put(store: &QueueStore, n: usize) -> Vec<QueueId> {
+pub(super) async fn put(store: &QueueStore, n: usize) -> Vec<QueueId> {
     let mut ids = Vec::new();
     let futs: Vec<_> = (0..n)
         .map(|i| {
@@ -71,9 +71,9 @@ async fn messages_survive_reopen_with_bodies() {
 #[tokio::test]
 async fn fresh_messages_stay_out_of_the_index_and_changes_go_in() {
     let dir = tempfile::tempdir().unwrap();
-    let (d, store, _) = open(dir.path(), spool::SEGMENT_LIMIT);
+    let (_d, store, _) = open(dir.path(), spool::SEGMENT_LIMIT);
     let ids = put(&store, 3).await;
-    let tree = d.db.open_tree("queue").unwrap();
+    let tree = store.index().raw();
     assert_eq!(tree.len(), 0, "arrival state lives in the spool only");
     let mut m = store.get(&ids[1]).unwrap().unwrap();
     m.recipients[0].attempts = 1;
@@ -89,7 +89,7 @@ async fn fresh_messages_stay_out_of_the_index_and_changes_go_in() {
 async fn lost_index_falls_back_to_the_arrival_state() {
     let dir = tempfile::tempdir().unwrap();
     let ids = {
-        let (d, store, _) = open(dir.path(), spool::SEGMENT_LIMIT);
+        let (_d, store, _) = open(dir.path(), spool::SEGMENT_LIMIT);
         let ids = put(&store, 10).await;
         for id in &ids {
             let mut m = store.get(id).unwrap().unwrap();
@@ -97,7 +97,7 @@ async fn lost_index_falls_back_to_the_arrival_state() {
             store.update(&m).unwrap();
         }
         // what a crash before sled's flush looks like: the entries are gone
-        let tree = d.db.open_tree("queue").unwrap();
+        let tree = store.index().raw();
         for id in &ids[3..] {
             tree.remove(format!("m/{id}")).unwrap();
         }
@@ -400,11 +400,7 @@ async fn aggregates_equal_a_walk_through_every_change_and_a_reopen() {
     check(&store, "after reopening");
     drop((_d, store));
     // without the index: everything is queued again from the spool
-    {
-        let data = DataDir::open_when_free(dir.path());
-        data.db.drop_tree("queue").unwrap();
-        data.db.flush().unwrap();
-    }
+    std::fs::remove_dir_all(dir.path().join("queue")).unwrap();
     let (_d, store, rec) = open(dir.path(), 4096);
     assert!(!rec.from_spool.is_empty());
     check(&store, "after losing the index");
