@@ -41,6 +41,11 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 
+/// Messages on the ready lists at most, like Postfix's active queue
+/// (`qmgr_message_active_limit`): enough to keep every worker busy, few
+/// enough that new mail is never queued behind a whole backlog.
+const ACTIVE_LIMIT: usize = 20_000;
+
 /// Operator commands carried out by the manager.
 #[derive(Debug, Clone)]
 pub enum ControlOp {
@@ -192,6 +197,7 @@ impl Scheduler {
             active: HashMap::new(),
             dests: Dests::default(),
             total: 0,
+            active_limit: ACTIVE_LIMIT,
             held: Vec::new(),
             recovered: false,
             tx: tx.clone(),
@@ -233,6 +239,8 @@ struct Manager {
     active: HashMap<Dest, usize>,
     dests: Dests,
     total: usize,
+    /// At most this many messages wait on the ready lists (see `promote`).
+    active_limit: usize,
     /// Operator commands that came before the queue was reconciled,
     /// carried out in order once it is.
     held: Vec<(ControlOp, oneshot::Sender<Result<Vec<String>, ControlError>>)>,
@@ -338,6 +346,8 @@ impl Manager {
             self.promote(now_secs());
             self.dispatch();
             let sleep = match self.heap.peek() {
+                // full: woken by the next worker's report
+                Some(_) if self.waiting.len() >= self.active_limit => Duration::from_secs(3600),
                 Some(Reverse((t, _))) => {
                     let at = UNIX_EPOCH + Duration::from_secs(*t);
                     at.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO)
@@ -367,10 +377,14 @@ impl Manager {
         }
     }
 
-    /// Move every due message onto the ready lists of its destinations.
+    /// Move due messages onto the ready lists of their destinations, in
+    /// due order (new mail, due at 0, first), while fewer than
+    /// `active_limit` wait there: the rest wait in the index, so a
+    /// backlog that comes due at once is neither read into memory whole
+    /// nor queued ahead of mail that arrives after it.
     fn promote(&mut self, now: u64) {
         while let Some(Reverse((t, _))) = self.heap.peek() {
-            if *t > now {
+            if *t > now || self.waiting.len() >= self.active_limit {
                 break;
             }
             let Some(Reverse((t, id))) = self.heap.pop() else { break };

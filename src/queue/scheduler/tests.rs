@@ -542,6 +542,7 @@ fn bare(config: Arc<Config>) -> Bare {
         active: HashMap::new(),
         dests: Dests::default(),
         total: 0,
+        active_limit: ACTIVE_LIMIT,
         held: Vec::new(),
         recovered: true,
         tx,
@@ -724,4 +725,31 @@ async fn new_mail_is_delivered_while_the_queue_is_reconciled() {
     assert!(calls.iter().all(|(_, _, a)| a != &["later@remote.test"] && a != &["frozen@remote.test"]), "{calls:?}");
     assert!(store.get(&later).unwrap().is_some() && store.get(&frozen).unwrap().is_some());
     assert!(store.take_recovered().is_empty(), "taken by the manager");
+}
+
+/// A backlog that comes due at once waits in the index beyond the active
+/// limit, and new mail (due at 0) goes ahead of it.
+#[tokio::test]
+async fn a_due_backlog_is_promoted_in_bounded_steps_behind_new_mail() {
+    let mut b = bare(conf("", STAR));
+    b.m.active_limit = 2;
+    let now = now_secs();
+    let mut backlog = Vec::new();
+    for i in 0..3 {
+        let id = enqueue(&b.store, "s@example.org", &[(&format!("old{i}@remote.test"), "internet/remote.test")]).await;
+        b.m.schedule(id.micros(), now - 100 + i);
+        backlog.push(id.micros());
+    }
+    let new = enqueue(&b.store, "s@example.org", &[("new@remote.test", "internet/remote.test")]).await;
+    b.m.schedule(new.micros(), 0);
+    b.m.promote(now);
+    let mut waiting: Vec<u64> = b.m.waiting.iter().map(|(id, _)| *id).collect();
+    waiting.sort();
+    assert_eq!(waiting, vec![backlog[0], new.micros()]);
+    assert_eq!(b.m.due.len(), 2, "the rest of the backlog waits in the index");
+    // room again: the next in due order
+    b.m.drop_waiting(&b.store.get(&new).unwrap().unwrap());
+    b.m.promote(now);
+    assert!(b.m.waiting.iter().any(|(id, _)| *id == backlog[1]));
+    assert_eq!(b.m.due.len(), 1);
 }
