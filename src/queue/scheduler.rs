@@ -99,8 +99,11 @@ enum WorkError {
     BadDestination(String),
 }
 
+/// Where an operator command's outcome goes: the ids it changed.
+type Reply = oneshot::Sender<Result<Vec<String>, ControlError>>;
+
 enum Command {
-    Control(ControlOp, oneshot::Sender<Result<Vec<String>, ControlError>>),
+    Control(ControlOp, Reply),
     Done(Done),
 }
 
@@ -243,7 +246,7 @@ struct Manager {
     active_limit: usize,
     /// Operator commands that came before the queue was reconciled,
     /// carried out in order once it is.
-    held: Vec<(ControlOp, oneshot::Sender<Result<Vec<String>, ControlError>>)>,
+    held: Vec<(ControlOp, Reply)>,
     /// The older messages reconciliation found are in the index.
     recovered: bool,
     tx: mpsc::UnboundedSender<Command>,
