@@ -443,3 +443,93 @@ retry_schedule = ["1h"]
     assert!(kept, "new mail after the drain is queued (and deferred); log:\n{}", s.log());
     assert_eq!(names(&qdir), ["current", "index.2"]);
 }
+
+/// Issue 13: mail that arrives while the queue on disk is still being
+/// reconciled after a restart is delivered at once, not after the
+/// reconciliation. The server is restarted with two thousand messages
+/// deferred to a dead smarthost; the `POSTERN_RECONCILE_GATE` test seam
+/// holds the reconciliation until the new mail has reached the receiving
+/// server, so the order is certain, not a matter of timing. Once the
+/// reconciliation ends, every message deferred before the restart is
+/// listed once, still waiting for its next attempt.
+#[test]
+fn new_mail_is_delivered_while_the_queue_is_reconciled_in_the_background() {
+    let sinks = Sinks::new();
+    let sink = sinks.start(SinkConfig::new(&["sink.test"]));
+    let dead = dead_port();
+    let extra = format!(
+        r#"[[connector]]
+name = "out"
+address_spaces = ["dest.test"]
+smarthost = "127.0.0.1:{sink}"
+
+[[connector]]
+name = "dead"
+address_spaces = ["dead.test"]
+smarthost = "127.0.0.1:{dead}"
+
+[queue]
+retry_schedule = ["1h"]
+"#,
+        sink = sink.port()
+    );
+    let conf = config("relay_networks = [\"127.0.0.0/8\"]", &extra)
+        .replace("[[connector]]\nname = \"internet\"\naddress_spaces = [\"*\"]\n", "");
+    let gates = tempfile::tempdir().expect("tempdir");
+    let gate = gates.path().join("open");
+    std::fs::write(&gate, "").unwrap();
+    let seam = format!("POSTERN_RECONCILE_GATE={}", gate.display());
+    // `env` (coreutils) execs the server with the seam set, at every start
+    let mut s = TestServer::start_under(&conf, &["env", &seam]);
+    let addr = s.addr("mx");
+    let senders: Vec<_> = (0..4)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                c.reply();
+                c.expect("EHLO client.test", 250);
+                let body = format!("Subject: old\r\n\r\n{}\r\n", "x".repeat(1000));
+                let ids: Vec<String> = (0..500)
+                    .map(|i| queued_id(&c.send_mail("alice@example.test", &[&format!("r{t}-{i}@dead.test")], &body)))
+                    .collect();
+                c.cmd("QUIT");
+                ids
+            })
+        })
+        .collect();
+    let mut old: Vec<String> = senders.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    old.sort();
+    let settled = eventually(Duration::from_secs(120), || {
+        let q = big_list(&s);
+        q.len() == old.len() && q.iter().all(|m| m.recipients[0].attempts == 1)
+    });
+    assert!(settled, "the first attempts did not all fail; log:\n{}", s.log());
+    s.kill9();
+
+    std::fs::remove_file(&gate).unwrap();
+    s.start_again();
+    let restarted = || std::fs::read_to_string(s.path().join("server-2.log")).unwrap_or_default();
+    send(&s, &["new@dest.test"], "during the reconciliation");
+    let delivered = eventually(Duration::from_secs(60), || {
+        sink.messages().iter().any(|m| m.rcpts.iter().any(|r| r.contains("new@dest.test")))
+    });
+    assert!(delivered, "the new mail was not delivered; log:\n{}", restarted());
+    let log = restarted();
+    assert!(log.contains("POSTERN_RECONCILE_GATE is set"), "the seam holds the reconciliation; log:\n{log}");
+    assert!(!log.contains("queue manager started"), "delivered before the older queue joined; log:\n{log}");
+
+    std::fs::write(&gate, "").unwrap();
+    assert!(
+        eventually(Duration::from_secs(60), || restarted().contains("queue manager started")),
+        "the reconciliation ended and the older messages joined; log:\n{}",
+        restarted()
+    );
+    let listed = big_list(&s);
+    let ids: Vec<String> = listed.iter().map(|m| m.id.clone()).collect();
+    assert_eq!(ids, old, "every message deferred before the restart, each once (the new one is delivered)");
+    assert!(listed.iter().all(|m| m.recipients[0].state == "queued" && m.recipients[0].next_attempt.is_some()));
+    let sum = summary(&s);
+    assert_eq!(sum.len(), 1, "{sum:?}");
+    assert_eq!(sum[0]["count"], serde_json::json!(old.len()), "{sum:?}");
+    assert_eq!(sink.messages().len(), 1, "only the new mail went to the receiving server");
+}

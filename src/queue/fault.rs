@@ -13,12 +13,16 @@
 //! `POSTERN_FAULTS="spool.sync=EIO@3x1,spool.spare=ENOSPC"`.
 //!
 //! `POSTERN_SPOOL_SEGMENT_LIMIT` (bytes) is the second seam, read at the
-//! same time: small segments let tests make many of them. A spec that does
+//! same time: small segments let tests make many of them. The third,
+//! `POSTERN_RECONCILE_GATE` (a path), holds the server's background
+//! reconciliation of the queue until that file exists, so tests can watch
+//! what the server does meanwhile. A spec that does
 //! not parse is a [`SpecError`] naming the part at fault; [`EnvError`] adds
 //! which variable held it.
 
 use crate::util::LockExt;
 use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// The steps the spool consults (documentation and spec validation).
@@ -154,8 +158,10 @@ impl FaultPlan {
 }
 
 static INSTALLED: OnceLock<(Arc<FaultPlan>, Option<u64>)> = OnceLock::new();
+static GATE: OnceLock<PathBuf> = OnceLock::new();
 
-/// Read `POSTERN_FAULTS` and `POSTERN_SPOOL_SEGMENT_LIMIT` (called by `serve`
+/// Read `POSTERN_FAULTS`, `POSTERN_SPOOL_SEGMENT_LIMIT` and
+/// `POSTERN_RECONCILE_GATE` (called by `serve`
 /// before the queue opens). A spec that does not parse is an error naming it.
 pub fn install_from_env() -> Result<(), EnvError> {
     let plan = match std::env::var("POSTERN_FAULTS") {
@@ -174,8 +180,22 @@ pub fn install_from_env() -> Result<(), EnvError> {
         }
         _ => None,
     };
+    if let Some(gate) = std::env::var_os("POSTERN_RECONCILE_GATE").filter(|g| !g.is_empty()) {
+        let gate = PathBuf::from(gate);
+        tracing::warn!(
+            "POSTERN_RECONCILE_GATE is set: the queue is reconciled once {} exists (test seam)",
+            gate.display()
+        );
+        let _ = GATE.set(gate);
+    }
     let _ = INSTALLED.set((Arc::new(plan), limit));
     Ok(())
+}
+
+/// The file the background reconciliation waits for, if
+/// [`install_from_env`] found one named.
+pub fn installed_reconcile_gate() -> Option<&'static Path> {
+    GATE.get().map(PathBuf::as_path)
 }
 
 /// The plan installed by [`install_from_env`] (empty if none).

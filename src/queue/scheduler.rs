@@ -1,6 +1,8 @@
 //! The queue manager: the one writer of queue state once a message is
-//! stored. It keeps an index of when each message is next due (rebuilt
-//! from the store at start — the store is the truth), hands due
+//! stored. It keeps an index of when each message is next due (the store
+//! is the truth; the index is compact: a message waiting for a later
+//! attempt costs a due-time entry and a heap entry keyed by its id as a
+//! `u64`, some 40–70 bytes; destinations are shared strings), hands due
 //! recipients to delivery workers grouped by destination within
 //! `max_deliveries` and `max_per_destination`, applies what the workers
 //! report (delivered, retry by `retry_schedule`, failed, expired after
@@ -8,6 +10,12 @@
 //! operator commands (retry, freeze, thaw, delete) as events, so the CLI
 //! never races a delivery. Each of these steps is also recorded in the
 //! message tracking log, beside its log line.
+//!
+//! After a restart the manager starts at once: mail stored while the
+//! queue is reconciled in the background is delivered meanwhile, and the
+//! older messages join the index from the due times reconciliation noted
+//! ([`QueueStore::take_recovered`]) when it ends; operator commands wait
+//! until then (they select from the whole queue).
 //!
 //! Ordering for crash safety: an NDR is durable in the queue before the
 //! recipients it reports are marked final, and a delivery is complete
@@ -32,6 +40,11 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
+
+/// Messages on the ready lists at most, like Postfix's active queue
+/// (`qmgr_message_active_limit`): enough to keep every worker busy, few
+/// enough that new mail is never queued behind a whole backlog.
+const ACTIVE_LIMIT: usize = 20_000;
 
 /// Operator commands carried out by the manager.
 #[derive(Debug, Clone)]
@@ -86,15 +99,55 @@ enum WorkError {
     BadDestination(String),
 }
 
+/// Where an operator command's outcome goes: the ids it changed.
+type Reply = oneshot::Sender<Result<Vec<String>, ControlError>>;
+
 enum Command {
-    Control(ControlOp, oneshot::Sender<Result<Vec<String>, ControlError>>),
+    Control(ControlOp, Reply),
     Done(Done),
 }
 
 struct Done {
     id: QueueId,
-    destination: String,
+    destination: Dest,
     result: Result<WorkerResult, WorkError>,
+}
+
+/// A message in the manager's index: its [`QueueId`] as the `u64` it
+/// encodes ([`QueueId::micros`], lossless), 8 bytes and no allocation.
+type Id = u64;
+
+/// A destination (`local`, or `connector/next-hop`), interned in [`Dests`]:
+/// every entry for one destination shares one allocation of its name.
+type Dest = Arc<str>;
+
+/// The destinations entries refer to, each allocated once. Names no entry
+/// holds any more are swept out when the set has doubled since the last
+/// sweep, so it follows what is queued without a count per name.
+#[derive(Default)]
+struct Dests {
+    names: HashSet<Dest>,
+    sweep_at: usize,
+}
+
+impl Dests {
+    fn intern(&mut self, name: &str) -> Dest {
+        if let Some(d) = self.names.get(name) {
+            return d.clone();
+        }
+        if self.names.len() >= self.sweep_at {
+            self.names.retain(|d| Arc::strong_count(d) > 1);
+            self.sweep_at = (2 * self.names.len()).max(64);
+        }
+        let d: Dest = Arc::from(name);
+        self.names.insert(d.clone());
+        d
+    }
+
+    /// The interned name, if any entry may hold it.
+    fn get(&self, name: &str) -> Option<Dest> {
+        self.names.get(name).cloned()
+    }
 }
 
 enum WorkerResult {
@@ -131,7 +184,7 @@ impl Scheduler {
     ) -> Scheduler {
         let (tx, rx) = mpsc::unbounded_channel();
         let new_ids = store.subscribe();
-        let mut m = Manager {
+        let m = Manager {
             store,
             config,
             accounts,
@@ -145,16 +198,14 @@ impl Scheduler {
             waiting: HashSet::new(),
             running: HashSet::new(),
             active: HashMap::new(),
+            dests: Dests::default(),
             total: 0,
+            active_limit: ACTIVE_LIMIT,
+            held: Vec::new(),
+            recovered: false,
             tx: tx.clone(),
         };
-        // the index is rebuilt in the background once the store is
-        // reconciled: listeners open meanwhile, and commands and new mail
-        // wait in their channels until it is done
-        tokio::spawn(async move {
-            m.rebuild().await;
-            m.run(rx, new_ids).await
-        });
+        tokio::spawn(async move { m.run(rx, new_ids).await });
         Scheduler { tx }
     }
 
@@ -177,15 +228,27 @@ struct Manager {
     metrics: Metrics,
     /// The message-tracking log: every event below is also recorded there.
     tracker: Tracker,
-    /// (due second, id); entries that no longer match `due` are stale.
-    heap: BinaryHeap<Reverse<(u64, QueueId)>>,
-    due: HashMap<QueueId, u64>,
-    /// Per destination, messages waiting for a worker.
-    ready: HashMap<String, VecDeque<QueueId>>,
-    waiting: HashSet<(QueueId, String)>,
-    running: HashSet<(QueueId, String)>,
-    active: HashMap<String, usize>,
+    /// (due second, id); entries that no longer match `due` are stale,
+    /// skipped when they come up, and dropped when the heap is rebuilt
+    /// (once they outnumber the live ones: see `tidy`).
+    heap: BinaryHeap<Reverse<(u64, Id)>>,
+    /// When each indexed message is next due.
+    due: HashMap<Id, u64>,
+    /// Per destination, messages waiting for a worker, in order. An entry
+    /// whose key left `waiting` (an operator command) is skipped.
+    ready: HashMap<Dest, VecDeque<Id>>,
+    waiting: HashSet<(Id, Dest)>,
+    running: HashSet<(Id, Dest)>,
+    active: HashMap<Dest, usize>,
+    dests: Dests,
     total: usize,
+    /// At most this many messages wait on the ready lists (see `promote`).
+    active_limit: usize,
+    /// Operator commands that came before the queue was reconciled,
+    /// carried out in order once it is.
+    held: Vec<(ControlOp, Reply)>,
+    /// The older messages reconciliation found are in the index.
+    recovered: bool,
     tx: mpsc::UnboundedSender<Command>,
 }
 
@@ -231,53 +294,63 @@ impl Manager {
 
     fn index(&mut self, m: &Message) {
         match self.next_due(m) {
-            Some(t) => {
-                self.due.insert(m.id.clone(), t);
-                self.heap.push(Reverse((t, m.id.clone())));
-            }
+            Some(t) => self.schedule(m.id.micros(), t),
             None => {
-                self.due.remove(&m.id);
+                self.due.remove(&m.id.micros());
             }
         }
     }
 
-    /// Index every queued message by when it is due, read on a blocking
-    /// thread (a walk of the whole store) once the store is reconciled.
-    async fn rebuild(&mut self) {
-        self.store.reconciled().await;
-        let store = self.store.clone();
-        let (local, remote) = (self.local.is_some(), self.remote.is_some());
-        let walk = tokio::task::spawn_blocking(move || {
-            let (mut n, mut due) = (0, Vec::new());
-            for m in store.iter() {
-                match m {
-                    Ok(m) => {
-                        n += 1;
-                        if let Some(t) = next_due(&m, local, remote) {
-                            due.push((t, m.id));
-                        }
-                    }
-                    Err(e) => tracing::error!("queue index: {e}"),
-                }
-            }
-            (n, due)
-        });
-        let (n, due) = walk.await.unwrap_or_else(|e| {
-            tracing::error!("queue index rebuild failed: {e}");
-            (0, Vec::new())
-        });
-        for (t, id) in due {
-            self.due.insert(id.clone(), t);
-            self.heap.push(Reverse((t, id)));
+    fn schedule(&mut self, id: Id, t: u64) {
+        self.due.insert(id, t);
+        self.heap.push(Reverse((t, id)));
+        self.tidy();
+    }
+
+    /// Keep the index's memory near what it holds: the heap is rebuilt
+    /// from `due` once stale entries outnumber live ones (each rebuild
+    /// follows as many pushes as it costs), and both give memory back
+    /// when the queue has shrunk to a quarter of their capacity.
+    fn tidy(&mut self) {
+        if self.heap.len() > 2 * self.due.len() + 1024 {
+            self.heap = self.due.iter().map(|(&id, &t)| Reverse((t, id))).collect();
         }
-        tracing::info!(messages = n, due = self.due.len(), "queue manager started");
+        if self.heap.capacity() > 4 * self.heap.len() + 1024 {
+            self.heap.shrink_to(2 * self.heap.len());
+        }
+        if self.due.capacity() > 4 * self.due.len() + 1024 {
+            self.due.shrink_to(2 * self.due.len());
+        }
+    }
+
+    /// The older messages, once reconciliation has found them: indexed
+    /// from the due times it noted, so the queue is not read again. New
+    /// ids sort after every one of them, so none is indexed already; one
+    /// that were would keep its entry.
+    fn recover(&mut self) {
+        let found = self.store.take_recovered();
+        let n = found.len();
+        for (t, id) in found {
+            if let std::collections::hash_map::Entry::Vacant(e) = self.due.entry(id) {
+                e.insert(t);
+                self.heap.push(Reverse((t, id)));
+            }
+        }
+        self.recovered = true;
+        tracing::info!(recovered = n, due = self.due.len(), "queue manager started");
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>, mut new_ids: mpsc::UnboundedReceiver<QueueId>) {
+        let store = self.store.clone();
+        let reconciled = async move { store.reconciled().await };
+        tokio::pin!(reconciled);
+        tracing::info!("queue manager running; what was queued before joins once the queue is reconciled");
         loop {
             self.promote(now_secs());
             self.dispatch();
             let sleep = match self.heap.peek() {
+                // full: woken by the next worker's report
+                Some(_) if self.waiting.len() >= self.active_limit => Duration::from_secs(3600),
                 Some(Reverse((t, _))) => {
                     let at = UNIX_EPOCH + Duration::from_secs(*t);
                     at.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO)
@@ -287,25 +360,34 @@ impl Manager {
             tokio::select! {
                 cmd = rx.recv() => match cmd {
                     Some(Command::Done(d)) => self.done(d).await,
+                    Some(Command::Control(op, reply)) if !self.recovered => self.held.push((op, reply)),
                     Some(Command::Control(op, reply)) => {
                         let r = self.control(op).await;
                         let _ = reply.send(r);
                     }
                     None => return,
                 },
-                Some(id) = new_ids.recv() => {
-                    self.due.insert(id.clone(), 0);
-                    self.heap.push(Reverse((0, id)));
+                () = &mut reconciled, if !self.recovered => {
+                    self.recover();
+                    for (op, reply) in std::mem::take(&mut self.held) {
+                        let r = self.control(op).await;
+                        let _ = reply.send(r);
+                    }
                 }
+                Some(id) = new_ids.recv() => self.schedule(id.micros(), 0),
                 _ = tokio::time::sleep(sleep) => {}
             }
         }
     }
 
-    /// Move every due message onto the ready lists of its destinations.
+    /// Move due messages onto the ready lists of their destinations, in
+    /// due order (new mail, due at 0, first), while fewer than
+    /// `active_limit` wait there: the rest wait in the index, so a
+    /// backlog that comes due at once is neither read into memory whole
+    /// nor queued ahead of mail that arrives after it.
     fn promote(&mut self, now: u64) {
         while let Some(Reverse((t, _))) = self.heap.peek() {
-            if *t > now {
+            if *t > now || self.waiting.len() >= self.active_limit {
                 break;
             }
             let Some(Reverse((t, id))) = self.heap.pop() else { break };
@@ -313,11 +395,11 @@ impl Manager {
                 continue; // stale entry
             }
             self.due.remove(&id);
-            let m = match self.store.get(&id) {
+            let m = match self.store.get(&QueueId::from_micros(id)) {
                 Ok(Some(m)) => m,
                 Ok(None) => continue,
                 Err(e) => {
-                    tracing::error!(id = %id, "cannot read a queued message: {e}");
+                    tracing::error!(id = %QueueId::from_micros(id), "cannot read a queued message: {e}");
                     continue;
                 }
             };
@@ -333,11 +415,11 @@ impl Manager {
             dests.sort_unstable();
             dests.dedup();
             for d in dests {
-                let key = (id.clone(), d.to_string());
-                if self.running.contains(&key) || !self.waiting.insert(key) {
+                let key = (id, self.dests.intern(d));
+                if self.running.contains(&key) || !self.waiting.insert(key.clone()) {
                     continue;
                 }
-                self.ready.entry(d.to_string()).or_default().push_back(id.clone());
+                self.ready.entry(key.1).or_default().push_back(id);
             }
             // recipients due later keep the message in the index
             let later = m
@@ -347,10 +429,11 @@ impl Manager {
                 .filter_map(|r| r.next_attempt.filter(|&t| t > now))
                 .min();
             if let Some(t) = later {
-                self.due.insert(id.clone(), t);
+                self.due.insert(id, t);
                 self.heap.push(Reverse((t, id)));
             }
         }
+        self.tidy();
     }
 
     /// Start workers within the concurrency limits, round-robin over destinations.
@@ -359,7 +442,7 @@ impl Manager {
         let max_dest = self.config.queue.max_per_destination;
         loop {
             let mut started = false;
-            let dests: Vec<String> = self.ready.keys().cloned().collect();
+            let dests: Vec<Dest> = self.ready.keys().cloned().collect();
             for d in dests {
                 if self.total >= max_total {
                     return;
@@ -367,16 +450,25 @@ impl Manager {
                 if self.active.get(&d).copied().unwrap_or(0) >= max_dest {
                     continue;
                 }
-                let Some(id) = self.ready.get_mut(&d).and_then(|q| q.pop_front()) else { continue };
-                if self.ready.get(&d).is_some_and(|q| q.is_empty()) {
-                    self.ready.remove(&d);
+                // the first entry still waiting: those an operator command
+                // took off (see `drop_waiting`) are passed over
+                let mut next = None;
+                if let Some(q) = self.ready.get_mut(&d) {
+                    while let Some(id) = q.pop_front() {
+                        if self.waiting.remove(&(id, d.clone())) {
+                            next = Some(id);
+                            break;
+                        }
+                    }
+                    if q.is_empty() {
+                        self.ready.remove(&d);
+                    }
                 }
-                let key = (id.clone(), d.clone());
-                self.waiting.remove(&key);
-                self.running.insert(key);
+                let Some(id) = next else { continue };
+                self.running.insert((id, d.clone()));
                 *self.active.entry(d.clone()).or_insert(0) += 1;
                 self.total += 1;
-                self.spawn_worker(id, d);
+                self.spawn_worker(QueueId::from_micros(id), d);
                 started = true;
             }
             if !started {
@@ -385,7 +477,7 @@ impl Manager {
         }
     }
 
-    fn spawn_worker(&self, id: QueueId, destination: String) {
+    fn spawn_worker(&self, id: QueueId, destination: Dest) {
         let store = self.store.clone();
         let config = self.config.clone();
         let remote = self.remote.clone();
@@ -413,8 +505,7 @@ impl Manager {
     }
 
     async fn done(&mut self, d: Done) {
-        let key = (d.id.clone(), d.destination.clone());
-        self.running.remove(&key);
+        self.running.remove(&(d.id.micros(), d.destination.clone()));
         if let Some(n) = self.active.get_mut(&d.destination) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -437,7 +528,7 @@ impl Manager {
                 tracing::error!(id = %d.id, destination = %d.destination, "delivery attempt failed: {e}");
                 self.tracker.record(tracking::note(&d.id, "deferred", format!("{}: {e}", d.destination)));
                 for r in
-                    m.recipients.iter_mut().filter(|r| r.state == RcptState::Queued && r.destination == d.destination)
+                    m.recipients.iter_mut().filter(|r| r.state == RcptState::Queued && *r.destination == *d.destination)
                 {
                     r.next_attempt = Some(now + 60);
                 }
@@ -555,7 +646,7 @@ impl Manager {
             tracing::error!(id = %m.id, "cannot save queue state: {e}");
         }
         if m.is_finished() {
-            self.due.remove(&m.id);
+            self.due.remove(&m.id.micros());
             tracing::info!(id = %m.id, "removed from the queue");
             self.tracker.record(Event::new(&m.id, "removed"));
         } else {
@@ -667,7 +758,7 @@ impl Manager {
             }
             let touched = apply(&mut m, &op, &self.tracker);
             if touched {
-                self.drop_waiting(&m.id);
+                self.drop_waiting(&m);
                 self.save(&m);
                 changed.push(m.id.to_string());
             }
@@ -675,16 +766,14 @@ impl Manager {
         Ok(changed)
     }
 
-    /// Take a message off the ready lists (it is re-indexed by `save`).
-    fn drop_waiting(&mut self, id: &QueueId) {
-        let keys: Vec<(QueueId, String)> = self.waiting.iter().filter(|(i, _)| i == id).cloned().collect();
-        for k in keys {
-            self.waiting.remove(&k);
-            if let Some(q) = self.ready.get_mut(&k.1) {
-                q.retain(|x| x != id);
-                if q.is_empty() {
-                    self.ready.remove(&k.1);
-                }
+    /// Take a message off the ready lists (it is re-indexed by `save`):
+    /// its entries there are passed over by `dispatch`, so this costs a
+    /// lookup per destination, whatever the number waiting.
+    fn drop_waiting(&mut self, m: &Message) {
+        let id = m.id.micros();
+        for r in &m.recipients {
+            if let Some(d) = self.dests.get(&r.destination) {
+                self.waiting.remove(&(id, d));
             }
         }
     }

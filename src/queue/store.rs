@@ -36,9 +36,15 @@
 //! up to the newest id then stored (new ids sort after it). New mail goes to newer segments and is counted as it
 //! is stored; what reconciliation finds is merged in when it ends. Until
 //! then the older messages are not in memory or the aggregates, so the
-//! queue manager and the operator's queue commands wait for
-//! [`QueueStore::reconciled`] (ids are allocated past the newest in the
-//! index and the last spool segments, so new ids never collide).
+//! operator's queue commands wait for [`QueueStore::reconciled`]; the queue
+//! manager delivers new mail meanwhile (every id stored since the store
+//! opened reaches its subscription) and then indexes the older messages
+//! from the due times reconciliation noted as it read them
+//! ([`QueueStore::take_recovered`]), without reading the queue again (ids
+//! are allocated past the newest in the index and the last spool
+//! segments, so new ids never collide, and reconciliation never finds a
+//! new message: it reads only older segments and index entries up to the
+//! newest id then stored).
 
 use super::fault::{self, FaultPlan};
 use super::id::{IdAllocator, QueueId};
@@ -103,6 +109,13 @@ struct Shared {
     /// `fresh` or the index changes these under the same call.
     aggregates: Mutex<Aggregates>,
     subscriber: Mutex<Option<mpsc::UnboundedSender<QueueId>>>,
+    /// Until someone subscribes (see [`QueueStore::subscribe`]): the ids
+    /// stored since the store opened wait here, so the queue manager
+    /// learns of mail taken before it started.
+    unclaimed: Mutex<Option<mpsc::UnboundedReceiver<QueueId>>>,
+    /// What reconciliation found queued, as (due second, id micros), kept
+    /// for the queue manager to take (see [`QueueStore::take_recovered`]).
+    recovered: Mutex<Option<Vec<(u64, u64)>>>,
     faults: Arc<FaultPlan>,
     /// The first segment this process writes: reconciliation looks only
     /// below it (what was on disk when the store opened).
@@ -123,6 +136,9 @@ pub struct QueueStore {
     /// Started on first use; a failure to start is kept and reported to
     /// every caller (shared, as `io::Error` is not `Clone`).
     writer: OnceLock<Result<SpoolWriter, Arc<io::Error>>>,
+    /// The test seam `POSTERN_RECONCILE_GATE` (see `fault`): reconciliation
+    /// waits until this file exists.
+    gate: Option<&'static Path>,
 }
 
 fn mkey(id: &QueueId) -> Vec<u8> {
@@ -164,6 +180,17 @@ fn newest_in_spool(dir: &Path, segments: &[u32]) -> io::Result<Option<QueueId>> 
         }
     }
     Ok(newest)
+}
+
+/// When a queued message is next due, for [`QueueStore::take_recovered`]:
+/// its earliest queued recipient's next attempt (0: at once); None when
+/// frozen or nothing is left. The queue manager skips, when the time
+/// comes, recipients it has no transport for.
+fn due(m: &Message) -> Option<u64> {
+    if m.frozen {
+        return None;
+    }
+    m.pending().map(|r| r.next_attempt.unwrap_or(0)).min()
 }
 
 /// The ids in a done journal; a torn last line is ignored.
@@ -211,7 +238,9 @@ impl QueueStore {
     /// older messages are found by [`QueueStore::get`], walks and tallies.
     pub fn open_unreconciled(db: &sled::Db, data_dir: &Path) -> Result<QueueStore, StoreError> {
         let limit = fault::installed_segment_limit().unwrap_or(SEGMENT_LIMIT);
-        Self::open_unreconciled_with(db, data_dir, limit, fault::installed())
+        let mut store = Self::open_unreconciled_with(db, data_dir, limit, fault::installed())?;
+        store.gate = fault::installed_reconcile_gate();
+        Ok(store)
     }
 
     fn open_unreconciled_with(
@@ -229,6 +258,7 @@ impl QueueStore {
         let newest_indexed = tree.scan_prefix(b"m/").keys().next_back().transpose()?;
         let newest_indexed = newest_indexed.and_then(|k| QueueId::parse(&String::from_utf8_lossy(&k[2..])));
         let newest = newest_indexed.max(newest_in_spool(&dir, &segments)?);
+        let (subscriber, unclaimed) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             tree,
             reader: SpoolReader::new(dir.clone()),
@@ -236,7 +266,9 @@ impl QueueStore {
             segments: Mutex::new(Segments { live: HashMap::new(), active: first_segment }),
             fresh: Mutex::new(BTreeMap::new()),
             aggregates: Mutex::new(Aggregates::default()),
-            subscriber: Mutex::new(None),
+            subscriber: Mutex::new(Some(subscriber)),
+            unclaimed: Mutex::new(Some(unclaimed)),
+            recovered: Mutex::new(None),
             faults,
             first_segment,
             newest: newest.clone(),
@@ -248,6 +280,7 @@ impl QueueStore {
             first_segment,
             segment_limit,
             writer: OnceLock::new(),
+            gate: None,
         })
     }
 
@@ -258,6 +291,11 @@ impl QueueStore {
     /// the older messages stay on disk, untouched by this run, for the
     /// next start.
     pub fn reconcile(&self) -> Result<Recovery, StoreError> {
+        if let Some(gate) = self.gate {
+            while !gate.exists() {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
         let r = self.shared.reconcile();
         self.shared.reconciled.send_replace(true);
         r
@@ -273,11 +311,24 @@ impl QueueStore {
         self.ids.next()
     }
 
-    /// Receive the id of every message stored from now on.
+    /// Receive the id of every message stored since the store opened (the
+    /// first subscriber) or from now on (a later one, which replaces it).
     pub fn subscribe(&self) -> mpsc::UnboundedReceiver<QueueId> {
+        if let Some(rx) = self.shared.unclaimed.lock_or_recover().take() {
+            return rx;
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         *self.shared.subscriber.lock_or_recover() = Some(tx);
         rx
+    }
+
+    /// Once reconciled: the messages reconciliation found queued, each
+    /// once, as (due second, [`QueueId::micros`]) — when its earliest
+    /// queued recipient is due (0: now), frozen ones left out — so the
+    /// queue manager indexes them without reading the queue again. Empty
+    /// after the first call, and if reconciliation failed.
+    pub fn take_recovered(&self) -> Vec<(u64, u64)> {
+        self.shared.recovered.lock_or_recover().take().unwrap_or_default()
     }
 
     fn writer(&self) -> Result<&SpoolWriter, StoreError> {
@@ -554,6 +605,10 @@ impl Shared {
         let first = self.first_segment;
         let segments: Vec<u32> = spool::list_segments(&self.dir)?.into_iter().filter(|&s| s < first).collect();
         let mut indexed: HashMap<QueueId, SpoolRef> = HashMap::new();
+        // for the queue manager: when each message is due, read here so
+        // that nobody reads the queue a second time (`take_recovered`)
+        let mut index_due: HashMap<u64, u64> = HashMap::new();
+        let mut recovered: Vec<(u64, u64)> = Vec::new();
         // counted as read; what reconciliation then drops is taken back
         let mut agg = Aggregates::default();
         // the index entries there at open (its count has the rest)
@@ -566,6 +621,9 @@ impl Shared {
                 Ok(m) => {
                     entries += 1;
                     agg.add(&m);
+                    if let Some(t) = due(&m) {
+                        index_due.insert(m.id.micros(), t);
+                    }
                     indexed.insert(m.id.clone(), m.spool);
                 }
                 Err(e) => {
@@ -601,6 +659,9 @@ impl Shared {
                 seen.insert(id.clone());
                 *live.entry(seg).or_insert(0) += 1;
                 if indexed.get(&id).is_some_and(|s| s.segment == seg) {
+                    if let Some(&t) = index_due.get(&id.micros()) {
+                        recovered.push((t, id.micros()));
+                    }
                     continue;
                 }
                 if indexed.contains_key(&id) {
@@ -612,6 +673,9 @@ impl Shared {
                 let mut m = r.message;
                 m.spool = r.spool;
                 agg.add(&m);
+                if let Some(t) = due(&m) {
+                    recovered.push((t, id.micros()));
+                }
                 rec.from_spool.push(id.clone());
                 if fresh.len() < FRESH_LIMIT {
                     fresh.insert(id, m);
@@ -677,6 +741,7 @@ impl Shared {
                 rec.deleted_segments += 1;
             }
         }
+        *self.recovered.lock_or_recover() = Some(recovered);
         Ok(rec)
     }
 }

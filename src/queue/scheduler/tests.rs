@@ -507,3 +507,249 @@ async fn rerouting_is_decided_per_recipient_domain() {
     assert_eq!(carried(&e.fake, "p@pinned.test"), ["shared"], "{:?}", e.fake.calls());
     assert_eq!(carried(&e.fake, "y@else.test"), ["wildcard"], "{:?}", e.fake.calls());
 }
+
+/// A manager that is not running: the tests drive its index by hand and
+/// receive what its workers report.
+struct Bare {
+    _dir: tempfile::TempDir,
+    _data: DataDir,
+    store: Arc<QueueStore>,
+    fake: Arc<Fake>,
+    m: Manager,
+    rx: mpsc::UnboundedReceiver<Command>,
+}
+
+fn bare(config: Arc<Config>) -> Bare {
+    let dir = tempfile::tempdir().unwrap();
+    let data = DataDir::open(dir.path()).unwrap();
+    let (store, _) = QueueStore::open(&data.db, dir.path()).unwrap();
+    let store = Arc::new(store);
+    let fake = Arc::new(Fake::default());
+    let (tx, rx) = mpsc::unbounded_channel();
+    let m = Manager {
+        store: store.clone(),
+        config,
+        accounts: Accounts::open(&data.db).unwrap(),
+        remote: Some(Arc::new(FakeRemote(fake.clone()))),
+        local: Some(Arc::new(FakeLocal(fake.clone()))),
+        metrics: crate::metrics::Metrics::off(),
+        tracker: crate::track::Tracker::off(),
+        heap: BinaryHeap::new(),
+        due: HashMap::new(),
+        ready: HashMap::new(),
+        waiting: HashSet::new(),
+        running: HashSet::new(),
+        active: HashMap::new(),
+        dests: Dests::default(),
+        total: 0,
+        active_limit: ACTIVE_LIMIT,
+        held: Vec::new(),
+        recovered: true,
+        tx,
+    };
+    Bare { _dir: dir, _data: data, store, fake, m, rx }
+}
+
+impl Bare {
+    fn ready_len(&self) -> usize {
+        self.m.ready.values().map(VecDeque::len).sum()
+    }
+
+    /// The next report of a worker, applied.
+    async fn finish_one(&mut self) {
+        match self.rx.recv().await {
+            Some(Command::Done(d)) => self.m.done(d).await,
+            _ => panic!("a worker's report"),
+        }
+    }
+}
+
+fn select(id: &QueueId) -> Selector {
+    Selector { ids: vec![id.to_string()], ..Default::default() }
+}
+
+/// The index holds one live entry per message, an 8-byte id, however
+/// often the message is rescheduled: stale heap entries are passed over
+/// when they come up, and the heap is rebuilt once they outnumber the
+/// live ones.
+#[tokio::test]
+async fn the_index_skips_stale_entries_and_stays_compact() {
+    let mut b = bare(conf("", STAR));
+    let id = enqueue(&b.store, "s@example.org", &[("a@remote.test", "internet/remote.test")]).await;
+    let mut msg = b.store.get(&id).unwrap().unwrap();
+    let now = now_secs();
+    for i in 0..3000 {
+        msg.recipients[0].next_attempt = Some(now + 10_000 + i);
+        b.m.index(&msg);
+    }
+    assert_eq!(b.m.due.len(), 1);
+    assert!(b.m.heap.len() <= 2 * b.m.due.len() + 1024 + 1, "heap of {} entries", b.m.heap.len());
+    // nothing due yet; then due, with every stale entry before it: once
+    b.m.promote(now);
+    assert_eq!(b.ready_len(), 0);
+    b.m.promote(now + 20_000);
+    assert_eq!(b.ready_len(), 1);
+    assert_eq!(b.m.waiting.len(), 1);
+    assert!(b.m.due.is_empty() && b.m.heap.is_empty());
+
+    // moved earlier (a retry): the later entry left behind is stale
+    let other = enqueue(&b.store, "s@example.org", &[("b@remote.test", "internet/remote.test")]).await;
+    b.m.schedule(other.micros(), now + 5_000);
+    b.m.schedule(other.micros(), 0);
+    assert_eq!(b.m.heap.len(), 2);
+    b.m.promote(now);
+    b.m.promote(now + 6_000);
+    assert_eq!(b.ready_len(), 2);
+    assert_eq!(b.m.waiting.len(), 2);
+    // both wait on one shared destination name
+    let d = b.m.dests.get("internet/remote.test").unwrap();
+    assert_eq!(Arc::strong_count(&d), 1 + 1 + 2 + 1, "the set, ready, two waiting entries and this one");
+}
+
+/// Freeze, thaw, retry and delete while a message waits for a worker or is
+/// being delivered: an entry taken off is never started, a running message
+/// is never started twice, and each message is delivered once.
+#[tokio::test]
+async fn operator_commands_on_waiting_and_running_messages() {
+    let mut b = bare(conf("retry_schedule = [\"1h\"]\nmax_deliveries = 1", STAR));
+    let a = enqueue(&b.store, "s@example.org", &[("a@remote.test", "internet/remote.test")]).await;
+    let c = enqueue(&b.store, "s@example.org", &[("c@remote.test", "internet/remote.test")]).await;
+    let now = now_secs();
+    b.m.schedule(a.micros(), 0);
+    b.m.schedule(c.micros(), 0);
+    b.m.promote(now);
+    assert_eq!(b.m.waiting.len(), 2);
+
+    // frozen while waiting: its entry is passed over, the other one runs
+    assert_eq!(b.m.control(ControlOp::Freeze(select(&a))).await.unwrap(), vec![a.to_string()]);
+    assert_eq!(b.m.waiting.len(), 1);
+    b.m.dispatch();
+    assert_eq!(b.m.total, 1);
+    assert!(b.m.running.iter().all(|(id, _)| *id == c.micros()));
+    // thawed: due again, behind its stale entry
+    b.m.control(ControlOp::Thaw(select(&a))).await.unwrap();
+    b.m.promote(now_secs());
+    assert_eq!(b.m.waiting.len(), 1);
+    // a retry of the running message does not queue it a second time
+    b.m.control(ControlOp::Retry(select(&c))).await.unwrap();
+    b.m.promote(now_secs());
+    assert!(b.m.waiting.iter().all(|(id, _)| *id == a.micros()));
+    b.finish_one().await;
+    assert!(b.store.get(&c).unwrap().is_none());
+    assert_eq!(b.m.total, 0);
+    b.m.dispatch();
+    assert_eq!(b.m.total, 1);
+    b.finish_one().await;
+    assert!(b.store.get(&a).unwrap().is_none());
+    assert_eq!(b.fake.delivered_to("a@remote.test").len(), 1);
+    assert_eq!(b.fake.delivered_to("c@remote.test").len(), 1);
+
+    // deleted while waiting: never started
+    let gone = enqueue(&b.store, "s@example.org", &[("gone@remote.test", "internet/remote.test")]).await;
+    b.m.schedule(gone.micros(), 0);
+    b.m.promote(now_secs());
+    assert_eq!(b.m.waiting.len(), 1);
+    let del = ControlOp::Delete { select: select(&gone), ndr: false };
+    assert_eq!(b.m.control(del).await.unwrap(), vec![gone.to_string()]);
+    b.m.dispatch();
+    assert_eq!(b.m.total, 0);
+    assert!(b.m.ready.is_empty() && b.m.waiting.is_empty() && b.m.due.is_empty());
+    assert!(b.fake.delivered_to("gone@remote.test").is_empty());
+
+    // deleted while running: the report finds it gone, nothing is redone
+    let busy = enqueue(&b.store, "s@example.org", &[("busy@remote.test", "internet/remote.test")]).await;
+    b.m.schedule(busy.micros(), 0);
+    b.m.promote(now_secs());
+    b.m.dispatch();
+    assert_eq!(b.m.total, 1);
+    b.m.control(ControlOp::Delete { select: select(&busy), ndr: false }).await.unwrap();
+    b.finish_one().await;
+    b.m.promote(now_secs());
+    assert_eq!(b.m.total, 0);
+    assert!(b.m.running.is_empty() && b.m.waiting.is_empty() && b.m.due.is_empty());
+    assert!(b.store.is_empty());
+}
+
+/// After a restart: mail stored while the older queue is still being
+/// reconciled is delivered at once; operator commands wait for the
+/// reconciliation; then the older messages are indexed by the due times
+/// it found (the one due now is delivered once, the deferred one waits,
+/// the frozen one stays), without the manager reading the queue again.
+#[tokio::test]
+async fn new_mail_is_delivered_while_the_queue_is_reconciled() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = DataDir::open(dir.path()).unwrap();
+    let (due, later, frozen) = {
+        let (store, _) = QueueStore::open(&data.db, dir.path()).unwrap();
+        let due = enqueue(&store, "s@example.org", &[("due@remote.test", "internet/remote.test")]).await;
+        let later = enqueue(&store, "s@example.org", &[("later@remote.test", "internet/remote.test")]).await;
+        let frozen = enqueue(&store, "s@example.org", &[("frozen@remote.test", "internet/remote.test")]).await;
+        let mut m = store.get(&later).unwrap().unwrap();
+        m.recipients[0].attempts = 1;
+        m.recipients[0].next_attempt = Some(now_secs() + 3600);
+        store.update(&m).unwrap();
+        let mut m = store.get(&frozen).unwrap().unwrap();
+        m.frozen = true;
+        store.update(&m).unwrap();
+        (due, later, frozen)
+    };
+    let store = Arc::new(QueueStore::open_unreconciled(&data.db, dir.path()).unwrap());
+    let fake = Arc::new(Fake::default());
+    let sched = Scheduler::start(
+        store.clone(),
+        conf("retry_schedule = [\"1h\"]", STAR),
+        Accounts::open(&data.db).unwrap(),
+        Some(Arc::new(FakeRemote(fake.clone()))),
+        Some(Arc::new(FakeLocal(fake.clone()))),
+        crate::metrics::Metrics::off(),
+        crate::track::Tracker::off(),
+    );
+    let new = enqueue(&store, "s@example.org", &[("new@remote.test", "internet/remote.test")]).await;
+    until(Duration::from_secs(5), || store.get(&new).unwrap().is_none()).await;
+    assert_eq!(fake.delivered_to("new@remote.test").len(), 1);
+    assert!(fake.delivered_to("due@remote.test").is_empty(), "not reconciled yet");
+    // a command selects from the whole queue: it waits
+    let (s, sel) = (sched.clone(), select(&frozen));
+    let retry = tokio::spawn(async move { s.control(ControlOp::Retry(sel)).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!retry.is_finished(), "the command waits for the reconciliation");
+
+    let reconciling = store.clone();
+    let rec = tokio::task::spawn_blocking(move || reconciling.reconcile()).await.unwrap().unwrap();
+    assert_eq!(rec.messages, 3);
+    assert_eq!(retry.await.unwrap().unwrap(), vec![frozen.to_string()]);
+    until(Duration::from_secs(5), || store.get(&due).unwrap().is_none()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fake.delivered_to("due@remote.test").len(), 1);
+    let calls = fake.calls();
+    assert!(calls.iter().all(|(_, _, a)| a != &["later@remote.test"] && a != &["frozen@remote.test"]), "{calls:?}");
+    assert!(store.get(&later).unwrap().is_some() && store.get(&frozen).unwrap().is_some());
+    assert!(store.take_recovered().is_empty(), "taken by the manager");
+}
+
+/// A backlog that comes due at once waits in the index beyond the active
+/// limit, and new mail (due at 0) goes ahead of it.
+#[tokio::test]
+async fn a_due_backlog_is_promoted_in_bounded_steps_behind_new_mail() {
+    let mut b = bare(conf("", STAR));
+    b.m.active_limit = 2;
+    let now = now_secs();
+    let mut backlog = Vec::new();
+    for i in 0..3 {
+        let id = enqueue(&b.store, "s@example.org", &[(&format!("old{i}@remote.test"), "internet/remote.test")]).await;
+        b.m.schedule(id.micros(), now - 100 + i);
+        backlog.push(id.micros());
+    }
+    let new = enqueue(&b.store, "s@example.org", &[("new@remote.test", "internet/remote.test")]).await;
+    b.m.schedule(new.micros(), 0);
+    b.m.promote(now);
+    let mut waiting: Vec<u64> = b.m.waiting.iter().map(|(id, _)| *id).collect();
+    waiting.sort();
+    assert_eq!(waiting, vec![backlog[0], new.micros()]);
+    assert_eq!(b.m.due.len(), 2, "the rest of the backlog waits in the index");
+    // room again: the next in due order
+    b.m.drop_waiting(&b.store.get(&new).unwrap().unwrap());
+    b.m.promote(now);
+    assert!(b.m.waiting.iter().any(|(id, _)| *id == backlog[1]));
+    assert_eq!(b.m.due.len(), 1);
+}
