@@ -413,7 +413,7 @@ retry_schedule = ["1h"]
         sent += 1000;
         // every message tried once (refused): its state is in the index
         let deferred = eventually(Duration::from_secs(120), || {
-            let q = big_list(&s);
+            let q = list(&s);
             q.len() == sent && q.iter().all(|m| m.recipients[0].attempts == 1)
         });
         assert!(deferred, "the first attempts did not all fail; log:\n{}", s.log());
@@ -427,17 +427,17 @@ retry_schedule = ["1h"]
     assert!(out.status.success(), "queue delete: {}", String::from_utf8_lossy(&out.stderr));
     let replaced = eventually(Duration::from_secs(60), || names(&qdir) == ["current", "index.2"]);
     assert!(replaced, "the drained index was not replaced: {:?}; log:\n{}", names(&qdir), s.log());
-    assert!(big_list(&s).is_empty());
+    assert!(list(&s).is_empty());
     let left = du(&qdir);
     assert!(left * 20 < full, "{left} bytes left of {full}");
     assert!(s.log().contains("the empty queue index was replaced by a fresh one"), "{}", s.log());
 
     s.stop();
     s.start_again();
-    assert!(big_list(&s).is_empty(), "the queue is empty after the restart");
+    assert!(list(&s).is_empty(), "the queue is empty after the restart");
     let id = send(&s, &["after@dead.test"], "after the drain");
     let kept = eventually(Duration::from_secs(60), || {
-        let q = big_list(&s);
+        let q = list(&s);
         q.len() == 1 && q[0].id == id && q[0].recipients[0].attempts == 1
     });
     assert!(kept, "new mail after the drain is queued (and deferred); log:\n{}", s.log());
@@ -500,7 +500,7 @@ retry_schedule = ["1h"]
     let mut old: Vec<String> = senders.into_iter().flat_map(|h| h.join().unwrap()).collect();
     old.sort();
     let settled = eventually(Duration::from_secs(120), || {
-        let q = big_list(&s);
+        let q = list(&s);
         q.len() == old.len() && q.iter().all(|m| m.recipients[0].attempts == 1)
     });
     assert!(settled, "the first attempts did not all fail; log:\n{}", s.log());
@@ -524,7 +524,7 @@ retry_schedule = ["1h"]
         "the reconciliation ended and the older messages joined; log:\n{}",
         restarted()
     );
-    let listed = big_list(&s);
+    let listed = list(&s);
     let ids: Vec<String> = listed.iter().map(|m| m.id.clone()).collect();
     assert_eq!(ids, old, "every message deferred before the restart, each once (the new one is delivered)");
     assert!(listed.iter().all(|m| m.recipients[0].state == "queued" && m.recipients[0].next_attempt.is_some()));
