@@ -374,17 +374,20 @@ impl Manager {
                         let _ = reply.send(r);
                     }
                 }
-                Some(id) = new_ids.recv() => self.schedule(id.micros(), 0),
+                // new mail goes straight to the ready lists, past the
+                // active limit: it never waits behind a deferred backlog
+                Some(id) = new_ids.recv() => self.promote_one(id.micros(), now_secs()),
                 _ = tokio::time::sleep(sleep) => {}
             }
         }
     }
 
     /// Move due messages onto the ready lists of their destinations, in
-    /// due order (new mail, due at 0, first), while fewer than
-    /// `active_limit` wait there: the rest wait in the index, so a
-    /// backlog that comes due at once is neither read into memory whole
-    /// nor queued ahead of mail that arrives after it.
+    /// due order, while fewer than `active_limit` wait there: the rest wait
+    /// in the index, so a backlog that comes due at once is not read into
+    /// memory whole. New mail does not wait for this: it goes to the ready
+    /// lists as it arrives ([`Manager::promote_one`] from `run`), so it is
+    /// never queued behind a backlog.
     fn promote(&mut self, now: u64) {
         while let Some(Reverse((t, _))) = self.heap.peek() {
             if *t > now || self.waiting.len() >= self.active_limit {
@@ -395,45 +398,51 @@ impl Manager {
                 continue; // stale entry
             }
             self.due.remove(&id);
-            let m = match self.store.get(&QueueId::from_micros(id)) {
-                Ok(Some(m)) => m,
-                Ok(None) => continue,
-                Err(e) => {
-                    tracing::error!(id = %QueueId::from_micros(id), "cannot read a queued message: {e}");
-                    continue;
-                }
-            };
-            if m.frozen {
-                continue;
-            }
-            let mut dests: Vec<&str> = m
-                .recipients
-                .iter()
-                .filter(|r| rcpt_due(r, now) && self.can_deliver(&r.destination))
-                .map(|r| r.destination.as_str())
-                .collect();
-            dests.sort_unstable();
-            dests.dedup();
-            for d in dests {
-                let key = (id, self.dests.intern(d));
-                if self.running.contains(&key) || !self.waiting.insert(key.clone()) {
-                    continue;
-                }
-                self.ready.entry(key.1).or_default().push_back(id);
-            }
-            // recipients due later keep the message in the index
-            let later = m
-                .recipients
-                .iter()
-                .filter(|r| r.state == RcptState::Queued && self.can_deliver(&r.destination))
-                .filter_map(|r| r.next_attempt.filter(|&t| t > now))
-                .min();
-            if let Some(t) = later {
-                self.due.insert(id, t);
-                self.heap.push(Reverse((t, id)));
-            }
+            self.promote_one(id, now);
         }
         self.tidy();
+    }
+
+    /// Put one message on the ready lists of the destinations it is due
+    /// for, and back in the index for the recipients due later.
+    fn promote_one(&mut self, id: Id, now: u64) {
+        let m = match self.store.get(&QueueId::from_micros(id)) {
+            Ok(Some(m)) => m,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(id = %QueueId::from_micros(id), "cannot read a queued message: {e}");
+                return;
+            }
+        };
+        if m.frozen {
+            return;
+        }
+        let mut dests: Vec<&str> = m
+            .recipients
+            .iter()
+            .filter(|r| rcpt_due(r, now) && self.can_deliver(&r.destination))
+            .map(|r| r.destination.as_str())
+            .collect();
+        dests.sort_unstable();
+        dests.dedup();
+        for d in dests {
+            let key = (id, self.dests.intern(d));
+            if self.running.contains(&key) || !self.waiting.insert(key.clone()) {
+                continue;
+            }
+            self.ready.entry(key.1).or_default().push_back(id);
+        }
+        // recipients due later keep the message in the index
+        let later = m
+            .recipients
+            .iter()
+            .filter(|r| r.state == RcptState::Queued && self.can_deliver(&r.destination))
+            .filter_map(|r| r.next_attempt.filter(|&t| t > now))
+            .min();
+        if let Some(t) = later {
+            self.due.insert(id, t);
+            self.heap.push(Reverse((t, id)));
+        }
     }
 
     /// Start workers within the concurrency limits, round-robin over destinations.

@@ -753,3 +753,23 @@ async fn a_due_backlog_is_promoted_in_bounded_steps_behind_new_mail() {
     assert!(b.m.waiting.iter().any(|(id, _)| *id == backlog[1]));
     assert_eq!(b.m.due.len(), 1);
 }
+
+/// New mail is put on the ready lists as it arrives, also when a due
+/// backlog has filled them to the active limit: it never waits for the
+/// backlog's deliveries to end.
+#[tokio::test]
+async fn new_mail_passes_a_full_active_queue() {
+    let mut b = bare(conf("", STAR));
+    b.m.active_limit = 2;
+    let now = now_secs();
+    for i in 0..3 {
+        let id = enqueue(&b.store, "s@example.org", &[(&format!("old{i}@dead.test"), "internet/dead.test")]).await;
+        b.m.schedule(id.micros(), now - 100 + i);
+    }
+    b.m.promote(now);
+    assert_eq!(b.m.waiting.len(), 2, "the backlog fills the active queue");
+    let new = enqueue(&b.store, "s@example.org", &[("new@remote.test", "internet/remote.test")]).await;
+    b.m.promote_one(new.micros(), now);
+    assert!(b.m.waiting.iter().any(|(id, _)| *id == new.micros()), "new mail is ready at once");
+    assert_eq!(b.m.due.len(), 1, "the rest of the backlog still waits in the index");
+}
