@@ -112,12 +112,15 @@ pub struct NntpSession {
     run: Vec<(String, Vec<u8>)>,
     run_bytes: usize,
     /// The run being stored: its Message-IDs and the task storing it.
-    storing: Option<(Vec<String>, tokio::task::JoinHandle<Vec<Result<Posted, Outcome>>>)>,
+    storing: Option<(Vec<String>, tokio::task::JoinHandle<Outcomes>)>,
     /// That run's outcomes, once the task is done and until they are answered.
-    stored_run: Option<(Vec<String>, Vec<Result<Posted, Outcome>>)>,
+    stored_run: Option<(Vec<String>, Outcomes)>,
     stored: u32,
     refused: u32,
 }
+
+/// One outcome per article of a run, in order.
+type Outcomes = Vec<Result<Posted, Outcome>>;
 
 /// How an arriving article came: the replies differ (RFC 3977 §6.3,
 /// RFC 4644 §2.5).
@@ -249,11 +252,7 @@ impl NntpSession {
     /// Check arriving articles, store those that pass in one run, queue
     /// them for the feeds (one journal fsync), in a blocking task. One
     /// outcome per article, in order; every `Ok` is durable and queued.
-    fn spawn_store(
-        &self,
-        via: Via,
-        articles: Vec<(Option<String>, Vec<u8>)>,
-    ) -> tokio::task::JoinHandle<Vec<Result<Posted, Outcome>>> {
+    fn spawn_store(&self, via: Via, articles: Vec<(Option<String>, Vec<u8>)>) -> tokio::task::JoinHandle<Outcomes> {
         let news = self.news.clone();
         let peer = self.peer;
         tokio::task::spawn_blocking(move || {
