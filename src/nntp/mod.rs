@@ -13,7 +13,10 @@
 //! then. TAKETHIS articles a peer pipelines are deferred in the core as
 //! they are read and stored as one run ([`NewsStore::post_many`], one
 //! feed-journal fsync) when the input holds no further complete TAKETHIS
-//! (or after `MAX_RUN` articles); their replies then go out in order.
+//! (or after `MAX_RUN` articles). A run is stored by a blocking task while
+//! the session reads and parses the next one (at most one run in flight and
+//! one being read): its replies go out, in order, when the task is done
+//! ([`Session::notified`]), or before the next run is handed over.
 //! This module never formats a reply itself.
 
 pub mod feeder;
@@ -85,6 +88,8 @@ impl Service for NntpService {
             peer,
             run: Vec::new(),
             run_bytes: 0,
+            storing: None,
+            stored_run: None,
             stored: 0,
             refused: 0,
         }
@@ -106,9 +111,16 @@ pub struct NntpSession {
     /// TAKETHIS articles deferred in the core, to be stored as one run.
     run: Vec<(String, Vec<u8>)>,
     run_bytes: usize,
+    /// The run being stored: its Message-IDs and the task storing it.
+    storing: Option<(Vec<String>, tokio::task::JoinHandle<Outcomes>)>,
+    /// That run's outcomes, once the task is done and until they are answered.
+    stored_run: Option<(Vec<String>, Outcomes)>,
     stored: u32,
     refused: u32,
 }
+
+/// One outcome per article of a run, in order.
+type Outcomes = Vec<Result<Posted, Outcome>>;
 
 /// How an arriving article came: the replies differ (RFC 3977 §6.3,
 /// RFC 4644 §2.5).
@@ -125,11 +137,47 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 impl NntpSession {
-    /// Closing with a run not stored: none of it was acknowledged.
+    /// Closing with a run not stored or not answered: none of it was
+    /// acknowledged (a run in flight is still stored, and fed on; a peer
+    /// offering it again hears it is a duplicate).
     fn abandon_run(&mut self) {
         self.run.clear();
         self.run_bytes = 0;
+        self.storing = None;
+        self.stored_run = None;
         self.core.abandon_deferred();
+    }
+
+    /// Hand the run read so far to a storing task, after answering the
+    /// run in flight (if any): replies go out in order, one run at a time.
+    async fn start_run(&mut self) {
+        self.finish_run().await;
+        let run = std::mem::take(&mut self.run);
+        self.run_bytes = 0;
+        let ids: Vec<String> = run.iter().map(|(id, _)| id.clone()).collect();
+        let task = self.spawn_store(Via::TakeThis, run.into_iter().map(|(id, a)| (Some(id), a)).collect());
+        self.storing = Some((ids, task));
+    }
+
+    /// Wait for the run in flight, if any, and answer it.
+    async fn finish_run(&mut self) {
+        if let Some((ids, task)) = self.storing.take() {
+            let n = ids.len();
+            let outcomes = task.await.unwrap_or_else(|_| (0..n).map(|_| Err(task_failed())).collect());
+            self.stored_run = Some((ids, outcomes));
+        }
+        self.answer_run();
+    }
+
+    /// Answer the run whose outcomes have come.
+    fn answer_run(&mut self) {
+        let Some((ids, outcomes)) = self.stored_run.take() else { return };
+        let mut outcomes = outcomes.into_iter();
+        let replies: Vec<Reply> = ids
+            .iter()
+            .map(|id| self.outcome(Via::TakeThis, id, outcomes.next().unwrap_or_else(|| Err(task_failed()))))
+            .collect();
+        self.core.answer_first(replies);
     }
 
     fn peer(&self) -> Option<&NewsPeer> {
@@ -185,8 +233,7 @@ impl NntpSession {
         Answer::Reply(self.outcome(via, &offered, outcome))
     }
 
-    /// A run of pipelined TAKETHIS articles: stored together (one round of
-    /// fsyncs), one reply each, in order.
+    /// A single TAKETHIS not read in a run.
     async fn take_these(&mut self, articles: Vec<(String, Vec<u8>)>) -> Vec<Reply> {
         let ids: Vec<String> = articles.iter().map(|(id, _)| id.clone()).collect();
         let outcomes = self.store(Via::TakeThis, articles.into_iter().map(|(id, a)| (Some(id), a)).collect()).await;
@@ -196,14 +243,19 @@ impl NntpSession {
             .collect()
     }
 
-    /// Check arriving articles, store those that pass in one run, queue
-    /// them for the feeds (one journal fsync), off the async threads. One
-    /// outcome per article, in order; every `Ok` is durable and queued.
+    /// Store arriving articles ([`NntpSession::spawn_store`]) and wait.
     async fn store(&mut self, via: Via, articles: Vec<(Option<String>, Vec<u8>)>) -> Vec<Result<Posted, Outcome>> {
+        let n = articles.len();
+        self.spawn_store(via, articles).await.unwrap_or_else(|_| (0..n).map(|_| Err(task_failed())).collect())
+    }
+
+    /// Check arriving articles, store those that pass in one run, queue
+    /// them for the feeds (one journal fsync), in a blocking task. One
+    /// outcome per article, in order; every `Ok` is durable and queued.
+    fn spawn_store(&self, via: Via, articles: Vec<(Option<String>, Vec<u8>)>) -> tokio::task::JoinHandle<Outcomes> {
         let news = self.news.clone();
         let peer = self.peer;
-        let n = articles.len();
-        let stored = blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let now = now_secs();
             let host = news.store.settings().host.clone();
             let mut outcomes: Vec<Result<Posted, Outcome>> = Vec::with_capacity(articles.len());
@@ -244,8 +296,6 @@ impl NntpSession {
             }
             outcomes
         })
-        .await;
-        stored.unwrap_or_else(|| (0..n).map(|_| Err(task_failed())).collect())
     }
 
     fn outcome(&mut self, via: Via, id: &str, outcome: Result<Posted, Outcome>) -> Reply {
@@ -309,7 +359,9 @@ impl Session for NntpSession {
         // pipelined TAKETHIS articles are deferred in the core and stored
         // as one run: when the input holds no further TAKETHIS and the peer
         // may be waiting for the replies (it is not in the middle of
-        // sending something), or when the run is full
+        // sending something), or when the run is full. The run is stored
+        // while the next one is read; a full run waits for the one before.
+        self.answer_run();
         loop {
             let event = match self.core.feed(input) {
                 Some(Event::Request(Request::TakeThis { id, article })) => {
@@ -325,16 +377,20 @@ impl Session for NntpSession {
             };
             if !self.run.is_empty() {
                 let full = self.run.len() >= MAX_RUN || self.run_bytes >= MAX_RUN_BYTES;
-                if event.is_none() && !full && self.core.expects_more(input) {
-                    // the rest is on its way: read it into this run
+                if event.is_none() && !full && (self.core.expects_more(input) || self.storing.is_some()) {
+                    // the rest is on its way, or the run in flight ends
+                    // first: read on into this run (notified() answers it)
                     break;
                 }
-                let run = std::mem::take(&mut self.run);
-                self.run_bytes = 0;
-                let replies = self.take_these(run).await;
-                self.core.answer_deferred(replies);
+                self.start_run().await;
                 if event.is_none() {
-                    // what held the core back may be complete now
+                    // the core may read on now
+                    continue;
+                }
+            } else if event.is_none() && self.storing.is_some() && self.core.deferred() > 0 && !input.is_empty() {
+                // what waits in the input waits for the run in flight
+                if !self.core.expects_more(input) {
+                    self.finish_run().await;
                     continue;
                 }
             }
@@ -364,6 +420,26 @@ impl Session for NntpSession {
     fn tls_started(&mut self, info: &TlsInfo) {
         self.conn.tls_started(info);
         self.core.tls_started();
+    }
+
+    /// The run in flight is stored: its outcomes wait in `stored_run`.
+    async fn notified(&mut self) {
+        let Some((_, task)) = self.storing.as_mut() else { return std::future::pending().await };
+        let outcomes = task.await;
+        if let Some((ids, _)) = self.storing.take() {
+            let n = ids.len();
+            self.stored_run = Some((ids, outcomes.unwrap_or_else(|_| (0..n).map(|_| Err(task_failed())).collect())));
+        }
+    }
+
+    /// Answer the run just stored, then let `handle` go on with what the
+    /// input and the next run hold.
+    fn on_notify(&mut self, out: &mut Vec<u8>) -> Next {
+        self.answer_run();
+        match self.conn.end_turn(&mut self.core, out) {
+            Next::Read => Next::Continue,
+            next => next,
+        }
     }
 
     fn timed_out(&mut self, out: &mut Vec<u8>) {

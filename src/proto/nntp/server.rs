@@ -22,7 +22,8 @@
 //! [`ServerSession::defer`] a TAKETHIS request: the core then reads on, but
 //! only further TAKETHIS commands (anything else waits in the input), and
 //! holds every reply it would write until [`ServerSession::answer_deferred`]
-//! brings the deferred outcomes, so replies still go out in command order.
+//! (or, a run at a time, [`ServerSession::answer_first`]) brings the
+//! deferred outcomes, so replies still go out in command order.
 
 use super::command::{self, ArticleSpec, Command, ListKind, Part, RangeSpec};
 use super::reply::{self, Reply};
@@ -433,26 +434,36 @@ impl ServerSession {
     /// outcome missing from `replies` is answered `400` (the service's
     /// mistake), which closes the session.
     pub fn answer_deferred(&mut self, replies: impl IntoIterator<Item = Reply>) {
+        self.answer_first(replies);
+        if !self.held.is_empty() {
+            self.held.clear();
+            self.state = State::Closed;
+            reply::SERVICE_UNAVAILABLE.write(&mut self.kit.out);
+        }
+    }
+
+    /// The outcomes of the oldest deferred TAKETHIS requests, as many as
+    /// `replies` holds: written, in order, with the replies held between
+    /// them; what was deferred after them stays held. So a service may
+    /// store one run while the core reads (and defers) the next, and
+    /// answer each run as it becomes durable. A `400` closes the session.
+    pub fn answer_first(&mut self, replies: impl IntoIterator<Item = Reply>) {
         let mut replies = replies.into_iter();
-        for slot in std::mem::take(&mut self.held) {
-            let r = match slot {
+        while let Some(slot) = self.held.front_mut() {
+            let r = match slot.take() {
                 Some(r) => r,
-                None => match replies.next() {
-                    Some(r) => {
-                        if r.is_error() {
-                            self.kit.errors += 1;
-                        }
-                        if r.code == 400 {
-                            self.state = State::Closed;
-                        }
-                        r
+                None => {
+                    let Some(r) = replies.next() else { break };
+                    if r.is_error() {
+                        self.kit.errors += 1;
                     }
-                    None => {
+                    if r.code == 400 {
                         self.state = State::Closed;
-                        reply::SERVICE_UNAVAILABLE
                     }
-                },
+                    r
+                }
             };
+            self.held.pop_front();
             r.write(&mut self.kit.out);
         }
     }
