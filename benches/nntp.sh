@@ -17,12 +17,18 @@
 # /etc/news) on 127.0.0.1:10119, group bench.over (created if missing; INN
 # keeps what earlier runs fed it, and OVER takes the newest OVER_N).
 #
-# Env: N (100000), L (2048), OVER_N (100000), PORT (postern's NNTP, 2219),
-# RUN_INN (1), TIMEOUT (1800 s per step), BIN (a postern binary to run
-# instead of building target/release/postern).
+# RUNS (default 3) rounds of both, in one invocation: each Postern round
+# has a data directory of its own, and all of them are removed only at the
+# end. (Removing 100,000 article files just before the next round starts
+# would tax that round: ext4 passes over recently freed inodes when it
+# allocates new ones, and INN's spool is never removed between rounds.)
+#
+# Env: N (100000), L (2048), OVER_N (100000), RUNS (3), PORT (postern's
+# NNTP, 2219), RUN_INN (1), TIMEOUT (1800 s per step), BIN (a postern
+# binary to run instead of building target/release/postern).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-N=${N:-100000}; L=${L:-2048}; OVER_N=${OVER_N:-100000}; PORT=${PORT:-2219}
+N=${N:-100000}; L=${L:-2048}; OVER_N=${OVER_N:-100000}; PORT=${PORT:-2219}; RUNS=${RUNS:-3}
 RUN_INN=${RUN_INN:-1}; TIMEOUT=${TIMEOUT:-1800}
 LOAD="$ROOT/benches/nntp_load.py"
 INN="$ROOT/tests/peers/inn-feed.sh"
@@ -44,10 +50,13 @@ trap cleanup EXIT
 wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; return 1; }
 field() { awk -v k="$1" '{for (i=1;i<NF;i++) if ($i==k) print $(i+1)}'; }
 
-cat > "$WORK/postern.toml" <<CONF
+echo "# N=$N L=$L OVER_N=$OVER_N RUNS=$RUNS ($(nproc) cores, $(date -u +%FT%TZ))"
+
+round() {
+  cat > "$WORK/postern.toml" <<CONF
 [server]
 hostname = "postern.bench.test"
-data_dir = "$WORK/data"
+data_dir = "$WORK/data$RUN"
 local_domains = ["bench.test"]
 
 [[virtual_server]]
@@ -62,35 +71,40 @@ accept_from = ["127.0.0.0/8"]
 groups = ["*"]
 
 [control]
-socket = "$WORK/control.sock"
+socket = "$WORK/control$RUN.sock"
 
 [log]
 level = "warn"
 CONF
 
-echo "# N=$N L=$L OVER_N=$OVER_N ($(nproc) cores, $(date -u +%FT%TZ))"
-TAG=b$(date +%s)
+  TAG=b$(date +%s)
 
-"$BIN" --config "$WORK/postern.toml" group add "$GROUP" >/dev/null || { echo "postern group add $GROUP failed"; exit 1; }
-"$BIN" --config "$WORK/postern.toml" serve >"$WORK/out" 2>"$WORK/err" & PID=$!
-wait_port "$PORT" || { echo "postern did not start:"; cat "$WORK/err"; exit 1; }
-p_feed=$(timeout "$TIMEOUT" python3 "$LOAD" feed 127.0.0.1 "$PORT" "$N" "$L" "$GROUP" "p$TAG") || { echo "postern feed failed: $p_feed"; exit 1; }
-echo "postern feed: $p_feed"
-rss=$(awk '/VmHWM/ {print $2}' "/proc/$PID/status")
-p_over=$(timeout "$TIMEOUT" python3 "$LOAD" over 127.0.0.1 "$PORT" "$GROUP" "$OVER_N") || { echo "postern OVER failed: $p_over"; exit 1; }
-echo "postern OVER: $p_over; peak RSS $(( rss / 1024 )) MiB"
-kill "$PID"; wait "$PID" 2>/dev/null; PID=
+  "$BIN" --config "$WORK/postern.toml" group add "$GROUP" >/dev/null || { echo "postern group add $GROUP failed"; exit 1; }
+  "$BIN" --config "$WORK/postern.toml" serve >"$WORK/out" 2>"$WORK/err" & PID=$!
+  wait_port "$PORT" || { echo "postern did not start:"; cat "$WORK/err"; exit 1; }
+  p_feed=$(timeout "$TIMEOUT" python3 "$LOAD" feed 127.0.0.1 "$PORT" "$N" "$L" "$GROUP" "p$TAG") || { echo "postern feed failed: $p_feed"; exit 1; }
+  echo "postern feed: $p_feed"
+  rss=$(awk '/VmHWM/ {print $2}' "/proc/$PID/status")
+  p_over=$(timeout "$TIMEOUT" python3 "$LOAD" over 127.0.0.1 "$PORT" "$GROUP" "$OVER_N") || { echo "postern OVER failed: $p_over"; exit 1; }
+  echo "postern OVER: $p_over; peak RSS $(( rss / 1024 )) MiB"
+  kill "$PID"; wait "$PID" 2>/dev/null; PID=
 
-if [[ $RUN_INN == 1 ]]; then
-  [[ -x /usr/lib/news/bin/innd ]] || { echo "INN (inn2) is not installed: no comparison (.ci/run installs it)"; exit 1; }
-  "$INN" up >/dev/null || exit 1; INN_STARTED=1
-  grep -q "^$GROUP " "$(/usr/lib/news/bin/innconfval pathdb)/active" ||
-    su news -s /bin/sh -c "/usr/lib/news/bin/ctlinnd -s newgroup $GROUP y bench"
-  i_feed=$(timeout "$TIMEOUT" python3 "$LOAD" feed 127.0.0.1 10119 "$N" "$L" "$GROUP" "i$TAG") || { echo "INN feed failed: $i_feed"; exit 1; }
-  echo "INN innd feed: $i_feed"
-  i_over=$(timeout "$TIMEOUT" python3 "$LOAD" over 127.0.0.1 10119 "$GROUP" "$OVER_N") || { echo "INN OVER failed: $i_over"; exit 1; }
-  echo "INN nnrpd OVER: $i_over"
-  awk -v pr="$(echo "$p_feed" | field rate)" -v ir="$(echo "$i_feed" | field rate)" \
-      -v po="$(echo "$p_over" | field seconds)" -v io="$(echo "$i_over" | field seconds)" 'BEGIN{
-    printf "ratios: feed rate postern/INN = %.2fx (goal >= 1); OVER time INN/postern = %.2fx (goal >= 1)\n", pr/ir, io/po }'
-fi
+  if [[ $RUN_INN == 1 ]]; then
+    [[ -x /usr/lib/news/bin/innd ]] || { echo "INN (inn2) is not installed: no comparison (.ci/run installs it)"; exit 1; }
+    if [[ -z ${INN_STARTED:-} ]]; then "$INN" up >/dev/null || exit 1; INN_STARTED=1; fi
+    grep -q "^$GROUP " "$(/usr/lib/news/bin/innconfval pathdb)/active" ||
+      su news -s /bin/sh -c "/usr/lib/news/bin/ctlinnd -s newgroup $GROUP y bench"
+    i_feed=$(timeout "$TIMEOUT" python3 "$LOAD" feed 127.0.0.1 10119 "$N" "$L" "$GROUP" "i$TAG") || { echo "INN feed failed: $i_feed"; exit 1; }
+    echo "INN innd feed: $i_feed"
+    i_over=$(timeout "$TIMEOUT" python3 "$LOAD" over 127.0.0.1 10119 "$GROUP" "$OVER_N") || { echo "INN OVER failed: $i_over"; exit 1; }
+    echo "INN nnrpd OVER: $i_over"
+    awk -v pr="$(echo "$p_feed" | field rate)" -v ir="$(echo "$i_feed" | field rate)" \
+        -v po="$(echo "$p_over" | field seconds)" -v io="$(echo "$i_over" | field seconds)" 'BEGIN{
+      printf "ratios: feed rate postern/INN = %.2fx (goal >= 1); OVER time INN/postern = %.2fx (goal >= 1)\n", pr/ir, io/po }'
+  fi
+}
+
+for RUN in $(seq "$RUNS"); do
+  echo "## round $RUN"
+  round || exit 1
+done
