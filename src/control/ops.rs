@@ -199,7 +199,8 @@ fn queue_show(s: &Stores<'_>, id: &str) -> Result<Response, OpError> {
 /// manager makes, applied to the store directly.
 fn modify(s: &Stores<'_>, op: ControlOp) -> Result<Response, OpError> {
     let mut ids = Vec::new();
-    for mut m in select::select(s.queue, op.selector())? {
+    for id in select::select(s.queue, op.selector())? {
+        let Some(mut m) = s.queue.get(&id)? else { continue };
         if apply(&mut m, &op, s.tracker) {
             s.queue.update(&m)?;
             ids.push(m.id.to_string());

@@ -374,7 +374,7 @@ mod tests {
             .collect();
         MessageView {
             id: format!("{id:011}"),
-            sender: if id % 2 == 0 { String::new() } else { format!("s{id}@example.org") },
+            sender: if id.is_multiple_of(2) { String::new() } else { format!("s{id}@example.org") },
             arrived: "2026-11-30T16:00:00Z".into(),
             size: 2048,
             frozen,

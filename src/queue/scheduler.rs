@@ -744,9 +744,11 @@ impl Manager {
     }
 
     async fn control(&mut self, op: ControlOp) -> Result<Vec<String>, ControlError> {
-        let messages = select::select(&self.store, op.selector())?;
+        let ids = select::select(&self.store, op.selector())?;
         let mut changed = Vec::new();
-        for mut m in messages {
+        for id in ids {
+            // read one at a time: gone meanwhile (delivered) is passed over
+            let Some(mut m) = self.store.get(&id).map_err(SelectError::from)? else { continue };
             if let ControlOp::Delete { ndr: true, .. } = op {
                 let idx: Vec<usize> =
                     (0..m.recipients.len()).filter(|&i| m.recipients[i].state == RcptState::Queued).collect();

@@ -81,14 +81,17 @@ pub fn matches_filter(m: &Message, f: &QueueFilter) -> bool {
     true
 }
 
-/// The messages a selector names, each once (an id named twice, in any
-/// case, is one message: ids are compared as parsed); unknown ids are an
-/// error.
-pub fn select(queue: &QueueStore, sel: &Selector) -> Result<Vec<Message>, SelectError> {
+/// The ids of the messages a selector names, each once (an id named twice,
+/// in any case, is one message: ids are compared as parsed), in the order
+/// named, then in queue order; unknown ids are an error. Ids, not
+/// messages: `--all` on a queue of a million holds a few tens of bytes per
+/// message, and the caller reads each message as it acts on it (one gone
+/// meanwhile is passed over).
+pub fn select(queue: &QueueStore, sel: &Selector) -> Result<Vec<QueueId>, SelectError> {
     if sel.ids.is_empty() && sel.destination.is_none() && !sel.all {
         return Err(SelectError::NothingNamed);
     }
-    let mut out: Vec<Message> = Vec::new();
+    let mut out: Vec<QueueId> = Vec::new();
     // a set, not a search of `out`: `--all` on a big queue stays linear
     let mut named = std::collections::HashSet::new();
     for id in &sel.ids {
@@ -96,14 +99,17 @@ pub fn select(queue: &QueueStore, sel: &Selector) -> Result<Vec<Message>, Select
         if !named.insert(qid.clone()) {
             continue;
         }
-        out.push(queue.get(&qid)?.ok_or(SelectError::NoSuchMessage(qid))?);
+        if queue.get(&qid)?.is_none() {
+            return Err(SelectError::NoSuchMessage(qid));
+        }
+        out.push(qid);
     }
     if sel.destination.is_some() || sel.all {
         let filter = QueueFilter { destination: sel.destination.clone(), ..Default::default() };
         for m in queue.iter() {
             let m = m?;
             if (sel.all || matches_filter(&m, &filter)) && !named.contains(&m.id) {
-                out.push(m);
+                out.push(m.id);
             }
         }
     }
@@ -130,8 +136,8 @@ mod tests {
         id
     }
 
-    fn ids(ms: &[Message]) -> Vec<String> {
-        ms.iter().map(|m| m.id.to_string()).collect()
+    fn ids(ms: &[QueueId]) -> Vec<String> {
+        ms.iter().map(|id| id.to_string()).collect()
     }
 
     #[tokio::test]
