@@ -2,7 +2,7 @@
 //! queued message whose state changed since it was spooled) in a sled
 //! database of its own under `data_dir/queue/`, apart from the shared one
 //! of the data directory, for two reasons. Its page cache is small
-//! (16 MiB): the queue reads an entry only when a message is due or an
+//! (4 MiB): the queue reads an entry only when a message is due or an
 //! operator asks, so memory stays bounded whatever the queue's size. And
 //! it can be thrown away when empty: sled never gives disk space back, so
 //! an index that held a million deferred messages would keep their size
@@ -44,7 +44,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 /// sled's page cache for the index.
-const CACHE: u64 = 16 << 20;
+const CACHE: u64 = 4 << 20;
 /// How long the index must stay empty before it is replaced.
 const GRACE: Duration = Duration::from_secs(1);
 /// Bytes on disk up to which an empty index is kept (a fresh sled
