@@ -8,6 +8,7 @@
 
 use super::NewsError;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 
 /// The most header fields read from one article: far more than any real
 /// article has; the rest are kept in the body of the stored file but not
@@ -15,10 +16,12 @@ use serde::{Deserialize, Serialize};
 const MAX_FIELDS: usize = 1000;
 
 /// One header field: its name, its value unfolded, and where the whole
-/// field (name to the end of its last line, line end included) sits.
+/// field (name to the end of its last line, line end included) sits. The
+/// value borrows the article unless it had to be unfolded or mended (an
+/// article's headers are read on every arrival: most values are one line).
 pub struct Field<'a> {
     pub name: &'a [u8],
-    pub value: String,
+    pub value: Cow<'a, str>,
     pub start: usize,
     pub end: usize,
 }
@@ -37,7 +40,7 @@ pub struct Headers<'a> {
 impl Headers<'_> {
     /// The unfolded value of the first field called `name` (any case).
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.fields.iter().find(|f| f.name.eq_ignore_ascii_case(name.as_bytes())).map(|f| f.value.as_str())
+        self.fields.iter().find(|f| f.name.eq_ignore_ascii_case(name.as_bytes())).map(|f| f.value.as_ref())
     }
 }
 
@@ -62,7 +65,7 @@ pub fn headers(article: &[u8]) -> Headers<'_> {
         }
         if line[0] == b' ' || line[0] == b'\t' {
             if let Some(f) = fields.last_mut() {
-                f.value.push_str(&String::from_utf8_lossy(line));
+                f.value.to_mut().push_str(&String::from_utf8_lossy(line));
                 f.end = next;
             }
         } else if let Some(colon) = memchr::memchr(b':', line) {
@@ -71,7 +74,7 @@ pub fn headers(article: &[u8]) -> Headers<'_> {
                 let lead = raw.iter().take_while(|b| **b == b' ' || **b == b'\t').count();
                 fields.push(Field {
                     name: &line[..colon],
-                    value: String::from_utf8_lossy(&raw[lead..]).into_owned(),
+                    value: String::from_utf8_lossy(&raw[lead..]),
                     start: pos,
                     end: next,
                 });
@@ -80,8 +83,13 @@ pub fn headers(article: &[u8]) -> Headers<'_> {
         pos = next;
     }
     for f in &mut fields {
-        let trimmed = f.value.trim_end().len();
-        f.value.truncate(trimmed);
+        match &mut f.value {
+            Cow::Borrowed(v) => *v = v.trim_end(),
+            Cow::Owned(v) => {
+                let trimmed = v.trim_end().len();
+                v.truncate(trimmed);
+            }
+        }
     }
     Headers { fields, end, body, crlf }
 }
@@ -105,7 +113,11 @@ pub struct Overview {
 
 impl Overview {
     pub fn of(article: &[u8]) -> Overview {
-        let h = headers(article);
+        Overview::from_headers(article, &headers(article))
+    }
+
+    /// [`Overview::of`] from headers already read (`h` is `article`'s).
+    pub fn from_headers(article: &[u8], h: &Headers<'_>) -> Overview {
         let get = |n: &str| h.get(n).unwrap_or_default().to_string();
         let body = &article[h.body.min(article.len())..];
         let mut lines = memchr::memchr_iter(b'\n', body).count() as u64;
@@ -193,7 +205,11 @@ pub fn parse_xref(value: &str) -> Option<Vec<(String, u64)>> {
 /// (the whole value) put last in its header section: Xref is the local
 /// server's own (RFC 5536 §3.2.14), never a peer's.
 pub fn with_xref(article: &[u8], xref: &str) -> Vec<u8> {
-    let h = headers(article);
+    with_xref_in(article, &headers(article), xref)
+}
+
+/// [`with_xref`] with `article`'s headers already read.
+fn with_xref_in(article: &[u8], h: &Headers<'_>, xref: &str) -> Vec<u8> {
     let eol: &[u8] = if h.crlf { b"\r\n" } else { b"\n" };
     let mut out = Vec::with_capacity(article.len() + xref.len() + 16);
     let mut pos = 0;
@@ -215,4 +231,38 @@ pub fn with_xref(article: &[u8], xref: &str) -> Vec<u8> {
         out.extend_from_slice(&article[h.end..]);
     }
     out
+}
+
+/// An arriving article as the store keeps it ([`with_xref`]) and its
+/// overview, from one reading of its headers (`h`, `article`'s): the same
+/// as [`Overview::of`] the stored bytes, the `Xref` being ours and the
+/// only one left.
+pub fn stored(article: &[u8], h: &Headers<'_>, xref: &str) -> (Vec<u8>, Overview) {
+    let stored = with_xref_in(article, h, xref);
+    let mut overview = Overview::from_headers(article, h);
+    overview.bytes = stored.len() as u64;
+    overview.xref = xref.to_string();
+    (stored, overview)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_reads_the_headers_once_and_agrees_with_overview_of() {
+        let cases: [&[u8]; 6] = [
+            b"Subject: a\r\n b\r\nFrom: x@y\r\nXref: other g:9\r\nMessage-ID: <1@x>\r\n\r\nline\r\nline2",
+            b"Subject: s\nMessage-ID: <2@x>\n\nbody\n",
+            b"Subject: headers only\r\nMessage-ID: <3@x>",
+            b"Subject: headers only\r\nMessage-ID: <3@x>\r\n",
+            b"Subject: \xff\xfe  \r\nReferences: <a@b>\r\n\t<c@d>\r\nDate: now\r\n\r\n",
+            b"",
+        ];
+        for a in cases {
+            let (bytes, overview) = stored(a, &headers(a), "host g:1 h:2");
+            assert_eq!(bytes, with_xref(a, "host g:1 h:2"));
+            assert_eq!(overview, Overview::of(&bytes), "{}", String::from_utf8_lossy(a));
+        }
+    }
 }

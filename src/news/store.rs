@@ -156,6 +156,8 @@ struct Staged {
     numbers: Vec<(String, u64)>,
     /// As stored, with our `Xref`.
     stored: Vec<u8>,
+    /// Computed from the same reading of the headers as `stored`.
+    overview: Overview,
 }
 
 pub struct NewsStore {
@@ -394,7 +396,7 @@ impl NewsStore {
         // durable from here on (the log replays them after a crash): the
         // files and the index are written for readers, not for safety
         let mut index = sled::Batch::default();
-        for st in &batch.staged {
+        for st in &mut batch.staged {
             let path = self.dirs.articles.join(&st.file);
             if let Err(e) = super::log::write_article(&path, &st.stored, now) {
                 // the log brings it back at the next start; until then
@@ -414,7 +416,7 @@ impl NewsStore {
                 file: st.file.clone(),
                 arrived: now,
                 numbers: st.numbers.clone(),
-                overview: Overview::of(&st.stored),
+                overview: std::mem::take(&mut st.overview),
             };
             index.insert(article_key(&st.id), encode(&rec));
             index.insert(arrival_key(now, &st.id), &[][..]);
@@ -489,11 +491,11 @@ impl NewsStore {
             .chain(numbers.iter().map(|(g, n)| format!("{g}:{n}")))
             .collect::<Vec<_>>()
             .join(" ");
-        let stored = article::with_xref(article, &xref);
+        let (stored, overview) = article::stored(article, &h, &xref);
         batch.ids.insert(id.clone());
         let file = file_name(&id);
         let not_yet = NewsError::io(&self.dirs.log, io::Error::other("the article was not written to the log"));
-        batch.staged.push(Staged { slot, file, id, numbers, stored });
+        batch.staged.push(Staged { slot, file, id, numbers, stored, overview });
         Err(not_yet)
     }
 

@@ -303,8 +303,9 @@ impl NntpSession {
         let r = match outcome {
             Ok(posted) => {
                 self.stored += 1;
-                let groups: Vec<String> = posted.numbers.iter().map(|(g, n)| format!("{g}:{n}")).collect();
-                tracing::info!(server = %server, peer = %self.conn.peer, article = %posted.message_id, groups = %groups.join(" "), "article stored");
+                // the groups are formatted only when the line is logged
+                let groups = || posted.numbers.iter().map(|(g, n)| format!("{g}:{n}")).collect::<Vec<_>>().join(" ");
+                tracing::info!(server = %server, peer = %self.conn.peer, article = %posted.message_id, groups = %groups(), "article stored");
                 return match via {
                     Via::Post => Reply::owned(240, format!("Article received OK {}", posted.message_id)),
                     Via::Ihave => reply::TRANSFERRED,
