@@ -39,8 +39,11 @@ pub enum DotEnd {
 }
 
 impl DotReader {
+    /// The body starts with room for a typical message and grows as it
+    /// needs: a run of pipelined articles holds each body until the run is
+    /// stored, so a large reservation per body would cost more than growing.
     pub fn new(limit: usize) -> DotReader {
-        DotReader { body: Vec::with_capacity(limit.min(64 * 1024)), limit, size: 0, at_line_start: true }
+        DotReader { body: Vec::with_capacity(limit.min(8 * 1024)), limit, size: 0, at_line_start: true }
     }
 
     /// Consume what can be consumed from `input`. Returns `Some` once the
