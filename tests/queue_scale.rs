@@ -41,6 +41,47 @@ fn json_lines(out: &std::process::Output, what: &str) -> Vec<serde_json::Value> 
     String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json line")).collect()
 }
 
+/// `per` messages of 1 KB from each of four sessions at once (so that the
+/// server's group commit keeps the fill short), one recipient each,
+/// `{tag}{session}-{i}@dead.test`; the queue ids, in no particular order.
+fn fill(addr: std::net::SocketAddr, per: usize, tag: &str) -> Vec<String> {
+    let senders: Vec<_> = (0..4)
+        .map(|t| {
+            let tag = tag.to_string();
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                c.reply();
+                c.expect("EHLO client.test", 250);
+                let body = format!("Subject: fill\r\n\r\n{}\r\n", "x".repeat(1000));
+                let ids: Vec<String> = (0..per)
+                    .map(|i| {
+                        queued_id(&c.send_mail("alice@example.test", &[&format!("{tag}{t}-{i}@dead.test")], &body))
+                    })
+                    .collect();
+                c.cmd("QUIT");
+                ids
+            })
+        })
+        .collect();
+    senders.into_iter().flat_map(|h| h.join().unwrap()).collect()
+}
+
+/// A relay whose `dead.test` goes to a port nobody listens on (retried in
+/// an hour) and, with `sink`, whose `dest.test` goes to that sink.
+fn relay_conf(server: &str, dead: u16, sink: Option<u16>) -> String {
+    let out = sink
+        .map(|p| {
+            format!(
+                "[[connector]]\nname = \"out\"\naddress_spaces = [\"dest.test\"]\nsmarthost = \"127.0.0.1:{p}\"\n\n"
+            )
+        })
+        .unwrap_or_default();
+    let extra = format!(
+        "{out}[[connector]]\nname = \"dead\"\naddress_spaces = [\"dead.test\"]\nsmarthost = \"127.0.0.1:{dead}\"\n\n[queue]\nretry_schedule = [\"1h\"]\n"
+    );
+    config(server, &extra).replace("[[connector]]\nname = \"internet\"\naddress_spaces = [\"*\"]\n", "")
+}
+
 fn list(s: &TestServer) -> Vec<MessageView> {
     json_lines(&s.cli(&["queue", "list", "--json"]), "queue list")
         .into_iter()
@@ -141,24 +182,7 @@ fn summary_aggregates_stay_exact_through_every_change_and_a_sigkill() {
             .rcpt_reply("later@dest.test", "451 4.3.0 try again later"),
     );
     let dead = dead_port();
-    let extra = format!(
-        r#"[[connector]]
-name = "out"
-address_spaces = ["dest.test"]
-smarthost = "127.0.0.1:{sink}"
-
-[[connector]]
-name = "dead"
-address_spaces = ["dead.test"]
-smarthost = "127.0.0.1:{dead}"
-
-[queue]
-retry_schedule = ["1h"]
-"#,
-        sink = sink.port()
-    );
-    let conf = config("relay_networks = [\"127.0.0.0/8\"]", &extra)
-        .replace("[[connector]]\nname = \"internet\"\naddress_spaces = [\"*\"]\n", "");
+    let conf = relay_conf("relay_networks = [\"127.0.0.0/8\"]", dead, Some(sink.port()));
     let mut s = TestServer::start(&conf);
     s.add_user("alice@example.test", "pw-alice");
 
@@ -204,18 +228,7 @@ retry_schedule = ["1h"]
 #[test]
 fn queue_list_streams_from_the_server_to_the_terminal() {
     let dead = dead_port();
-    let extra = format!(
-        r#"[[connector]]
-name = "dead"
-address_spaces = ["dead.test"]
-smarthost = "127.0.0.1:{dead}"
-
-[queue]
-retry_schedule = ["1h"]
-"#
-    );
-    let conf = config("relay_networks = [\"127.0.0.0/8\"]\nmax_recipients = 200", &extra)
-        .replace("[[connector]]\nname = \"internet\"\naddress_spaces = [\"*\"]\n", "");
+    let conf = relay_conf("relay_networks = [\"127.0.0.0/8\"]\nmax_recipients = 200", dead, None);
     let s = TestServer::start(&conf);
     // each listed message is a long line (100 recipients), and there are
     // far more lines than the pipes and the socket between server, CLI and
@@ -273,37 +286,10 @@ retry_schedule = ["1h"]
 #[test]
 fn mail_arriving_during_background_recovery_is_accepted_and_nothing_acknowledged_is_lost() {
     let dead = dead_port();
-    let extra = format!(
-        r#"[[connector]]
-name = "dead"
-address_spaces = ["dead.test"]
-smarthost = "127.0.0.1:{dead}"
-
-[queue]
-retry_schedule = ["1h"]
-"#
-    );
-    let conf = config("relay_networks = [\"127.0.0.0/8\"]", &extra)
-        .replace("[[connector]]\nname = \"internet\"\naddress_spaces = [\"*\"]\n", "");
+    let conf = relay_conf("relay_networks = [\"127.0.0.0/8\"]", dead, None);
     let mut s = TestServer::start(&conf);
     let addr = s.addr("mx");
-    // four sessions at once, so the server's group commit keeps the fill short
-    let senders: Vec<_> = (0..4)
-        .map(|t| {
-            std::thread::spawn(move || {
-                let mut c = Client::connect(addr);
-                c.reply();
-                c.expect("EHLO client.test", 250);
-                let body = format!("Subject: fill\r\n\r\n{}\r\n", "x".repeat(1000));
-                let ids: Vec<String> = (0..750)
-                    .map(|i| queued_id(&c.send_mail("alice@example.test", &[&format!("r{t}-{i}@dead.test")], &body)))
-                    .collect();
-                c.cmd("QUIT");
-                ids
-            })
-        })
-        .collect();
-    let mut before: Vec<String> = senders.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let mut before = fill(addr, 750, "r");
     s.kill9();
 
     s.start_again();
@@ -376,40 +362,14 @@ fn names(dir: &std::path::Path) -> Vec<String> {
 #[test]
 fn a_drained_queue_gives_its_index_disk_back() {
     let dead = dead_port();
-    let extra = format!(
-        r#"[[connector]]
-name = "dead"
-address_spaces = ["dead.test"]
-smarthost = "127.0.0.1:{dead}"
-
-[queue]
-retry_schedule = ["1h"]
-"#
-    );
-    let conf = config("relay_networks = [\"127.0.0.0/8\"]", &extra)
-        .replace("[[connector]]\nname = \"internet\"\naddress_spaces = [\"*\"]\n", "");
+    let conf = relay_conf("relay_networks = [\"127.0.0.0/8\"]", dead, None);
     let mut s = TestServer::start(&conf);
     let qdir = s.path().join("data").join("queue");
     let addr = s.addr("mx");
     let mut sent = 0;
     while du(&qdir) <= 2 * postern::queue::index::RESET_ABOVE {
         assert!(sent < 20_000, "the index does not grow: {} bytes; log:\n{}", du(&qdir), s.log());
-        // four sessions at once, so the server's group commit keeps it short
-        let round: Vec<_> = (0..4)
-            .map(|t| {
-                std::thread::spawn(move || {
-                    let mut c = Client::connect(addr);
-                    c.reply();
-                    c.expect("EHLO client.test", 250);
-                    let body = format!("Subject: fill\r\n\r\n{}\r\n", "x".repeat(1000));
-                    for i in 0..250 {
-                        queued_id(&c.send_mail("alice@example.test", &[&format!("r{sent}-{t}-{i}@dead.test")], &body));
-                    }
-                    c.cmd("QUIT");
-                })
-            })
-            .collect();
-        round.into_iter().for_each(|h| h.join().unwrap());
+        fill(addr, 250, &format!("r{sent}-"));
         sent += 1000;
         // every message tried once (refused): its state is in the index
         let deferred = eventually(Duration::from_secs(120), || {
@@ -457,24 +417,7 @@ fn new_mail_is_delivered_while_the_queue_is_reconciled_in_the_background() {
     let sinks = Sinks::new();
     let sink = sinks.start(SinkConfig::new(&["sink.test"]));
     let dead = dead_port();
-    let extra = format!(
-        r#"[[connector]]
-name = "out"
-address_spaces = ["dest.test"]
-smarthost = "127.0.0.1:{sink}"
-
-[[connector]]
-name = "dead"
-address_spaces = ["dead.test"]
-smarthost = "127.0.0.1:{dead}"
-
-[queue]
-retry_schedule = ["1h"]
-"#,
-        sink = sink.port()
-    );
-    let conf = config("relay_networks = [\"127.0.0.0/8\"]", &extra)
-        .replace("[[connector]]\nname = \"internet\"\naddress_spaces = [\"*\"]\n", "");
+    let conf = relay_conf("relay_networks = [\"127.0.0.0/8\"]", dead, Some(sink.port()));
     let gates = tempfile::tempdir().expect("tempdir");
     let gate = gates.path().join("open");
     std::fs::write(&gate, "").unwrap();
@@ -482,22 +425,7 @@ retry_schedule = ["1h"]
     // `env` (coreutils) execs the server with the seam set, at every start
     let mut s = TestServer::start_under(&conf, &["env", &seam]);
     let addr = s.addr("mx");
-    let senders: Vec<_> = (0..4)
-        .map(|t| {
-            std::thread::spawn(move || {
-                let mut c = Client::connect(addr);
-                c.reply();
-                c.expect("EHLO client.test", 250);
-                let body = format!("Subject: old\r\n\r\n{}\r\n", "x".repeat(1000));
-                let ids: Vec<String> = (0..500)
-                    .map(|i| queued_id(&c.send_mail("alice@example.test", &[&format!("r{t}-{i}@dead.test")], &body)))
-                    .collect();
-                c.cmd("QUIT");
-                ids
-            })
-        })
-        .collect();
-    let mut old: Vec<String> = senders.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let mut old = fill(addr, 500, "r");
     old.sort();
     let settled = eventually(Duration::from_secs(120), || {
         let q = list(&s);

@@ -182,29 +182,9 @@ impl Scheduler {
         metrics: Metrics,
         tracker: Tracker,
     ) -> Scheduler {
-        let (tx, rx) = mpsc::unbounded_channel();
         let new_ids = store.subscribe();
-        let m = Manager {
-            store,
-            config,
-            accounts,
-            remote,
-            local,
-            metrics,
-            tracker,
-            heap: BinaryHeap::new(),
-            due: HashMap::new(),
-            ready: HashMap::new(),
-            waiting: HashSet::new(),
-            running: HashSet::new(),
-            active: HashMap::new(),
-            dests: Dests::default(),
-            total: 0,
-            active_limit: ACTIVE_LIMIT,
-            held: Vec::new(),
-            recovered: false,
-            tx: tx.clone(),
-        };
+        let (m, rx) = Manager::new(store, config, accounts, remote, local, metrics, tracker);
+        let tx = m.tx.clone();
         tokio::spawn(async move { m.run(rx, new_ids).await });
         Scheduler { tx }
     }
@@ -250,6 +230,44 @@ struct Manager {
     /// The older messages reconciliation found are in the index.
     recovered: bool,
     tx: mpsc::UnboundedSender<Command>,
+}
+
+impl Manager {
+    /// A manager with an empty index, not yet recovered, and the receiving
+    /// end of its command channel.
+    fn new(
+        store: Arc<QueueStore>,
+        config: Arc<Config>,
+        accounts: Accounts,
+        remote: Option<Arc<dyn Remote>>,
+        local: Option<Arc<dyn Local>>,
+        metrics: Metrics,
+        tracker: Tracker,
+    ) -> (Manager, mpsc::UnboundedReceiver<Command>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let m = Manager {
+            store,
+            config,
+            accounts,
+            remote,
+            local,
+            metrics,
+            tracker,
+            heap: BinaryHeap::new(),
+            due: HashMap::new(),
+            ready: HashMap::new(),
+            waiting: HashSet::new(),
+            running: HashSet::new(),
+            active: HashMap::new(),
+            dests: Dests::default(),
+            total: 0,
+            active_limit: ACTIVE_LIMIT,
+            held: Vec::new(),
+            recovered: false,
+            tx,
+        };
+        (m, rx)
+    }
 }
 
 /// When a message next needs attention: the earliest due recipient that

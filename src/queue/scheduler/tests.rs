@@ -525,28 +525,16 @@ fn bare(config: Arc<Config>) -> Bare {
     let (store, _) = QueueStore::open(&data.db, dir.path()).unwrap();
     let store = Arc::new(store);
     let fake = Arc::new(Fake::default());
-    let (tx, rx) = mpsc::unbounded_channel();
-    let m = Manager {
-        store: store.clone(),
+    let (mut m, rx) = Manager::new(
+        store.clone(),
         config,
-        accounts: Accounts::open(&data.db).unwrap(),
-        remote: Some(Arc::new(FakeRemote(fake.clone()))),
-        local: Some(Arc::new(FakeLocal(fake.clone()))),
-        metrics: crate::metrics::Metrics::off(),
-        tracker: crate::track::Tracker::off(),
-        heap: BinaryHeap::new(),
-        due: HashMap::new(),
-        ready: HashMap::new(),
-        waiting: HashSet::new(),
-        running: HashSet::new(),
-        active: HashMap::new(),
-        dests: Dests::default(),
-        total: 0,
-        active_limit: ACTIVE_LIMIT,
-        held: Vec::new(),
-        recovered: true,
-        tx,
-    };
+        Accounts::open(&data.db).unwrap(),
+        Some(Arc::new(FakeRemote(fake.clone()))),
+        Some(Arc::new(FakeLocal(fake.clone()))),
+        crate::metrics::Metrics::off(),
+        crate::track::Tracker::off(),
+    );
+    m.recovered = true;
     Bare { _dir: dir, _data: data, store, fake, m, rx }
 }
 
