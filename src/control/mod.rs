@@ -293,21 +293,8 @@ async fn write_line(w: &mut (impl AsyncWriteExt + Unpin), resp: &Response) -> st
 /// Client side: send one request to a running server. `Ok(None)` when no
 /// server answers at `path` (the caller then opens the store directly).
 pub fn request(path: &Path, req: &Request) -> std::io::Result<Option<Response>> {
-    use std::io::{BufRead, Write};
-    let mut stream = match std::os::unix::net::UnixStream::connect(path) {
-        Ok(s) => s,
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => {
-            return Ok(None)
-        }
-        Err(e) => return Err(e),
-    };
-    let mut line = serde_json::to_vec(req).map_err(std::io::Error::other)?;
-    line.push(b'\n');
-    stream.write_all(&line)?;
-    let mut reader = std::io::BufReader::new(stream);
-    let mut resp = String::new();
-    reader.read_line(&mut resp)?;
-    parse_line(&resp).map(Some)
+    // a whole answer is a stream of no items
+    request_stream(path, req, |_| {})
 }
 
 /// Client side of a streamed answer: send `req`, hand each item's data to
